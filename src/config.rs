@@ -1,0 +1,180 @@
+//! The settings every command shares, validated once: a bad value is a one-line error.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Named limits of the HTTP front end (nginx-style: each has a flag and a default).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request line plus headers; more is `431` (or `414` while still in the request line).
+    pub max_head: usize,
+    /// Request target length; more is `414`.
+    pub max_uri: usize,
+    /// Request body; more is `413`. 0 means no limit.
+    pub max_body: u64,
+    /// Time for a whole request head to arrive once it has started; then `408` and close.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout: Duration,
+    /// Time one read of a request body may wait for bytes.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 64 << 10,
+            max_uri: 8 << 10,
+            max_body: 0,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub db: PathBuf,
+    pub volumes: Vec<String>,
+    pub port: u16,
+    pub replicas: usize,
+    pub subvolumes: u32,
+    pub fallback: Option<String>,
+    pub protect: bool,
+    pub md5sum: bool,
+    pub voltimeout: Duration,
+    pub threads: usize,
+    pub verbose: bool,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Checks what flags alone cannot: the relations between values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.volumes.is_empty() {
+            return Err("-volumes is required (host:port,host:port,...)".into());
+        }
+        for v in &self.volumes {
+            check_host_port(v).map_err(|e| format!("-volumes: {e}"))?;
+        }
+        let mut seen = self.volumes.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.volumes.len() {
+            return Err("-volumes lists a volume twice".into());
+        }
+        if self.replicas == 0 {
+            return Err("-replicas must be at least 1".into());
+        }
+        if self.replicas > self.volumes.len() {
+            return Err(format!(
+                "-replicas {} needs at least {} volumes, but -volumes names {}",
+                self.replicas,
+                self.replicas,
+                self.volumes.len()
+            ));
+        }
+        if self.subvolumes == 0 || self.subvolumes > 256 {
+            return Err("-subvolumes must be between 1 and 256".into());
+        }
+        if let Some(f) = &self.fallback {
+            check_host_port(f).map_err(|e| format!("-fallback: {e}"))?;
+        }
+        if self.threads == 0 {
+            return Err("-threads must be at least 1".into());
+        }
+        if self.voltimeout.is_zero() {
+            return Err("-voltimeout must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_host_port(v: &str) -> Result<(), String> {
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{v}' is not host:port"))?;
+    if host.is_empty()
+        || host.contains('/')
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+        || v.len() > 200
+    {
+        return Err(format!("'{v}' is not host:port"));
+    }
+    Ok(())
+}
+
+/// Parses a Go duration: `500ms`, `2s`, `1m30s`, `1.5s`, `100us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration '{s}' (use e.g. 500ms, 2s, 1m)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "s", "1x", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relations_are_checked() {
+        let mut c = Config {
+            db: "/tmp/x".into(),
+            volumes: vec!["a:1".into(), "b:2".into()],
+            port: 3000,
+            replicas: 3,
+            subvolumes: 10,
+            fallback: None,
+            protect: false,
+            md5sum: true,
+            voltimeout: Duration::from_secs(1),
+            threads: 2,
+            verbose: false,
+            limits: Limits::default(),
+        };
+        assert!(c.validate().unwrap_err().contains("-replicas 3"));
+        c.replicas = 2;
+        assert!(c.validate().is_ok());
+        c.volumes = vec!["a:1".into(), "nope".into()];
+        assert!(c.validate().unwrap_err().contains("host:port"));
+    }
+}

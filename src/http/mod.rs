@@ -1,0 +1,326 @@
+//! Our HTTP/1.1: request heads (httparse), body framing, responses, with named limits.
+//! Knows nothing about keys: it turns bytes into requests and answers into bytes.
+
+mod chunked;
+mod conn;
+pub mod response;
+
+use std::{fmt, io, ops::Range};
+
+pub use chunked::Chunked;
+pub use conn::{Body, Conn};
+
+use crate::config::Limits;
+
+/// Most headers a request may carry; more is `431`.
+const MAX_HEADERS: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Put,
+    Delete,
+    Unlink,
+    List,
+    Rebalance,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head; the target is a range into the connection's buffer.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub method: Method,
+    pub target: Range<usize>,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub len: usize,
+}
+
+/// What went wrong on the client side of a connection.
+#[derive(Debug)]
+pub enum Error {
+    BadRequest(&'static str),
+    UriTooLong,
+    HeadTooLarge,
+    BodyTooLarge,
+    /// The client was too slow (head or body).
+    Timeout,
+    /// The client went away mid-request.
+    Closed,
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(why) => write!(f, "bad request: {why}"),
+            Error::UriTooLong => write!(f, "request target too long"),
+            Error::HeadTooLarge => write!(f, "request head too large"),
+            Error::BodyTooLarge => write!(f, "request body too large"),
+            Error::Timeout => write!(f, "client too slow"),
+            Error::Closed => write!(f, "client closed the connection"),
+            Error::Io(e) => write!(f, "client i/o: {e}"),
+        }
+    }
+}
+
+/// Parses a request head from `buf`. `Ok(None)`: incomplete, read more.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            let line_done = buf.contains(&b'\n');
+            if !line_done && buf.len() > limits.max_uri + 32 {
+                return Err(Error::UriTooLong);
+            }
+            if buf.len() >= limits.max_head {
+                return Err(if line_done {
+                    Error::HeadTooLarge
+                } else {
+                    Error::UriTooLong
+                });
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(Error::BadRequest("bad HTTP version")),
+        Err(_) => return Err(Error::BadRequest("malformed request head")),
+    };
+    if len > limits.max_head {
+        return Err(Error::HeadTooLarge);
+    }
+    let path = req.path.unwrap_or("");
+    if path.len() > limits.max_uri {
+        return Err(Error::UriTooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(Error::BadRequest("request target must start with /"));
+    }
+    let start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let method = match req.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "UNLINK" => Method::Unlink,
+        "LIST" => Method::List,
+        "REBALANCE" => Method::Rebalance,
+        _ => Method::Other,
+    };
+    let http11 = req.version == Some(1);
+    let mut keep_alive = http11;
+    let mut expect_continue = false;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(h.value).ok_or(Error::BadRequest("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::BadRequest("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !trim(h.value).eq_ignore_ascii_case(b"chunked") || chunked {
+                return Err(Error::BadRequest(
+                    "unsupported Transfer-Encoding (only chunked)",
+                ));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, b"close") {
+                keep_alive = false;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                return Err(Error::BadRequest("unsupported Expect"));
+            }
+            expect_continue = http11;
+        }
+    }
+    let framing = match (length, chunked) {
+        // both at once is how requests are smuggled: refuse
+        (Some(_), true) => {
+            return Err(Error::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (_, true) => Framing::Chunked,
+        (Some(0), false) | (None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+    };
+    if let Framing::Length(n) = framing {
+        if limits.max_body > 0 && n > limits.max_body {
+            return Err(Error::BodyTooLarge);
+        }
+    }
+    Ok(Some(Head {
+        method,
+        target: start..start + path.len(),
+        framing,
+        keep_alive,
+        expect_continue,
+        len,
+    }))
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
+}
+
+/// Splits a request target into its path and query (without the `?`).
+pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &[]),
+    }
+}
+
+/// Percent-decodes `src` onto `out` (`+` stays `+`: this is a path, not a form).
+pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let mut i = 0;
+    while i < src.len() {
+        let b = src[i];
+        if b == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (
+                src.get(i + 1).and_then(|&c| hex(c)),
+                src.get(i + 2).and_then(|&c| hex(c)),
+            ) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => return Err(Error::BadRequest("bad percent-encoding")),
+            }
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The query parameters as `(name, raw value)` pairs.
+pub fn query_pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    query
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.iter().position(|&b| b == b'=') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (p, &[][..]),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Option<Head>, Error> {
+        parse_head(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn heads() {
+        let h = parse("PUT /a%20b?x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.method, Method::Put);
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive && !h.expect_continue);
+        assert_eq!(h.len, 44);
+        let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = parse("PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.expect_continue && !h.keep_alive);
+        assert_eq!(
+            parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method,
+            Method::Unlink
+        );
+        assert_eq!(
+            parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method,
+            Method::Other
+        );
+        assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads() {
+        for bad in [
+            "GARBAGE\r\n\r\n",
+            "GET /k HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "GET /k HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+            "GET /k HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "PUT /k HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "GET k HTTP/1.1\r\n\r\n",
+            "GET /k HTTP/2.0\r\n\r\n",
+        ] {
+            assert!(matches!(parse(bad), Err(Error::BadRequest(_))), "{bad:?}");
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+        assert!(matches!(parse(&long), Err(Error::UriTooLong)));
+        let partial_long = format!("GET /{}", "a".repeat(9000));
+        assert!(matches!(parse(&partial_long), Err(Error::UriTooLong)));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(70000));
+        assert!(matches!(parse(&big), Err(Error::HeadTooLarge)));
+        let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
+        assert!(matches!(
+            parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Err(Error::HeadTooLarge)
+        ));
+        let limits = Limits {
+            max_body: 10,
+            ..Limits::default()
+        };
+        let r = parse_head(b"PUT /k HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &limits);
+        assert!(matches!(r, Err(Error::BodyTooLarge)));
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            split_target(b"/a?list&limit=3"),
+            (&b"/a"[..], &b"list&limit=3"[..])
+        );
+        let q: Vec<_> = query_pairs(b"list&limit=3&&start=%2Fb").collect();
+        assert_eq!(
+            q,
+            vec![
+                (&b"list"[..], &b""[..]),
+                (&b"limit"[..], &b"3"[..]),
+                (&b"start"[..], &b"%2Fb"[..])
+            ]
+        );
+        let mut out = vec![];
+        percent_decode(b"/a%20b+c%2f", &mut out).unwrap();
+        assert_eq!(out, b"/a b+c/");
+        assert!(percent_decode(b"/a%2", &mut vec![]).is_err());
+        assert!(percent_decode(b"/a%zz", &mut vec![]).is_err());
+    }
+}

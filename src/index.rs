@@ -1,0 +1,283 @@
+//! The index: key → [`Record`] in RocksDB, in column family `live` or `unlinked`.
+//! Every state change is one WriteBatch, so a crash leaves a key in exactly one state.
+
+use std::{fmt, path::Path};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::record::{Corrupt, Record, RecordRef};
+
+const LIVE: &str = "live";
+const UNLINKED: &str = "unlinked";
+
+/// Which column family a key is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Live,
+    /// Soft-deleted, a PUT in flight (or interrupted), or a DELETE that could not finish.
+    Unlinked,
+}
+
+impl State {
+    fn cf(self) -> &'static str {
+        match self {
+            State::Live => LIVE,
+            State::Unlinked => UNLINKED,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Db(rocksdb::Error),
+    Corrupt(Corrupt),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Db(e) => write!(f, "index: {e}"),
+            Error::Corrupt(e) => write!(f, "index: {e}"),
+        }
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Db(e)
+    }
+}
+
+impl From<Corrupt> for Error {
+    fn from(e: Corrupt) -> Self {
+        Error::Corrupt(e)
+    }
+}
+
+pub struct Index {
+    db: DB,
+    // No fsync: the WAL is in the OS page cache once write() returns, so a `201` survives
+    // `kill -9` of the master; syncing inline would cost ~150 µs per write on a runtime thread.
+    wopts: WriteOptions,
+}
+
+/// A pinned value read from the index: no copy on the GET path.
+pub struct Pinned<'a>(DBPinnableSlice<'a>);
+
+impl Pinned<'_> {
+    pub fn record(&self) -> Result<RecordRef<'_>, Error> {
+        Ok(RecordRef::parse(&self.0)?)
+    }
+}
+
+impl Index {
+    /// Opens (creating if missing) the index at `path`. The error says, in one line, why not.
+    pub fn open(path: &Path) -> Result<Index, String> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        opts.set_keep_log_file_num(4);
+        let mut cf_opts = Options::default();
+        let mut table = BlockBasedOptions::default();
+        // point reads dominate: a bloom filter skips most SST files, the cache keeps hot blocks
+        table.set_bloom_filter(10.0, false);
+        table.set_block_cache(&Cache::new_lru_cache(64 << 20));
+        cf_opts.set_block_based_table_factory(&table);
+        let cfs = [LIVE, UNLINKED].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        match DB::open_cf_descriptors(&opts, path, cfs) {
+            Ok(db) => Ok(Index {
+                db,
+                wopts: WriteOptions::default(),
+            }),
+            Err(e) => {
+                let msg = e.into_string();
+                let why = if msg.contains("lock") {
+                    "it is locked by another process (is another mkv running on it?)".to_string()
+                } else if msg.contains("Corruption") {
+                    format!("it is corrupt ({msg})")
+                } else {
+                    msg
+                };
+                Err(format!("cannot open index {}: {why}", path.display()))
+            }
+        }
+    }
+
+    fn cf(&self, state: State) -> &rocksdb::ColumnFamily {
+        // both families are created by open(); their absence is a bug, not an input error
+        self.db
+            .cf_handle(state.cf())
+            .expect("column family created at open")
+    }
+
+    /// The record bytes of `key` in `state`, pinned.
+    pub fn get_pinned(&self, state: State, key: &[u8]) -> Result<Option<Pinned<'_>>, Error> {
+        Ok(self.db.get_pinned_cf(self.cf(state), key)?.map(Pinned))
+    }
+
+    /// The record of `key` and its state, live first.
+    pub fn get(&self, key: &[u8]) -> Result<Option<(State, Record)>, Error> {
+        for state in [State::Live, State::Unlinked] {
+            if let Some(p) = self.get_pinned(state, key)? {
+                return Ok(Some((state, p.record()?.to_owned())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
+    pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
+        let mut b = WriteBatch::default();
+        let other = if to == State::Live {
+            State::Unlinked
+        } else {
+            State::Live
+        };
+        b.delete_cf(self.cf(other), key);
+        b.put_cf(self.cf(to), key, rec.encode());
+        Ok(self.db.write_opt(b, &self.wopts)?)
+    }
+
+    /// Forgets `key` in both families.
+    pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
+        let mut b = WriteBatch::default();
+        b.delete_cf(self.cf(State::Live), key);
+        b.delete_cf(self.cf(State::Unlinked), key);
+        Ok(self.db.write_opt(b, &self.wopts)?)
+    }
+
+    /// Keys of `state` with `prefix`, from `start` (or the prefix) on, byte-wise sorted.
+    pub fn scan(&self, state: State, prefix: &[u8], start: &[u8]) -> Scan<'_> {
+        let mut it = self.db.raw_iterator_cf(self.cf(state));
+        it.seek(if start > prefix { start } else { prefix });
+        Scan {
+            it,
+            prefix: prefix.to_vec(),
+            first: true,
+        }
+    }
+
+    /// Whether the index holds no key at all (rebuild refuses to overwrite one that does).
+    pub fn is_empty(&self) -> bool {
+        [State::Live, State::Unlinked].iter().all(|&s| {
+            let mut it = self.db.raw_iterator_cf(self.cf(s));
+            it.seek_to_first();
+            !it.valid()
+        })
+    }
+
+    /// Writes many records at once (rebuild): one batch, no per-key round trip.
+    pub fn put_many(&self, items: &[(Vec<u8>, State, Record)]) -> Result<(), Error> {
+        let mut b = WriteBatch::default();
+        for (key, state, rec) in items {
+            b.put_cf(self.cf(*state), key, rec.encode());
+        }
+        Ok(self.db.write_opt(b, &self.wopts)?)
+    }
+
+    /// Flushes memtables and syncs the WAL: the batch tools call it before they exit.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// A cursor over the keys of one family under one prefix.
+pub struct Scan<'a> {
+    it: DBRawIterator<'a>,
+    prefix: Vec<u8>,
+    first: bool,
+}
+
+impl Scan<'_> {
+    /// The next key with the prefix, with its record bytes.
+    pub fn next(&mut self) -> Option<(&[u8], &[u8])> {
+        if !self.first {
+            self.it.next();
+        }
+        self.first = false;
+        match (self.it.key(), self.it.value()) {
+            (Some(k), Some(v)) if k.starts_with(&self.prefix) => Some((k, v)),
+            _ => None,
+        }
+    }
+
+    /// An iterator error (I/O, corruption) ends a scan like the end of the keys; say so.
+    pub fn status(&self) -> Result<(), Error> {
+        Ok(self.it.status()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("mkv-index-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    #[test]
+    fn states_move_in_one_batch() {
+        let p = tmp("states");
+        let idx = Index::open(&p).unwrap();
+        let r = Record {
+            volumes: vec!["a:1".into()],
+            size: 3,
+            md5: None,
+        };
+        idx.set(b"/k", State::Unlinked, &r).unwrap();
+        assert_eq!(idx.get(b"/k").unwrap(), Some((State::Unlinked, r.clone())));
+        idx.set(b"/k", State::Live, &r).unwrap();
+        assert_eq!(idx.get(b"/k").unwrap(), Some((State::Live, r.clone())));
+        assert!(idx.get_pinned(State::Unlinked, b"/k").unwrap().is_none());
+        idx.remove(b"/k").unwrap();
+        assert_eq!(idx.get(b"/k").unwrap(), None);
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn scan_prefix_and_start() {
+        let p = tmp("scan");
+        let idx = Index::open(&p).unwrap();
+        let r = Record {
+            volumes: vec!["a:1".into()],
+            size: 1,
+            md5: None,
+        };
+        for k in ["/a", "/b/1", "/b/2", "/b/3", "/c"] {
+            idx.set(k.as_bytes(), State::Live, &r).unwrap();
+        }
+        let collect = |prefix: &[u8], start: &[u8]| {
+            let mut s = idx.scan(State::Live, prefix, start);
+            let mut out = vec![];
+            while let Some((k, _)) = s.next() {
+                out.push(String::from_utf8(k.to_vec()).unwrap());
+            }
+            out
+        };
+        assert_eq!(collect(b"/b", b""), ["/b/1", "/b/2", "/b/3"]);
+        assert_eq!(collect(b"/b", b"/b/2"), ["/b/2", "/b/3"]);
+        assert_eq!(collect(b"/", b"/b/3"), ["/b/3", "/c"]);
+        assert_eq!(collect(b"/b", b"/a"), ["/b/1", "/b/2", "/b/3"]);
+        assert!(collect(b"/z", b"").is_empty());
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn second_open_is_refused_with_a_reason() {
+        let p = tmp("lock");
+        let idx = Index::open(&p).unwrap();
+        let err = Index::open(&p).err().unwrap();
+        assert!(err.contains("locked"), "{err}");
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
+}

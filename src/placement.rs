@@ -1,0 +1,236 @@
+//! Where a key lives: the file path on a volume and the volumes that hold its replicas.
+//! Pure functions, byte-compatible with minikeyvalue so volumes can move between the two.
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use md5::{Digest, Md5};
+
+/// A file name longer than this cannot be created on any common filesystem.
+pub const MAX_NAME: usize = 255;
+
+/// Length of the base64 file name of a key of `len` bytes.
+pub fn name_len(len: usize) -> usize {
+    len.div_ceil(3) * 4
+}
+
+/// Whether the key's file name fits in one path component.
+pub fn key_fits(key: &[u8]) -> bool {
+    name_len(key.len()) <= MAX_NAME
+}
+
+/// `/5d/41/aGVsbG8=` for `hello`: two md5 bytes as folders, then the key in base64.
+pub fn key_path(key: &[u8]) -> String {
+    let mut out = String::with_capacity(8 + name_len(key.len()));
+    push_key_path(&mut out, key);
+    out
+}
+
+/// Appends [`key_path`] to `out` (the GET path reuses one buffer).
+pub fn push_key_path(out: &mut String, key: &[u8]) {
+    let d = Md5::digest(key);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in &d[..2] {
+        out.push('/');
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out.push('/');
+    STANDARD.encode_string(key, out);
+}
+
+/// The inverse of the file name part of [`key_path`].
+pub fn decode_name(name: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(name).ok()
+}
+
+/// The volumes (with `/svXX` when `subvolumes > 1`) that hold `key`, best first.
+/// Each volume scores md5(key ‖ volume); sort descending, stable in the given order.
+pub fn key_volumes<S: AsRef<str>>(
+    key: &[u8],
+    volumes: &[S],
+    replicas: usize,
+    subvolumes: u32,
+) -> Vec<String> {
+    let mut scored: Vec<([u8; 16], &str)> = volumes
+        .iter()
+        .map(|v| {
+            let mut h = Md5::new();
+            h.update(key);
+            h.update(v.as_ref().as_bytes());
+            (h.finalize().into(), v.as_ref())
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored
+        .into_iter()
+        .take(replicas)
+        .map(|(score, v)| {
+            if subvolumes <= 1 {
+                v.to_string()
+            } else {
+                let sv =
+                    u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
+                format!("{v}/sv{sv:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Folder, beside the `/xx/yy/` tree, where UNLINK leaves a marker per replica (minikeyvalue's
+/// tools only look at two-hex-digit folders, so they ignore it).
+pub const MARKER_DIR: &str = "/_unlinked";
+
+/// The `(server, path)` to request for file `path` (a key path) of `replica` (`host:port[/svXX]`).
+pub fn replica_target(replica: &str, path: &str) -> (String, String) {
+    let server = server_of(replica);
+    (
+        server.to_string(),
+        format!("{}{path}", &replica[server.len()..]),
+    )
+}
+
+/// Whether `stored` (a record's replica list) is exactly where placement puts `key` now.
+/// Allocation-free but for `scores`, a buffer the caller keeps: the GET path calls this.
+pub fn is_balanced<'a, S: AsRef<str>>(
+    key: &[u8],
+    mut stored: impl Iterator<Item = &'a str>,
+    volumes: &[S],
+    replicas: usize,
+    subvolumes: u32,
+    scores: &mut Vec<([u8; 16], usize)>,
+) -> bool {
+    scores.clear();
+    for (i, v) in volumes.iter().enumerate() {
+        let mut h = Md5::new();
+        h.update(key);
+        h.update(v.as_ref().as_bytes());
+        scores.push((h.finalize().into(), i));
+    }
+    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    for (score, i) in scores.iter().take(replicas) {
+        let Some(s) = stored.next() else { return false };
+        let name = volumes[*i].as_ref();
+        let Some(rest) = s.strip_prefix(name) else {
+            return false;
+        };
+        let ok = if subvolumes <= 1 {
+            rest.is_empty()
+        } else {
+            let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            let want = [
+                b'/',
+                b's',
+                b'v',
+                HEX[(sv >> 4) as usize],
+                HEX[(sv & 15) as usize],
+            ];
+            rest.as_bytes() == want
+        };
+        if !ok {
+            return false;
+        }
+    }
+    stored.next().is_none()
+}
+
+/// The volume server (`host:port`) of a replica (`host:port/svXX`).
+pub fn server_of(replica: &str) -> &str {
+    replica.split('/').next().unwrap_or(replica)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_minikeyvalue() {
+        assert_eq!(key_path(b"hello"), "/5d/41/aGVsbG8=");
+        assert_eq!(key_path(b"helloworld"), "/fc/5e/aGVsbG93b3JsZA==");
+        assert_eq!(decode_name("aGVsbG93b3JsZA==").unwrap(), b"helloworld");
+    }
+
+    #[test]
+    fn volumes_match_minikeyvalue() {
+        let vols = ["larry", "moe", "curly"];
+        for (key, want) in [
+            ("hello", "larry"),
+            ("helloworld", "curly"),
+            ("world", "moe"),
+            ("blah", "curly"),
+        ] {
+            let got = key_volumes(key.as_bytes(), &vols, 1, 3);
+            assert_eq!(got.len(), 1);
+            assert_eq!(server_of(&got[0]), want, "key {key}");
+            assert!(got[0].starts_with(&format!("{want}/sv0")), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn replicas_are_distinct_and_stable() {
+        let vols = ["a:1", "b:2", "c:3", "d:4"];
+        let all = key_volumes(b"k", &vols, 4, 1);
+        let mut sorted = all.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4);
+        assert_eq!(key_volumes(b"k", &vols, 2, 1), all[..2].to_vec());
+        // removing a volume the key does not use leaves its placement alone
+        let unused = all[3].clone();
+        let rest: Vec<&str> = vols.iter().copied().filter(|v| *v != unused).collect();
+        assert_eq!(key_volumes(b"k", &rest, 3, 1), all[..3].to_vec());
+    }
+
+    #[test]
+    fn balance_matches_placement() {
+        let vols = ["a:1", "b:2", "c:3", "d:4"];
+        let mut scores = vec![];
+        for sv in [1, 10] {
+            let want = key_volumes(b"/k", &vols, 3, sv);
+            assert!(is_balanced(
+                b"/k",
+                want.iter().map(|s| s.as_str()),
+                &vols,
+                3,
+                sv,
+                &mut scores
+            ));
+            let mut swapped = want.clone();
+            swapped.swap(0, 1);
+            assert!(!is_balanced(
+                b"/k",
+                swapped.iter().map(|s| s.as_str()),
+                &vols,
+                3,
+                sv,
+                &mut scores
+            ));
+            assert!(!is_balanced(
+                b"/k",
+                want[..2].iter().map(|s| s.as_str()),
+                &vols,
+                3,
+                sv,
+                &mut scores
+            ));
+        }
+        assert_eq!(
+            replica_target("h:1/sv0A", "/ab/cd/x"),
+            ("h:1".to_string(), "/sv0A/ab/cd/x".to_string())
+        );
+        assert_eq!(
+            replica_target("h:1", "/ab/cd/x"),
+            ("h:1".to_string(), "/ab/cd/x".to_string())
+        );
+    }
+
+    #[test]
+    fn name_length_limit() {
+        assert_eq!(name_len(5), 8);
+        assert!(key_fits(&[b'x'; 189]));
+        assert!(!key_fits(&[b'x'; 190]));
+        assert_eq!(
+            key_path(&[b'x'; 189]).rsplit('/').next().unwrap().len(),
+            252
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! The API: each handler speaks in index and volume operations and, on success, writes its
+//! status line and headers; errors are answered by the caller through [`ApiError::status`].
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use super::{conn::Req, ApiError, Ctx};
+use crate::{
+    http::{response, Body, Conn, Framing, Method},
+    index::State,
+    placement::{self, replica_target, MARKER_DIR},
+    record::Record,
+    volume,
+};
+
+/// A body up to this size is read whole and sent to the replicas in one write each
+/// (retried on a fresh connection if a pooled one was stale); larger ones are streamed.
+const SMALL_BODY: usize = 1 << 20;
+/// Largest piece of a streamed body read from the client and sent on to the replicas.
+const CHUNK: usize = 256 << 10;
+/// Keys written into a listing between two yields to the other connections of the thread.
+const LIST_BATCH: usize = 1024;
+
+/// Routes one request. Returns the body of a successful answer (empty for most).
+pub async fn handle(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &mut Req,
+    body: &mut Body,
+) -> Result<Vec<u8>, ApiError> {
+    match req.method {
+        Some(Method::Get | Method::Head) if req.list.is_some() => list(ctx, conn, req).await,
+        Some(Method::List) => list(ctx, conn, req).await,
+        Some(Method::Get | Method::Head) => get(ctx, conn, req),
+        Some(Method::Put) => put(ctx, conn, req, body).await,
+        Some(Method::Delete) => delete(ctx, conn, &req.key).await,
+        Some(Method::Unlink) => unlink(ctx, conn, &req.key).await,
+        Some(Method::Rebalance) => crate::rebalance::one(ctx, &req.key).await.map(|()| {
+            response::start(&mut conn.out, 204);
+            Vec::new()
+        }),
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// The hot path: one pinned point read, a redirect to the first replica on a live volume.
+fn get(ctx: &Ctx, conn: &mut Conn, req: &mut Req) -> Result<Vec<u8>, ApiError> {
+    let sh = &ctx.shared;
+    let Some(pinned) = sh.index.get_pinned(State::Live, &req.key)? else {
+        return match &sh.cfg.fallback {
+            Some(fb) => {
+                response::start(&mut conn.out, 302);
+                response::header(
+                    &mut conn.out,
+                    "Location",
+                    &[b"http://", fb.as_bytes(), &req.raw_path],
+                );
+                Ok(Vec::new())
+            }
+            None => Err(ApiError::NotFound),
+        };
+    };
+    let rec = pinned.record()?;
+    let replica = rec
+        .volumes()
+        .find(|v| sh.vols.is_up(v))
+        .ok_or(ApiError::NoLiveReplica)?;
+    req.path.clear();
+    placement::push_key_path(&mut req.path, &req.key);
+    let balanced = placement::is_balanced(
+        &req.key,
+        rec.volumes(),
+        &sh.cfg.volumes,
+        sh.cfg.replicas,
+        sh.cfg.subvolumes,
+        &mut req.scores,
+    );
+    let out = &mut conn.out;
+    response::start(out, 302);
+    response::header(
+        out,
+        "Location",
+        &[b"http://", replica.as_bytes(), req.path.as_bytes()],
+    );
+    if let Some(m) = rec.md5 {
+        response::header(out, "Content-Md5", &[&hex(m)]);
+    }
+    out.extend_from_slice(b"Key-Volumes: ");
+    for (i, v) in rec.volumes().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    response::header(
+        out,
+        "Key-Balance",
+        &[if balanced { b"balanced" } else { b"unbalanced" }],
+    );
+    Ok(Vec::new())
+}
+
+fn hex(m: &[u8; 16]) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in m.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    out
+}
+
+/// `(server, path)` of every replica of `volumes`, for the file at `path`.
+fn targets<S: AsRef<str>>(volumes: &[S], path: &str) -> Vec<(String, String)> {
+    volumes
+        .iter()
+        .map(|v| replica_target(v.as_ref(), path))
+        .collect()
+}
+
+/// PUT: claim the key, record it as unlinked (a crash leaves a listed, deletable trace),
+/// write every replica, then one batch makes it live.
+async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<Vec<u8>, ApiError> {
+    let sh = &ctx.shared;
+    let key = &req.key[..];
+    if !placement::key_fits(key) {
+        return Err(ApiError::KeyTooLong);
+    }
+    if body.framing() == Framing::None {
+        return Err(ApiError::EmptyBody);
+    }
+    let _claim = sh.locks.try_lock(key).ok_or(ApiError::InFlight)?;
+    let prior = sh.index.get(key)?;
+    let prior_unlinked = match prior {
+        Some((State::Live, _)) => return Err(ApiError::Exists),
+        Some((State::Unlinked, r)) => Some(r),
+        None => None,
+    };
+    let cfg = &sh.cfg;
+    let replicas = placement::key_volumes(key, &cfg.volumes, cfg.replicas, cfg.subvolumes);
+    if let Some(down) = replicas.iter().find(|r| !sh.vols.is_up(r)) {
+        return Err(volume::Error::Down(placement::server_of(down).to_string()).into());
+    }
+    let path = placement::key_path(key);
+    let wait = cfg.limits.body_timeout;
+
+    let mut first = Vec::new();
+    while first.len() < SMALL_BODY {
+        match conn
+            .body_chunk(body, SMALL_BODY - first.len(), wait)
+            .await?
+        {
+            Some(c) => first.extend_from_slice(&c),
+            None => break,
+        }
+    }
+    if first.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+
+    // the pending record also names the replicas of an unlinked value this PUT replaces,
+    // so that nothing is left unlisted if it fails half way
+    let mut pending = Record {
+        volumes: replicas.clone(),
+        size: 0,
+        md5: None,
+    };
+    let old_only: Vec<String> = prior_unlinked
+        .as_ref()
+        .map(|r| {
+            r.volumes
+                .iter()
+                .filter(|v| !replicas.contains(v))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    pending.volumes.extend(old_only.iter().cloned());
+    sh.index.set(key, State::Unlinked, &pending)?;
+
+    let to = targets(&replicas, &path);
+    let mut md5 = cfg.md5sum.then(Md5::new);
+    if let Some(h) = md5.as_mut() {
+        h.update(&first);
+    }
+    let sent = if body.is_done() {
+        ctx.client
+            .put_all(&to, &first)
+            .await
+            .map_err(ApiError::from)
+    } else {
+        stream_rest(ctx, conn, body, &to, first, md5.as_mut()).await
+    };
+    if let Err(e) = sent {
+        abandon(ctx, key, &pending, &path, prior_unlinked.is_some()).await;
+        return Err(e);
+    }
+    if let Some(old) = &prior_unlinked {
+        // the replaced value's markers and replicas elsewhere: best effort, the new value is safe
+        let mut gone = targets(&old.volumes, &format!("{MARKER_DIR}{path}"));
+        gone.extend(targets(&old_only, &path));
+        if let Err(e) = ctx.client.delete_all(&gone).await {
+            eprintln!(
+                "mkv: PUT {}: could not remove the replaced value's files: {e}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    let rec = Record {
+        volumes: replicas,
+        size: body.received(),
+        md5: md5.map(|h| h.finalize().into()),
+    };
+    sh.index.set(key, State::Live, &rec)?;
+    response::start(&mut conn.out, 201);
+    Ok(Vec::new())
+}
+
+/// Streams a large body: each piece read from the client goes to every replica at once.
+async fn stream_rest(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    body: &mut Body,
+    to: &[(String, String)],
+    first: Vec<u8>,
+    mut md5: Option<&mut Md5>,
+) -> Result<(), ApiError> {
+    let len = match body.framing() {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let wait = ctx.shared.cfg.limits.body_timeout;
+    let mut up = ctx.client.upload(to, len).await?;
+    ctx.client.upload_chunk(&mut up, Bytes::from(first)).await?;
+    while let Some(chunk) = conn.body_chunk(body, CHUNK, wait).await? {
+        if let Some(h) = md5.as_mut() {
+            h.update(&chunk);
+        }
+        ctx.client.upload_chunk(&mut up, chunk).await?;
+    }
+    ctx.client.upload_finish(up).await?;
+    Ok(())
+}
+
+/// After a failed PUT: remove what was written; if that fails too, the key stays listed
+/// under `?unlinked`, where a DELETE can finish the job.
+async fn abandon(ctx: &Ctx, key: &[u8], pending: &Record, path: &str, had_markers: bool) {
+    let mut gone = targets(&pending.volumes, path);
+    if had_markers {
+        gone.extend(targets(&pending.volumes, &format!("{MARKER_DIR}{path}")));
+    }
+    match ctx.client.delete_all(&gone).await {
+        Ok(()) => {
+            if let Err(e) = ctx.shared.index.remove(key) {
+                eprintln!("mkv: PUT {}: {e}", String::from_utf8_lossy(key));
+            }
+        }
+        Err(e) => eprintln!(
+            "mkv: PUT {} failed and its replicas could not be removed ({e}); it is listed under ?unlinked",
+            String::from_utf8_lossy(key)
+        ),
+    }
+}
+
+/// DELETE: unlinked first (so a failure leaves it listed), then the replicas, then the record.
+async fn delete(ctx: &Ctx, conn: &mut Conn, key: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let sh = &ctx.shared;
+    let _claim = sh.locks.try_lock(key).ok_or(ApiError::InFlight)?;
+    let (state, rec) = sh.index.get(key)?.ok_or(ApiError::NotFound)?;
+    if sh.cfg.protect && state == State::Live {
+        return Err(ApiError::Protected);
+    }
+    if state == State::Live {
+        sh.index.set(key, State::Unlinked, &rec)?;
+    }
+    let path = placement::key_path(key);
+    let mut gone = targets(&rec.volumes, &path);
+    if state == State::Unlinked {
+        gone.extend(targets(&rec.volumes, &format!("{MARKER_DIR}{path}")));
+    }
+    ctx.client.delete_all(&gone).await?;
+    sh.index.remove(key)?;
+    response::start(&mut conn.out, 204);
+    Ok(Vec::new())
+}
+
+/// UNLINK: a marker beside each replica (so `rebuild` restores the key as unlinked), then
+/// one batch moves the record to `unlinked`. The data stays.
+async fn unlink(ctx: &Ctx, conn: &mut Conn, key: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let sh = &ctx.shared;
+    let _claim = sh.locks.try_lock(key).ok_or(ApiError::InFlight)?;
+    let Some(pinned) = sh.index.get_pinned(State::Live, key)? else {
+        return Err(ApiError::NotFound);
+    };
+    let rec = pinned.record()?.to_owned();
+    drop(pinned);
+    let markers = targets(
+        &rec.volumes,
+        &format!("{MARKER_DIR}{}", placement::key_path(key)),
+    );
+    if let Err(e) = ctx.client.put_all(&markers, b"unlinked\n").await {
+        let _ = ctx.client.delete_all(&markers).await;
+        return Err(e.into());
+    }
+    sh.index.set(key, State::Unlinked, &rec)?;
+    response::start(&mut conn.out, 204);
+    Ok(Vec::new())
+}
+
+/// `?list` / `?unlinked`: keys under the prefix, sorted, paged by `start` and `limit`.
+async fn list(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Vec<u8>, ApiError> {
+    let limit = match req.limit {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(())) => return Err(ApiError::BadQuery("limit must be a non-negative integer")),
+    };
+    let state = req.list.unwrap_or(State::Live);
+    let mut keys = Vec::with_capacity(256);
+    let mut next: Option<Vec<u8>> = None;
+    let mut scan = ctx.shared.index.scan(state, &req.key, &req.start);
+    let mut n = 0usize;
+    while let Some((k, _)) = scan.next() {
+        if limit > 0 && n == limit {
+            next = Some(k.to_vec());
+            break;
+        }
+        if n > 0 {
+            keys.push(b',');
+        }
+        json_string(&mut keys, k);
+        n += 1;
+        if n % LIST_BATCH == 0 {
+            // a long listing must not stall the thread's other connections
+            yield_now().await;
+        }
+    }
+    scan.status()?;
+    let mut out = Vec::with_capacity(keys.len() + 32);
+    out.extend_from_slice(b"{\"next\":");
+    json_string(&mut out, next.as_deref().unwrap_or(b""));
+    out.extend_from_slice(b",\"keys\":[");
+    out.extend_from_slice(&keys);
+    out.extend_from_slice(b"]}");
+    response::start(&mut conn.out, 200);
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(out)
+}
+
+/// A JSON string of `s`; bytes that are not UTF-8 become U+FFFD.
+fn json_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for c in String::from_utf8_lossy(s).chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Lets the runtime run other tasks before continuing (monoio has no `yield_now`).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings() {
+        let mut out = vec![];
+        json_string(&mut out, b"/a \"b\"\\\n\xff");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"/a \\\"b\\\"\\\\\\u000a\u{fffd}\""
+        );
+        assert_eq!(&hex(&[0xab; 16])[..4], b"abab");
+    }
+}
