@@ -91,14 +91,8 @@ impl Config {
 }
 
 fn check_host_port(v: &str) -> Result<(), String> {
-    let (host, port) = v
-        .rsplit_once(':')
-        .ok_or_else(|| format!("'{v}' is not host:port"))?;
-    if host.is_empty()
-        || host.contains('/')
-        || port.parse::<u16>().map_or(true, |p| p == 0)
-        || v.len() > 200
-    {
+    let (host, port) = v.rsplit_once(':').ok_or_else(|| format!("'{v}' is not host:port"))?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) || v.len() > 200 {
         return Err(format!("'{v}' is not host:port"));
     }
     Ok(())
@@ -116,14 +110,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,

@@ -4,8 +4,8 @@
 use std::{fmt, path::Path};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options,
-    WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::record::{Corrupt, Record, RecordRef};
@@ -89,10 +89,7 @@ impl Index {
         cf_opts.set_block_based_table_factory(&table);
         let cfs = [LIVE, UNLINKED].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         match DB::open_cf_descriptors(&opts, path, cfs) {
-            Ok(db) => Ok(Index {
-                db,
-                wopts: WriteOptions::default(),
-            }),
+            Ok(db) => Ok(Index { db, wopts: WriteOptions::default() }),
             Err(e) => {
                 let msg = e.into_string();
                 let why = if msg.contains("lock") {
@@ -109,9 +106,7 @@ impl Index {
 
     fn cf(&self, state: State) -> &rocksdb::ColumnFamily {
         // both families are created by open(); their absence is a bug, not an input error
-        self.db
-            .cf_handle(state.cf())
-            .expect("column family created at open")
+        self.db.cf_handle(state.cf()).expect("column family created at open")
     }
 
     /// The record bytes of `key` in `state`, pinned.
@@ -132,11 +127,7 @@ impl Index {
     /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
         let mut b = WriteBatch::default();
-        let other = if to == State::Live {
-            State::Unlinked
-        } else {
-            State::Live
-        };
+        let other = if to == State::Live { State::Unlinked } else { State::Live };
         b.delete_cf(self.cf(other), key);
         b.put_cf(self.cf(to), key, rec.encode());
         Ok(self.db.write_opt(b, &self.wopts)?)
@@ -154,11 +145,7 @@ impl Index {
     pub fn scan(&self, state: State, prefix: &[u8], start: &[u8]) -> Scan<'_> {
         let mut it = self.db.raw_iterator_cf(self.cf(state));
         it.seek(if start > prefix { start } else { prefix });
-        Scan {
-            it,
-            prefix: prefix.to_vec(),
-            first: true,
-        }
+        Scan { it, prefix: prefix.to_vec(), first: true }
     }
 
     /// Whether the index holds no key at all (rebuild refuses to overwrite one that does).
@@ -226,11 +213,7 @@ mod tests {
     fn states_move_in_one_batch() {
         let p = tmp("states");
         let idx = Index::open(&p).unwrap();
-        let r = Record {
-            volumes: vec!["a:1".into()],
-            size: 3,
-            md5: None,
-        };
+        let r = Record { volumes: vec!["a:1".into()], size: 3, md5: None };
         idx.set(b"/k", State::Unlinked, &r).unwrap();
         assert_eq!(idx.get(b"/k").unwrap(), Some((State::Unlinked, r.clone())));
         idx.set(b"/k", State::Live, &r).unwrap();
@@ -246,11 +229,7 @@ mod tests {
     fn scan_prefix_and_start() {
         let p = tmp("scan");
         let idx = Index::open(&p).unwrap();
-        let r = Record {
-            volumes: vec!["a:1".into()],
-            size: 1,
-            md5: None,
-        };
+        let r = Record { volumes: vec!["a:1".into()], size: 1, md5: None };
         for k in ["/a", "/b/1", "/b/2", "/b/3", "/c"] {
             idx.set(k.as_bytes(), State::Live, &r).unwrap();
         }

@@ -115,8 +115,7 @@ fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
     args.enumerate()
         .map(|(i, a)| {
             let b = a.as_bytes();
-            let long_single =
-                i > 0 && b.len() > 2 && b[0] == b'-' && b[1] != b'-' && !b[1].is_ascii_digit();
+            let long_single = i > 0 && b.len() > 2 && b[0] == b'-' && b[1] != b'-' && !b[1].is_ascii_digit();
             if long_single {
                 format!("-{a}")
             } else {
@@ -136,11 +135,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap's message is several lines with usage; one line says it
             let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
+            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
             eprintln!("mkv: {first} (see 'mkv --help')");
             return ExitCode::from(2);
         }
@@ -160,9 +155,7 @@ fn main() -> ExitCode {
         protect: f.protect,
         md5sum: f.md5sum,
         voltimeout: f.voltimeout,
-        threads: f
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: f.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         verbose: f.verbose,
         limits: Limits {
             max_head: f.max_head,
@@ -200,19 +193,8 @@ mod tests {
 
     #[test]
     fn flags_go_style_anywhere() {
-        let c = parse(&[
-            "mkv",
-            "-volumes",
-            "a:1,b:2",
-            "server",
-            "-db",
-            "/x",
-            "-md5sum=false",
-            "-v",
-            "--port",
-            "9",
-        ])
-        .unwrap();
+        let c = parse(&["mkv", "-volumes", "a:1,b:2", "server", "-db", "/x", "-md5sum=false", "-v", "--port", "9"])
+            .unwrap();
         assert_eq!(c.flags.volumes, ["a:1", "b:2"]);
         assert_eq!(c.flags.db.as_deref(), Some(std::path::Path::new("/x")));
         assert!(!c.flags.md5sum);

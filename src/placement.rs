@@ -44,12 +44,7 @@ pub fn decode_name(name: &str) -> Option<Vec<u8>> {
 
 /// The volumes (with `/svXX` when `subvolumes > 1`) that hold `key`, best first.
 /// Each volume scores md5(key ‖ volume); sort descending, stable in the given order.
-pub fn key_volumes<S: AsRef<str>>(
-    key: &[u8],
-    volumes: &[S],
-    replicas: usize,
-    subvolumes: u32,
-) -> Vec<String> {
+pub fn key_volumes<S: AsRef<str>>(key: &[u8], volumes: &[S], replicas: usize, subvolumes: u32) -> Vec<String> {
     let mut scored: Vec<([u8; 16], &str)> = volumes
         .iter()
         .map(|v| {
@@ -67,8 +62,7 @@ pub fn key_volumes<S: AsRef<str>>(
             if subvolumes <= 1 {
                 v.to_string()
             } else {
-                let sv =
-                    u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
+                let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
                 format!("{v}/sv{sv:02X}")
             }
         })
@@ -82,10 +76,7 @@ pub const MARKER_DIR: &str = "/_unlinked";
 /// The `(server, path)` to request for file `path` (a key path) of `replica` (`host:port[/svXX]`).
 pub fn replica_target(replica: &str, path: &str) -> (String, String) {
     let server = server_of(replica);
-    (
-        server.to_string(),
-        format!("{}{path}", &replica[server.len()..]),
-    )
+    (server.to_string(), format!("{}{path}", &replica[server.len()..]))
 }
 
 /// Whether `stored` (a record's replica list) is exactly where placement puts `key` now.
@@ -117,13 +108,7 @@ pub fn is_balanced<'a, S: AsRef<str>>(
         } else {
             let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
             const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            let want = [
-                b'/',
-                b's',
-                b'v',
-                HEX[(sv >> 4) as usize],
-                HEX[(sv & 15) as usize],
-            ];
+            let want = [b'/', b's', b'v', HEX[(sv >> 4) as usize], HEX[(sv & 15) as usize]];
             rest.as_bytes() == want
         };
         if !ok {
@@ -152,12 +137,7 @@ mod tests {
     #[test]
     fn volumes_match_minikeyvalue() {
         let vols = ["larry", "moe", "curly"];
-        for (key, want) in [
-            ("hello", "larry"),
-            ("helloworld", "curly"),
-            ("world", "moe"),
-            ("blah", "curly"),
-        ] {
+        for (key, want) in [("hello", "larry"), ("helloworld", "curly"), ("world", "moe"), ("blah", "curly")] {
             let got = key_volumes(key.as_bytes(), &vols, 1, 3);
             assert_eq!(got.len(), 1);
             assert_eq!(server_of(&got[0]), want, "key {key}");
@@ -186,41 +166,14 @@ mod tests {
         let mut scores = vec![];
         for sv in [1, 10] {
             let want = key_volumes(b"/k", &vols, 3, sv);
-            assert!(is_balanced(
-                b"/k",
-                want.iter().map(|s| s.as_str()),
-                &vols,
-                3,
-                sv,
-                &mut scores
-            ));
+            assert!(is_balanced(b"/k", want.iter().map(|s| s.as_str()), &vols, 3, sv, &mut scores));
             let mut swapped = want.clone();
             swapped.swap(0, 1);
-            assert!(!is_balanced(
-                b"/k",
-                swapped.iter().map(|s| s.as_str()),
-                &vols,
-                3,
-                sv,
-                &mut scores
-            ));
-            assert!(!is_balanced(
-                b"/k",
-                want[..2].iter().map(|s| s.as_str()),
-                &vols,
-                3,
-                sv,
-                &mut scores
-            ));
+            assert!(!is_balanced(b"/k", swapped.iter().map(|s| s.as_str()), &vols, 3, sv, &mut scores));
+            assert!(!is_balanced(b"/k", want[..2].iter().map(|s| s.as_str()), &vols, 3, sv, &mut scores));
         }
-        assert_eq!(
-            replica_target("h:1/sv0A", "/ab/cd/x"),
-            ("h:1".to_string(), "/sv0A/ab/cd/x".to_string())
-        );
-        assert_eq!(
-            replica_target("h:1", "/ab/cd/x"),
-            ("h:1".to_string(), "/ab/cd/x".to_string())
-        );
+        assert_eq!(replica_target("h:1/sv0A", "/ab/cd/x"), ("h:1".to_string(), "/sv0A/ab/cd/x".to_string()));
+        assert_eq!(replica_target("h:1", "/ab/cd/x"), ("h:1".to_string(), "/ab/cd/x".to_string()));
     }
 
     #[test]
@@ -228,9 +181,6 @@ mod tests {
         assert_eq!(name_len(5), 8);
         assert!(key_fits(&[b'x'; 189]));
         assert!(!key_fits(&[b'x'; 190]));
-        assert_eq!(
-            key_path(&[b'x'; 189]).rsplit('/').next().unwrap().len(),
-            252
-        );
+        assert_eq!(key_path(&[b'x'; 189]).rsplit('/').next().unwrap().len(), 252);
     }
 }

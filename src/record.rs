@@ -33,8 +33,7 @@ pub struct RecordRef<'a> {
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(32 + self.volumes.iter().map(|v| v.len() + 1).sum::<usize>());
+        let mut out = Vec::with_capacity(32 + self.volumes.iter().map(|v| v.len() + 1).sum::<usize>());
         out.push(VERSION);
         out.push(if self.md5.is_some() { HAS_MD5 } else { 0 });
         out.extend_from_slice(&self.size.to_le_bytes());
@@ -84,20 +83,14 @@ impl<'a> RecordRef<'a> {
         let mut p = vols;
         for _ in 0..n {
             let (&len, r) = p.split_first().ok_or(Corrupt("volume list"))?;
-            let (name, r) = r
-                .split_at_checked(len as usize)
-                .ok_or(Corrupt("volume list"))?;
+            let (name, r) = r.split_at_checked(len as usize).ok_or(Corrupt("volume list"))?;
             std::str::from_utf8(name).map_err(|_| Corrupt("volume name"))?;
             p = r;
         }
         if !p.is_empty() {
             return Err(Corrupt("trailing bytes"));
         }
-        Ok(RecordRef {
-            size,
-            md5,
-            volumes: vols,
-        })
+        Ok(RecordRef { size, md5, volumes: vols })
     }
 
     pub fn volumes(&self) -> impl Iterator<Item = &'a str> + 'a {
@@ -112,11 +105,7 @@ impl<'a> RecordRef<'a> {
     }
 
     pub fn to_owned(&self) -> Record {
-        Record {
-            volumes: self.volumes().map(str::to_string).collect(),
-            size: self.size,
-            md5: self.md5.copied(),
-        }
+        Record { volumes: self.volumes().map(str::to_string).collect(), size: self.size, md5: self.md5.copied() }
     }
 }
 
@@ -126,33 +115,18 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Record {
-            volumes: vec!["a:1/sv01".into(), "b:2/sv0A".into()],
-            size: 12345,
-            md5: Some([7; 16]),
-        };
+        let r = Record { volumes: vec!["a:1/sv01".into(), "b:2/sv0A".into()], size: 12345, md5: Some([7; 16]) };
         assert_eq!(Record::decode(&r.encode()).unwrap(), r);
-        let r2 = Record {
-            volumes: vec!["x:9".into()],
-            size: 0,
-            md5: None,
-        };
+        let r2 = Record { volumes: vec!["x:9".into()], size: 0, md5: None };
         assert_eq!(Record::decode(&r2.encode()).unwrap(), r2);
         let v = r.encode();
         let view = RecordRef::parse(&v).unwrap();
-        assert_eq!(
-            view.volumes().collect::<Vec<_>>(),
-            vec!["a:1/sv01", "b:2/sv0A"]
-        );
+        assert_eq!(view.volumes().collect::<Vec<_>>(), vec!["a:1/sv01", "b:2/sv0A"]);
     }
 
     #[test]
     fn damage_is_detected() {
-        let r = Record {
-            volumes: vec!["a:1".into()],
-            size: 5,
-            md5: None,
-        };
+        let r = Record { volumes: vec!["a:1".into()], size: 5, md5: None };
         let mut v = r.encode();
         v[3] ^= 1;
         assert_eq!(Record::decode(&v), Err(Corrupt("checksum mismatch")));

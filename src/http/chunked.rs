@@ -29,12 +29,7 @@ impl Chunked {
 
     /// Decodes from `input`, appending data to `out` while `out.len() < max_out`.
     /// Returns how many input bytes were consumed; fewer than given means "need more".
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        max_out: usize,
-    ) -> Result<usize, Error> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, max_out: usize) -> Result<usize, Error> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
@@ -60,11 +55,7 @@ impl Chunked {
                     }
                     let size = line.split(|&b| b == b';').next().unwrap_or(b"");
                     self.remaining = parse_hex(size).ok_or(Error::BadRequest("bad chunk size"))?;
-                    self.state = if self.remaining == 0 {
-                        State::Trailer
-                    } else {
-                        State::Data
-                    };
+                    self.state = if self.remaining == 0 { State::Trailer } else { State::Data };
                 }
                 State::Data => {
                     let room = max_out.saturating_sub(out.len());
@@ -98,9 +89,7 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 15 {
         return None;
     }
-    s.iter().try_fold(0u64, |acc, &c| {
-        Some(acc * 16 + (c as char).to_digit(16)? as u64)
-    })
+    s.iter().try_fold(0u64, |acc, &c| Some(acc * 16 + (c as char).to_digit(16)? as u64))
 }
 
 #[cfg(test)]
@@ -124,11 +113,7 @@ mod tests {
     fn decodes_in_any_pieces() {
         let msg = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
         for step in 1..msg.len() {
-            assert_eq!(
-                feed(msg, step).unwrap(),
-                (b"hello world".to_vec(), true),
-                "step {step}"
-            );
+            assert_eq!(feed(msg, step).unwrap(), (b"hello world".to_vec(), true), "step {step}");
         }
         assert_eq!(feed(b"5\r\nhel", 100).unwrap(), (b"hel".to_vec(), false));
     }
@@ -137,23 +122,14 @@ mod tests {
     fn bounded_output() {
         let mut d = Chunked::default();
         let mut out = vec![];
-        let n = d
-            .decode(b"a\r\n0123456789\r\n0\r\n\r\n", &mut out, 4)
-            .unwrap();
+        let n = d.decode(b"a\r\n0123456789\r\n0\r\n\r\n", &mut out, 4).unwrap();
         assert_eq!(out, b"0123");
         assert_eq!(n, 7);
     }
 
     #[test]
     fn bad_framing() {
-        for bad in [
-            &b"zz\r\n"[..],
-            b"5\nhello",
-            b"5\r\nhelloXX",
-            b"-1\r\n",
-            b"\r\n",
-            b"1234567890abcdef0\r\n",
-        ] {
+        for bad in [&b"zz\r\n"[..], b"5\nhello", b"5\r\nhelloXX", b"-1\r\n", b"\r\n", b"1234567890abcdef0\r\n"] {
             assert!(feed(bad, 100).is_err(), "{bad:?}");
         }
         assert!(feed(&[b'1'; 5000], 100).is_err());

@@ -40,20 +40,9 @@ pub struct Body {
 
 impl Body {
     pub fn new(framing: Framing, max_body: u64, expect_continue: bool) -> Body {
-        let remaining = if let Framing::Length(n) = framing {
-            n
-        } else {
-            0
-        };
+        let remaining = if let Framing::Length(n) = framing { n } else { 0 };
         let expect = expect_continue && framing != Framing::None;
-        Body {
-            framing,
-            remaining,
-            chunked: Chunked::default(),
-            received: 0,
-            max: max_body,
-            expect,
-        }
+        Body { framing, remaining, chunked: Chunked::default(), received: 0, max: max_body, expect }
     }
 
     /// Whether the client still waits for `100 Continue` (so it has sent no body bytes).
@@ -87,12 +76,7 @@ impl Body {
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn {
-            stream,
-            rbuf: Vec::with_capacity(READ_STEP),
-            rpos: 0,
-            out: Vec::with_capacity(4096),
-        }
+        Conn { stream, rbuf: Vec::with_capacity(READ_STEP), rpos: 0, out: Vec::with_capacity(4096) }
     }
 
     /// Waits for the next request head. `Ok(None)`: the client closed or idled out between requests.
@@ -147,9 +131,8 @@ impl Conn {
         let buf = std::mem::take(&mut self.rbuf);
         let (len, cap) = (buf.len(), buf.capacity());
         // on timeout the buffer goes with the cancelled read; the caller closes the connection
-        let (res, slice) = monoio::time::timeout(wait, self.stream.read(buf.slice_mut(len..cap)))
-            .await
-            .map_err(|_| Error::Timeout)?;
+        let (res, slice) =
+            monoio::time::timeout(wait, self.stream.read(buf.slice_mut(len..cap))).await.map_err(|_| Error::Timeout)?;
         self.rbuf = slice.into_inner();
         res.map_err(Error::Io)
     }
@@ -160,9 +143,8 @@ impl Conn {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.out);
-        let (res, mut buf) = monoio::time::timeout(wait, self.stream.write_all(buf))
-            .await
-            .map_err(|_| Error::Timeout)?;
+        let (res, mut buf) =
+            monoio::time::timeout(wait, self.stream.write_all(buf)).await.map_err(|_| Error::Timeout)?;
         res.map_err(Error::Io)?;
         buf.clear();
         if buf.capacity() <= KEEP_OUT {
@@ -178,12 +160,7 @@ impl Conn {
     }
 
     /// The next piece of `body`, at most `max` bytes; `None` at its end.
-    pub async fn body_chunk(
-        &mut self,
-        body: &mut Body,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Option<Bytes>, Error> {
+    pub async fn body_chunk(&mut self, body: &mut Body, max: usize, wait: Duration) -> Result<Option<Bytes>, Error> {
         if body.expect {
             body.expect = false;
             self.send_continue(wait).await?;
@@ -204,9 +181,8 @@ impl Conn {
                 } else {
                     // large bodies are read straight into their own buffer, never copied
                     let v = Vec::with_capacity(want);
-                    let (res, v) = monoio::time::timeout(wait, self.stream.read(v))
-                        .await
-                        .map_err(|_| Error::Timeout)?;
+                    let (res, v) =
+                        monoio::time::timeout(wait, self.stream.read(v)).await.map_err(|_| Error::Timeout)?;
                     match res.map_err(Error::Io)? {
                         0 => return Err(Error::Closed),
                         _ => Bytes::from(v),
@@ -216,14 +192,9 @@ impl Conn {
             Framing::Chunked => {
                 let mut out = Vec::with_capacity(max.min(64 << 10));
                 loop {
-                    let n = body
-                        .chunked
-                        .decode(&self.rbuf[self.rpos..], &mut out, max)?;
+                    let n = body.chunked.decode(&self.rbuf[self.rpos..], &mut out, max)?;
                     self.rpos += n;
-                    if body.chunked.is_done()
-                        || out.len() >= max
-                        || (!out.is_empty() && self.rpos == self.rbuf.len())
-                    {
+                    if body.chunked.is_done() || out.len() >= max || (!out.is_empty() && self.rpos == self.rbuf.len()) {
                         break;
                     }
                     if self.fill(wait).await? == 0 {

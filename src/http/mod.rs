@@ -85,11 +85,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
                 return Err(Error::UriTooLong);
             }
             if buf.len() >= limits.max_head {
-                return Err(if line_done {
-                    Error::HeadTooLarge
-                } else {
-                    Error::UriTooLong
-                });
+                return Err(if line_done { Error::HeadTooLarge } else { Error::UriTooLong });
             }
             return Ok(None);
         }
@@ -133,9 +129,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if !trim(h.value).eq_ignore_ascii_case(b"chunked") || chunked {
-                return Err(Error::BadRequest(
-                    "unsupported Transfer-Encoding (only chunked)",
-                ));
+                return Err(Error::BadRequest("unsupported Transfer-Encoding (only chunked)"));
             }
             chunked = true;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -151,11 +145,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
     }
     let framing = match (length, chunked) {
         // both at once is how requests are smuggled: refuse
-        (Some(_), true) => {
-            return Err(Error::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ))
-        }
+        (Some(_), true) => return Err(Error::BadRequest("both Content-Length and Transfer-Encoding")),
         (_, true) => Framing::Chunked,
         (Some(0), false) | (None, false) => Framing::None,
         (Some(n), false) => Framing::Length(n),
@@ -165,14 +155,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             return Err(Error::BodyTooLarge);
         }
     }
-    Ok(Some(Head {
-        method,
-        target: start..start + path.len(),
-        framing,
-        keep_alive,
-        expect_continue,
-        len,
-    }))
+    Ok(Some(Head { method, target: start..start + path.len(), framing, keep_alive, expect_continue, len }))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
@@ -188,8 +171,7 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 fn has_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|&b| b == b',')
-        .any(|t| trim(t).eq_ignore_ascii_case(token))
+    v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
 }
 
 /// Splits a request target into its path and query (without the `?`).
@@ -207,10 +189,7 @@ pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         let b = src[i];
         if b == b'%' {
             let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                src.get(i + 1).and_then(|&c| hex(c)),
-                src.get(i + 2).and_then(|&c| hex(c)),
-            ) {
+            match (src.get(i + 1).and_then(|&c| hex(c)), src.get(i + 2).and_then(|&c| hex(c))) {
                 (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
                 _ => return Err(Error::BadRequest("bad percent-encoding")),
             }
@@ -225,13 +204,10 @@ pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
 
 /// The query parameters as `(name, raw value)` pairs.
 pub fn query_pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    query
-        .split(|&b| b == b'&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.iter().position(|&b| b == b'=') {
-            Some(i) => (&p[..i], &p[i + 1..]),
-            None => (p, &[][..]),
-        })
+    query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| match p.iter().position(|&b| b == b'=') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (p, &[][..]),
+    })
 }
 
 #[cfg(test)]
@@ -244,28 +220,21 @@ mod tests {
 
     #[test]
     fn heads() {
-        let h = parse("PUT /a%20b?x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
-            .unwrap()
-            .unwrap();
+        let h = parse("PUT /a%20b?x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
         assert_eq!(h.method, Method::Put);
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive && !h.expect_continue);
         assert_eq!(h.len, 44);
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
-        let h = parse("PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h =
+            parse("PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue && !h.keep_alive);
-        assert_eq!(
-            parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method,
-            Method::Unlink
-        );
-        assert_eq!(
-            parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method,
-            Method::Other
-        );
+        assert_eq!(parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
+        assert_eq!(parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
         assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
     }
 
@@ -290,33 +259,17 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(70000));
         assert!(matches!(parse(&big), Err(Error::HeadTooLarge)));
         let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
-        assert!(matches!(
-            parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
-            Err(Error::HeadTooLarge)
-        ));
-        let limits = Limits {
-            max_body: 10,
-            ..Limits::default()
-        };
+        assert!(matches!(parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Err(Error::HeadTooLarge)));
+        let limits = Limits { max_body: 10, ..Limits::default() };
         let r = parse_head(b"PUT /k HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &limits);
         assert!(matches!(r, Err(Error::BodyTooLarge)));
     }
 
     #[test]
     fn targets() {
-        assert_eq!(
-            split_target(b"/a?list&limit=3"),
-            (&b"/a"[..], &b"list&limit=3"[..])
-        );
+        assert_eq!(split_target(b"/a?list&limit=3"), (&b"/a"[..], &b"list&limit=3"[..]));
         let q: Vec<_> = query_pairs(b"list&limit=3&&start=%2Fb").collect();
-        assert_eq!(
-            q,
-            vec![
-                (&b"list"[..], &b""[..]),
-                (&b"limit"[..], &b"3"[..]),
-                (&b"start"[..], &b"%2Fb"[..])
-            ]
-        );
+        assert_eq!(q, vec![(&b"list"[..], &b""[..]), (&b"limit"[..], &b"3"[..]), (&b"start"[..], &b"%2Fb"[..])]);
         let mut out = vec![];
         percent_decode(b"/a%20b+c%2f", &mut out).unwrap();
         assert_eq!(out, b"/a b+c/");

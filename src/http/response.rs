@@ -49,11 +49,7 @@ pub fn header(out: &mut Vec<u8>, name: &str, value: &[&[u8]]) {
 pub fn finish(out: &mut Vec<u8>, body: &[u8], keep_alive: bool, head_only: bool) {
     out.extend_from_slice(b"Content-Length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(if keep_alive {
-        b"\r\n\r\n" as &[u8]
-    } else {
-        b"\r\nConnection: close\r\n\r\n"
-    });
+    out.extend_from_slice(if keep_alive { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
     if !head_only {
         out.extend_from_slice(body);
     }

@@ -55,12 +55,7 @@ impl Req {
                     http::percent_decode(value, &mut self.start)?;
                 }
                 b"limit" => {
-                    self.limit = Some(
-                        std::str::from_utf8(value)
-                            .ok()
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .ok_or(()),
-                    )
+                    self.limit = Some(std::str::from_utf8(value).ok().and_then(|v| v.parse::<usize>().ok()).ok_or(()))
                 }
                 _ => {}
             }
@@ -119,22 +114,13 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream) {
                 };
                 response::text(&mut conn.out, status, &msg, keep, req.head_only);
                 if status >= 500 {
-                    eprintln!(
-                        "mkv: {:?} {}: {status} {e}",
-                        head.method,
-                        String::from_utf8_lossy(&req.key)
-                    );
+                    eprintln!("mkv: {:?} {}: {status} {e}", head.method, String::from_utf8_lossy(&req.key));
                 }
                 status
             }
         };
         if let Some(t) = began {
-            eprintln!(
-                "{:?} {} {status} {:?}",
-                head.method,
-                String::from_utf8_lossy(&req.key),
-                t.elapsed()
-            );
+            eprintln!("{:?} {} {status} {:?}", head.method, String::from_utf8_lossy(&req.key), t.elapsed());
         }
         if !keep {
             let _ = conn.flush(limits.idle_timeout).await;
@@ -145,12 +131,6 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream) {
 
 /// The status code of the last answer written (for the request log).
 fn reply_status(out: &[u8]) -> u16 {
-    let start = out
-        .windows(9)
-        .rposition(|w| w == b"HTTP/1.1 ")
-        .map_or(0, |i| i + 9);
-    std::str::from_utf8(out.get(start..start + 3).unwrap_or(b"000"))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    let start = out.windows(9).rposition(|w| w == b"HTTP/1.1 ").map_or(0, |i| i + 9);
+    std::str::from_utf8(out.get(start..start + 3).unwrap_or(b"000")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }

@@ -10,7 +10,7 @@ use crate::{
     index::State,
     placement::{self, replica_target, MARKER_DIR},
     record::Record,
-    volume,
+    volume::{self, Topology},
 };
 
 /// A body up to this size is read whole and sent to the replicas in one write each
@@ -22,12 +22,7 @@ const CHUNK: usize = 256 << 10;
 const LIST_BATCH: usize = 1024;
 
 /// Routes one request. Returns the body of a successful answer (empty for most).
-pub async fn handle(
-    ctx: &Ctx,
-    conn: &mut Conn,
-    req: &mut Req,
-    body: &mut Body,
-) -> Result<Vec<u8>, ApiError> {
+pub async fn handle(ctx: &Ctx, conn: &mut Conn, req: &mut Req, body: &mut Body) -> Result<Vec<u8>, ApiError> {
     match req.method {
         Some(Method::Get | Method::Head) if req.list.is_some() => list(ctx, conn, req).await,
         Some(Method::List) => list(ctx, conn, req).await,
@@ -50,38 +45,22 @@ fn get(ctx: &Ctx, conn: &mut Conn, req: &mut Req) -> Result<Vec<u8>, ApiError> {
         return match &sh.cfg.fallback {
             Some(fb) => {
                 response::start(&mut conn.out, 302);
-                response::header(
-                    &mut conn.out,
-                    "Location",
-                    &[b"http://", fb.as_bytes(), &req.raw_path],
-                );
+                response::header(&mut conn.out, "Location", &[b"http://", fb.as_bytes(), &req.raw_path]);
                 Ok(Vec::new())
             }
             None => Err(ApiError::NotFound),
         };
     };
     let rec = pinned.record()?;
-    let replica = rec
-        .volumes()
-        .find(|v| sh.vols.is_up(v))
-        .ok_or(ApiError::NoLiveReplica)?;
+    let topo = ctx.topo();
+    let replica = rec.volumes().find(|v| topo.is_up(v)).ok_or(ApiError::NoLiveReplica)?;
     req.path.clear();
     placement::push_key_path(&mut req.path, &req.key);
-    let balanced = placement::is_balanced(
-        &req.key,
-        rec.volumes(),
-        &sh.cfg.volumes,
-        sh.cfg.replicas,
-        sh.cfg.subvolumes,
-        &mut req.scores,
-    );
+    let balanced =
+        placement::is_balanced(&req.key, rec.volumes(), &topo.volumes, topo.replicas, topo.subvolumes, &mut req.scores);
     let out = &mut conn.out;
     response::start(out, 302);
-    response::header(
-        out,
-        "Location",
-        &[b"http://", replica.as_bytes(), req.path.as_bytes()],
-    );
+    response::header(out, "Location", &[b"http://", replica.as_bytes(), req.path.as_bytes()]);
     if let Some(m) = rec.md5 {
         response::header(out, "Content-Md5", &[&hex(m)]);
     }
@@ -93,11 +72,7 @@ fn get(ctx: &Ctx, conn: &mut Conn, req: &mut Req) -> Result<Vec<u8>, ApiError> {
         out.extend_from_slice(v.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    response::header(
-        out,
-        "Key-Balance",
-        &[if balanced { b"balanced" } else { b"unbalanced" }],
-    );
+    response::header(out, "Key-Balance", &[if balanced { b"balanced" } else { b"unbalanced" }]);
     Ok(Vec::new())
 }
 
@@ -113,10 +88,7 @@ fn hex(m: &[u8; 16]) -> [u8; 32] {
 
 /// `(server, path)` of every replica of `volumes`, for the file at `path`.
 fn targets<S: AsRef<str>>(volumes: &[S], path: &str) -> Vec<(String, String)> {
-    volumes
-        .iter()
-        .map(|v| replica_target(v.as_ref(), path))
-        .collect()
+    volumes.iter().map(|v| replica_target(v.as_ref(), path)).collect()
 }
 
 /// PUT: claim the key, record it as unlinked (a crash leaves a listed, deletable trace),
@@ -138,8 +110,9 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
         None => None,
     };
     let cfg = &sh.cfg;
-    let replicas = placement::key_volumes(key, &cfg.volumes, cfg.replicas, cfg.subvolumes);
-    if let Some(down) = replicas.iter().find(|r| !sh.vols.is_up(r)) {
+    let topo = ctx.topo();
+    let replicas = topo.place(key);
+    if let Some(down) = replicas.iter().find(|r| !topo.is_up(r)) {
         return Err(volume::Error::Down(placement::server_of(down).to_string()).into());
     }
     let path = placement::key_path(key);
@@ -147,10 +120,7 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
 
     let mut first = Vec::new();
     while first.len() < SMALL_BODY {
-        match conn
-            .body_chunk(body, SMALL_BODY - first.len(), wait)
-            .await?
-        {
+        match conn.body_chunk(body, SMALL_BODY - first.len(), wait).await? {
             Some(c) => first.extend_from_slice(&c),
             None => break,
         }
@@ -161,20 +131,10 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
 
     // the pending record also names the replicas of an unlinked value this PUT replaces,
     // so that nothing is left unlisted if it fails half way
-    let mut pending = Record {
-        volumes: replicas.clone(),
-        size: 0,
-        md5: None,
-    };
+    let mut pending = Record { volumes: replicas.clone(), size: 0, md5: None };
     let old_only: Vec<String> = prior_unlinked
         .as_ref()
-        .map(|r| {
-            r.volumes
-                .iter()
-                .filter(|v| !replicas.contains(v))
-                .cloned()
-                .collect()
-        })
+        .map(|r| r.volumes.iter().filter(|v| !replicas.contains(v)).cloned().collect())
         .unwrap_or_default();
     pending.volumes.extend(old_only.iter().cloned());
     sh.index.set(key, State::Unlinked, &pending)?;
@@ -185,33 +145,23 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
         h.update(&first);
     }
     let sent = if body.is_done() {
-        ctx.client
-            .put_all(&to, &first)
-            .await
-            .map_err(ApiError::from)
+        ctx.client.put_all(&topo, &to, &first).await.map_err(ApiError::from)
     } else {
-        stream_rest(ctx, conn, body, &to, first, md5.as_mut()).await
+        stream_rest(ctx, &topo, conn, body, &to, first, md5.as_mut()).await
     };
     if let Err(e) = sent {
-        abandon(ctx, key, &pending, &path, prior_unlinked.is_some()).await;
+        abandon(ctx, &topo, key, &pending, &path, prior_unlinked.is_some()).await;
         return Err(e);
     }
     if let Some(old) = &prior_unlinked {
         // the replaced value's markers and replicas elsewhere: best effort, the new value is safe
         let mut gone = targets(&old.volumes, &format!("{MARKER_DIR}{path}"));
         gone.extend(targets(&old_only, &path));
-        if let Err(e) = ctx.client.delete_all(&gone).await {
-            eprintln!(
-                "mkv: PUT {}: could not remove the replaced value's files: {e}",
-                String::from_utf8_lossy(key)
-            );
+        if let Err(e) = ctx.client.delete_all(&topo, &gone).await {
+            eprintln!("mkv: PUT {}: could not remove the replaced value's files: {e}", String::from_utf8_lossy(key));
         }
     }
-    let rec = Record {
-        volumes: replicas,
-        size: body.received(),
-        md5: md5.map(|h| h.finalize().into()),
-    };
+    let rec = Record { volumes: replicas, size: body.received(), md5: md5.map(|h| h.finalize().into()) };
     sh.index.set(key, State::Live, &rec)?;
     response::start(&mut conn.out, 201);
     Ok(Vec::new())
@@ -220,6 +170,7 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
 /// Streams a large body: each piece read from the client goes to every replica at once.
 async fn stream_rest(
     ctx: &Ctx,
+    topo: &Topology,
     conn: &mut Conn,
     body: &mut Body,
     to: &[(String, String)],
@@ -231,7 +182,7 @@ async fn stream_rest(
         _ => None,
     };
     let wait = ctx.shared.cfg.limits.body_timeout;
-    let mut up = ctx.client.upload(to, len).await?;
+    let mut up = ctx.client.upload(topo, to, len).await?;
     ctx.client.upload_chunk(&mut up, Bytes::from(first)).await?;
     while let Some(chunk) = conn.body_chunk(body, CHUNK, wait).await? {
         if let Some(h) = md5.as_mut() {
@@ -245,12 +196,12 @@ async fn stream_rest(
 
 /// After a failed PUT: remove what was written; if that fails too, the key stays listed
 /// under `?unlinked`, where a DELETE can finish the job.
-async fn abandon(ctx: &Ctx, key: &[u8], pending: &Record, path: &str, had_markers: bool) {
+async fn abandon(ctx: &Ctx, topo: &Topology, key: &[u8], pending: &Record, path: &str, had_markers: bool) {
     let mut gone = targets(&pending.volumes, path);
     if had_markers {
         gone.extend(targets(&pending.volumes, &format!("{MARKER_DIR}{path}")));
     }
-    match ctx.client.delete_all(&gone).await {
+    match ctx.client.delete_all(topo, &gone).await {
         Ok(()) => {
             if let Err(e) = ctx.shared.index.remove(key) {
                 eprintln!("mkv: PUT {}: {e}", String::from_utf8_lossy(key));
@@ -279,7 +230,7 @@ async fn delete(ctx: &Ctx, conn: &mut Conn, key: &[u8]) -> Result<Vec<u8>, ApiEr
     if state == State::Unlinked {
         gone.extend(targets(&rec.volumes, &format!("{MARKER_DIR}{path}")));
     }
-    ctx.client.delete_all(&gone).await?;
+    ctx.client.delete_all(&ctx.topo(), &gone).await?;
     sh.index.remove(key)?;
     response::start(&mut conn.out, 204);
     Ok(Vec::new())
@@ -295,12 +246,10 @@ async fn unlink(ctx: &Ctx, conn: &mut Conn, key: &[u8]) -> Result<Vec<u8>, ApiEr
     };
     let rec = pinned.record()?.to_owned();
     drop(pinned);
-    let markers = targets(
-        &rec.volumes,
-        &format!("{MARKER_DIR}{}", placement::key_path(key)),
-    );
-    if let Err(e) = ctx.client.put_all(&markers, b"unlinked\n").await {
-        let _ = ctx.client.delete_all(&markers).await;
+    let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", placement::key_path(key)));
+    let topo = ctx.topo();
+    if let Err(e) = ctx.client.put_all(&topo, &markers, b"unlinked\n").await {
+        let _ = ctx.client.delete_all(&topo, &markers).await;
         return Err(e.into());
     }
     sh.index.set(key, State::Unlinked, &rec)?;
@@ -354,9 +303,7 @@ fn json_string(out: &mut Vec<u8>, s: &[u8]) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
             c => {
                 let mut b = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
@@ -389,10 +336,7 @@ mod tests {
     fn json_strings() {
         let mut out = vec![];
         json_string(&mut out, b"/a \"b\"\\\n\xff");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"/a \\\"b\\\"\\\\\\u000a\u{fffd}\""
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "\"/a \\\"b\\\"\\\\\\u000a\u{fffd}\"");
         assert_eq!(&hex(&[0xab; 16])[..4], b"abab");
     }
 }

@@ -23,9 +23,7 @@ pub struct KeyGuard<'a> {
 impl KeyLocks {
     pub fn new(shards: usize) -> KeyLocks {
         KeyLocks {
-            shards: (0..shards.max(1))
-                .map(|_| Mutex::new(HashSet::new()))
-                .collect(),
+            shards: (0..shards.max(1)).map(|_| Mutex::new(HashSet::new())).collect(),
             hasher: Default::default(),
         }
     }
@@ -39,19 +37,13 @@ impl KeyLocks {
         if !set.insert(key.to_vec()) {
             return None;
         }
-        Some(KeyGuard {
-            locks: self,
-            shard,
-            key: key.to_vec(),
-        })
+        Some(KeyGuard { locks: self, shard, key: key.to_vec() })
     }
 }
 
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
-        let mut set = self.locks.shards[self.shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut set = self.locks.shards[self.shard].lock().unwrap_or_else(|e| e.into_inner());
         set.remove(&self.key);
     }
 }

@@ -6,18 +6,28 @@ mod error;
 mod handlers;
 mod locks;
 
-use std::{net::SocketAddr, rc::Rc, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    net::SocketAddr,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _};
-use monoio::{
-    net::{TcpListener, TcpStream},
-    IoUringDriver, LegacyDriver, RuntimeBuilder,
-};
+use monoio::{net::TcpListener, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use socket2::{Domain, Socket, Type};
 
 pub use error::ApiError;
 
-use crate::{config::Config, index::Index, volume};
+use crate::{
+    config::Config,
+    index::Index,
+    volume::{self, Topology},
+};
 
 /// How often each volume is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -28,32 +38,83 @@ const BACKLOG: i32 = 4096;
 pub struct Shared {
     pub cfg: Config,
     pub index: Index,
-    pub vols: Arc<volume::Volumes>,
     pub locks: locks::KeyLocks,
+    /// The volume list in force; replaced whole by an online volume change.
+    topo: Mutex<Arc<Topology>>,
+    /// Bumped after each change, so threads refresh their copy with one relaxed load.
+    topo_gen: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state over an open index; probes the volumes once and starts their probers.
+    pub fn new(cfg: Config, index: Index) -> Shared {
+        let topo = Topology::new(&cfg.volumes, cfg.replicas, cfg.subvolumes, cfg.voltimeout, None);
+        for (name, why) in volume::probe_all(topo.all(), cfg.voltimeout) {
+            eprintln!("mkv: warning: volume {name} is unreachable ({why}); treating it as down until it answers");
+        }
+        volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
+        Shared {
+            locks: locks::KeyLocks::new(cfg.threads * 64),
+            cfg,
+            index,
+            topo: Mutex::new(Arc::new(topo)),
+            topo_gen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topo.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Switches placement to `volumes` (online rebalance). Records keep pointing at their
+    /// replicas, so GETs go on; new PUTs land on the new list; REBALANCE moves old keys.
+    pub fn set_volumes(&self, volumes: &[String], replicas: usize) -> Result<(), String> {
+        let mut check = self.cfg.clone();
+        check.volumes = volumes.to_vec();
+        check.replicas = replicas;
+        check.validate()?;
+        let mut slot = self.topo.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Topology::new(volumes, replicas, self.cfg.subvolumes, self.cfg.voltimeout, Some(&slot));
+        let fresh: Vec<_> = next.all().filter(|v| slot.volume(&v.name).is_none()).cloned().collect();
+        volume::probe_all(fresh.iter(), self.cfg.voltimeout);
+        volume::spawn_probes(fresh.iter(), PROBE_INTERVAL, self.cfg.voltimeout);
+        *slot = Arc::new(next);
+        self.topo_gen.fetch_add(1, Ordering::Release);
+        eprintln!("mkv: volumes are now {} ({} replicas)", volumes.join(","), replicas);
+        Ok(())
+    }
 }
 
 /// One thread's view: the shared state plus its own volume connection pools.
 pub struct Ctx {
     pub shared: Arc<Shared>,
     pub client: volume::Client,
+    topo: RefCell<(u64, Rc<Topology>)>,
+}
+
+impl Ctx {
+    pub fn new(shared: Arc<Shared>) -> Ctx {
+        let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
+        Ctx { shared, client: volume::Client::new(), topo }
+    }
+
+    /// This thread's copy of the topology, refreshed when it changed.
+    pub fn topo(&self) -> Rc<Topology> {
+        let gen = self.shared.topo_gen.load(Ordering::Acquire);
+        let mut cached = self.topo.borrow_mut();
+        if cached.0 != gen {
+            *cached = (gen, Rc::new((*self.shared.topology()).clone()));
+        }
+        cached.1.clone()
+    }
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let index = Index::open(&cfg.db).map_err(anyhow::Error::msg)?;
     let listeners = listen(cfg.port, cfg.threads)?;
     let port = listeners[0].local_addr()?.port();
-    let vols = volume::Volumes::new(&cfg.volumes, cfg.voltimeout);
-    for (name, why) in volume::probe_all(&vols) {
-        eprintln!("mkv: warning: volume {name} is unreachable ({why}); treating it as down until it answers");
-    }
-    volume::spawn_probes(vols.clone(), PROBE_INTERVAL);
     let uring = monoio::utils::detect_uring();
-    let shared = Arc::new(Shared {
-        locks: locks::KeyLocks::new(cfg.threads * 64),
-        cfg,
-        index,
-        vols,
-    });
+    let shared = Arc::new(Shared::new(cfg, index));
     eprintln!(
         "mkv: listening on 0.0.0.0:{port} ({} threads, {}, {} volumes, {} replicas, index {})",
         shared.cfg.threads,
@@ -67,9 +128,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, l)| {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("mkv-{i}"))
-                .spawn(move || run_thread(shared, l, uring))
+            std::thread::Builder::new().name(format!("mkv-{i}")).spawn(move || run_thread(shared, l, uring))
         })
         .collect::<Result<_, _>>()?;
     for t in threads {
@@ -86,15 +145,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 /// silently, a busy port is detected first with a plain bind.
 fn listen(port: u16, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
     if port != 0 {
-        std::net::TcpListener::bind(("0.0.0.0", port)).with_context(|| {
-            format!("cannot listen on port {port} (is another server running there?)")
-        })?;
+        std::net::TcpListener::bind(("0.0.0.0", port))
+            .with_context(|| format!("cannot listen on port {port} (is another server running there?)"))?;
     }
     let mut out = Vec::with_capacity(n);
     let mut port = port;
     for _ in 0..n {
-        let l =
-            reuseport_listener(port).with_context(|| format!("cannot listen on port {port}"))?;
+        let l = reuseport_listener(port).with_context(|| format!("cannot listen on port {port}"))?;
         port = l.local_addr()?.port();
         out.push(l);
     }
@@ -111,37 +168,23 @@ fn reuseport_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-fn run_thread(
-    shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    uring: bool,
-) -> anyhow::Result<()> {
+fn run_thread(shared: Arc<Shared>, listener: std::net::TcpListener, uring: bool) -> anyhow::Result<()> {
     if uring {
         // measured: cooperative task running and a single submitter save ~10-25% per request
         let mut urb = io_uring::IoUring::builder();
         urb.setup_coop_taskrun().setup_single_issuer();
-        match RuntimeBuilder::<IoUringDriver>::new()
-            .with_entries(1024)
-            .uring_builder(urb)
-            .enable_timer()
-            .build()
-        {
+        match RuntimeBuilder::<IoUringDriver>::new().with_entries(1024).uring_builder(urb).enable_timer().build() {
             Ok(mut rt) => return rt.block_on(serve(shared, listener)),
             Err(e) => eprintln!("mkv: io_uring runtime failed ({e}); falling back to epoll"),
         }
     }
-    let mut rt = RuntimeBuilder::<LegacyDriver>::new()
-        .enable_timer()
-        .build()?;
+    let mut rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
     rt.block_on(serve(shared, listener))
 }
 
 async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
-    let ctx = Rc::new(Ctx {
-        client: volume::Client::new(shared.vols.clone()),
-        shared,
-    });
+    let ctx = Rc::new(Ctx::new(shared));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -156,6 +199,3 @@ async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) -> anyhow::
         }
     }
 }
-
-#[allow(dead_code)]
-fn _assert_stream_type(_: TcpStream) {}

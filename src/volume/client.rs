@@ -3,6 +3,7 @@
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
@@ -16,7 +17,7 @@ use monoio::{
     net::TcpStream,
 };
 
-use super::{Error, Volumes};
+use super::{Error, Topology, Volume};
 
 /// Idle connections kept per (thread, volume).
 const POOL_MAX: usize = 64;
@@ -27,22 +28,40 @@ const MAX_RESPONSE_HEAD: usize = 16 << 10;
 /// An error page longer than this is not read to reuse its connection.
 const MAX_SKIP: u64 = 64 << 10;
 
+/// One thread's connections to the volumes; every call names the [`Topology`] it works in.
+#[derive(Default)]
 pub struct Client {
-    vols: Arc<Volumes>,
-    idle: RefCell<Vec<Vec<(TcpStream, Instant)>>>,
+    idle: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>>,
 }
 
 /// A connection taken from the pool (or fresh) for one request.
 struct Leased {
-    vol: Option<usize>,
+    server: String,
+    vol: Option<Arc<Volume>>,
     stream: TcpStream,
     reused: bool,
 }
 
+/// A GET whose body is read piece by piece (a replica being copied, a listing).
+pub struct Download {
+    leg: Leased,
+    pub status: u16,
+    /// The body length, when the volume sent one.
+    pub length: Option<u64>,
+    /// Body bytes still to read from the socket; None: until the volume closes.
+    left: Option<u64>,
+    buf: Vec<u8>,
+    /// Decoder of a chunked body (nginx sends autoindex listings so); `buf` is then raw input.
+    chunked: Option<crate::http::Chunked>,
+    keep: bool,
+    timeout: Duration,
+}
+
 /// A PUT in progress to several replicas at once.
 pub struct Upload {
-    legs: Vec<(String, Leased)>,
+    legs: Vec<Leased>,
     chunked: bool,
+    timeout: Duration,
 }
 
 /// The answer of a volume: status, and whether its connection can carry another request.
@@ -52,31 +71,21 @@ struct Answer {
 }
 
 impl Client {
-    pub fn new(vols: Arc<Volumes>) -> Client {
-        let idle = RefCell::new((0..vols.len()).map(|_| Vec::new()).collect());
-        Client { vols, idle }
+    pub fn new() -> Client {
+        Client::default()
     }
 
-    pub fn volumes(&self) -> &Volumes {
-        &self.vols
-    }
-
-    fn timeout(&self) -> Duration {
-        self.vols.timeout
-    }
-
-    async fn lease(&self, server: &str, fresh: bool) -> Result<Leased, Error> {
-        let vol = self.vols.index_of(server);
-        if let (Some(i), false) = (vol, fresh) {
+    async fn lease(&self, topo: &Topology, server: &str, fresh: bool) -> Result<Leased, Error> {
+        let vol = topo.volume(server).cloned();
+        if vol.as_ref().is_some_and(|v| !v.is_up()) {
+            return Err(Error::Down(server.to_string()));
+        }
+        if !fresh {
             loop {
-                let popped = self.idle.borrow_mut()[i].pop();
+                let popped = self.idle.borrow_mut().get_mut(server).and_then(|p| p.pop());
                 match popped {
                     Some((s, t)) if t.elapsed() < IDLE_MAX && still_open(&s) => {
-                        return Ok(Leased {
-                            vol,
-                            stream: s,
-                            reused: true,
-                        })
+                        return Ok(Leased { server: server.to_string(), vol, stream: s, reused: true })
                     }
                     Some(_) => continue,
                     None => break,
@@ -84,52 +93,27 @@ impl Client {
             }
         }
         let connect = async {
-            match vol {
-                Some(i) => {
-                    if !self.vols.is_up(server) {
-                        return Err(Error::Down(server.to_string()));
-                    }
-                    let addr = self
-                        .vols
-                        .addr(i)
-                        .ok_or_else(|| Error::Down(server.to_string()))?;
-                    TcpStream::connect_addr(addr)
-                        .await
-                        .map_err(|e| Error::Io(server.to_string(), e))
-                }
-                // a volume outside the configured list (an old record): resolve by name
-                None => TcpStream::connect(server)
-                    .await
-                    .map_err(|e| Error::Io(server.to_string(), e)),
+            match vol.as_ref().and_then(|v| v.addr()) {
+                Some(addr) => TcpStream::connect_addr(addr).await,
+                // a volume outside the configured lists (an old record): resolve by name
+                None => TcpStream::connect(server).await,
             }
+            .map_err(|e| Error::Io(server.to_string(), e))
         };
-        let stream = match monoio::time::timeout(self.timeout(), connect).await {
+        let stream = match monoio::time::timeout(topo.timeout, connect).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(self.failed(vol, e)),
-            Err(_) => return Err(self.failed(vol, Error::Timeout(server.to_string()))),
+            Ok(Err(e)) => return Err(failed(vol.as_ref(), e)),
+            Err(_) => return Err(failed(vol.as_ref(), Error::Timeout(server.to_string()))),
         };
         let _ = stream.set_nodelay(true);
-        Ok(Leased {
-            vol,
-            stream,
-            reused: false,
-        })
-    }
-
-    /// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
-    fn failed(&self, vol: Option<usize>, e: Error) -> Error {
-        if let (Some(i), Error::Timeout(_) | Error::Io(..)) = (vol, &e) {
-            self.vols.mark_down(i, &e);
-        }
-        e
+        Ok(Leased { server: server.to_string(), vol, stream, reused: false })
     }
 
     fn release(&self, l: Leased) {
-        if let Some(i) = l.vol {
-            let mut idle = self.idle.borrow_mut();
-            if idle[i].len() < POOL_MAX {
-                idle[i].push((l.stream, Instant::now()));
-            }
+        let mut idle = self.idle.borrow_mut();
+        let pool = idle.entry(l.server).or_default();
+        if pool.len() < POOL_MAX {
+            pool.push((l.stream, Instant::now()));
         }
     }
 
@@ -137,6 +121,7 @@ impl Client {
     /// pooled one fails before any answer. Returns the status.
     pub async fn request(
         &self,
+        topo: &Topology,
         server: &str,
         method: &str,
         path: &str,
@@ -144,11 +129,11 @@ impl Client {
     ) -> Result<u16, Error> {
         let mut msg = head(method, server, path, Some(body.len() as u64));
         msg.extend_from_slice(body);
-        let mut l = self.lease(server, false).await?;
-        let r = match self.exchange(server, &mut l, msg.clone()).await {
+        let mut l = self.lease(topo, server, false).await?;
+        let r = match exchange(&mut l, msg.clone(), topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
-                l = self.lease(server, true).await?;
-                self.exchange(server, &mut l, msg).await
+                l = self.lease(topo, server, true).await?;
+                exchange(&mut l, msg, topo.timeout).await
             }
             r => r,
         };
@@ -159,68 +144,153 @@ impl Client {
                 }
                 Ok(a.status)
             }
-            Err(e) => Err(self.failed(l.vol.filter(|_| !l.reused), e)),
+            Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
         }
     }
 
-    async fn exchange(&self, server: &str, l: &mut Leased, msg: Vec<u8>) -> Result<Answer, Error> {
-        let t = self.timeout();
-        let (res, _) = monoio::time::timeout(t, l.stream.write_all(msg))
-            .await
-            .map_err(|_| Error::Timeout(server.to_string()))?;
-        res.map_err(|e| Error::Io(server.to_string(), e))?;
-        read_answer(&mut l.stream, server, t).await
-    }
-
     /// PUTs `body` (whole, in memory) to every `(server, path)` at once; all must succeed.
-    pub async fn put_all(&self, targets: &[(String, String)], body: &[u8]) -> Result<(), Error> {
-        let results = join_all(targets.iter().map(|(s, p)| self.request(s, "PUT", p, body))).await;
+    pub async fn put_all(&self, topo: &Topology, targets: &[(String, String)], body: &[u8]) -> Result<(), Error> {
+        let results = join_all(targets.iter().map(|(s, p)| self.request(topo, s, "PUT", p, body))).await;
         first_error(targets, results, &[200, 201, 204])
     }
 
     /// DELETEs every `(server, path)` at once; a file already gone counts as deleted.
-    pub async fn delete_all(&self, targets: &[(String, String)]) -> Result<(), Error> {
-        let results = join_all(
-            targets
-                .iter()
-                .map(|(s, p)| self.request(s, "DELETE", p, b"")),
-        )
-        .await;
+    pub async fn delete_all(&self, topo: &Topology, targets: &[(String, String)]) -> Result<(), Error> {
+        let results = join_all(targets.iter().map(|(s, p)| self.request(topo, s, "DELETE", p, b""))).await;
         first_error(targets, results, &[200, 204, 404])
+    }
+
+    /// Starts a GET whose body the caller reads with [`Client::next_chunk`].
+    pub async fn download(&self, topo: &Topology, server: &str, path: &str) -> Result<Download, Error> {
+        let msg = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
+        let mut l = self.lease(topo, server, false).await?;
+        let r = match send_and_read_head(&mut l, msg.clone(), topo.timeout).await {
+            Err(Error::Io(..)) if l.reused => {
+                l = self.lease(topo, server, true).await?;
+                send_and_read_head(&mut l, msg, topo.timeout).await
+            }
+            r => r,
+        };
+        let (head, mut buf) = r.map_err(|e| failed(l.vol.as_ref().filter(|_| !l.reused), e))?;
+        buf.drain(..head.head_len);
+        let left = head.length.map(|n| n.saturating_sub(buf.len() as u64));
+        if let Some(n) = head.length {
+            buf.truncate(n.min(buf.len() as u64) as usize);
+        }
+        let chunked = head.chunked.then(crate::http::Chunked::default);
+        let keep = head.keep && (head.length.is_some() || chunked.is_some());
+        Ok(Download {
+            leg: l,
+            status: head.status,
+            length: head.length,
+            left,
+            buf,
+            chunked,
+            keep,
+            timeout: topo.timeout,
+        })
+    }
+
+    async fn next_chunked(&self, d: &mut Download, max: usize) -> Result<Option<Bytes>, Error> {
+        let bad = |_| Error::Protocol(d.leg.server.clone(), "bad chunked body");
+        let mut out = Vec::new();
+        loop {
+            let dec = d.chunked.as_mut().expect("chunked download");
+            let n = dec.decode(&d.buf, &mut out, max).map_err(bad)?;
+            d.buf.drain(..n);
+            if dec.is_done() || !out.is_empty() {
+                break;
+            }
+            let buf = std::mem::take(&mut d.buf);
+            let (len, cap) = (buf.len(), buf.capacity().max(buf.len() + (16 << 10)));
+            let mut buf = buf;
+            buf.reserve(cap - len);
+            let cap = buf.capacity();
+            let (res, slice) = monoio::time::timeout(d.timeout, d.leg.stream.read(buf.slice_mut(len..cap)))
+                .await
+                .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
+            d.buf = slice.into_inner();
+            if res.map_err(|e| Error::Io(d.leg.server.clone(), e))? == 0 {
+                return Err(Error::Protocol(d.leg.server.clone(), "chunked body cut short"));
+            }
+        }
+        Ok(if out.is_empty() { None } else { Some(Bytes::from(out)) })
+    }
+
+    /// The next piece of a download's body (at most `max` bytes); `None` at its end.
+    /// A body without a length is read until the volume closes.
+    pub async fn next_chunk(&self, d: &mut Download, max: usize) -> Result<Option<Bytes>, Error> {
+        if d.chunked.is_some() {
+            return self.next_chunked(d, max).await;
+        }
+        if !d.buf.is_empty() {
+            return Ok(Some(Bytes::from(std::mem::take(&mut d.buf))));
+        }
+        let want = match d.left {
+            Some(0) => return Ok(None),
+            Some(n) => n.min(max as u64) as usize,
+            None => max,
+        };
+        let v = Vec::with_capacity(want);
+        let (res, v) = monoio::time::timeout(d.timeout, d.leg.stream.read(v))
+            .await
+            .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
+        match res.map_err(|e| Error::Io(d.leg.server.clone(), e))? {
+            0 if d.left.is_none() => Ok(None),
+            0 => Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length")),
+            n => {
+                d.left = d.left.map(|l| l.saturating_sub(n as u64));
+                Ok(Some(Bytes::from(v)))
+            }
+        }
+    }
+
+    /// Ends a download; its connection goes back to the pool if the body was read whole.
+    pub fn finish(&self, d: Download) {
+        let whole = match &d.chunked {
+            Some(c) => c.is_done(),
+            None => d.left == Some(0),
+        };
+        if d.keep && whole && d.buf.is_empty() {
+            self.release(d.leg);
+        }
+    }
+
+    /// GETs a whole small body (a listing): status and bytes, at most `max` of them.
+    pub async fn get(&self, topo: &Topology, server: &str, path: &str, max: usize) -> Result<(u16, Vec<u8>), Error> {
+        let mut d = self.download(topo, server, path).await?;
+        let mut body = Vec::new();
+        while let Some(c) = self.next_chunk(&mut d, 256 << 10).await? {
+            if body.len() + c.len() > max {
+                return Err(Error::Protocol(server.to_string(), "answer too large"));
+            }
+            body.extend_from_slice(&c);
+        }
+        let status = d.status;
+        self.finish(d);
+        Ok((status, body))
     }
 
     /// Starts a streamed PUT to every target: `len` is the body length, or None for chunked.
     pub async fn upload(
         &self,
+        topo: &Topology,
         targets: &[(String, String)],
         len: Option<u64>,
     ) -> Result<Upload, Error> {
-        let leases = join_all(targets.iter().map(|(s, _)| self.lease(s, false))).await;
+        let leases = join_all(targets.iter().map(|(s, _)| self.lease(topo, s, false))).await;
         let mut legs = Vec::with_capacity(targets.len());
-        for ((server, path), l) in targets.iter().zip(leases) {
-            legs.push((server.clone(), l?));
-            let _ = path;
+        for l in leases {
+            legs.push(l?);
         }
-        let mut up = Upload {
-            legs,
-            chunked: len.is_none(),
-        };
-        let t = self.timeout();
-        let writes = up
-            .legs
-            .iter_mut()
-            .zip(targets)
-            .map(|((server, l), (_, path))| {
-                let msg = head("PUT", server, path, len);
-                async move {
-                    let (r, _) = monoio::time::timeout(t, l.stream.write_all(msg))
-                        .await
-                        .map_err(|_| Error::Timeout(server.clone()))?;
-                    r.map(drop).map_err(|e| Error::Io(server.clone(), e))
-                }
-            });
+        let mut up = Upload { legs, chunked: len.is_none(), timeout: topo.timeout };
+        let t = up.timeout;
+        let writes = up.legs.iter_mut().zip(targets).map(|(l, (server, path))| {
+            let msg = head("PUT", server, path, len);
+            async move { write_to(l, msg, t).await }
+        });
         let results = join_all(writes).await;
-        self.leg_errors(&up, results)?;
+        leg_errors(&up, results)?;
         Ok(up)
     }
 
@@ -235,39 +305,22 @@ impl Client {
         } else {
             chunk
         };
-        self.send_all(up, data).await
-    }
-
-    async fn send_all(&self, up: &mut Upload, data: Bytes) -> Result<(), Error> {
-        let t = self.timeout();
-        let writes = up.legs.iter_mut().map(|(server, l)| {
-            let data = data.clone();
-            async move {
-                let (r, _) = monoio::time::timeout(t, l.stream.write_all(data))
-                    .await
-                    .map_err(|_| Error::Timeout(server.clone()))?;
-                r.map(drop).map_err(|e| Error::Io(server.clone(), e))
-            }
-        });
-        let results = join_all(writes).await;
-        self.leg_errors(up, results)
+        send_all(up, data).await
     }
 
     /// Ends the body and waits for every replica's answer.
     pub async fn upload_finish(&self, mut up: Upload) -> Result<(), Error> {
         if up.chunked {
-            self.send_all(&mut up, Bytes::from_static(b"0\r\n\r\n"))
-                .await?;
+            send_all(&mut up, Bytes::from_static(b"0\r\n\r\n")).await?;
         }
-        let t = self.timeout();
-        let answers = join_all(
-            up.legs
-                .iter_mut()
-                .map(|(server, l)| async move { read_answer(&mut l.stream, server, t).await }),
-        )
+        let t = up.timeout;
+        let answers = join_all(up.legs.iter_mut().map(|l| async move {
+            let (head, buf) = read_head(&mut l.stream, &l.server, t).await?;
+            skip_body(&mut l.stream, &l.server, head, buf, t).await
+        }))
         .await;
         let mut first: Option<Error> = None;
-        for ((server, l), a) in up.legs.into_iter().zip(answers) {
+        for (l, a) in up.legs.into_iter().zip(answers) {
             match a {
                 Ok(a) if matches!(a.status, 200 | 201 | 204) => {
                     if a.keep {
@@ -275,34 +328,60 @@ impl Client {
                     }
                 }
                 Ok(a) => {
-                    first.get_or_insert(Error::Status(server, a.status));
+                    first.get_or_insert(Error::Status(l.server, a.status));
                 }
                 Err(e) => {
-                    let e = self.failed(l.vol, e);
-                    first.get_or_insert(e);
+                    first.get_or_insert(failed(l.vol.as_ref(), e));
                 }
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    fn leg_errors(&self, up: &Upload, results: Vec<Result<(), Error>>) -> Result<(), Error> {
-        let mut first = None;
-        for ((_, l), r) in up.legs.iter().zip(results) {
-            if let Err(e) = r {
-                let e = self.failed(l.vol, e);
-                first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
     }
 }
 
-fn first_error(
-    targets: &[(String, String)],
-    results: Vec<Result<u16, Error>>,
-    ok: &[u16],
-) -> Result<(), Error> {
+async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
+    let (r, _) =
+        monoio::time::timeout(t, l.stream.write_all(data)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
+    r.map(drop).map_err(|e| Error::Io(l.server.clone(), e))
+}
+
+async fn send_all(up: &mut Upload, data: Bytes) -> Result<(), Error> {
+    let t = up.timeout;
+    let results = join_all(up.legs.iter_mut().map(|l| write_to(l, data.clone(), t))).await;
+    leg_errors(up, results)
+}
+
+fn leg_errors(up: &Upload, results: Vec<Result<(), Error>>) -> Result<(), Error> {
+    let mut first = None;
+    for (l, r) in up.legs.iter().zip(results) {
+        if let Err(e) = r {
+            first.get_or_insert(failed(l.vol.as_ref(), e));
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
+fn failed(vol: Option<&Arc<Volume>>, e: Error) -> Error {
+    if let (Some(v), Error::Timeout(_) | Error::Io(..)) = (vol, &e) {
+        v.mark_down(&e);
+    }
+    e
+}
+
+async fn exchange(l: &mut Leased, msg: Vec<u8>, t: Duration) -> Result<Answer, Error> {
+    let (head, buf) = send_and_read_head(l, msg, t).await?;
+    skip_body(&mut l.stream, &l.server, head, buf, t).await
+}
+
+async fn send_and_read_head(l: &mut Leased, msg: Vec<u8>, t: Duration) -> Result<(Head, Vec<u8>), Error> {
+    let (res, _) =
+        monoio::time::timeout(t, l.stream.write_all(msg)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
+    res.map_err(|e| Error::Io(l.server.clone(), e))?;
+    read_head(&mut l.stream, &l.server, t).await
+}
+
+fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, ok: &[u16]) -> Result<(), Error> {
     for ((server, _), r) in targets.iter().zip(results) {
         match r {
             Ok(s) if ok.contains(&s) => {}
@@ -334,27 +413,28 @@ fn still_open(s: &TcpStream) -> bool {
     let mut b = 0u8;
     // SAFETY: a valid fd and a 1-byte buffer we own; MSG_PEEK leaves the socket as it was.
     let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            &mut b as *mut u8 as *mut libc::c_void,
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+        libc::recv(s.as_raw_fd(), &mut b as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
-/// Reads one response head (and a short body, so the connection can be reused).
-async fn read_answer(stream: &mut TcpStream, server: &str, t: Duration) -> Result<Answer, Error> {
+/// A response head from a volume.
+struct Head {
+    status: u16,
+    keep: bool,
+    length: Option<u64>,
+    chunked: bool,
+    head_len: usize,
+}
+
+/// Reads one response head; the buffer returned may hold the first body bytes after it.
+async fn read_head(stream: &mut TcpStream, server: &str, t: Duration) -> Result<(Head, Vec<u8>), Error> {
     let err_io = |e| Error::Io(server.to_string(), e);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= MAX_RESPONSE_HEAD {
-                return Err(Error::Protocol(
-                    server.to_string(),
-                    "response head too large",
-                ));
+                return Err(Error::Protocol(server.to_string(), "response head too large"));
             }
             buf.reserve(buf.len());
         }
@@ -368,53 +448,63 @@ async fn read_answer(stream: &mut TcpStream, server: &str, t: Duration) -> Resul
         }
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
-        let (status, mut keep, length, head_len) = match resp.parse(&buf) {
+        match resp.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
             Err(_) => return Err(Error::Protocol(server.to_string(), "malformed response")),
             Ok(httparse::Status::Complete(n)) => {
-                let mut keep = resp.version == Some(1);
+                let keep = resp.version == Some(1);
                 let mut length = None;
+                let mut chunked = false;
+                let mut close = false;
                 for h in resp.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse::<u64>().ok());
-                    } else if h.name.eq_ignore_ascii_case("connection")
-                        && h.value.eq_ignore_ascii_case(b"close")
-                    {
-                        keep = false;
+                        length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                    } else if h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close") {
+                        close = true;
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        keep = false;
+                        chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                        close |= !chunked;
                     }
                 }
-                (resp.code.unwrap_or(0), keep, length, n)
-            }
-        };
-        let length = if matches!(status, 204 | 304) {
-            Some(0)
-        } else {
-            length
-        };
-        match length {
-            Some(n) if keep && n <= MAX_SKIP => {
-                let mut left = n.saturating_sub((buf.len() - head_len) as u64);
-                while left > 0 {
-                    buf.clear();
-                    let (res, b) = monoio::time::timeout(t, stream.read(buf))
-                        .await
-                        .map_err(|_| Error::Timeout(server.to_string()))?;
-                    buf = b;
-                    match res.map_err(err_io)? {
-                        0 => {
-                            keep = false;
-                            break;
-                        }
-                        k => left = left.saturating_sub(k as u64),
-                    }
+                let status = resp.code.unwrap_or(0);
+                if chunked {
+                    length = None;
+                } else if matches!(status, 204 | 304) {
+                    length = Some(0);
                 }
+                return Ok((Head { status, keep: keep && !close, length, chunked, head_len: n }, buf));
             }
-            _ => keep = false,
         }
-        return Ok(Answer { status, keep });
     }
+}
+
+/// Reads past a short body so the connection can carry the next request.
+async fn skip_body(
+    stream: &mut TcpStream,
+    server: &str,
+    head: Head,
+    mut buf: Vec<u8>,
+    t: Duration,
+) -> Result<Answer, Error> {
+    let mut keep = head.keep;
+    match head.length {
+        Some(n) if keep && n <= MAX_SKIP => {
+            let mut left = n.saturating_sub((buf.len() - head.head_len) as u64);
+            while left > 0 {
+                buf.clear();
+                let (res, b) =
+                    monoio::time::timeout(t, stream.read(buf)).await.map_err(|_| Error::Timeout(server.to_string()))?;
+                buf = b;
+                match res.map_err(|e| Error::Io(server.to_string(), e))? {
+                    0 => {
+                        keep = false;
+                        break;
+                    }
+                    k => left = left.saturating_sub(k as u64),
+                }
+            }
+        }
+        _ => keep = false,
+    }
+    Ok(Answer { status: head.status, keep })
 }

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-pub use client::Client;
+pub use client::{Client, Download};
 pub use health::{probe_all, spawn_probes};
 
 /// What went wrong talking to a volume; every variant names the volume.
@@ -42,6 +42,7 @@ impl fmt::Display for Error {
     }
 }
 
+/// One volume server and what the probes and requests know of it.
 pub struct Volume {
     pub name: String,
     up: AtomicBool,
@@ -49,71 +50,79 @@ pub struct Volume {
     addr: Mutex<Option<SocketAddr>>,
 }
 
-/// The configured volume servers and their health, shared by every thread.
-pub struct Volumes {
-    list: Vec<Volume>,
-    by_name: HashMap<String, usize>,
-    pub timeout: Duration,
+impl Volume {
+    fn new(name: &str) -> Arc<Volume> {
+        Arc::new(Volume { name: name.to_string(), up: AtomicBool::new(false), addr: Mutex::new(None) })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_down(&self, why: &dyn fmt::Display) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            eprintln!("mkv: volume {} is down: {why}", self.name);
+        }
+    }
+
+    fn mark_up(&self, addr: SocketAddr) {
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            eprintln!("mkv: volume {} is up", self.name);
+        }
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
-impl Volumes {
-    pub fn new(names: &[String], timeout: Duration) -> Arc<Volumes> {
-        let list = names
-            .iter()
-            .map(|n| Volume {
-                name: n.clone(),
-                up: AtomicBool::new(false),
-                addr: Mutex::new(None),
-            })
-            .collect();
-        let by_name = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
-        Arc::new(Volumes {
-            list,
-            by_name,
-            timeout,
-        })
+/// Where keys go (the volume list placement uses) and every volume known, with its health.
+/// Immutable: an online volume change installs a new one that shares the `Volume`s.
+#[derive(Clone)]
+pub struct Topology {
+    pub volumes: Vec<String>,
+    pub replicas: usize,
+    pub subvolumes: u32,
+    pub timeout: Duration,
+    known: HashMap<String, Arc<Volume>>,
+}
+
+impl Topology {
+    /// A topology over `volumes`; volumes of `previous` stay known (records may still name
+    /// them) and keep their health.
+    pub fn new(
+        volumes: &[String],
+        replicas: usize,
+        subvolumes: u32,
+        timeout: Duration,
+        previous: Option<&Topology>,
+    ) -> Topology {
+        let mut known = previous.map(|p| p.known.clone()).unwrap_or_default();
+        for v in volumes {
+            known.entry(v.clone()).or_insert_with(|| Volume::new(v));
+        }
+        Topology { volumes: volumes.to_vec(), replicas, subvolumes, timeout, known }
     }
 
-    pub fn len(&self) -> usize {
-        self.list.len()
+    /// The volume server `server` (`host:port`), if known.
+    pub fn volume(&self, server: &str) -> Option<&Arc<Volume>> {
+        self.known.get(server)
     }
 
-    pub fn get(&self, i: usize) -> &Volume {
-        &self.list[i]
-    }
-
-    /// The index of a volume server (`host:port`), if configured.
-    pub fn index_of(&self, server: &str) -> Option<usize> {
-        self.by_name.get(server).copied()
-    }
-
-    /// Whether the server of `replica` (`host:port[/svXX]`) is up. A server outside the
-    /// configured list has no probe; it is assumed up and a failure will tell.
+    /// Whether the server of `replica` (`host:port[/svXX]`) is up. A server never configured
+    /// has no probe; it is assumed up and a failure will tell.
     pub fn is_up(&self, replica: &str) -> bool {
-        match self.index_of(crate::placement::server_of(replica)) {
-            Some(i) => self.list[i].up.load(Ordering::Relaxed),
-            None => true,
-        }
+        self.volume(crate::placement::server_of(replica)).is_none_or(|v| v.is_up())
     }
 
-    pub fn mark_down(&self, i: usize, why: &dyn fmt::Display) {
-        if self.list[i].up.swap(false, Ordering::Relaxed) {
-            eprintln!("mkv: volume {} is down: {why}", self.list[i].name);
-        }
+    /// The replicas placement wants for `key` now.
+    pub fn place(&self, key: &[u8]) -> Vec<String> {
+        crate::placement::key_volumes(key, &self.volumes, self.replicas, self.subvolumes)
     }
 
-    fn mark_up(&self, i: usize, addr: SocketAddr) {
-        *self.list[i].addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-        if !self.list[i].up.swap(true, Ordering::Relaxed) {
-            eprintln!("mkv: volume {} is up", self.list[i].name);
-        }
-    }
-
-    fn addr(&self, i: usize) -> Option<SocketAddr> {
-        *self.list[i].addr.lock().unwrap_or_else(|e| e.into_inner())
+    /// Every known volume (for probing).
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Volume>> {
+        self.known.values()
     }
 }
