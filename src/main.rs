@@ -16,7 +16,9 @@ mod config;
 mod http;
 mod index;
 mod placement;
+mod progress;
 mod rebalance;
+mod rebuild;
 mod record;
 mod server;
 mod volume;
@@ -108,6 +110,21 @@ struct Flags {
     /// Time one read of a request body may wait for bytes
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
     body_timeout: std::time::Duration,
+    /// rebuild: write into a -db that already holds keys
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    force: bool,
+    /// rebuild: read every value to recompute its MD5
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    verify: bool,
+    /// rebalance: print what would move, move nothing
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    dry_run: bool,
+    /// rebalance: run against this running master (http://host:port) instead of -db
+    #[arg(long, global = true, value_name = "URL")]
+    online: Option<String>,
+    /// rebuild/rebalance: requests in flight at once
+    #[arg(long, global = true, default_value_t = 64)]
+    concurrency: usize,
 }
 
 /// Go's flag package takes `-name` as well as `--name`; clap wants two dashes for long names.
@@ -141,10 +158,19 @@ fn main() -> ExitCode {
         }
     };
     let f = cli.flags;
-    let Some(db) = f.db else {
-        eprintln!("mkv: -db is required (the RocksDB index folder)");
-        return ExitCode::from(2);
+    // an online rebalance talks to the master, which owns the index
+    let db = match (f.db, &f.online, &cli.cmd) {
+        (Some(db), _, _) => db,
+        (None, Some(_), Cmd::Rebalance) => PathBuf::new(),
+        (None, _, _) => {
+            eprintln!("mkv: -db is required (the RocksDB index folder)");
+            return ExitCode::from(2);
+        }
     };
+    if f.concurrency == 0 {
+        eprintln!("mkv: -concurrency must be at least 1");
+        return ExitCode::from(2);
+    }
     let cfg = Config {
         db,
         volumes: f.volumes.into_iter().filter(|v| !v.is_empty()).collect(),
@@ -172,7 +198,12 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Cmd::Server => server::run(cfg),
-        Cmd::Rebuild | Cmd::Rebalance => Err(anyhow::anyhow!("not implemented yet")),
+        Cmd::Rebuild => {
+            rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency: f.concurrency })
+        }
+        Cmd::Rebalance => {
+            rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency: f.concurrency })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,3 +6,13 @@ use crate::server::{ApiError, Ctx};
 pub async fn one(_ctx: &Ctx, _key: &[u8]) -> Result<(), ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
+
+pub struct Options {
+    pub dry_run: bool,
+    pub online: Option<String>,
+    pub concurrency: usize,
+}
+
+pub fn run(_cfg: crate::config::Config, _opts: Options) -> anyhow::Result<()> {
+    anyhow::bail!("rebalance is not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! Progress of a batch command: a bar on a terminal, periodic plain lines otherwise.
