@@ -45,6 +45,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Db(e)

@@ -79,6 +79,11 @@ pub fn replica_target(replica: &str, path: &str) -> (String, String) {
     (server.to_string(), format!("{}{path}", &replica[server.len()..]))
 }
 
+/// `(server, path)` of every replica in `volumes`, for the file at `path`.
+pub fn targets<S: AsRef<str>>(volumes: &[S], path: &str) -> Vec<(String, String)> {
+    volumes.iter().map(|v| replica_target(v.as_ref(), path)).collect()
+}
+
 /// Whether `stored` (a record's replica list) is exactly where placement puts `key` now.
 /// Allocation-free but for `scores`, a buffer the caller keeps: the GET path calls this.
 pub fn is_balanced<'a, S: AsRef<str>>(

@@ -24,6 +24,8 @@ pub enum Method {
     Unlink,
     List,
     Rebalance,
+    /// Admin: show or switch the volume list (online rebalance).
+    Volumes,
     Other,
 }
 
@@ -73,6 +75,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// Parses a request head from `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -112,6 +116,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
         "UNLINK" => Method::Unlink,
         "LIST" => Method::List,
         "REBALANCE" => Method::Rebalance,
+        "VOLUMES" => Method::Volumes,
         _ => Method::Other,
     };
     let http11 = req.version == Some(1);

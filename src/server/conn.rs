@@ -29,6 +29,9 @@ pub struct Req {
     /// `limit=`: None when absent, Err when not a non-negative integer.
     pub limit: Option<Result<usize, ()>>,
     pub head_only: bool,
+    /// `VOLUMES /?volumes=a,b,c&replicas=N`.
+    pub volumes: Option<String>,
+    pub replicas: Option<Result<usize, ()>>,
     /// Scratch for the GET path: the key's file path, placement scores.
     pub path: String,
     pub scores: Vec<([u8; 16], usize)>,
@@ -45,6 +48,8 @@ impl Req {
         self.list = None;
         self.start.clear();
         self.limit = None;
+        self.volumes = None;
+        self.replicas = None;
         http::percent_decode(path, &mut self.key)?;
         for (name, value) in http::query_pairs(query) {
             match name {
@@ -53,6 +58,14 @@ impl Req {
                 b"start" => {
                     self.start.clear();
                     http::percent_decode(value, &mut self.start)?;
+                }
+                b"volumes" if method == Method::Volumes => {
+                    let mut v = Vec::new();
+                    http::percent_decode(value, &mut v)?;
+                    self.volumes = Some(String::from_utf8(v).map_err(|_| ApiError::BadQuery("volumes must be text"))?);
+                }
+                b"replicas" if method == Method::Volumes => {
+                    self.replicas = Some(std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).ok_or(()))
                 }
                 b"limit" => {
                     self.limit = Some(std::str::from_utf8(value).ok().and_then(|v| v.parse::<usize>().ok()).ok_or(()))

@@ -23,7 +23,11 @@ pub enum ApiError {
     BadQuery(&'static str),
     /// No replica of the key is on a live volume.
     NoLiveReplica,
+    /// A volume list that does not validate (VOLUMES).
+    BadConfig(String),
 }
+
+impl std::error::Error for ApiError {}
 
 impl From<http::Error> for ApiError {
     fn from(e: http::Error) -> Self {
@@ -64,7 +68,7 @@ impl ApiError {
             ApiError::InFlight => 409,
             ApiError::EmptyBody => 411,
             ApiError::MethodNotAllowed => 405,
-            ApiError::BadQuery(_) => 400,
+            ApiError::BadQuery(_) | ApiError::BadConfig(_) => 400,
         }
     }
 
@@ -88,6 +92,7 @@ impl fmt::Display for ApiError {
             ApiError::KeyTooLong => write!(f, "key too long for a file name"),
             ApiError::MethodNotAllowed => write!(f, "method not allowed"),
             ApiError::BadQuery(why) => write!(f, "{why}"),
+            ApiError::BadConfig(why) => write!(f, "{why}"),
             ApiError::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
         }
     }

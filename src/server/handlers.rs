@@ -8,7 +8,7 @@ use super::{conn::Req, ApiError, Ctx};
 use crate::{
     http::{response, Body, Conn, Framing, Method},
     index::State,
-    placement::{self, replica_target, MARKER_DIR},
+    placement::{self, targets, MARKER_DIR},
     record::Record,
     volume::{self, Topology},
 };
@@ -30,10 +30,11 @@ pub async fn handle(ctx: &Ctx, conn: &mut Conn, req: &mut Req, body: &mut Body) 
         Some(Method::Put) => put(ctx, conn, req, body).await,
         Some(Method::Delete) => delete(ctx, conn, &req.key).await,
         Some(Method::Unlink) => unlink(ctx, conn, &req.key).await,
-        Some(Method::Rebalance) => crate::rebalance::one(ctx, &req.key).await.map(|()| {
+        Some(Method::Rebalance) => crate::rebalance::one(ctx, &req.key, false).await.map(|_| {
             response::start(&mut conn.out, 204);
             Vec::new()
         }),
+        Some(Method::Volumes) => volumes(ctx, conn, req),
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -84,11 +85,6 @@ fn hex(m: &[u8; 16]) -> [u8; 32] {
         out[2 * i + 1] = HEX[(b & 15) as usize];
     }
     out
-}
-
-/// `(server, path)` of every replica of `volumes`, for the file at `path`.
-fn targets<S: AsRef<str>>(volumes: &[S], path: &str) -> Vec<(String, String)> {
-    volumes.iter().map(|v| replica_target(v.as_ref(), path)).collect()
 }
 
 /// PUT: claim the key, record it as unlinked (a crash leaves a listed, deletable trace),
@@ -255,6 +251,30 @@ async fn unlink(ctx: &Ctx, conn: &mut Conn, key: &[u8]) -> Result<Vec<u8>, ApiEr
     sh.index.set(key, State::Unlinked, &rec)?;
     response::start(&mut conn.out, 204);
     Ok(Vec::new())
+}
+
+/// `VOLUMES /`: the volume list in force; with `?volumes=a,b,c[&replicas=N]`, switch to it
+/// (what `mkv rebalance -online` does first).
+fn volumes(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Vec<u8>, ApiError> {
+    if let Some(list) = &req.volumes {
+        let topo = ctx.topo();
+        let replicas = match &req.replicas {
+            None => topo.replicas,
+            Some(Ok(n)) => *n,
+            Some(Err(())) => return Err(ApiError::BadQuery("replicas must be a positive integer")),
+        };
+        let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+        ctx.shared.set_volumes(&list, replicas).map_err(ApiError::BadConfig)?;
+    }
+    let topo = ctx.shared.topology();
+    let body = serde_json::json!({
+        "volumes": topo.volumes,
+        "replicas": topo.replicas,
+        "subvolumes": topo.subvolumes,
+    });
+    response::start(&mut conn.out, 200);
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(body.to_string().into_bytes())
 }
 
 /// `?list` / `?unlinked`: keys under the prefix, sorted, paged by `start` and `limit`.

@@ -162,7 +162,18 @@ impl Client {
 
     /// Starts a GET whose body the caller reads with [`Client::next_chunk`].
     pub async fn download(&self, topo: &Topology, server: &str, path: &str) -> Result<Download, Error> {
-        let msg = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
+        self.download_with(topo, server, "GET", path).await
+    }
+
+    /// [`Client::download`] with another method (the master's own `VOLUMES`).
+    pub async fn download_with(
+        &self,
+        topo: &Topology,
+        server: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<Download, Error> {
+        let msg = format!("{method} {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
         let mut l = self.lease(topo, server, false).await?;
         let r = match send_and_read_head(&mut l, msg.clone(), topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
@@ -258,7 +269,19 @@ impl Client {
 
     /// GETs a whole small body (a listing): status and bytes, at most `max` of them.
     pub async fn get(&self, topo: &Topology, server: &str, path: &str, max: usize) -> Result<(u16, Vec<u8>), Error> {
-        let mut d = self.download(topo, server, path).await?;
+        self.get_with(topo, server, "GET", path, max).await
+    }
+
+    /// [`Client::get`] with another method.
+    pub async fn get_with(
+        &self,
+        topo: &Topology,
+        server: &str,
+        method: &str,
+        path: &str,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let mut d = self.download_with(topo, server, method, path).await?;
         let mut body = Vec::new();
         while let Some(c) = self.next_chunk(&mut d, 256 << 10).await? {
             if body.len() + c.len() > max {

@@ -42,6 +42,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// One volume server and what the probes and requests know of it.
 pub struct Volume {
     pub name: String,
