@@ -168,6 +168,16 @@ impl Index {
         Ok(self.db.write_opt(b, &self.wopts)?)
     }
 
+    /// A setting kept beside the keys (in the default column family), e.g. the volume list
+    /// an online rebalance switched to.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.db.get(format!("meta/{name}"))?)
+    }
+
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        Ok(self.db.put_opt(format!("meta/{name}"), value, &self.wopts)?)
+    }
+
     /// Flushes memtables and syncs the WAL: the batch tools call it before they exit.
     pub fn sync(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;

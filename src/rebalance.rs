@@ -16,7 +16,7 @@ use crate::{
     placement::{key_path, replica_target, targets, MARKER_DIR},
     progress::Progress,
     record::Record,
-    server::{ApiError, Ctx, Shared},
+    server::{ApiError, Ctx, Shared, REBALANCED_TO},
     volume::{self, Client, Topology},
 };
 
@@ -161,6 +161,9 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
                     break;
                 }
             }
+        }
+        if !opts.dry_run {
+            shared.index.set_meta(REBALANCED_TO, shared.cfg.volumes.join(",").as_bytes())?;
         }
         anyhow::Ok(())
     })?;

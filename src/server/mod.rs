@@ -31,6 +31,8 @@ use crate::{
 
 /// How often each volume is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Index setting: the volume list the last rebalance (online or offline) placed keys on.
+pub const REBALANCED_TO: &str = "rebalanced-to";
 /// Accept backlog of each listener.
 const BACKLOG: i32 = 4096;
 
@@ -53,6 +55,16 @@ impl Shared {
             eprintln!("mkv: warning: volume {name} is unreachable ({why}); treating it as down until it answers");
         }
         volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
+        if let Ok(Some(v)) = index.meta(REBALANCED_TO) {
+            let online = String::from_utf8_lossy(&v);
+            if online != cfg.volumes.join(",") {
+                eprintln!(
+                    "mkv: warning: this index was last rebalanced to -volumes {online}, but -volumes is {}; \
+                     using -volumes (keys placed by the other list show Key-Balance: unbalanced)",
+                    cfg.volumes.join(",")
+                );
+            }
+        }
         Shared {
             locks: locks::KeyLocks::new(cfg.threads * 64),
             cfg,
@@ -78,6 +90,9 @@ impl Shared {
         let fresh: Vec<_> = next.all().filter(|v| slot.volume(&v.name).is_none()).cloned().collect();
         volume::probe_all(fresh.iter(), self.cfg.voltimeout);
         volume::spawn_probes(fresh.iter(), PROBE_INTERVAL, self.cfg.voltimeout);
+        if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
+            return Err(format!("cannot record the volume list: {e}"));
+        }
         *slot = Arc::new(next);
         self.topo_gen.fetch_add(1, Ordering::Release);
         eprintln!("mkv: volumes are now {} ({} replicas)", volumes.join(","), replicas);
