@@ -1,0 +1,299 @@
+//! Faults, from outside: the master killed mid-load, a volume dead or hung, and hostile
+//! clients; every test checks what a client sees and what stays on disk.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+fn value_of(key: &str) -> Vec<u8> {
+    format!("value of {key} ").repeat(1 + key.len() % 7).into_bytes()
+}
+
+fn listed(addr: &str, which: &str) -> Vec<String> {
+    let r = get(addr, &format!("/?{which}"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    let keys = text.split("\"keys\":[").nth(1).unwrap_or("").trim_end_matches("]}");
+    keys.split(',').filter(|k| !k.is_empty()).map(|k| k.trim_matches('"').to_string()).collect()
+}
+
+#[test]
+fn kill_9_during_put_load_loses_no_acknowledged_key() {
+    let mut c = Cluster::new(3, &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = c.addr();
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (addr, acked, stop) = (addr.clone(), acked.clone(), stop.clone());
+            thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let key = format!("/load/{t}/{i}");
+                    let Ok(mut client) = std::net::TcpStream::connect(&addr).map(|_| Client::connect(&addr)) else {
+                        break;
+                    };
+                    client.send(&encode_request("PUT", &key, &[], &value_of(&key)));
+                    match client.try_read_response("PUT") {
+                        Ok(r) if r.status == 201 => acked.lock().unwrap().push(key),
+                        Ok(r) => panic!("PUT {key} before the kill: {r:?}"),
+                        Err(_) => break, // the master died under us
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("200 acknowledged PUTs", TIMEOUT, || acked.lock().unwrap().len() >= 200);
+    c.master.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    c.master.restart();
+    let addr = c.addr();
+    let acked = acked.lock().unwrap().clone();
+    for key in &acked {
+        let r = get_follow(&addr, key);
+        assert_eq!(r.status, 200, "{key}");
+        assert_eq!(r.body, value_of(key), "{key} did not read back identical");
+    }
+    let live = listed(&addr, "list");
+    for key in &acked {
+        assert!(live.contains(key), "{key} got a 201 but is not listed");
+    }
+    for key in &live {
+        assert_eq!(get_follow(&addr, key).status, 200, "listed key {key} does not read");
+    }
+}
+
+/// PUTs keys until one lands on each side of `vol`: (a key that needs it, one that does not).
+fn keys_around(addr: &str, vol: &str, prefix: &str) -> (Vec<String>, Vec<String>) {
+    let (mut on, mut off) = (vec![], vec![]);
+    for i in 0..60 {
+        let key = format!("/{prefix}/{i}");
+        assert_eq!(request(addr, "PUT", &key, &[], &value_of(&key)).status, 201);
+        let r = request(addr, "HEAD", &key, &[], b"");
+        if r.header("key-volumes").unwrap().contains(vol) {
+            on.push(key);
+        } else {
+            off.push(key);
+        }
+    }
+    assert!(!on.is_empty() && !off.is_empty());
+    (on, off)
+}
+
+/// A volume that is `down` (stopped or frozen): reads avoid it within 2 s, writes that need
+/// it fail fast and leave nothing readable; once it is back everything works again.
+fn survives_a_bad_volume(freeze: bool) {
+    let mut c = Cluster::new(3, &["-replicas", "2", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = c.addr();
+    let bad = c.volumes[0].addr();
+    let (on_bad, _) = keys_around(&addr, &bad, "before");
+    if freeze {
+        c.volumes[0].pause();
+    } else {
+        c.volumes[0].stop();
+    }
+    let since = Instant::now();
+    wait_until("every GET to redirect to a live replica", Duration::from_millis(2500), || {
+        on_bad.iter().all(|k| {
+            let r = get(&addr, k);
+            r.status == 302 && !r.header("location").unwrap().contains(&bad)
+        })
+    });
+    let took = since.elapsed();
+    assert!(took < Duration::from_secs(2) + Duration::from_millis(300), "GETs avoided the volume only after {took:?}");
+    for k in &on_bad {
+        assert_eq!(get_follow(&addr, k).body, value_of(k), "{k} from its live replica");
+    }
+
+    // writes: those that need the bad volume fail within about -voltimeout, the rest succeed
+    let (mut failed, mut ok) = (0, 0);
+    for i in 0..30 {
+        let key = format!("/during/{i}");
+        let began = Instant::now();
+        let r = request(&addr, "PUT", &key, &[], &value_of(&key));
+        let took = began.elapsed();
+        if r.status == 201 {
+            ok += 1;
+            let h = request(&addr, "HEAD", &key, &[], b"");
+            assert!(!h.header("key-volumes").unwrap().contains(&bad), "{key} written to the bad volume");
+        } else {
+            failed += 1;
+            assert!(r.status >= 500, "PUT {key}: {r:?}");
+            assert!(took < Duration::from_millis(2500), "PUT {key} took {took:?} to fail");
+            assert_eq!(get(&addr, &key).status, 404, "failed PUT {key} is readable");
+            assert!(!listed(&addr, "list").contains(&key), "failed PUT {key} is listed live");
+        }
+    }
+    assert!(failed > 0 && ok > 0, "failed {failed}, ok {ok}");
+
+    if freeze {
+        c.volumes[0].resume();
+    } else {
+        c.volumes[0].start();
+    }
+    let key = on_bad[0].replace("before", "after");
+    wait_until("a PUT needing the volume to succeed again", Duration::from_secs(3), || {
+        let _ = request(&addr, "DELETE", &key, &[], b"");
+        request(&addr, "PUT", &key, &[], &value_of(&key)).status == 201
+    });
+    assert_eq!(get_follow(&addr, &key).body, value_of(&key));
+    for k in &on_bad {
+        assert_eq!(get_follow(&addr, k).body, value_of(k));
+    }
+    // nothing half-written stays behind unlisted: every data file belongs to a listed key
+    let known: Vec<String> = listed(&addr, "list").into_iter().chain(listed(&addr, "unlinked")).collect();
+    for v in &c.volumes {
+        for f in v.files() {
+            use base64::Engine;
+            let owned = known.iter().any(|k| f.ends_with(&base64::engine::general_purpose::STANDARD.encode(k)));
+            assert!(owned, "{f} on {} belongs to no listed key", v.addr());
+        }
+    }
+}
+
+#[test]
+fn a_stopped_volume_costs_reads_nothing_and_writes_fail_cleanly() {
+    survives_a_bad_volume(false);
+}
+
+#[test]
+fn a_hung_volume_counts_as_down() {
+    survives_a_bad_volume(true);
+}
+
+#[test]
+fn hostile_clients_get_4xx_while_others_are_served() {
+    let c = Cluster::new(
+        3,
+        &["-replicas", "2", "-subvolumes", "1", "-header-timeout", "1s", "-body-timeout", "1s", "-max-body", "1000000"],
+    );
+    let addr = c.addr();
+    assert_eq!(request(&addr, "PUT", "/good", &[], b"good").status, 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let bystander = {
+        let (addr, stop, served) = (addr.clone(), stop.clone(), served.clone());
+        thread::spawn(move || {
+            let mut client = Client::connect(&addr);
+            while !stop.load(Ordering::Relaxed) {
+                let r = client.request("GET", "/good", &[], b"");
+                assert_eq!(r.status, 302, "a well-behaved client was hurt: {r:?}");
+                served.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let quiet = Duration::from_secs(3);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        ("binary junk", vec![0u8, 1, 2, 255, 13, 10, 13, 10], 400),
+        ("100 KiB header", format!("GET /good HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(100 << 10)).into_bytes(), 431),
+        ("20 KiB target", format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(20 << 10)).into_bytes(), 414),
+        ("negative Content-Length", b"PUT /neg HTTP/1.1\r\nContent-Length: -5\r\n\r\nhello".to_vec(), 400),
+        ("non-numeric Content-Length", b"PUT /nan HTTP/1.1\r\nContent-Length: five\r\n\r\nhello".to_vec(), 400),
+        (
+            "Content-Length with chunked",
+            b"PUT /both HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        ("bad chunk size", b"PUT /chunk HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n".to_vec(), 400),
+        (
+            "chunk without CRLF",
+            b"PUT /chunk HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("body over -max-body", b"PUT /huge HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nabc".to_vec(), 413),
+        // framing intact: these would keep the connection; the client asks to close it
+        ("unknown method", b"BREW /pot HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 405),
+        ("bad percent-encoding", b"GET /a%zz HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        ("truncated body, then silence", b"PUT /trunc HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc".to_vec(), 408),
+        ("head never finished", b"GET /good HTTP/1.1\r\nHost: x\r\n".to_vec(), 408),
+    ];
+    for (what, bytes, want) in &cases {
+        let r = raw(&addr, bytes, quiet);
+        assert_eq!(r.status(), Some(*want), "{what}: got {:?}", r.text());
+        assert!(r.closed, "{what}: connection left open after {want}");
+    }
+    // one byte per 300 ms: the whole head must arrive within -header-timeout (1 s)
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let began = Instant::now();
+    use std::io::Write;
+    for b in b"GET /good HTTP/1.1\r\n\r\n" {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(300));
+        if began.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let r = read_raw(&mut s, quiet);
+    assert_eq!(r.status(), Some(408), "slowloris got {:?}", r.text());
+    assert!(r.closed);
+    // a client that sends half a body and closes: nothing is stored
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"PUT /half HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let _ = read_raw(&mut s, quiet);
+    for key in ["/half", "/trunc", "/neg", "/nan", "/both", "/chunk", "/huge"] {
+        assert_eq!(get(&addr, key).status, 404, "{key} was stored from a malformed request");
+    }
+    assert!(listed(&addr, "unlinked").is_empty(), "malformed PUTs left traces");
+    stop.store(true, Ordering::Relaxed);
+    bystander.join().unwrap();
+    assert!(served.load(Ordering::Relaxed) > 20, "the bystander was barely served");
+    assert_eq!(get_follow(&addr, "/good").body, b"good");
+}
+
+#[test]
+fn a_large_put_streams_to_every_replica() {
+    let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = c.addr();
+    // 48 MiB of a pattern that a lost or reordered piece would show
+    let body: Vec<u8> = (0..48u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let r = request(&addr, "PUT", "/big", &[], &body);
+    assert_eq!(r.status, 201, "{r:?}");
+    let head = request(&addr, "HEAD", "/big", &[], b"");
+    use md5::Digest;
+    let want_md5 = format!("{:x}", md5::Md5::digest(&body));
+    assert_eq!(head.header("content-md5"), Some(want_md5.as_str()));
+    for v in &c.volumes {
+        let files = v.files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(v.dir().join(&files[0])).unwrap(), body, "replica on {}", v.addr());
+    }
+    // chunked, from a client that waits for 100-continue
+    let mut client = Client::connect(&addr);
+    let mut framed = Vec::new();
+    for piece in body[..3 << 20].chunks(100_000) {
+        framed.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        framed.extend_from_slice(piece);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    client.send(&encode_request(
+        "PUT",
+        "/chunked",
+        &[("Transfer-Encoding", "chunked"), ("Expect", "100-continue")],
+        b"",
+    ));
+    assert_eq!(client.read_response("PUT").status, 100);
+    client.send(&framed);
+    assert_eq!(client.read_response("PUT").status, 201);
+    assert_eq!(get_follow(&addr, "/chunked").body, &body[..3 << 20]);
+}
