@@ -1,0 +1,170 @@
+//! The harness itself, against nginx alone: `bin/volume` serves a folder the way the master
+//! relies on, and `Volume` starts, stops, pauses and cleans up what it started.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn listing(addr: &str, path: &str) -> Vec<(String, String)> {
+    let r = get(addr, path);
+    assert_eq!(r.status, 200, "autoindex of {path}: {r:?}");
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&r.body).expect("autoindex JSON");
+    entries.iter().map(|e| (e["name"].as_str().unwrap().into(), e["type"].as_str().unwrap().into())).collect()
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+#[test]
+fn volume_serves_webdav_ranges_and_json_autoindex() {
+    let v = Volume::new();
+    let a = v.addr();
+
+    assert_eq!(request(&a, "PUT", "/ab/cd/x", &[], b"hello world").status, 201);
+    assert_eq!(request(&a, "PUT", "/ab/cd/x", &[], b"hello again").status, 204, "overwrite");
+    let r = get(&a, "/ab/cd/x");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello again"[..]));
+    assert_eq!(std::fs::read(v.dir().join("ab/cd/x")).unwrap(), b"hello again");
+
+    let r = request(&a, "GET", "/ab/cd/x", &[("Range", "bytes=2-4")], b"");
+    assert_eq!((r.status, r.body.as_slice()), (206, &b"llo"[..]));
+    assert_eq!(r.header("content-range"), Some("bytes 2-4/11"));
+    let r = request(&a, "HEAD", "/ab/cd/x", &[], b"");
+    assert_eq!((r.status, r.header("content-length"), r.body.len()), (200, Some("11"), 0));
+
+    // nginx's own files are hidden from the listing and refused over HTTP
+    assert_eq!(listing(&a, "/"), [("ab".to_string(), "directory".to_string())]);
+    assert_eq!(listing(&a, "/ab/cd/"), [("x".to_string(), "file".to_string())]);
+    assert_eq!(get(&a, "/.nginx/nginx.conf").status, 403);
+    assert_eq!(request(&a, "PUT", "/.nginx/nginx.conf", &[], b"x").status, 403);
+    assert_eq!(v.files(), ["ab/cd/x"]);
+
+    // base64 names: '+', '=' and '/' (a nested folder) are plain path characters
+    assert_eq!(request(&a, "PUT", "/5d/41/a+b/c==", &[], b"b64").status, 201);
+    assert_eq!(get(&a, "/5d/41/a+b/c==").body, b"b64");
+
+    let r = request(&a, "PUT", "/chunked", &[("Transfer-Encoding", "chunked")], b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    assert_eq!(r.status, 201);
+    assert_eq!(get(&a, "/chunked").body, b"abcde");
+
+    assert_eq!(request(&a, "DELETE", "/ab/cd/x", &[], b"").status, 204);
+    assert_eq!(request(&a, "DELETE", "/ab/cd/x", &[], b"").status, 404);
+    assert_eq!(get(&a, "/ab/cd/x").status, 404);
+    assert_eq!(v.files(), ["5d/41/a+b/c==", "chunked"]);
+}
+
+#[test]
+fn volume_keeps_connections_alive_pipelines_and_closes_http10() {
+    let v = Volume::new();
+    let a = v.addr();
+    assert_eq!(request(&a, "PUT", "/k1", &[], b"one").status, 201);
+    assert_eq!(request(&a, "PUT", "/k2", &[], b"two").status, 201);
+
+    let mut c = Client::connect(&a);
+    for _ in 0..3 {
+        assert_eq!(c.request("GET", "/k1", &[], b"").body, b"one");
+    }
+    let mut pipelined = encode_request("GET", "/k2", &[], b"");
+    pipelined.extend(encode_request("GET", "/missing", &[], b""));
+    pipelined.extend(encode_request("GET", "/k1", &[], b""));
+    c.send(&pipelined);
+    let answers: Vec<_> = (0..3).map(|_| c.read_response("GET")).map(|r| (r.status, r.text())).collect();
+    assert_eq!(answers[0], (200, "two".to_string()));
+    assert_eq!(answers[1].0, 404);
+    assert_eq!(answers[2], (200, "one".to_string()));
+
+    let r = raw(&a, b"GET /k1 HTTP/1.0\r\n\r\n", Duration::from_secs(10));
+    assert!(r.closed, "HTTP/1.0 must close: {r:?}");
+    assert_eq!(r.status(), Some(200));
+    assert!(r.text().ends_with("\r\n\r\none"), "{}", r.text());
+}
+
+#[test]
+fn volume_stop_and_start_keep_port_and_data() {
+    let mut v = Volume::new();
+    let (a, dir) = (v.addr(), v.dir().to_path_buf());
+    assert_eq!(request(&a, "PUT", "/x/y", &[], b"kept").status, 201);
+    let pid = v.pid().unwrap();
+
+    v.stop();
+    assert!(!process_exists(pid), "nginx master still running");
+    assert!(!process_exists(-pid), "an nginx worker outlived its master");
+    assert!(std::net::TcpStream::connect(&a).is_err(), "port still open after stop");
+
+    v.start();
+    assert_eq!((v.addr(), v.dir().to_path_buf()), (a.clone(), dir));
+    assert_eq!(get(&a, "/x/y").body, b"kept");
+}
+
+#[test]
+fn volume_pause_holds_requests_until_resume() {
+    let v = Volume::new();
+    let a = v.addr();
+    assert_eq!(request(&a, "PUT", "/p", &[], b"paused").status, 201);
+
+    v.pause();
+    let mut c = Client::connect(&a); // the kernel still accepts
+    c.send(&encode_request("GET", "/p", &[], b""));
+    c.stream().set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let err = c.try_read_response("GET").expect_err("a paused volume answered");
+    assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock), "{err}");
+
+    v.resume();
+    c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+    let r = c.read_response("GET");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"paused"[..]));
+}
+
+#[test]
+fn volumes_run_side_by_side_and_drop_cleans_up() {
+    let (v1, v2) = (Volume::new(), Volume::new());
+    assert_ne!(v1.addr(), v2.addr());
+    assert_eq!(request(&v1.addr(), "PUT", "/only1", &[], b"1").status, 201);
+    assert_eq!(request(&v2.addr(), "PUT", "/only2", &[], b"2").status, 201);
+    assert_eq!((v1.files(), v2.files()), (vec!["only1".to_string()], vec!["only2".to_string()]));
+
+    let (pid, dir, addr) = (v1.pid().unwrap(), v1.dir().to_path_buf(), v1.addr());
+    v1.pause(); // Drop must cope with a frozen volume too
+    drop(v1);
+    assert!(!process_exists(pid) && !process_exists(-pid), "nginx left behind");
+    assert!(!dir.exists(), "temp dir left behind");
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+    assert_eq!(get(&v2.addr(), "/only2").body, b"2");
+}
+
+#[test]
+fn bin_volume_refuses_bad_setups_in_one_line() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume");
+    let dir = TempDir::new("cli");
+    let run = |port: Option<String>| {
+        let mut cmd = std::process::Command::new(script);
+        cmd.arg(dir.path()).env_remove("PORT");
+        if let Some(p) = port {
+            cmd.env("PORT", p);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+    };
+    let (code, err) = run(None);
+    assert_eq!(code, Some(1));
+    assert!(!err.contains('\n') && err.contains("PORT is not set"), "{err}");
+    let (code, err) = run(Some("http".into()));
+    assert_eq!(code, Some(1));
+    assert!(!err.contains('\n') && err.contains("PORT must be"), "{err}");
+
+    let busy = Volume::new();
+    let port = busy.addr().rsplit(':').next().unwrap().to_string();
+    let (code, err) = run(Some(port.clone()));
+    assert_eq!(code, Some(1));
+    assert_eq!(err, format!("volume: port {port} is already in use"));
+}
+
+#[test]
+fn master_banner_is_parsed() {
+    assert_eq!(parse_listening("mkv: listening on 127.0.0.1:41234 (2 threads, io_uring)"), Some(41234));
+    assert_eq!(parse_listening("mkv: listening on [::]:3000"), Some(3000));
+    assert_eq!(parse_listening("mkv: volume 127.0.0.1:1 is down"), None);
+}
