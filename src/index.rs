@@ -106,6 +106,11 @@ impl Index {
         }
     }
 
+    /// Deletes the index at `path` (rebuild -force replaces one); it must not be open.
+    pub fn destroy(path: &Path) -> Result<(), String> {
+        DB::destroy(&Options::default(), path).map_err(|e| format!("cannot remove index {}: {e}", path.display()))
+    }
+
     fn cf(&self, state: State) -> &rocksdb::ColumnFamily {
         // both families are created by open(); their absence is a bug, not an input error
         self.db.cf_handle(state.cf()).expect("column family created at open")

@@ -1,6 +1,35 @@
-//! The index from what the volumes hold: their nginx JSON listings, walked in parallel.
+//! The index from what the volumes hold: every volume's (and subvolume's) nginx JSON
+//! listings, many directories in flight at once, one `xx` hash folder (a shard) after another.
+//!
+//! A key sits in the same `xx/yy/` folder on every volume, so finishing shard `xx` on all
+//! volumes finishes its keys: they are written and forgotten, and memory holds only the few
+//! shards in flight, not the whole key space. Names whose base64 has `/` are nested folders,
+//! walked and joined. UNLINK's markers (`_unlinked/xx/yy/...` beside the tree) are listed in
+//! the same shard, so unlinked keys come back unlinked.
 
-use crate::config::Config;
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{atomic::Ordering, mpsc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use futures_util::{
+    future::join_all,
+    stream::{FuturesUnordered, StreamExt},
+};
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+use crate::{
+    config::Config,
+    index::{Index, State},
+    placement::{self, MARKER_DIR},
+    progress::Progress,
+    record::Record,
+    volume::{self, Client, Topology},
+};
 
 pub struct Options {
     pub force: bool,
@@ -8,6 +37,816 @@ pub struct Options {
     pub concurrency: usize,
 }
 
-pub fn run(_cfg: Config, _opts: Options) -> anyhow::Result<()> {
-    anyhow::bail!("rebuild is not implemented yet")
+/// Largest directory listing read (nginx's JSON is ~100 bytes a file).
+const LISTING_MAX: usize = 512 << 20;
+/// Records per index write.
+const BATCH: usize = 10_000;
+/// Tries of one listing or read; between them 0.25, 0.5, 1, 2 s pass.
+const ATTEMPTS: u32 = 5;
+/// A batch tool waits longer for a busy volume than the master's `-voltimeout`.
+const MIN_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest name (nested folders joined) walked: a symlink loop ends here.
+const MAX_WALK: usize = 4096;
+/// Stray files named on screen; the rest are counted.
+const NAMED_STRAYS: u64 = 10;
+/// Largest piece of a value held while `-verify` hashes it.
+const READ_CHUNK: usize = 256 << 10;
+const SHARDS: usize = 256;
+
+pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
+    let timeout = cfg.voltimeout.max(MIN_TIMEOUT);
+    let topo = Topology::new(&cfg.volumes, cfg.replicas, cfg.subvolumes, timeout, None);
+    // an index built without a volume silently loses the keys only that volume holds
+    volume::ANNOUNCE_UP.store(false, Ordering::Relaxed);
+    let down = volume::probe_all(topo.all(), cfg.voltimeout);
+    volume::ANNOUNCE_UP.store(true, Ordering::Relaxed);
+    if !down.is_empty() {
+        let names: Vec<String> = down.iter().map(|(n, why)| format!("{n} ({why})")).collect();
+        bail!("volume {} unreachable: a rebuild without it would lose its keys", names.join(", "));
+    }
+    volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
+    let index = open_empty(&cfg, opts.force)?;
+
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .context("cannot start the runtime")?;
+    let client = Client::new();
+    let layout = rt.block_on(discover(&client, &topo, &cfg))?;
+    let progress = Progress::new("rebuild", None);
+    progress.count("live", 0);
+    progress.count("unlinked", 0);
+    progress.note("under-replicated", 0);
+    progress.note("strays", 0);
+    let subs = layout.roots.iter().filter(|r| r.sv.is_some()).count();
+    progress.println(&format!(
+        "rebuild: listing {} volumes ({} subvolume folders) into {}{}",
+        cfg.volumes.len(),
+        subs,
+        cfg.db.display(),
+        if opts.verify { ", reading every value for its MD5" } else { "" }
+    ));
+
+    let (tx, rx) = mpsc::sync_channel::<Vec<(Vec<u8>, State, Record)>>(4);
+    let walked = std::thread::scope(|s| {
+        let writer = s.spawn(|| -> Result<(), crate::index::Error> {
+            for batch in rx {
+                index.put_many(&batch)?;
+            }
+            Ok(())
+        });
+        let mut walk = Walk::new(&cfg, &opts, &layout, &progress, tx);
+        let walked = rt.block_on(walk.run(&client, &topo));
+        drop(walk); // closes the channel: the writer finishes what it has
+        match writer.join() {
+            Ok(Ok(())) => walked,
+            Ok(Err(e)) => Err(anyhow::anyhow!("cannot write the index {}: {e}", cfg.db.display())),
+            Err(_) => Err(anyhow::anyhow!("the index writer panicked")),
+        }
+    });
+    if let Err(e) = walked {
+        drop(progress);
+        bail!("{e:#}; the index at {} is incomplete: rerun with -force", cfg.db.display());
+    }
+    index.sync().with_context(|| format!("cannot sync the index {}", cfg.db.display()))?;
+    progress.finish()
+}
+
+/// Opens the index at `-db`, refusing one that holds keys unless `force`, which empties it:
+/// the result is what the volumes hold, nothing else.
+fn open_empty(cfg: &Config, force: bool) -> anyhow::Result<Index> {
+    let index = Index::open(&cfg.db).map_err(anyhow::Error::msg)?;
+    if index.is_empty() {
+        return Ok(index);
+    }
+    if !force {
+        bail!("the index {} already holds keys; rebuild writes a new one (-force replaces it)", cfg.db.display());
+    }
+    drop(index);
+    eprintln!("mkv: -force: replacing the index {}", cfg.db.display());
+    Index::destroy(&cfg.db).map_err(anyhow::Error::msg)?;
+    Index::open(&cfg.db).map_err(anyhow::Error::msg)
+}
+
+/// A folder that holds a `xx/yy/` tree: a volume's root or one of its `svXX` subvolumes.
+struct Root {
+    /// Index into `-volumes`.
+    server: usize,
+    sv: Option<u8>,
+    /// The replica name records use: `host:port` or `host:port/svXX`.
+    name: String,
+    /// Path of the folder on the server: `` or `/svXX`.
+    prefix: String,
+    /// Which `xx` folders exist, under the tree and under `_unlinked`.
+    data: Box<[bool; SHARDS]>,
+    markers: Box<[bool; SHARDS]>,
+}
+
+struct Layout {
+    volumes: Vec<String>,
+    roots: Vec<Root>,
+}
+
+/// One entry of nginx's JSON autoindex.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    size: u64,
+}
+
+fn parse_listing(body: &[u8]) -> Result<Vec<Entry<'_>>, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// `sv0A` → 10 (two upper-case hex digits, as placement writes them).
+fn parse_sv(name: &str) -> Option<u8> {
+    let hex = name.strip_prefix("sv")?;
+    (hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+        .then(|| u8::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// `5d` → 0x5d (two lower-case hex digits, as key paths have them).
+fn parse_xx(name: &str) -> Option<u8> {
+    (name.len() == 2 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| u8::from_str_radix(name, 16).ok())
+        .flatten()
+}
+
+/// Lists each volume's top, finds its roots (subvolume folders, or the top itself), and
+/// which `xx` folders each has. Any failure here is fatal: nothing has been written yet.
+async fn discover(client: &Client, topo: &Topology, cfg: &Config) -> anyhow::Result<Layout> {
+    let tops = join_all(cfg.volumes.iter().map(|v| fetch(client, topo, v, "/"))).await;
+    let mut roots = Vec::new();
+    for (server, (v, top)) in cfg.volumes.iter().zip(tops).enumerate() {
+        let body = top.map_err(|f| anyhow::anyhow!("cannot list volume {v}: {}", f.why))?;
+        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("volume {v}: bad listing of /: {e}"))?;
+        let mut flat = false;
+        let mut svs = Vec::new();
+        for e in entries.iter().filter(|e| e.kind == "directory") {
+            if let Some(sv) = parse_sv(&e.name) {
+                svs.push(sv);
+            } else if parse_xx(&e.name).is_some() || format!("/{}", e.name) == MARKER_DIR {
+                flat = true;
+            }
+        }
+        svs.sort_unstable();
+        let new_root = |sv: Option<u8>| {
+            let prefix = sv.map_or(String::new(), |sv| format!("/sv{sv:02X}"));
+            Root {
+                server,
+                sv,
+                name: format!("{v}{prefix}"),
+                prefix,
+                data: Box::new([false; SHARDS]),
+                markers: Box::new([false; SHARDS]),
+            }
+        };
+        if flat {
+            roots.push(new_root(None));
+        }
+        roots.extend(svs.iter().map(|&sv| new_root(Some(sv))));
+        let odd = (flat && cfg.subvolumes > 1)
+            || (!svs.is_empty() && cfg.subvolumes <= 1)
+            || svs.iter().any(|&sv| sv as u32 >= cfg.subvolumes);
+        if odd {
+            eprintln!(
+                "mkv: warning: volume {v} holds {} but -subvolumes is {}: records name the replicas where \
+                 they are; `mkv rebalance` moves them to where -subvolumes places them",
+                match (flat, svs.len()) {
+                    (true, 0) => "keys at its top".to_string(),
+                    (true, n) => format!("keys at its top and in {n} subvolume folders"),
+                    (false, n) => format!("{n} subvolume folders"),
+                },
+                cfg.subvolumes
+            );
+        }
+    }
+    let found = join_all(roots.iter().map(|r| async {
+        let v = &cfg.volumes[r.server];
+        let top = fetch(client, topo, v, &format!("{}/", r.prefix)).await;
+        let body = top.map_err(|f| anyhow::anyhow!("cannot list {}/: {}", r.name, f.why))?;
+        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
+        let mut data = [false; SHARDS];
+        let mut has_markers = false;
+        for e in entries.iter().filter(|e| e.kind == "directory") {
+            if let Some(xx) = parse_xx(&e.name) {
+                data[xx as usize] = true;
+            }
+            has_markers |= format!("/{}", e.name) == MARKER_DIR;
+        }
+        let mut markers = [false; SHARDS];
+        if has_markers {
+            let body = fetch(client, topo, v, &format!("{}{MARKER_DIR}/", r.prefix))
+                .await
+                .map_err(|f| anyhow::anyhow!("cannot list {}{MARKER_DIR}/: {}", r.name, f.why))?;
+            let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
+            for e in entries.iter().filter(|e| e.kind == "directory") {
+                if let Some(xx) = parse_xx(&e.name) {
+                    markers[xx as usize] = true;
+                }
+            }
+        }
+        anyhow::Ok((data, markers))
+    }))
+    .await;
+    for (r, f) in roots.iter_mut().zip(found) {
+        let (data, markers) = f?;
+        *r.data = data;
+        *r.markers = markers;
+    }
+    Ok(Layout { volumes: cfg.volumes.clone(), roots })
+}
+
+/// Why a listing or read failed; `unreachable` when the volume itself stopped answering.
+struct Failure {
+    unreachable: bool,
+    why: String,
+}
+
+fn failure(e: volume::Error) -> Failure {
+    let unreachable = matches!(e, volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Io(..));
+    Failure { unreachable, why: e.to_string() }
+}
+
+/// GETs a listing, retrying what may pass (a busy or restarting volume, a `5xx`).
+async fn fetch(client: &Client, topo: &Topology, server: &str, path: &str) -> Result<Vec<u8>, Failure> {
+    let mut last = Failure { unreachable: false, why: String::new() };
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+        }
+        match client.get(topo, server, path, LISTING_MAX).await {
+            Ok((200, body)) => return Ok(body),
+            Ok((s, _)) if s >= 500 => last = Failure { unreachable: false, why: format!("answered {s}") },
+            Ok((s, _)) => return Err(Failure { unreachable: false, why: format!("answered {s}") }),
+            Err(e) => last = failure(e),
+        }
+    }
+    Err(last)
+}
+
+/// Reads a value whole (streamed) from the first replica that answers: its MD5 and length.
+async fn read_md5(client: &Client, topo: &Topology, targets: &[(String, String)]) -> Result<([u8; 16], u64), Failure> {
+    let mut last = Failure { unreachable: false, why: "no replica".into() };
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+        }
+        for (server, path) in targets {
+            let mut d = match client.download(topo, server, path).await {
+                Ok(d) if d.status == 200 => d,
+                Ok(d) => {
+                    last = Failure { unreachable: false, why: format!("{server} answered {}", d.status) };
+                    continue;
+                }
+                Err(e) => {
+                    last = failure(e);
+                    continue;
+                }
+            };
+            let mut h = Md5::new();
+            let mut n = 0u64;
+            let read = loop {
+                match client.next_chunk(&mut d, READ_CHUNK).await {
+                    Ok(Some(c)) => {
+                        h.update(&c);
+                        n += c.len() as u64;
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            match read {
+                Ok(()) => {
+                    client.finish(d);
+                    return Ok((h.finalize().into(), n));
+                }
+                Err(e) => last = failure(e),
+            }
+        }
+        if !last.unreachable {
+            break;
+        }
+    }
+    Err(last)
+}
+
+/// A directory to list.
+struct ListJob {
+    shard: u8,
+    /// Second md5 byte of the keys below (once known, at depth 1).
+    yy: u8,
+    root: u16,
+    marker: bool,
+    /// Request path, ending in `/`.
+    dir: String,
+    /// Where, in `dir`, the (nested) file name starts.
+    name_at: usize,
+    /// 0: the `xx/` folder, 1: `xx/yy/`, more: nested folders of a base64 name.
+    depth: u16,
+}
+
+enum Task {
+    List(ListJob),
+    Read { shard: u8, idx: u32, targets: Vec<(String, String)> },
+}
+
+enum Outcome {
+    Listed(ListJob, Result<Vec<u8>, Failure>),
+    Read { shard: u8, idx: u32, result: Result<([u8; 16], u64), Failure> },
+}
+
+async fn perform(client: &Client, topo: &Topology, layout: &Layout, task: Task) -> Outcome {
+    match task {
+        Task::List(job) => {
+            let server = &layout.volumes[layout.roots[job.root as usize].server];
+            let r = fetch(client, topo, server, &job.dir).await;
+            Outcome::Listed(job, r)
+        }
+        Task::Read { shard, idx, targets } => {
+            Outcome::Read { shard, idx, result: read_md5(client, topo, &targets).await }
+        }
+    }
+}
+
+/// A key found so far in its shard.
+struct Found {
+    yy: u8,
+    /// (root, size) of each replica.
+    reps: Vec<(u16, u64)>,
+}
+
+/// A key with its record, ready to write.
+struct Done {
+    key: Box<[u8]>,
+    state: State,
+    rec: Record,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Listings queued or in flight.
+    lists: usize,
+    /// `-verify` reads in flight or queued.
+    reads: usize,
+    keys: HashMap<Box<[u8]>, Found>,
+    markers: HashSet<Box<[u8]>>,
+    done: Vec<Done>,
+    complete: bool,
+}
+
+/// The walk over every shard: what is queued, found and written.
+struct Walk<'a> {
+    cfg: &'a Config,
+    opts: &'a Options,
+    layout: &'a Layout,
+    progress: &'a Progress,
+    queues: Vec<VecDeque<Task>>,
+    shards: Vec<Shard>,
+    /// Lowest shard not complete: work is taken from here up, so few shards are open at once.
+    low: usize,
+    completed: usize,
+    batch: Vec<(Vec<u8>, State, Record)>,
+    tx: Option<mpsc::SyncSender<Vec<(Vec<u8>, State, Record)>>>,
+    strays: u64,
+    scores: Vec<([u8; 16], usize)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        cfg: &'a Config,
+        opts: &'a Options,
+        layout: &'a Layout,
+        progress: &'a Progress,
+        tx: mpsc::SyncSender<Vec<(Vec<u8>, State, Record)>>,
+    ) -> Walk<'a> {
+        let mut w = Walk {
+            cfg,
+            opts,
+            layout,
+            progress,
+            queues: (0..SHARDS).map(|_| VecDeque::new()).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            low: 0,
+            completed: 0,
+            batch: Vec::with_capacity(BATCH),
+            tx: Some(tx),
+            strays: 0,
+            scores: Vec::new(),
+        };
+        for xx in 0..SHARDS {
+            for (i, r) in layout.roots.iter().enumerate() {
+                for marker in [false, true] {
+                    if (if marker { &r.markers } else { &r.data })[xx] {
+                        let dir = format!("{}{}/{xx:02x}/", r.prefix, if marker { MARKER_DIR } else { "" });
+                        let job = ListJob { shard: xx as u8, yy: 0, root: i as u16, marker, name_at: 0, dir, depth: 0 };
+                        w.queue(job);
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    fn queue(&mut self, job: ListJob) {
+        let s = job.shard as usize;
+        self.shards[s].lists += 1;
+        self.queues[s].push_back(Task::List(job));
+    }
+
+    fn next_task(&mut self) -> Option<Task> {
+        (self.low..SHARDS).find_map(|s| self.queues[s].pop_front())
+    }
+
+    async fn run(&mut self, client: &Client, topo: &Topology) -> anyhow::Result<()> {
+        // shards with nothing to list (no volume has their folder)
+        for s in 0..SHARDS {
+            if self.shards[s].lists == 0 {
+                self.listed(s)?;
+            }
+        }
+        let layout = self.layout;
+        let mut inflight = FuturesUnordered::new();
+        loop {
+            while inflight.len() < self.opts.concurrency {
+                let Some(task) = self.next_task() else { break };
+                inflight.push(perform(client, topo, layout, task));
+            }
+            let Some(outcome) = inflight.next().await else { break };
+            match outcome {
+                Outcome::Listed(job, r) => self.on_listing(topo, job, r)?,
+                Outcome::Read { shard, idx, result } => self.on_read(shard as usize, idx as usize, result)?,
+            }
+        }
+        if self.completed != SHARDS {
+            bail!("internal error: {} shards left unfinished", SHARDS - self.completed);
+        }
+        self.flush()
+    }
+
+    fn on_listing(&mut self, topo: &Topology, job: ListJob, r: Result<Vec<u8>, Failure>) -> anyhow::Result<()> {
+        let s = job.shard as usize;
+        let root = &self.layout.roots[job.root as usize];
+        let server = &self.layout.volumes[root.server];
+        match r {
+            Ok(body) => match parse_listing(&body) {
+                Ok(entries) => self.walk_entries(&job, &entries),
+                Err(e) => self.progress.error(&format!("{server}{}", job.dir), &format!("bad listing: {e}")),
+            },
+            // a volume that stopped answering would cost its keys: stop rather than write half
+            Err(f) if f.unreachable && !topo.is_up(server) => {
+                bail!("volume {server} stopped answering during the rebuild ({})", f.why)
+            }
+            Err(f) => self.progress.error(&format!("{server}{}", job.dir), &f.why),
+        }
+        self.shards[s].lists -= 1;
+        if self.shards[s].lists == 0 {
+            self.listed(s)?;
+        }
+        Ok(())
+    }
+
+    fn walk_entries(&mut self, job: &ListJob, entries: &[Entry<'_>]) {
+        for e in entries {
+            let dir = e.kind == "directory";
+            if job.depth == 0 {
+                // `xx/`: only `yy` folders belong here
+                match parse_xx(&e.name).filter(|_| dir) {
+                    Some(yy) => {
+                        let dir = format!("{}{}/", job.dir, e.name);
+                        let name_at = dir.len();
+                        self.queue(ListJob { yy, dir, name_at, depth: 1, ..*job });
+                    }
+                    None => self.stray(job, &e.name, "not a two-hex-digit folder"),
+                }
+                continue;
+            }
+            let name_len = job.dir.len() - job.name_at + e.name.len();
+            if dir {
+                let ok = !e.name.is_empty()
+                    && e.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+')
+                    && name_len < MAX_WALK;
+                if ok {
+                    let dir = format!("{}{}/", job.dir, e.name);
+                    self.queue(ListJob { dir, depth: job.depth + 1, ..*job });
+                } else {
+                    self.stray(job, &e.name, "a folder no base64 name makes");
+                }
+            } else if e.kind == "file" {
+                let mut name = String::with_capacity(name_len);
+                name.push_str(&job.dir[job.name_at..]);
+                name.push_str(&e.name);
+                self.found(job, &name, e.size);
+            } else {
+                self.stray(job, &e.name, "neither a file nor a folder");
+            }
+        }
+    }
+
+    /// A file named `name` (base64, nested folders joined) in `xx/yy/` of a root.
+    fn found(&mut self, job: &ListJob, name: &str, size: u64) {
+        let (xx, yy) = (job.shard, job.yy);
+        let shard = &mut self.shards[xx as usize];
+        let decoded = placement::decode_name(name);
+        if !job.marker {
+            if let Some(f) = decoded.as_deref().and_then(|k| shard.keys.get_mut(k)) {
+                if f.yy == yy {
+                    f.reps.push((job.root, size));
+                    return;
+                }
+            }
+        }
+        let key = match decoded.filter(|k| hash_prefix(k) == [xx, yy]).or_else(|| recover_merged(name, [xx, yy])) {
+            Some(k) => k.into_boxed_slice(),
+            None => return self.stray(job, name, "not the base64 of a key hashing to its folder"),
+        };
+        if job.marker {
+            shard.markers.insert(key);
+        } else {
+            shard
+                .keys
+                .entry(key)
+                .or_insert_with(|| Found { yy, reps: Vec::with_capacity(3) })
+                .reps
+                .push((job.root, size));
+        }
+    }
+
+    fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
+        self.strays += 1;
+        self.progress.note("strays", 1);
+        let root = &self.layout.roots[job.root as usize];
+        let server = &self.layout.volumes[root.server];
+        if self.strays <= NAMED_STRAYS {
+            self.progress.println(&format!("rebuild: ignoring {server}{}{name}: {why}", job.dir));
+        } else if self.strays == NAMED_STRAYS + 1 {
+            self.progress.println("rebuild: more strays ignored (counted in the summary)");
+        }
+    }
+
+    /// Every listing of shard `s` is in: its keys get their records.
+    fn listed(&mut self, s: usize) -> anyhow::Result<()> {
+        let keys = std::mem::take(&mut self.shards[s].keys);
+        let markers = std::mem::take(&mut self.shards[s].markers);
+        let mut done = Vec::with_capacity(keys.len());
+        let (mut live, mut unlinked, mut under, mut differ) = (0, 0, 0, 0);
+        let mut seen_markers = 0;
+        for (key, mut f) in keys {
+            self.order(&key, &mut f.reps);
+            let state = if markers.contains(&key) {
+                seen_markers += 1;
+                unlinked += 1;
+                State::Unlinked
+            } else {
+                live += 1;
+                State::Live
+            };
+            let mut servers: Vec<usize> = f.reps.iter().map(|(r, _)| self.layout.roots[*r as usize].server).collect();
+            servers.sort_unstable();
+            servers.dedup();
+            if servers.len() < self.cfg.replicas {
+                under += 1;
+            }
+            let size = f.reps[0].1;
+            if f.reps.iter().any(|(_, sz)| *sz != size) {
+                differ += 1;
+                let sizes: Vec<String> =
+                    f.reps.iter().map(|(r, sz)| format!("{} {sz}", self.layout.roots[*r as usize].name)).collect();
+                self.progress.println(&format!(
+                    "rebuild: {} has replicas of different sizes ({}); the record takes the first",
+                    String::from_utf8_lossy(&key),
+                    sizes.join(", ")
+                ));
+            }
+            let volumes = f.reps.iter().map(|(r, _)| self.layout.roots[*r as usize].name.clone()).collect();
+            done.push(Done { key, state, rec: Record { volumes, size, md5: None } });
+        }
+        let p = self.progress;
+        p.count("live", live);
+        p.count("unlinked", unlinked);
+        p.note("under-replicated", under);
+        if differ > 0 {
+            p.note("size mismatch", differ);
+        }
+        if markers.len() > seen_markers {
+            p.note("markers without data", (markers.len() - seen_markers) as u64);
+        }
+        if self.opts.verify && !done.is_empty() {
+            for (idx, d) in done.iter().enumerate() {
+                let path = placement::key_path(&d.key);
+                let targets = placement::targets(&d.rec.volumes, &path);
+                self.queues[s].push_back(Task::Read { shard: s as u8, idx: idx as u32, targets });
+            }
+            self.shards[s].reads = done.len();
+            self.shards[s].done = done;
+            return Ok(());
+        }
+        self.complete(s, done)
+    }
+
+    fn on_read(&mut self, s: usize, idx: usize, r: Result<([u8; 16], u64), Failure>) -> anyhow::Result<()> {
+        let d = &mut self.shards[s].done[idx];
+        let name = String::from_utf8_lossy(&d.key).into_owned();
+        match r {
+            Ok((md5, n)) => {
+                d.rec.md5 = Some(md5);
+                if n != d.rec.size {
+                    self.progress.note("size mismatch", 1);
+                    self.progress.println(&format!("rebuild: {name}: {} bytes read, but {} listed", n, d.rec.size));
+                }
+            }
+            Err(f) => self.progress.error(&name, &format!("cannot read it for -verify: {}", f.why)),
+        }
+        self.shards[s].reads -= 1;
+        if self.shards[s].reads == 0 {
+            let done = std::mem::take(&mut self.shards[s].done);
+            self.complete(s, done)?;
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, s: usize, done: Vec<Done>) -> anyhow::Result<()> {
+        for d in done {
+            self.batch.push((d.key.into_vec(), d.state, d.rec));
+        }
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        self.shards[s] = Shard { complete: true, ..Shard::default() };
+        self.completed += 1;
+        while self.low < SHARDS && self.shards[self.low].complete {
+            self.low += 1;
+        }
+        self.progress.set_fraction(self.completed as f64 / SHARDS as f64);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        let tx = self.tx.as_ref().context("index writer gone")?;
+        // the writer stopped on an error; run() reports it
+        tx.send(batch).map_err(|_| anyhow::anyhow!("the index writer stopped"))
+    }
+
+    /// Sorts `reps` into placement order over `-volumes`: each server where placement puts
+    /// the key (with its subvolume) by rank; replicas anywhere else after them.
+    fn order(&mut self, key: &[u8], reps: &mut [(u16, u64)]) {
+        let vols = &self.layout.volumes;
+        placement_scores(key, vols, &mut self.scores);
+        let n = vols.len();
+        let roots = &self.layout.roots;
+        let sub = self.cfg.subvolumes;
+        let scores = &self.scores;
+        reps.sort_by_key(|(r, _)| {
+            let root = &roots[*r as usize];
+            let rank = scores.iter().position(|(_, i)| *i == root.server).unwrap_or(n);
+            let want = (sub > 1).then(|| subvolume(&scores[rank].0, sub));
+            let exact = root.sv.map(u32::from) == want;
+            (if exact { rank } else { n + rank }, root.sv)
+        });
+    }
+}
+
+/// md5(key ‖ volume) of every volume, best first (stable), as [`placement::key_volumes`] ranks.
+fn placement_scores(key: &[u8], volumes: &[String], out: &mut Vec<([u8; 16], usize)>) {
+    out.clear();
+    for (i, v) in volumes.iter().enumerate() {
+        let mut h = Md5::new();
+        h.update(key);
+        h.update(v.as_bytes());
+        out.push((h.finalize().into(), i));
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+}
+
+fn subvolume(score: &[u8; 16], subvolumes: u32) -> u32 {
+    u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes
+}
+
+/// The first two md5 bytes of `key`: its `xx/yy/` folder.
+fn hash_prefix(key: &[u8]) -> [u8; 2] {
+    let d = Md5::digest(key);
+    [d[0], d[1]]
+}
+
+/// nginx merges runs of `/` in a request path, so a key whose base64 has `//` (or starts
+/// with `/`) was stored under a name with fewer slashes. Puts them back where they can go
+/// and takes the candidate that decodes to a key hashing to `want`.
+fn recover_merged(name: &str, want: [u8; 2]) -> Option<Vec<u8>> {
+    let short = (4 - name.len() % 4) % 4;
+    // where a slash may have been lost: at the start, or beside a slash
+    let spots: Vec<usize> = std::iter::once(0).chain(name.match_indices('/').map(|(i, _)| i)).collect();
+    let mut budget = 50_000usize;
+    for missing in [short, short + 4] {
+        if missing == 0 {
+            continue;
+        }
+        let mut pick = vec![0usize; missing];
+        loop {
+            if budget == 0 {
+                return None;
+            }
+            budget -= 1;
+            let mut cand = String::with_capacity(name.len() + missing);
+            let mut at = 0;
+            for &p in &pick {
+                cand.push_str(&name[at..spots[p]]);
+                cand.push('/');
+                at = spots[p];
+            }
+            cand.push_str(&name[at..]);
+            if let Ok(k) = placement::decode_name(&cand).ok_or(()) {
+                if hash_prefix(&k) == want {
+                    return Some(k);
+                }
+            }
+            // next multiset of spots (non-decreasing picks)
+            let Some(i) = (0..missing).rev().find(|&i| pick[i] + 1 < spots.len()) else { break };
+            pick[i] += 1;
+            for j in i + 1..missing {
+                pick[j] = pick[i];
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What nginx does to a request path before it becomes a file name.
+    fn merge_slashes(s: &str) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn merged_slashes_are_put_back() {
+        for key in [&b"/\xff\xff\xff"[..], b"/k\xff\xff\xfex", b"/\xff\xff\xff\xff\xff\xfe", b"\xfc\x00/x"] {
+            let path = placement::key_path(key);
+            let stored = merge_slashes(&path);
+            let name = stored.splitn(4, '/').nth(3).unwrap();
+            assert_ne!(name, &path[7..], "{key:?} should have a merged name");
+            let want = hash_prefix(key);
+            assert_eq!(recover_merged(name, want).as_deref(), Some(key), "{name}");
+        }
+        assert_eq!(recover_merged("aGVsbG8=", hash_prefix(b"hello")), None, "nothing to put back");
+        assert_eq!(recover_merged("L/w==", [0, 0]), None, "no candidate hashes there");
+    }
+
+    #[test]
+    fn order_follows_placement() {
+        let vols: Vec<String> = ["a:1", "b:2", "c:3", "d:4"].map(String::from).into();
+        let mut scores = Vec::new();
+        for key in [&b"/k"[..], b"/hello", b"/x/y"] {
+            for sub in [1u32, 10] {
+                let want = placement::key_volumes(key, &vols, 4, sub);
+                placement_scores(key, &vols, &mut scores);
+                let got: Vec<String> =
+                    scores
+                        .iter()
+                        .map(|(s, i)| {
+                            if sub > 1 {
+                                format!("{}/sv{:02X}", vols[*i], subvolume(s, sub))
+                            } else {
+                                vols[*i].clone()
+                            }
+                        })
+                        .collect();
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn names_of_folders() {
+        assert_eq!(parse_sv("sv0A"), Some(10));
+        assert_eq!(parse_sv("sv0a"), None);
+        assert_eq!(parse_sv("sv100"), None);
+        assert_eq!(parse_xx("5d"), Some(0x5d));
+        assert_eq!(parse_xx("5D"), None);
+        assert_eq!(parse_xx("_u"), None);
+        let body = br#"[
+{ "name":"5d", "type":"directory", "mtime":"Wed, 25 Nov 2026 13:11:31 GMT" },
+{ "name":"aGVsbG8=", "type":"file", "mtime":"Wed, 25 Nov 2026 13:11:31 GMT", "size":5 }
+]"#;
+        let e = parse_listing(body).unwrap();
+        assert_eq!((&*e[0].name, &*e[0].kind, e[0].size), ("5d", "directory", 0));
+        assert_eq!((&*e[1].name, &*e[1].kind, e[1].size), ("aGVsbG8=", "file", 5));
+    }
 }

@@ -3,80 +3,11 @@
 
 mod common;
 
-use base64::Engine;
+use common::layout::*;
 use common::*;
-use md5::{Digest, Md5};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-
-// ---- where the SPEC says a key lives -------------------------------------------------
-
-fn md5(bytes: &[u8]) -> [u8; 16] {
-    Md5::digest(bytes).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `hello` → `/5d/41/aGVsbG8=`
-fn key_path(key: &str) -> String {
-    let h = md5(key.as_bytes());
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
-    format!("/{:02x}/{:02x}/{b64}", h[0], h[1])
-}
-
-/// The volume list and flags a master was started with, and what they imply for a key.
-struct Layout {
-    volumes: Vec<String>,
-    replicas: usize,
-    subvolumes: u32,
-}
-
-impl Layout {
-    fn of(c: &Cluster, replicas: usize, subvolumes: u32) -> Layout {
-        Layout { volumes: c.volumes.iter().map(Volume::addr).collect(), replicas, subvolumes }
-    }
-
-    /// Replica volumes in placement order, `host:port` or `host:port/svXX`.
-    fn replicas(&self, key: &str) -> Vec<String> {
-        let mut scored: Vec<([u8; 16], &String)> =
-            self.volumes.iter().map(|v| (md5(format!("{key}{v}").as_bytes()), v)).collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0)); // stable: ties keep the given order
-        scored
-            .into_iter()
-            .take(self.replicas)
-            .map(|(score, v)| match self.subvolumes {
-                1 => v.clone(),
-                n => format!("{v}/sv{:02X}", u32::from_be_bytes(score[12..16].try_into().unwrap()) % n),
-            })
-            .collect()
-    }
-
-    /// (index of the volume, file path under its folder) for every replica of `key`.
-    fn files(&self, key: &str) -> Vec<(usize, String)> {
-        self.replicas(key)
-            .iter()
-            .map(|r| {
-                let (addr, sv) = r.split_once('/').map_or((r.as_str(), None), |(a, sv)| (a, Some(sv)));
-                let i = self.volumes.iter().position(|v| v == addr).unwrap();
-                let path = key_path(key);
-                (i, sv.map_or(path[1..].to_string(), |sv| format!("{sv}{path}")))
-            })
-            .collect()
-    }
-
-    /// Each volume holds exactly the replicas of `keys` the placement gives it, nothing else.
-    fn assert_on_disk(&self, c: &Cluster, keys: &[&str]) {
-        for (i, volume) in c.volumes.iter().enumerate() {
-            let mut expected: Vec<String> =
-                keys.iter().flat_map(|k| self.files(k)).filter(|(v, _)| *v == i).map(|(_, p)| p).collect();
-            expected.sort();
-            assert_eq!(volume.files(), expected, "files on volume {i} ({})", volume.addr());
-        }
-    }
-}
 
 #[test]
 fn placement_helper_matches_the_spec_vectors() {

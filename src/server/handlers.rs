@@ -98,7 +98,7 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
     if body.framing() == Framing::None {
         return Err(ApiError::EmptyBody);
     }
-    let _claim = sh.locks.try_lock(key).ok_or(ApiError::InFlight)?;
+    let claim = sh.locks.try_lock(key).ok_or(ApiError::InFlight)?;
     let prior = sh.index.get(key)?;
     let prior_unlinked = match prior {
         Some((State::Live, _)) => return Err(ApiError::Exists),
@@ -159,6 +159,14 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
     }
     let rec = Record { volumes: replicas, size: body.received(), md5: md5.map(|h| h.finalize().into()) };
     sh.index.set(key, State::Live, &rec)?;
+    drop(claim);
+    if !std::rc::Rc::ptr_eq(&topo, &ctx.topo()) {
+        // the volume list changed while this PUT ran (an online rebalance): an online
+        // rebalance may have listed keys before this one existed, so move it now
+        if let Err(e) = crate::rebalance::one(ctx, key, false).await {
+            eprintln!("mkv: PUT {}: written, but not moved to the new volumes: {e}", String::from_utf8_lossy(key));
+        }
+    }
     response::start(&mut conn.out, 201);
     Ok(Vec::new())
 }

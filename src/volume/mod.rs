@@ -44,6 +44,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Whether a volume coming up is announced on stderr. The master says so; a batch tool
+/// probes quietly first (its stderr is its progress), then turns this on.
+pub static ANNOUNCE_UP: AtomicBool = AtomicBool::new(true);
+
 /// One volume server and what the probes and requests know of it.
 pub struct Volume {
     pub name: String,
@@ -69,7 +73,7 @@ impl Volume {
 
     fn mark_up(&self, addr: SocketAddr) {
         *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
-        if !self.up.swap(true, Ordering::Relaxed) {
+        if !self.up.swap(true, Ordering::Relaxed) && ANNOUNCE_UP.load(Ordering::Relaxed) {
             eprintln!("mkv: volume {} is up", self.name);
         }
     }

@@ -5,6 +5,8 @@
 //! and `libc` (already a dependency) for signals.
 #![allow(dead_code)]
 
+pub mod layout;
+
 use std::fs;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};

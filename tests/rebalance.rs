@@ -1,0 +1,254 @@
+//! `mkv rebalance` (offline and online) and `REBALANCE /key`, against real nginx volumes:
+//! after each run every key reads back identical from exactly the files placement predicts.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
+
+use common::layout::*;
+use common::*;
+
+const REPLICAS: usize = 3;
+const SUBVOLUMES: u32 = 4;
+
+fn value_of(key: &str) -> Vec<u8> {
+    format!("{key} holds this; ").repeat(1 + key.len() % 5).into_bytes()
+}
+
+fn addrs(vols: &[Volume]) -> Vec<String> {
+    vols.iter().map(Volume::addr).collect()
+}
+
+fn layout(vols: &[String]) -> Layout {
+    Layout { volumes: vols.to_vec(), replicas: REPLICAS, subvolumes: SUBVOLUMES }
+}
+
+fn flags() -> Vec<&'static str> {
+    vec!["-replicas", "3", "-subvolumes", "4"]
+}
+
+/// `mkv rebalance -volumes <vols> <args>`: exit code and stderr.
+fn rebalance(vols: &[String], args: &[&str]) -> (Option<i32>, String) {
+    let joined = vols.join(",");
+    let mut all = vec!["rebalance", "-volumes", &joined];
+    all.extend(flags());
+    all.extend_from_slice(args);
+    run_mkv(&all)
+}
+
+/// Every key reads back byte-identical, with the MD5 it was written with, from replicas that
+/// are exactly where `vols` places them; unlinked keys stay unlinked; no other file exists.
+fn check(master: &Master, all: &[Volume], vols: &[String], live: &[String], unlinked: &[String]) {
+    let addr = master.addr();
+    let lay = layout(vols);
+    for key in live {
+        let r = request(&addr, "HEAD", key, &[], b"");
+        assert_eq!(r.status, 302, "{key}: {r:?}");
+        assert_eq!(r.header("key-volumes"), Some(lay.replicas(key).join(",").as_str()), "{key}");
+        assert_eq!(r.header("key-balance"), Some("balanced"), "{key}");
+        assert_eq!(r.header("content-md5"), Some(hex(&md5(&value_of(key))).as_str()), "{key}: MD5 kept");
+        assert_eq!(get_follow(&addr, key).body, value_of(key), "{key}");
+    }
+    for key in unlinked {
+        assert_eq!(get(&addr, key).status, 404, "{key} must stay unlinked");
+    }
+    let listed = |which: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&get(&addr, &format!("/?{which}")).body).unwrap();
+        v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
+    };
+    let mut want_live = live.to_vec();
+    want_live.sort();
+    let mut want_unlinked = unlinked.to_vec();
+    want_unlinked.sort();
+    assert_eq!(listed("list"), want_live);
+    assert_eq!(listed("unlinked"), want_unlinked);
+    let live: Vec<&str> = live.iter().map(String::as_str).collect();
+    let unlinked: Vec<&str> = unlinked.iter().map(String::as_str).collect();
+    lay.assert_files(all, &live, &unlinked);
+}
+
+/// Writes `n` keys through a master on `vols` and UNLINKs every tenth; returns (live, unlinked).
+fn fill(master: &Master, n: usize) -> (Vec<String>, Vec<String>) {
+    let addr = master.addr();
+    let (mut live, mut unlinked) = (vec![], vec![]);
+    for i in 0..n {
+        let key = format!("/k/{i}");
+        assert_eq!(request(&addr, "PUT", &key, &[], &value_of(&key)).status, 201);
+        if i % 10 == 3 {
+            assert_eq!(request(&addr, "UNLINK", &key, &[], b"").status, 204);
+            unlinked.push(key);
+        } else {
+            live.push(key);
+        }
+    }
+    (live, unlinked)
+}
+
+#[test]
+fn five_to_three_to_five_volumes_loses_nothing_and_leaves_no_stray_file() {
+    let vols: Vec<Volume> = (0..5).map(|_| Volume::new()).collect();
+    let five = addrs(&vols);
+    let three = five[..3].to_vec();
+    let mut master = Master::start_on(&five, &flags());
+    let (live, unlinked) = fill(&master, 80);
+    check(&master, &vols, &five, &live, &unlinked);
+    let db = master.db().to_str().unwrap().to_string();
+
+    for (to, label) in [(&three, "5 -> 3"), (&five, "3 -> 5")] {
+        master.kill9();
+        let (code, err) = rebalance(to, &["-db", &db]);
+        assert_eq!(code, Some(0), "{label}: {err}");
+        assert!(err.contains("moved"), "{label} moved nothing: {err}");
+        // a second run finds nothing to do
+        let (code, err) = rebalance(to, &["-db", &db]);
+        assert_eq!(code, Some(0), "{label} again: {err}");
+        assert!(!err.contains("moved"), "{label}: the second run moved keys: {err}");
+        assert!(err.contains("80 in place"), "{label}: {err}");
+        master.restart_with(to, &flags());
+        check(&master, &vols, to, &live, &unlinked);
+    }
+}
+
+#[test]
+fn dry_run_moves_nothing() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let mut master = Master::start_on(&four[..3], &flags());
+    let (live, unlinked) = fill(&master, 30);
+    master.kill9();
+    let before: Vec<Vec<String>> = vols.iter().map(Volume::files).collect();
+    let db = master.db().to_str().unwrap().to_string();
+    let (code, err) = rebalance(&four, &["-db", &db, "-dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("would move /k/"), "{err}");
+    assert_eq!(vols.iter().map(Volume::files).collect::<Vec<_>>(), before);
+    master.restart_with(&four[..3], &flags());
+    check(&master, &vols, &four[..3], &live, &unlinked);
+}
+
+#[test]
+fn a_rebalance_killed_halfway_completes_on_the_second_run() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let mut master = Master::start_on(&four[..3], &flags());
+    let (live, unlinked) = fill(&master, 400);
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    let joined = four.join(",");
+    let mut args = vec!["rebalance", "-volumes", &joined, "-db", &db, "-concurrency", "1"];
+    args.extend(flags());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill it as soon as the new volume holds a few copies
+    wait_until("the first copies on the new volume", TIMEOUT, || vols[3].files().len() >= 10);
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.code().is_none(), "the first run finished before it was killed; the test proves nothing");
+    let (code, err) = rebalance(&four, &["-db", &db]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("moved"), "{err}");
+    master.restart_with(&four, &flags());
+    check(&master, &vols, &four, &live, &unlinked);
+}
+
+#[test]
+fn rebalance_of_one_key_on_the_running_server() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let master = Master::start_on(&four[..3], &flags());
+    let (live, unlinked) = fill(&master, 20);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "REBALANCE", "/missing", &[], b"").status, 404);
+    // in place already: nothing to do, still 204
+    assert_eq!(request(&addr, "REBALANCE", &live[0], &[], b"").status, 204);
+    let r = request(&addr, "VOLUMES", &format!("/?volumes={}", four.join(",")), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["volumes"], serde_json::json!(four));
+    let bad = request(&addr, "VOLUMES", "/?volumes=just-one:1", &[], b"");
+    assert_eq!(bad.status, 400, "3 replicas on 1 volume must be refused: {bad:?}");
+    for key in live.iter().chain(&unlinked) {
+        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
+    }
+    check(&master, &vols, &four, &live, &unlinked);
+}
+
+#[test]
+fn online_rebalance_serves_gets_and_puts_throughout() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let master = Master::start_on(&four[..3], &flags());
+    let (mut live, unlinked) = fill(&master, 300);
+    let addr = master.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let written = Arc::new(Mutex::new(Vec::<String>::new()));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (addr, stop, failures, served, live) =
+                (addr.clone(), stop.clone(), failures.clone(), served.clone(), live.clone());
+            thread::spawn(move || {
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &live[i % live.len()];
+                    let r = get(&addr, key);
+                    let ok = r.status == 302 && {
+                        let (host, target) = split_url(r.header("location").unwrap());
+                        get(host, target).body == value_of(key)
+                    };
+                    if !ok {
+                        failures.lock().unwrap().push(format!("GET {key}: {}", r.status));
+                    }
+                    served.fetch_add(1, Ordering::Relaxed);
+                    i += 7;
+                }
+            })
+        })
+        .collect();
+    let writer = {
+        let (addr, stop, failures, written) = (addr.clone(), stop.clone(), failures.clone(), written.clone());
+        thread::spawn(move || {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("/during/{i}");
+                let r = request(&addr, "PUT", &key, &[], &value_of(&key));
+                if r.status == 201 {
+                    written.lock().unwrap().push(key);
+                } else {
+                    failures.lock().unwrap().push(format!("PUT {key}: {}", r.status));
+                }
+            }
+        })
+    };
+    let online = format!("http://{addr}");
+    let (code, err) = rebalance(&four, &["-online", &online, "-concurrency", "8"]);
+    stop.store(true, Ordering::Relaxed);
+    for t in readers {
+        t.join().unwrap();
+    }
+    writer.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "clients were failed during the online rebalance: {failures:?}");
+    assert!(served.load(Ordering::Relaxed) > 50, "the readers barely ran");
+    let written = written.lock().unwrap().clone();
+    assert!(!written.is_empty(), "no PUT went through during the rebalance");
+    live.extend(written);
+    check(&master, &vols, &four, &live, &unlinked);
+}
