@@ -187,12 +187,23 @@ async fn stream_rest(
     };
     let wait = ctx.shared.cfg.limits.body_timeout;
     let mut up = ctx.client.upload(topo, to, len).await?;
-    ctx.client.upload_chunk(&mut up, Bytes::from(first)).await?;
-    while let Some(chunk) = conn.body_chunk(body, CHUNK, wait).await? {
-        if let Some(h) = md5.as_mut() {
-            h.update(&chunk);
+    // while one piece goes out to the replicas the next is read from the client, so the
+    // slower side sets the pace rather than the sum of both; at most two pieces are held
+    let mut piece = Bytes::from(first);
+    loop {
+        let (sent, next) =
+            futures_util::future::join(ctx.client.upload_chunk(&mut up, piece), conn.body_chunk(body, CHUNK, wait))
+                .await;
+        sent?;
+        match next? {
+            Some(chunk) => {
+                if let Some(h) = md5.as_mut() {
+                    h.update(&chunk);
+                }
+                piece = chunk;
+            }
+            None => break,
         }
-        ctx.client.upload_chunk(&mut up, chunk).await?;
     }
     ctx.client.upload_finish(up).await?;
     Ok(())
