@@ -45,6 +45,8 @@ pub struct Config {
     pub voltimeout: Duration,
     pub threads: usize,
     pub verbose: bool,
+    /// Keys whose GET answer each thread keeps (0: none).
+    pub cache_keys: usize,
     pub limits: Limits,
 }
 
@@ -159,6 +161,7 @@ mod tests {
             voltimeout: Duration::from_secs(1),
             threads: 2,
             verbose: false,
+            cache_keys: 0,
             limits: Limits::default(),
         };
         assert!(c.validate().unwrap_err().contains("-replicas 3"));

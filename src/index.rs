@@ -1,7 +1,11 @@
 //! The index: key → [`Record`] in RocksDB, in column family `live` or `unlinked`.
 //! Every state change is one WriteBatch, so a crash leaves a key in exactly one state.
 
-use std::{fmt, path::Path};
+use std::{
+    fmt,
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB,
@@ -65,7 +69,12 @@ pub struct Index {
     wopts: WriteOptions,
     /// Made once: the default per-call ReadOptions is a C++ allocation per GET.
     ropts: ReadOptions,
+    /// Write sequence numbers by key hash, bumped after every write (see [`Index::seq`]).
+    seqs: Box<[AtomicU64]>,
 }
+
+/// Buckets of write sequence numbers: a write makes cached answers of 1/SEQS of the keys stale.
+const SEQS: usize = 4096;
 
 /// A pinned value read from the index: no copy on the GET path.
 pub struct Pinned<'a>(DBPinnableSlice<'a>);
@@ -90,7 +99,12 @@ impl Index {
         cf_opts.optimize_for_point_lookup(64);
         let cfs = [LIVE, UNLINKED].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         match DB::open_cf_descriptors(&opts, path, cfs) {
-            Ok(db) => Ok(Index { db, wopts: WriteOptions::default(), ropts: ReadOptions::default() }),
+            Ok(db) => Ok(Index {
+                db,
+                wopts: WriteOptions::default(),
+                ropts: ReadOptions::default(),
+                seqs: (0..SEQS).map(|_| AtomicU64::new(0)).collect(),
+            }),
             Err(e) => {
                 let msg = e.into_string();
                 let why = if msg.contains("lock") {
@@ -120,6 +134,16 @@ impl Index {
         Ok(self.db.get_pinned_cf_opt(self.cf(state), key, &self.ropts)?.map(Pinned))
     }
 
+    /// The write sequence number of `key`'s bucket. A reader that takes it *before* reading
+    /// the index and finds it unchanged later knows no write of the key happened since.
+    pub fn seq(&self, key: &[u8]) -> u64 {
+        self.seqs[crc32fast::hash(key) as usize % SEQS].load(Ordering::Acquire)
+    }
+
+    fn bump(&self, key: &[u8]) {
+        self.seqs[crc32fast::hash(key) as usize % SEQS].fetch_add(1, Ordering::Release);
+    }
+
     /// The record of `key` and its state, live first.
     pub fn get(&self, key: &[u8]) -> Result<Option<(State, Record)>, Error> {
         for state in [State::Live, State::Unlinked] {
@@ -136,7 +160,9 @@ impl Index {
         let other = if to == State::Live { State::Unlinked } else { State::Live };
         b.delete_cf(self.cf(other), key);
         b.put_cf(self.cf(to), key, rec.encode());
-        Ok(self.db.write_opt(b, &self.wopts)?)
+        self.db.write_opt(b, &self.wopts)?;
+        self.bump(key);
+        Ok(())
     }
 
     /// Forgets `key` in both families.
@@ -144,7 +170,9 @@ impl Index {
         let mut b = WriteBatch::default();
         b.delete_cf(self.cf(State::Live), key);
         b.delete_cf(self.cf(State::Unlinked), key);
-        Ok(self.db.write_opt(b, &self.wopts)?)
+        self.db.write_opt(b, &self.wopts)?;
+        self.bump(key);
+        Ok(())
     }
 
     /// Keys of `state` with `prefix`, from `start` (or the prefix) on, byte-wise sorted.
@@ -169,7 +197,9 @@ impl Index {
         for (key, state, rec) in items {
             b.put_cf(self.cf(*state), key, rec.encode());
         }
-        Ok(self.db.write_opt(b, &self.wopts)?)
+        self.db.write_opt(b, &self.wopts)?;
+        items.iter().for_each(|(key, _, _)| self.bump(key));
+        Ok(())
     }
 
     /// A setting kept beside the keys (in the default column family), e.g. the volume list

@@ -36,6 +36,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "mkv",
     version,
+    // as with Go's flag package, a flag given twice takes the last value
+    args_override_self = true,
     about = "A distributed blob store: RocksDB index, nginx volumes, 302 redirects for reads",
     after_help = "Flags take one dash or two (-volumes, --volumes), before or after the command.\n\
                   Example: mkv server -volumes localhost:3001,localhost:3002,localhost:3003 -db /tmp/indexdb/"
@@ -92,6 +94,9 @@ struct Flags {
     /// Log each request to stderr
     #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     verbose: bool,
+    /// Keys whose GET answer each thread caches (~250 bytes each; 0 turns it off)
+    #[arg(long, global = true, default_value_t = 131072)]
+    cache_keys: usize,
     /// Longest request head (request line + headers) in bytes: 431 beyond
     #[arg(long, global = true, default_value_t = Limits::default().max_head)]
     max_head: usize,
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
         voltimeout: f.voltimeout,
         threads: f.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         verbose: f.verbose,
+        cache_keys: f.cache_keys,
         limits: Limits {
             max_head: f.max_head,
             max_uri: f.max_uri,
@@ -235,6 +241,7 @@ mod tests {
         assert!(c.flags.protect && c.flags.md5sum);
         assert_eq!(c.flags.voltimeout, std::time::Duration::from_millis(500));
         assert!(parse(&["mkv", "server", "-nosuch"]).is_err());
+        assert_eq!(parse(&["mkv", "server", "-port", "1", "-port", "2"]).unwrap().flags.port, 2);
         assert!(parse(&["mkv", "server", "-port", "x"]).is_err());
     }
 }

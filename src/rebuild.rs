@@ -7,20 +7,17 @@
 //! walked and joined. UNLINK's markers (`_unlinked/xx/yy/...` beside the tree) are listed in
 //! the same shard, so unlinked keys come back unlinked.
 
+mod volumes;
+
 use std::{
-    borrow::Cow,
     collections::{HashMap, HashSet, VecDeque},
     sync::{atomic::Ordering, mpsc},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
-use futures_util::{
-    future::join_all,
-    stream::{FuturesUnordered, StreamExt},
-};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use md5::{Digest, Md5};
-use serde::Deserialize;
 
 use crate::{
     config::Config,
@@ -30,6 +27,9 @@ use crate::{
     record::Record,
     volume::{self, Client, Topology},
 };
+use volumes::{
+    discover, fetch, hash_prefix, parse_listing, parse_xx, read_md5, recover_merged, Entry, Failure, Layout, SHARDS,
+};
 
 pub struct Options {
     pub force: bool,
@@ -37,22 +37,15 @@ pub struct Options {
     pub concurrency: usize,
 }
 
-/// Largest directory listing read (nginx's JSON is ~100 bytes a file).
-const LISTING_MAX: usize = 512 << 20;
 /// Records per index write.
 const BATCH: usize = 10_000;
-/// Tries of one listing or read; between them 0.25, 0.5, 1, 2 s pass.
-const ATTEMPTS: u32 = 5;
 /// A batch tool waits longer for a busy volume than the master's `-voltimeout`.
 const MIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Longest name (nested folders joined) walked: a symlink loop ends here.
 const MAX_WALK: usize = 4096;
-/// Stray files named on screen; the rest are counted.
-const NAMED_STRAYS: u64 = 10;
-/// Largest piece of a value held while `-verify` hashes it.
-const READ_CHUNK: usize = 256 << 10;
-const SHARDS: usize = 256;
+/// Strays and size mismatches shown one by one; the rest are counted.
+const NAMED_WARNINGS: u64 = 10;
 
 pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let timeout = cfg.voltimeout.max(MIN_TIMEOUT);
@@ -66,14 +59,14 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         bail!("volume {} unreachable: a rebuild without it would lose its keys", names.join(", "));
     }
     volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
-    let index = open_empty(&cfg, opts.force)?;
-
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()
         .context("cannot start the runtime")?;
     let client = Client::new();
+    // the folders first (read-only): a volume that cannot be listed leaves the index alone
     let layout = rt.block_on(discover(&client, &topo, &cfg))?;
+    let index = open_empty(&cfg, opts.force)?;
     let progress = Progress::new("rebuild", None);
     progress.count("live", 0);
     progress.count("unlinked", 0);
@@ -90,12 +83,18 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::sync_channel::<Vec<(Vec<u8>, State, Record)>>(4);
     let walked = std::thread::scope(|s| {
-        let writer = s.spawn(|| -> Result<(), crate::index::Error> {
-            for batch in rx {
+        let writer = std::thread::Builder::new().name("index writer".into()).spawn_scoped(s, || {
+            for mut batch in rx {
+                // in key order a memtable insert starts where the last one ended
+                batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 index.put_many(&batch)?;
             }
-            Ok(())
+            Ok::<(), crate::index::Error>(())
         });
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => return Err(anyhow::anyhow!("cannot start the index writer: {e}")),
+        };
         let mut walk = Walk::new(&cfg, &opts, &layout, &progress, tx);
         let walked = rt.block_on(walk.run(&client, &topo));
         drop(walk); // closes the channel: the writer finishes what it has
@@ -127,214 +126,6 @@ fn open_empty(cfg: &Config, force: bool) -> anyhow::Result<Index> {
     eprintln!("mkv: -force: replacing the index {}", cfg.db.display());
     Index::destroy(&cfg.db).map_err(anyhow::Error::msg)?;
     Index::open(&cfg.db).map_err(anyhow::Error::msg)
-}
-
-/// A folder that holds a `xx/yy/` tree: a volume's root or one of its `svXX` subvolumes.
-struct Root {
-    /// Index into `-volumes`.
-    server: usize,
-    sv: Option<u8>,
-    /// The replica name records use: `host:port` or `host:port/svXX`.
-    name: String,
-    /// Path of the folder on the server: `` or `/svXX`.
-    prefix: String,
-    /// Which `xx` folders exist, under the tree and under `_unlinked`.
-    data: Box<[bool; SHARDS]>,
-    markers: Box<[bool; SHARDS]>,
-}
-
-struct Layout {
-    volumes: Vec<String>,
-    roots: Vec<Root>,
-}
-
-/// One entry of nginx's JSON autoindex.
-#[derive(Deserialize)]
-struct Entry<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default)]
-    size: u64,
-}
-
-fn parse_listing(body: &[u8]) -> Result<Vec<Entry<'_>>, serde_json::Error> {
-    serde_json::from_slice(body)
-}
-
-/// `sv0A` → 10 (two upper-case hex digits, as placement writes them).
-fn parse_sv(name: &str) -> Option<u8> {
-    let hex = name.strip_prefix("sv")?;
-    (hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
-        .then(|| u8::from_str_radix(hex, 16).ok())
-        .flatten()
-}
-
-/// `5d` → 0x5d (two lower-case hex digits, as key paths have them).
-fn parse_xx(name: &str) -> Option<u8> {
-    (name.len() == 2 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| u8::from_str_radix(name, 16).ok())
-        .flatten()
-}
-
-/// Lists each volume's top, finds its roots (subvolume folders, or the top itself), and
-/// which `xx` folders each has. Any failure here is fatal: nothing has been written yet.
-async fn discover(client: &Client, topo: &Topology, cfg: &Config) -> anyhow::Result<Layout> {
-    let tops = join_all(cfg.volumes.iter().map(|v| fetch(client, topo, v, "/"))).await;
-    let mut roots = Vec::new();
-    for (server, (v, top)) in cfg.volumes.iter().zip(tops).enumerate() {
-        let body = top.map_err(|f| anyhow::anyhow!("cannot list volume {v}: {}", f.why))?;
-        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("volume {v}: bad listing of /: {e}"))?;
-        let mut flat = false;
-        let mut svs = Vec::new();
-        for e in entries.iter().filter(|e| e.kind == "directory") {
-            if let Some(sv) = parse_sv(&e.name) {
-                svs.push(sv);
-            } else if parse_xx(&e.name).is_some() || format!("/{}", e.name) == MARKER_DIR {
-                flat = true;
-            }
-        }
-        svs.sort_unstable();
-        let new_root = |sv: Option<u8>| {
-            let prefix = sv.map_or(String::new(), |sv| format!("/sv{sv:02X}"));
-            Root {
-                server,
-                sv,
-                name: format!("{v}{prefix}"),
-                prefix,
-                data: Box::new([false; SHARDS]),
-                markers: Box::new([false; SHARDS]),
-            }
-        };
-        if flat {
-            roots.push(new_root(None));
-        }
-        roots.extend(svs.iter().map(|&sv| new_root(Some(sv))));
-        let odd = (flat && cfg.subvolumes > 1)
-            || (!svs.is_empty() && cfg.subvolumes <= 1)
-            || svs.iter().any(|&sv| sv as u32 >= cfg.subvolumes);
-        if odd {
-            eprintln!(
-                "mkv: warning: volume {v} holds {} but -subvolumes is {}: records name the replicas where \
-                 they are; `mkv rebalance` moves them to where -subvolumes places them",
-                match (flat, svs.len()) {
-                    (true, 0) => "keys at its top".to_string(),
-                    (true, n) => format!("keys at its top and in {n} subvolume folders"),
-                    (false, n) => format!("{n} subvolume folders"),
-                },
-                cfg.subvolumes
-            );
-        }
-    }
-    let found = join_all(roots.iter().map(|r| async {
-        let v = &cfg.volumes[r.server];
-        let top = fetch(client, topo, v, &format!("{}/", r.prefix)).await;
-        let body = top.map_err(|f| anyhow::anyhow!("cannot list {}/: {}", r.name, f.why))?;
-        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
-        let mut data = [false; SHARDS];
-        let mut has_markers = false;
-        for e in entries.iter().filter(|e| e.kind == "directory") {
-            if let Some(xx) = parse_xx(&e.name) {
-                data[xx as usize] = true;
-            }
-            has_markers |= format!("/{}", e.name) == MARKER_DIR;
-        }
-        let mut markers = [false; SHARDS];
-        if has_markers {
-            let body = fetch(client, topo, v, &format!("{}{MARKER_DIR}/", r.prefix))
-                .await
-                .map_err(|f| anyhow::anyhow!("cannot list {}{MARKER_DIR}/: {}", r.name, f.why))?;
-            let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
-            for e in entries.iter().filter(|e| e.kind == "directory") {
-                if let Some(xx) = parse_xx(&e.name) {
-                    markers[xx as usize] = true;
-                }
-            }
-        }
-        anyhow::Ok((data, markers))
-    }))
-    .await;
-    for (r, f) in roots.iter_mut().zip(found) {
-        let (data, markers) = f?;
-        *r.data = data;
-        *r.markers = markers;
-    }
-    Ok(Layout { volumes: cfg.volumes.clone(), roots })
-}
-
-/// Why a listing or read failed; `unreachable` when the volume itself stopped answering.
-struct Failure {
-    unreachable: bool,
-    why: String,
-}
-
-fn failure(e: volume::Error) -> Failure {
-    let unreachable = matches!(e, volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Io(..));
-    Failure { unreachable, why: e.to_string() }
-}
-
-/// GETs a listing, retrying what may pass (a busy or restarting volume, a `5xx`).
-async fn fetch(client: &Client, topo: &Topology, server: &str, path: &str) -> Result<Vec<u8>, Failure> {
-    let mut last = Failure { unreachable: false, why: String::new() };
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
-        }
-        match client.get(topo, server, path, LISTING_MAX).await {
-            Ok((200, body)) => return Ok(body),
-            Ok((s, _)) if s >= 500 => last = Failure { unreachable: false, why: format!("answered {s}") },
-            Ok((s, _)) => return Err(Failure { unreachable: false, why: format!("answered {s}") }),
-            Err(e) => last = failure(e),
-        }
-    }
-    Err(last)
-}
-
-/// Reads a value whole (streamed) from the first replica that answers: its MD5 and length.
-async fn read_md5(client: &Client, topo: &Topology, targets: &[(String, String)]) -> Result<([u8; 16], u64), Failure> {
-    let mut last = Failure { unreachable: false, why: "no replica".into() };
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
-        }
-        for (server, path) in targets {
-            let mut d = match client.download(topo, server, path).await {
-                Ok(d) if d.status == 200 => d,
-                Ok(d) => {
-                    last = Failure { unreachable: false, why: format!("{server} answered {}", d.status) };
-                    continue;
-                }
-                Err(e) => {
-                    last = failure(e);
-                    continue;
-                }
-            };
-            let mut h = Md5::new();
-            let mut n = 0u64;
-            let read = loop {
-                match client.next_chunk(&mut d, READ_CHUNK).await {
-                    Ok(Some(c)) => {
-                        h.update(&c);
-                        n += c.len() as u64;
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            };
-            match read {
-                Ok(()) => {
-                    client.finish(d);
-                    return Ok((h.finalize().into(), n));
-                }
-                Err(e) => last = failure(e),
-            }
-        }
-        if !last.unreachable {
-            break;
-        }
-    }
-    Err(last)
 }
 
 /// A directory to list.
@@ -414,7 +205,7 @@ struct Walk<'a> {
     completed: usize,
     batch: Vec<(Vec<u8>, State, Record)>,
     tx: Option<mpsc::SyncSender<Vec<(Vec<u8>, State, Record)>>>,
-    strays: u64,
+    warned: u64,
     scores: Vec<([u8; 16], usize)>,
 }
 
@@ -437,7 +228,7 @@ impl<'a> Walk<'a> {
             completed: 0,
             batch: Vec::with_capacity(BATCH),
             tx: Some(tx),
-            strays: 0,
+            warned: 0,
             scores: Vec::new(),
         };
         for xx in 0..SHARDS {
@@ -579,14 +370,20 @@ impl<'a> Walk<'a> {
     }
 
     fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
-        self.strays += 1;
         self.progress.note("strays", 1);
         let root = &self.layout.roots[job.root as usize];
         let server = &self.layout.volumes[root.server];
-        if self.strays <= NAMED_STRAYS {
-            self.progress.println(&format!("rebuild: ignoring {server}{}{name}: {why}", job.dir));
-        } else if self.strays == NAMED_STRAYS + 1 {
-            self.progress.println("rebuild: more strays ignored (counted in the summary)");
+        self.warn(&format!("ignoring {server}{}{name}: {why}", job.dir));
+    }
+
+    /// A line about something odd but not failed (a stray, a size mismatch): the first few
+    /// are shown, the rest only counted in the summary.
+    fn warn(&mut self, msg: &str) {
+        self.warned += 1;
+        if self.warned <= NAMED_WARNINGS {
+            self.progress.println(&format!("rebuild: {msg}"));
+        } else if self.warned == NAMED_WARNINGS + 1 {
+            self.progress.println("rebuild: more of these are only counted in the summary");
         }
     }
 
@@ -618,8 +415,8 @@ impl<'a> Walk<'a> {
                 differ += 1;
                 let sizes: Vec<String> =
                     f.reps.iter().map(|(r, sz)| format!("{} {sz}", self.layout.roots[*r as usize].name)).collect();
-                self.progress.println(&format!(
-                    "rebuild: {} has replicas of different sizes ({}); the record takes the first",
+                self.warn(&format!(
+                    "{} has replicas of different sizes ({}); the record takes the first",
                     String::from_utf8_lossy(&key),
                     sizes.join(", ")
                 ));
@@ -658,7 +455,8 @@ impl<'a> Walk<'a> {
                 d.rec.md5 = Some(md5);
                 if n != d.rec.size {
                     self.progress.note("size mismatch", 1);
-                    self.progress.println(&format!("rebuild: {name}: {} bytes read, but {} listed", n, d.rec.size));
+                    let msg = format!("{name}: {n} bytes read, but {} listed", d.rec.size);
+                    self.warn(&msg);
                 }
             }
             Err(f) => self.progress.error(&name, &format!("cannot read it for -verify: {}", f.why)),
@@ -731,83 +529,9 @@ fn placement_scores(key: &[u8], volumes: &[String], out: &mut Vec<([u8; 16], usi
 fn subvolume(score: &[u8; 16], subvolumes: u32) -> u32 {
     u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes
 }
-
-/// The first two md5 bytes of `key`: its `xx/yy/` folder.
-fn hash_prefix(key: &[u8]) -> [u8; 2] {
-    let d = Md5::digest(key);
-    [d[0], d[1]]
-}
-
-/// nginx merges runs of `/` in a request path, so a key whose base64 has `//` (or starts
-/// with `/`) was stored under a name with fewer slashes. Puts them back where they can go
-/// and takes the candidate that decodes to a key hashing to `want`.
-fn recover_merged(name: &str, want: [u8; 2]) -> Option<Vec<u8>> {
-    let short = (4 - name.len() % 4) % 4;
-    // where a slash may have been lost: at the start, or beside a slash
-    let spots: Vec<usize> = std::iter::once(0).chain(name.match_indices('/').map(|(i, _)| i)).collect();
-    let mut budget = 50_000usize;
-    for missing in [short, short + 4] {
-        if missing == 0 {
-            continue;
-        }
-        let mut pick = vec![0usize; missing];
-        loop {
-            if budget == 0 {
-                return None;
-            }
-            budget -= 1;
-            let mut cand = String::with_capacity(name.len() + missing);
-            let mut at = 0;
-            for &p in &pick {
-                cand.push_str(&name[at..spots[p]]);
-                cand.push('/');
-                at = spots[p];
-            }
-            cand.push_str(&name[at..]);
-            if let Ok(k) = placement::decode_name(&cand).ok_or(()) {
-                if hash_prefix(&k) == want {
-                    return Some(k);
-                }
-            }
-            // next multiset of spots (non-decreasing picks)
-            let Some(i) = (0..missing).rev().find(|&i| pick[i] + 1 < spots.len()) else { break };
-            pick[i] += 1;
-            for j in i + 1..missing {
-                pick[j] = pick[i];
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What nginx does to a request path before it becomes a file name.
-    fn merge_slashes(s: &str) -> String {
-        let mut out = String::new();
-        for c in s.chars() {
-            if !(c == '/' && out.ends_with('/')) {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn merged_slashes_are_put_back() {
-        for key in [&b"/\xff\xff\xff"[..], b"/k\xff\xff\xfex", b"/\xff\xff\xff\xff\xff\xfe", b"\xfc\x00/x"] {
-            let path = placement::key_path(key);
-            let stored = merge_slashes(&path);
-            let name = stored.splitn(4, '/').nth(3).unwrap();
-            assert_ne!(name, &path[7..], "{key:?} should have a merged name");
-            let want = hash_prefix(key);
-            assert_eq!(recover_merged(name, want).as_deref(), Some(key), "{name}");
-        }
-        assert_eq!(recover_merged("aGVsbG8=", hash_prefix(b"hello")), None, "nothing to put back");
-        assert_eq!(recover_merged("L/w==", [0, 0]), None, "no candidate hashes there");
-    }
 
     #[test]
     fn order_follows_placement() {
@@ -831,22 +555,5 @@ mod tests {
                 assert_eq!(got, want);
             }
         }
-    }
-
-    #[test]
-    fn names_of_folders() {
-        assert_eq!(parse_sv("sv0A"), Some(10));
-        assert_eq!(parse_sv("sv0a"), None);
-        assert_eq!(parse_sv("sv100"), None);
-        assert_eq!(parse_xx("5d"), Some(0x5d));
-        assert_eq!(parse_xx("5D"), None);
-        assert_eq!(parse_xx("_u"), None);
-        let body = br#"[
-{ "name":"5d", "type":"directory", "mtime":"Wed, 25 Nov 2026 13:11:31 GMT" },
-{ "name":"aGVsbG8=", "type":"file", "mtime":"Wed, 25 Nov 2026 13:11:31 GMT", "size":5 }
-]"#;
-        let e = parse_listing(body).unwrap();
-        assert_eq!((&*e[0].name, &*e[0].kind, e[0].size), ("5d", "directory", 0));
-        assert_eq!((&*e[1].name, &*e[1].kind, e[1].size), ("aGVsbG8=", "file", 5));
     }
 }

@@ -540,3 +540,25 @@ fn slow_and_idle_clients_are_cut_off_by_the_timeouts() {
     assert_eq!(get(&a, "/stalled").status, 404);
     assert_eq!(list(&a, "/?list").0, ["/t"]);
 }
+
+#[test]
+fn answers_follow_every_write_of_a_key_on_every_thread() {
+    // each thread caches GET answers: none may outlive a write made through another thread
+    let c = cluster(3, &["-replicas", "2"]);
+    let addr = c.addr();
+    let mut conns: Vec<Client> = (0..4).map(|_| Client::connect(&addr)).collect();
+    for round in 0..40 {
+        let body = format!("round {round}").into_bytes();
+        assert_eq!(put(&addr, "/hot", &body).status, 201);
+        for conn in conns.iter_mut() {
+            let r = conn.request("GET", "/hot", &[], b"");
+            assert_eq!(r.status, 302, "round {round}");
+            assert_eq!(r.header("content-md5"), Some(hex(&md5(&body)).as_str()), "round {round}: a stale answer");
+        }
+        let gone = if round % 2 == 0 { "UNLINK" } else { "DELETE" };
+        assert_eq!(method(&addr, gone, "/hot").status, 204);
+        for conn in conns.iter_mut() {
+            assert_eq!(conn.request("GET", "/hot", &[], b"").status, 404, "round {round}: {gone} not seen");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The master: one monoio runtime per core, each accepting on its own SO_REUSEPORT
 //! listener and serving its connections start to finish, sharing only the index and health.
 
+mod cache;
 mod conn;
 mod error;
 mod handlers;
@@ -105,22 +106,29 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub client: volume::Client,
     topo: RefCell<(u64, Rc<Topology>)>,
+    pub cache: RefCell<cache::Cache>,
 }
 
 impl Ctx {
     pub fn new(shared: Arc<Shared>) -> Ctx {
         let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
-        Ctx { shared, client: volume::Client::new(), topo }
+        let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
+        Ctx { shared, client: volume::Client::new(), topo, cache }
     }
 
     /// This thread's copy of the topology, refreshed when it changed.
     pub fn topo(&self) -> Rc<Topology> {
+        self.topo_gen().1
+    }
+
+    /// [`Ctx::topo`] with its generation (bumped by each volume change).
+    pub fn topo_gen(&self) -> (u64, Rc<Topology>) {
         let gen = self.shared.topo_gen.load(Ordering::Acquire);
         let mut cached = self.topo.borrow_mut();
         if cached.0 != gen {
             *cached = (gen, Rc::new((*self.shared.topology()).clone()));
         }
-        cached.1.clone()
+        (cached.0, cached.1.clone())
     }
 }
 

@@ -1,0 +1,115 @@
+//! A per-thread cache of what a GET answers for a key: its replicas, the `Key-Volumes`
+//! line, MD5 and balance. A hit costs a hash lookup instead of a RocksDB read and four MD5s.
+//!
+//! Never stale: an entry remembers the key's write sequence number ([`Index::seq`], read
+//! before the index was) and the topology generation; any write of the key or volume change
+//! makes the numbers differ and the entry is read again. Misses are not cached, so a flood of
+//! random keys cannot crowd out real ones (when full, the cache simply starts over).
+//!
+//! [`Index::seq`]: crate::index::Index::seq
+
+use std::collections::HashMap;
+
+use crate::{placement, record::RecordRef, volume::Topology};
+
+/// What a GET of one live key writes, ready to copy out.
+pub struct Answer {
+    seq: u64,
+    gen: u64,
+    /// Replicas in stored order, each `host:port[/svXX]`.
+    pub volumes: Box<[Box<str>]>,
+    /// The key's file path, `/xx/yy/base64`.
+    pub path: Box<str>,
+    /// `a,b,c`: the `Key-Volumes` value.
+    pub key_volumes: Box<str>,
+    pub md5_hex: Option<[u8; 32]>,
+    pub balanced: bool,
+}
+
+pub struct Cache {
+    map: HashMap<Box<[u8]>, Answer>,
+    cap: usize,
+    scores: Vec<([u8; 16], usize)>,
+}
+
+impl Cache {
+    /// A cache of at most `cap` keys (0: nothing is cached).
+    pub fn new(cap: usize) -> Cache {
+        Cache { map: HashMap::new(), cap, scores: Vec::new() }
+    }
+
+    /// The cached answer for `key`, if still current for write sequence `seq` and topology `gen`.
+    pub fn get(&self, key: &[u8], seq: u64, gen: u64) -> Option<&Answer> {
+        self.map.get(key).filter(|a| a.seq == seq && a.gen == gen)
+    }
+
+    /// Builds the answer for `key` from its record and keeps it (when the cache is on).
+    pub fn fill(&mut self, key: &[u8], rec: RecordRef<'_>, topo: &Topology, seq: u64, gen: u64) {
+        let volumes: Box<[Box<str>]> = rec.volumes().map(Box::from).collect();
+        let balanced =
+            placement::is_balanced(key, rec.volumes(), &topo.volumes, topo.replicas, topo.subvolumes, &mut self.scores);
+        let answer = Answer {
+            seq,
+            gen,
+            key_volumes: volumes.join(",").into(),
+            volumes,
+            path: placement::key_path(key).into(),
+            md5_hex: rec.md5.map(hex),
+            balanced,
+        };
+        // full: start over (cheaper than tracking recency, and a cap of 0 keeps just this one)
+        if self.map.len() >= self.cap.max(1) {
+            self.map.clear();
+        }
+        self.map.insert(key.into(), answer);
+    }
+}
+
+fn hex(m: &[u8; 16]) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in m.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+
+    #[test]
+    fn entries_expire_with_writes_and_volume_changes() {
+        let topo = Topology::new(&["a:1".into(), "b:2".into()], 2, 1, std::time::Duration::from_secs(1), None);
+        let want = topo.place(b"/k");
+        let bytes = Record { volumes: want.clone(), size: 1, md5: Some([0xab; 16]) }.encode();
+        let rec = RecordRef::parse(&bytes).unwrap();
+        let mut c = Cache::new(10);
+        c.fill(b"/k", rec, &topo, 7, 1);
+        let a = c.get(b"/k", 7, 1).unwrap();
+        assert!(a.balanced);
+        assert_eq!(&*a.key_volumes, want.join(",").as_str());
+        assert_eq!(&a.md5_hex.unwrap()[..4], b"abab");
+        assert!(c.get(b"/k", 7, 1).is_some());
+        assert!(c.get(b"/k", 8, 1).is_none(), "a write of the key");
+        assert!(c.get(b"/k", 7, 2).is_none(), "a volume change");
+        assert!(c.get(b"/other", 7, 1).is_none());
+    }
+
+    #[test]
+    fn bounded() {
+        let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
+        let bytes = Record { volumes: vec!["a:1".into()], size: 1, md5: None }.encode();
+        let mut c = Cache::new(3);
+        for i in 0..10u8 {
+            c.fill(&[i], RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+            assert!(c.map.len() <= 3);
+        }
+        let mut off = Cache::new(0);
+        off.fill(b"/k", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+        off.fill(b"/j", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+        assert_eq!(off.map.len(), 1);
+    }
+}
