@@ -15,6 +15,8 @@ use crate::config::Limits;
 
 /// Read buffer growth step; also the smallest free space a read is given.
 const READ_STEP: usize = 16 << 10;
+/// Answers up to this size are written without a timeout (the kernel buffers them).
+const SMALL_WRITE: usize = 16 << 10;
 /// An output buffer that grew past this (a big listing) is not kept for the next request.
 const KEEP_OUT: usize = 1 << 20;
 
@@ -143,8 +145,12 @@ impl Conn {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.out);
-        let (res, mut buf) =
-            monoio::time::timeout(wait, self.stream.write_all(buf)).await.map_err(|_| Error::Timeout)?;
+        // an answer that fits the socket's send buffer is written at once: no timer needed
+        let (res, mut buf) = if buf.len() <= SMALL_WRITE {
+            self.stream.write_all(buf).await
+        } else {
+            monoio::time::timeout(wait, self.stream.write_all(buf)).await.map_err(|_| Error::Timeout)?
+        };
         res.map_err(Error::Io)?;
         buf.clear();
         if buf.capacity() <= KEEP_OUT {

@@ -8,22 +8,34 @@
 //!
 //! [`Index::seq`]: crate::index::Index::seq
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use crate::{placement, record::RecordRef, volume::Topology};
+use crate::{
+    placement,
+    record::RecordRef,
+    volume::{Topology, Volume},
+};
 
 /// What a GET of one live key writes, ready to copy out.
 pub struct Answer {
     seq: u64,
     gen: u64,
-    /// Replicas in stored order, each `host:port[/svXX]`.
-    pub volumes: Box<[Box<str>]>,
+    /// Replicas in stored order, each `host:port[/svXX]`, with its server's health (None: a
+    /// server outside the topology, taken as up).
+    pub volumes: Box<[(Box<str>, Option<Arc<Volume>>)]>,
     /// The key's file path, `/xx/yy/base64`.
     pub path: Box<str>,
     /// `a,b,c`: the `Key-Volumes` value.
     pub key_volumes: Box<str>,
     pub md5_hex: Option<[u8; 32]>,
     pub balanced: bool,
+}
+
+impl Answer {
+    /// The first replica on a live volume.
+    pub fn live_replica(&self) -> Option<&str> {
+        self.volumes.iter().find(|(_, v)| v.as_ref().is_none_or(|v| v.is_up())).map(|(r, _)| &**r)
+    }
 }
 
 pub struct Cache {
@@ -45,13 +57,14 @@ impl Cache {
 
     /// Builds the answer for `key` from its record and keeps it (when the cache is on).
     pub fn fill(&mut self, key: &[u8], rec: RecordRef<'_>, topo: &Topology, seq: u64, gen: u64) {
-        let volumes: Box<[Box<str>]> = rec.volumes().map(Box::from).collect();
+        let volumes: Box<[(Box<str>, Option<Arc<Volume>>)]> =
+            rec.volumes().map(|v| (Box::from(v), topo.volume(placement::server_of(v)).cloned())).collect();
         let balanced =
             placement::is_balanced(key, rec.volumes(), &topo.volumes, topo.replicas, topo.subvolumes, &mut self.scores);
         let answer = Answer {
             seq,
             gen,
-            key_volumes: volumes.join(",").into(),
+            key_volumes: rec.volumes().collect::<Vec<_>>().join(",").into(),
             volumes,
             path: placement::key_path(key).into(),
             md5_hex: rec.md5.map(hex),

@@ -61,7 +61,7 @@ fn get(ctx: &Ctx, conn: &mut Conn, req: &mut Req) -> Result<Vec<u8>, ApiError> {
         cache.fill(&req.key, pinned.record()?, &topo, seq, gen);
     }
     let answer = cache.get(&req.key, seq, gen).expect("filled above");
-    let replica = answer.volumes.iter().find(|v| topo.is_up(v)).ok_or(ApiError::NoLiveReplica)?;
+    let replica = answer.live_replica().ok_or(ApiError::NoLiveReplica)?;
     let out = &mut conn.out;
     response::start(out, 302);
     response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes()]);
