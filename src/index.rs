@@ -212,7 +212,7 @@ impl Index {
         Ok(self.db.put_opt(format!("meta/{name}"), value, &self.wopts)?)
     }
 
-    /// Flushes memtables and syncs the WAL: the batch tools call it before they exit.
+    /// Syncs the WAL to disk: the batch tools call it before they exit.
     pub fn sync(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;
         Ok(())

@@ -17,6 +17,12 @@ pub fn key_fits(key: &[u8]) -> bool {
     name_len(key.len()) <= MAX_NAME
 }
 
+/// Whether nginx can store the key's file: a base64 name ending in `/` (the last of a
+/// multiple of 3 bytes has its low 6 bits set, e.g. `/??`) names a folder, not a file.
+pub fn key_storable(key: &[u8]) -> bool {
+    !(key.len() % 3 == 0 && key.last().is_some_and(|b| b & 0x3f == 0x3f))
+}
+
 /// `/5d/41/aGVsbG8=` for `hello`: two md5 bytes as folders, then the key in base64.
 pub fn key_path(key: &[u8]) -> String {
     let mut out = String::with_capacity(8 + name_len(key.len()));
@@ -179,6 +185,15 @@ mod tests {
         }
         assert_eq!(replica_target("h:1/sv0A", "/ab/cd/x"), ("h:1".to_string(), "/sv0A/ab/cd/x".to_string()));
         assert_eq!(replica_target("h:1", "/ab/cd/x"), ("h:1".to_string(), "/ab/cd/x".to_string()));
+    }
+
+    #[test]
+    fn names_ending_in_a_slash_are_not_storable() {
+        assert!(key_path(b"/??").ends_with('/'));
+        assert!(!key_storable(b"/??"));
+        for key in [&b"/a"[..], b"/ab", b"/abc", b"/?", b"/???"] {
+            assert_eq!(key_storable(key), !key_path(key).ends_with('/'), "{key:?}");
+        }
     }
 
     #[test]

@@ -562,3 +562,16 @@ fn answers_follow_every_write_of_a_key_on_every_thread() {
         }
     }
 }
+
+#[test]
+fn keys_whose_file_name_would_end_in_a_slash_are_refused_with_400() {
+    // base64("/??") is "Lz8/": nginx cannot store a file under a name ending in '/'
+    let c = cluster(3, &["-replicas", "2"]);
+    let addr = c.addr();
+    let r = put(&addr, "/%3F%3F", b"x");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.text().contains("end in '/'"), "{}", r.text());
+    assert_eq!(get(&addr, "/%3F%3F").status, 404);
+    assert_eq!(list(&addr, "/?unlinked").0, Vec::<String>::new());
+    assert_eq!(put(&addr, "/%3F%3F%3F", b"x").status, 201, "a neighbour key is fine");
+}

@@ -81,6 +81,9 @@ async fn put(ctx: &Ctx, conn: &mut Conn, req: &Req, body: &mut Body) -> Result<V
     if !placement::key_fits(key) {
         return Err(ApiError::KeyTooLong);
     }
+    if !placement::key_storable(key) {
+        return Err(ApiError::BadQuery("this key's file name would end in '/' (its base64 does): add or drop a byte"));
+    }
     if body.framing() == Framing::None {
         return Err(ApiError::EmptyBody);
     }
