@@ -128,7 +128,7 @@ struct Flags {
     #[arg(long, global = true, value_name = "URL")]
     online: Option<String>,
     /// rebuild/rebalance: requests in flight at once
-    #[arg(long, global = true, default_value_t = 64)]
+    #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
 }
 
