@@ -17,7 +17,7 @@ use crate::{
 /// (retried on a fresh connection if a pooled one was stale); larger ones are streamed.
 const SMALL_BODY: usize = 1 << 20;
 /// Largest piece of a streamed body read from the client and sent on to the replicas.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 1 << 20;
 /// Keys written into a listing between two yields to the other connections of the thread.
 const LIST_BATCH: usize = 1024;
 
