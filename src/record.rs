@@ -50,10 +50,6 @@ impl Record {
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
-
-    pub fn decode(bytes: &[u8]) -> Result<Record, Corrupt> {
-        RecordRef::parse(bytes).map(|r| r.to_owned())
-    }
 }
 
 impl<'a> RecordRef<'a> {
@@ -113,12 +109,16 @@ impl<'a> RecordRef<'a> {
 mod tests {
     use super::*;
 
+    fn decode(bytes: &[u8]) -> Result<Record, Corrupt> {
+        RecordRef::parse(bytes).map(|r| r.to_owned())
+    }
+
     #[test]
     fn round_trip() {
         let r = Record { volumes: vec!["a:1/sv01".into(), "b:2/sv0A".into()], size: 12345, md5: Some([7; 16]) };
-        assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        assert_eq!(decode(&r.encode()).unwrap(), r);
         let r2 = Record { volumes: vec!["x:9".into()], size: 0, md5: None };
-        assert_eq!(Record::decode(&r2.encode()).unwrap(), r2);
+        assert_eq!(decode(&r2.encode()).unwrap(), r2);
         let v = r.encode();
         let view = RecordRef::parse(&v).unwrap();
         assert_eq!(view.volumes().collect::<Vec<_>>(), vec!["a:1/sv01", "b:2/sv0A"]);
@@ -129,8 +129,8 @@ mod tests {
         let r = Record { volumes: vec!["a:1".into()], size: 5, md5: None };
         let mut v = r.encode();
         v[3] ^= 1;
-        assert_eq!(Record::decode(&v), Err(Corrupt("checksum mismatch")));
-        assert!(Record::decode(&[]).is_err());
-        assert!(Record::decode(&v[..v.len() - 1]).is_err());
+        assert_eq!(decode(&v), Err(Corrupt("checksum mismatch")));
+        assert!(decode(&[]).is_err());
+        assert!(decode(&v[..v.len() - 1]).is_err());
     }
 }

@@ -32,9 +32,6 @@ pub struct Req {
     /// `VOLUMES /?volumes=a,b,c&replicas=N`.
     pub volumes: Option<String>,
     pub replicas: Option<Result<usize, ()>>,
-    /// Scratch for the GET path: the key's file path, placement scores.
-    pub path: String,
-    pub scores: Vec<([u8; 16], usize)>,
 }
 
 impl Req {

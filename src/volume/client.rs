@@ -117,8 +117,24 @@ impl Client {
         }
     }
 
-    /// One request with a small (or no) body; retried once on a fresh connection when a
-    /// pooled one fails before any answer. Returns the status.
+    /// Sends `msg` and reads the answer's head, retrying once on a fresh connection when a
+    /// pooled one fails before any answer. The buffer may hold the first body bytes.
+    async fn send(&self, topo: &Topology, server: &str, msg: Vec<u8>) -> Result<(Leased, Head, Vec<u8>), Error> {
+        let mut l = self.lease(topo, server, false).await?;
+        let r = match send_and_read_head(&mut l, msg.clone(), topo.timeout).await {
+            Err(Error::Io(..)) if l.reused => {
+                l = self.lease(topo, server, true).await?;
+                send_and_read_head(&mut l, msg, topo.timeout).await
+            }
+            r => r,
+        };
+        match r {
+            Ok((head, buf)) => Ok((l, head, buf)),
+            Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
+        }
+    }
+
+    /// One request with a small (or no) body (see [`Client::send`]). Returns the status.
     pub async fn request(
         &self,
         topo: &Topology,
@@ -129,23 +145,12 @@ impl Client {
     ) -> Result<u16, Error> {
         let mut msg = head(method, server, path, Some(body.len() as u64));
         msg.extend_from_slice(body);
-        let mut l = self.lease(topo, server, false).await?;
-        let r = match exchange(&mut l, msg.clone(), topo.timeout).await {
-            Err(Error::Io(..)) if l.reused => {
-                l = self.lease(topo, server, true).await?;
-                exchange(&mut l, msg, topo.timeout).await
-            }
-            r => r,
-        };
-        match r {
-            Ok(a) => {
-                if a.keep {
-                    self.release(l);
-                }
-                Ok(a.status)
-            }
-            Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
+        let (mut l, head, buf) = self.send(topo, server, msg).await?;
+        let a = skip_body(&mut l.stream, &l.server, head, buf, topo.timeout).await?;
+        if a.keep {
+            self.release(l);
         }
+        Ok(a.status)
     }
 
     /// PUTs `body` (whole, in memory) to every `(server, path)` at once; all must succeed.
@@ -174,15 +179,7 @@ impl Client {
         path: &str,
     ) -> Result<Download, Error> {
         let msg = format!("{method} {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
-        let mut l = self.lease(topo, server, false).await?;
-        let r = match send_and_read_head(&mut l, msg.clone(), topo.timeout).await {
-            Err(Error::Io(..)) if l.reused => {
-                l = self.lease(topo, server, true).await?;
-                send_and_read_head(&mut l, msg, topo.timeout).await
-            }
-            r => r,
-        };
-        let (head, mut buf) = r.map_err(|e| failed(l.vol.as_ref().filter(|_| !l.reused), e))?;
+        let (l, head, mut buf) = self.send(topo, server, msg).await?;
         buf.drain(..head.head_len);
         let left = head.length.map(|n| n.saturating_sub(buf.len() as u64));
         if let Some(n) = head.length {
@@ -390,11 +387,6 @@ fn failed(vol: Option<&Arc<Volume>>, e: Error) -> Error {
         v.mark_down(&e);
     }
     e
-}
-
-async fn exchange(l: &mut Leased, msg: Vec<u8>, t: Duration) -> Result<Answer, Error> {
-    let (head, buf) = send_and_read_head(l, msg, t).await?;
-    skip_body(&mut l.stream, &l.server, head, buf, t).await
 }
 
 async fn send_and_read_head(l: &mut Leased, msg: Vec<u8>, t: Duration) -> Result<(Head, Vec<u8>), Error> {
