@@ -116,7 +116,7 @@ master_starts=0
 start_master() {
   master_starts=$((master_starts + 1))
   local mlog=$tmp/master.$master_starts.log
-  "$mkv" server -port "$PM" -db "$tmp/db" -volumes "$VOLS" -threads "$THREADS" >"$mlog" 2>&1 &
+  "$mkv" server -port "$PM" -db "$tmp/db" -volumes "$VOLS" -threads "$THREADS" ${MASTER_ARGS:-} >"$mlog" 2>&1 &
   master_pid=$!
   pids+=("$master_pid")
   for _ in $(seq 200); do

@@ -15,6 +15,7 @@
 mod config;
 mod http;
 mod index;
+mod md5;
 mod placement;
 mod progress;
 mod rebalance;

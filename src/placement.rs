@@ -1,8 +1,8 @@
 //! Where a key lives: the file path on a volume and the volumes that hold its replicas.
 //! Pure functions, byte-compatible with minikeyvalue so volumes can move between the two.
 
+use crate::md5::Md5;
 use base64::{engine::general_purpose::STANDARD, Engine};
-use md5::{Digest, Md5};
 
 /// A file name longer than this cannot be created on any common filesystem.
 pub const MAX_NAME: usize = 255;
@@ -57,7 +57,7 @@ pub fn key_volumes<S: AsRef<str>>(key: &[u8], volumes: &[S], replicas: usize, su
             let mut h = Md5::new();
             h.update(key);
             h.update(v.as_ref().as_bytes());
-            (h.finalize().into(), v.as_ref())
+            (h.finalize(), v.as_ref())
         })
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0));
@@ -105,7 +105,7 @@ pub fn is_balanced<'a, S: AsRef<str>>(
         let mut h = Md5::new();
         h.update(key);
         h.update(v.as_ref().as_bytes());
-        scores.push((h.finalize().into(), i));
+        scores.push((h.finalize(), i));
     }
     scores.sort_by(|a, b| b.0.cmp(&a.0));
     for (score, i) in scores.iter().take(replicas) {

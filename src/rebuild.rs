@@ -15,9 +15,9 @@ use std::{
     time::Duration,
 };
 
+use crate::md5::Md5;
 use anyhow::{bail, Context as _};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use md5::{Digest, Md5};
 
 use crate::{
     config::Config,
@@ -521,7 +521,7 @@ fn placement_scores(key: &[u8], volumes: &[String], out: &mut Vec<([u8; 16], usi
         let mut h = Md5::new();
         h.update(key);
         h.update(v.as_bytes());
-        out.push((h.finalize().into(), i));
+        out.push((h.finalize(), i));
     }
     out.sort_by(|a, b| b.0.cmp(&a.0));
 }

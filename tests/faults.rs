@@ -297,3 +297,51 @@ fn a_large_put_streams_to_every_replica() {
     assert_eq!(client.read_response("PUT").status, 201);
     assert_eq!(get_follow(&addr, "/chunked").body, &body[..3 << 20]);
 }
+
+#[test]
+fn a_volume_hung_mid_stream_fails_the_put_and_leaves_it_deletable() {
+    // each replica of a streamed PUT has its own writer: one that stops answering must fail
+    // the whole PUT within about -voltimeout, not wedge it, and the others must not commit it
+    let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = c.addr();
+    assert_eq!(request(&addr, "PUT", "/bystander", &[], b"still here").status, 201);
+    let total = 64usize << 20;
+    let body: Vec<u8> = (0..total as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut client = Client::connect(&addr);
+    client.send(&encode_request("PUT", "/stuck", &[("Content-Length", &total.to_string())], b""));
+    client.send(&body[..8 << 20]);
+    c.volumes[1].pause();
+    let began = Instant::now();
+    // the rest goes from another thread: the master stops reading once it gives up
+    let mut writer = client.stream().try_clone().unwrap();
+    let rest = body[8 << 20..].to_vec();
+    let sender = thread::spawn(move || {
+        use std::io::Write;
+        let _ = writer.write_all(&rest);
+    });
+    // the master keeps serving everyone else meanwhile
+    let r = get(&addr, "/bystander");
+    assert_eq!(r.status, 302, "{r:?}");
+    let answer = client.try_read_response("PUT");
+    let took = began.elapsed();
+    match answer {
+        Ok(r) => assert!(r.status >= 500, "PUT with a hung replica: {r:?}"),
+        Err(e) => panic!("no answer to the PUT with a hung replica: {e}"),
+    }
+    assert!(took < Duration::from_secs(5), "the PUT took {took:?} to fail");
+    drop(client);
+    c.volumes[1].resume();
+    let _ = sender.join();
+    assert_eq!(get(&addr, "/stuck").status, 404, "a failed PUT is readable");
+    assert!(!listed(&addr, "list").contains(&"/stuck".to_string()), "a failed PUT is listed live");
+    // whatever could not be removed is listed as unlinked, and a DELETE finishes the job
+    let r = request(&addr, "DELETE", "/stuck", &[], b"");
+    assert!(matches!(r.status, 204 | 404), "{r:?}");
+    assert!(!listed(&addr, "unlinked").contains(&"/stuck".to_string()));
+    for v in &c.volumes {
+        let files = v.files();
+        assert!(files.iter().all(|f| !f.ends_with("L3N0dWNr")), "{files:?} on {}", v.addr());
+    }
+    assert_eq!(request(&addr, "PUT", "/stuck", &[], b"second try").status, 201);
+    assert_eq!(get_follow(&addr, "/stuck").body, b"second try");
+}

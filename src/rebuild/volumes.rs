@@ -3,8 +3,8 @@
 
 use std::{borrow::Cow, time::Duration};
 
+use crate::md5::Md5;
 use futures_util::future::join_all;
-use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use crate::{
@@ -222,7 +222,7 @@ pub async fn read_md5(
             match read {
                 Ok(()) => {
                     client.finish(d);
-                    return Ok((h.finalize().into(), n));
+                    return Ok((h.finalize(), n));
                 }
                 Err(e) => last = failure(e),
             }

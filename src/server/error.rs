@@ -25,6 +25,8 @@ pub enum ApiError {
     NoLiveReplica,
     /// A volume list that does not validate (VOLUMES).
     BadConfig(String),
+    /// A bug or a lost helper thread: nothing the client can fix.
+    Internal(&'static str),
 }
 
 impl std::error::Error for ApiError {}
@@ -59,7 +61,7 @@ impl ApiError {
             ApiError::Http(H::Timeout) => 408,
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
-            ApiError::Index(_) => 500,
+            ApiError::Index(_) | ApiError::Internal(_) => 500,
             ApiError::Volume(V::Down(_)) | ApiError::NoLiveReplica => 503,
             ApiError::Volume(V::Timeout(_)) => 504,
             ApiError::Volume(_) => 502,
@@ -93,6 +95,7 @@ impl fmt::Display for ApiError {
             ApiError::MethodNotAllowed => write!(f, "method not allowed"),
             ApiError::BadQuery(why) => write!(f, "{why}"),
             ApiError::BadConfig(why) => write!(f, "{why}"),
+            ApiError::Internal(why) => write!(f, "{why}"),
             ApiError::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
         }
     }

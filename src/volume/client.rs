@@ -25,6 +25,9 @@ const POOL_MAX: usize = 64;
 const IDLE_MAX: Duration = Duration::from_secs(20);
 /// Largest response head we read from a volume.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
+/// Pieces of a streamed PUT queued per replica: with 1 MiB pieces, a replica may fall this
+/// many MiB behind the client before reading pauses (memory per PUT: about this + 2 MiB).
+const UPLOAD_QUEUE: usize = 4;
 /// An error page longer than this is not read to reuse its connection.
 const MAX_SKIP: u64 = 64 << 10;
 
@@ -59,9 +62,15 @@ pub struct Download {
 
 /// A PUT in progress to several replicas at once.
 pub struct Upload {
-    legs: Vec<Leased>,
+    legs: Vec<UploadLeg>,
     chunked: bool,
     timeout: Duration,
+}
+
+/// One replica of an [`Upload`]: the queue to its writer task, and that task.
+struct UploadLeg {
+    tx: Option<flume::Sender<Bytes>>,
+    task: Option<monoio::task::JoinHandle<(Leased, Result<(), Error>)>>,
 }
 
 /// The answer of a volume: status, and whether its connection can carry another request.
@@ -292,6 +301,8 @@ impl Client {
     }
 
     /// Starts a streamed PUT to every target: `len` is the body length, or None for chunked.
+    /// Each replica gets its own writer task fed from a short queue, so a replica that is
+    /// briefly slower does not hold up the others or the reading of the next piece.
     pub async fn upload(
         &self,
         topo: &Topology,
@@ -303,18 +314,33 @@ impl Client {
         for l in leases {
             legs.push(l?);
         }
-        let mut up = Upload { legs, chunked: len.is_none(), timeout: topo.timeout };
-        let t = up.timeout;
-        let writes = up.legs.iter_mut().zip(targets).map(|(l, (server, path))| {
+        let t = topo.timeout;
+        let writes = legs.iter_mut().zip(targets).map(|(l, (server, path))| {
             let msg = head("PUT", server, path, len);
             async move { write_to(l, msg, t).await }
         });
         let results = join_all(writes).await;
-        leg_errors(&up, results)?;
-        Ok(up)
+        let mut first = None;
+        for (l, r) in legs.iter().zip(results) {
+            if let Err(e) = r {
+                first.get_or_insert(failed(l.vol.as_ref(), e));
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        let legs = legs
+            .into_iter()
+            .map(|l| {
+                let (tx, rx) = flume::bounded(UPLOAD_QUEUE);
+                UploadLeg { tx: Some(tx), task: Some(monoio::spawn(write_leg(l, rx, t))) }
+            })
+            .collect();
+        Ok(Upload { legs, chunked: len.is_none(), timeout: t })
     }
 
-    /// Sends one piece of the body to every replica at once (the bytes are shared, not copied).
+    /// Queues one piece of the body for every replica (the bytes are shared, not copied);
+    /// waits only while a replica's queue is full.
     pub async fn upload_chunk(&self, up: &mut Upload, chunk: Bytes) -> Result<(), Error> {
         let data = if up.chunked {
             let mut framed = Vec::with_capacity(chunk.len() + 20);
@@ -325,22 +351,40 @@ impl Client {
         } else {
             chunk
         };
-        send_all(up, data).await
+        for leg in &up.legs {
+            let sent = match &leg.tx {
+                Some(tx) => tx.send_async(data.clone()).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                // that replica's writer stopped: it failed; collect why
+                let (_, err) = self.end_legs(up).await;
+                return Err(err.unwrap_or_else(|| Error::Protocol("volume".into(), "a replica writer stopped early")));
+            }
+        }
+        Ok(())
     }
 
     /// Ends the body and waits for every replica's answer.
     pub async fn upload_finish(&self, mut up: Upload) -> Result<(), Error> {
         if up.chunked {
-            send_all(&mut up, Bytes::from_static(b"0\r\n\r\n")).await?;
+            self.upload_chunk_raw(&mut up, Bytes::from_static(b"0\r\n\r\n")).await?;
+        }
+        let (legs, err) = self.end_legs(&mut up).await;
+        if let Some(e) = err {
+            return Err(e);
         }
         let t = up.timeout;
-        let answers = join_all(up.legs.iter_mut().map(|l| async move {
-            let (head, buf) = read_head(&mut l.stream, &l.server, t).await?;
-            skip_body(&mut l.stream, &l.server, head, buf, t).await
+        let answers = join_all(legs.into_iter().map(|mut l| async move {
+            let a = match read_head(&mut l.stream, &l.server, t).await {
+                Ok((head, buf)) => skip_body(&mut l.stream, &l.server, head, buf, t).await,
+                Err(e) => Err(e),
+            };
+            (l, a)
         }))
         .await;
         let mut first: Option<Error> = None;
-        for (l, a) in up.legs.into_iter().zip(answers) {
+        for (l, a) in answers {
             match a {
                 Ok(a) if matches!(a.status, 200 | 201 | 204) => {
                     if a.keep {
@@ -357,28 +401,53 @@ impl Client {
         }
         first.map_or(Ok(()), Err)
     }
+
+    /// Queues bytes as they are (the chunked terminator), like [`Client::upload_chunk`].
+    async fn upload_chunk_raw(&self, up: &mut Upload, data: Bytes) -> Result<(), Error> {
+        let chunked = std::mem::replace(&mut up.chunked, false);
+        let r = self.upload_chunk(up, data).await;
+        up.chunked = chunked;
+        r
+    }
+
+    /// Closes every queue and waits for the writers: the connections of those that wrote
+    /// everything, and the first error (its volume marked down if it was unreachable).
+    async fn end_legs(&self, up: &mut Upload) -> (Vec<Leased>, Option<Error>) {
+        for leg in &mut up.legs {
+            leg.tx = None;
+        }
+        let mut done = Vec::with_capacity(up.legs.len());
+        let mut first = None;
+        for leg in &mut up.legs {
+            let Some(task) = leg.task.take() else { continue };
+            let (l, r) = task.await;
+            match r {
+                Ok(()) => done.push(l),
+                Err(e) => {
+                    first.get_or_insert(failed(l.vol.as_ref(), e));
+                }
+            }
+        }
+        (done, first)
+    }
+}
+
+/// One replica's writer: sends the queued pieces in order until the queue closes. Dropping
+/// the [`Upload`] closes the queues, so an abandoned PUT ends here and its connection,
+/// never released to the pool, closes.
+async fn write_leg(mut l: Leased, rx: flume::Receiver<Bytes>, t: Duration) -> (Leased, Result<(), Error>) {
+    while let Ok(piece) = rx.recv_async().await {
+        if let Err(e) = write_to(&mut l, piece, t).await {
+            return (l, Err(e));
+        }
+    }
+    (l, Ok(()))
 }
 
 async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
     let (r, _) =
         monoio::time::timeout(t, l.stream.write_all(data)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
     r.map(drop).map_err(|e| Error::Io(l.server.clone(), e))
-}
-
-async fn send_all(up: &mut Upload, data: Bytes) -> Result<(), Error> {
-    let t = up.timeout;
-    let results = join_all(up.legs.iter_mut().map(|l| write_to(l, data.clone(), t))).await;
-    leg_errors(up, results)
-}
-
-fn leg_errors(up: &Upload, results: Vec<Result<(), Error>>) -> Result<(), Error> {
-    let mut first = None;
-    for (l, r) in up.legs.iter().zip(results) {
-        if let Err(e) = r {
-            first.get_or_insert(failed(l.vol.as_ref(), e));
-        }
-    }
-    first.map_or(Ok(()), Err)
 }
 
 /// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
