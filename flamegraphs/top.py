@@ -17,7 +17,7 @@ import sys
 PARTS = [
     ("kernel (TCP, io_uring, scheduler)", lambda f: f.endswith("_[k]")),
     ("allocation (mimalloc/malloc)", lambda f: re.match(r"_?mi_|__rust_(re|de)?alloc|(__libc_)?(malloc|free|realloc|calloc|cfree)$|operator (new|delete)", f)),
-    ("md5 (placement, Content-Md5)", lambda f: f.startswith("md5::") or "<md5::" in f),
+    ("md5 (placement, Content-Md5)", lambda f: f.startswith(("md5::", "mkv::md5")) or "<md5::" in f or "<mkv::md5" in f),
     ("RocksDB", lambda f: "rocksdb::" in f or "librocksdb" in f),
     ("mkv HTTP parse/write (mkv::http)", lambda f: f.startswith("mkv::http") or "<mkv::http" in f or f.startswith("httparse") or "<httparse" in f),
     ("mkv placement", lambda f: f.startswith("mkv::placement")),
