@@ -2,9 +2,10 @@
 //! retried once when a pooled connection turns out stale, and one body streamed to N replicas.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::HashMap,
     os::fd::AsRawFd,
+    rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -65,12 +66,29 @@ pub struct Upload {
     legs: Vec<UploadLeg>,
     chunked: bool,
     timeout: Duration,
+    /// Bytes queued for every replica so far (framing included).
+    queued: u64,
+    /// The bytes that make the whole request body: known at the start with a length, and
+    /// once the terminator is queued when chunked.
+    whole: Option<u64>,
+    /// Set when the upload fails: the writers stop after the piece in hand. (A receiving end
+    /// kept here to empty the queues would keep a full queue's sender waiting forever.)
+    abort: Rc<Cell<bool>>,
 }
 
-/// One replica of an [`Upload`]: the queue to its writer task, and that task.
+/// One replica of an [`Upload`]: the queue to its writer task, and that task, which ends
+/// with the bytes it wrote.
 struct UploadLeg {
     tx: Option<flume::Sender<Bytes>>,
-    task: Option<monoio::task::JoinHandle<(Leased, Result<(), Error>)>>,
+    task: Option<monoio::task::JoinHandle<(Leased, Result<u64, Error>)>>,
+}
+
+impl Drop for Upload {
+    /// An upload dropped unfinished (its client failed) stops at the piece each writer has
+    /// in hand instead of sending what is queued.
+    fn drop(&mut self) {
+        self.abort.set(true);
+    }
 }
 
 /// The answer of a volume: status, and whether its connection can carry another request.
@@ -329,14 +347,15 @@ impl Client {
         if let Some(e) = first {
             return Err(e);
         }
+        let abort = Rc::new(Cell::new(false));
         let legs = legs
             .into_iter()
             .map(|l| {
                 let (tx, rx) = flume::bounded(UPLOAD_QUEUE);
-                UploadLeg { tx: Some(tx), task: Some(monoio::spawn(write_leg(l, rx, t))) }
+                UploadLeg { tx: Some(tx), task: Some(monoio::spawn(write_leg(l, rx, abort.clone(), t))) }
             })
             .collect();
-        Ok(Upload { legs, chunked: len.is_none(), timeout: t })
+        Ok(Upload { legs, chunked: len.is_none(), timeout: t, queued: 0, whole: len, abort })
     }
 
     /// Queues one piece of the body for every replica (the bytes are shared, not copied);
@@ -351,29 +370,30 @@ impl Client {
         } else {
             chunk
         };
+        let n = data.len() as u64;
         for leg in &up.legs {
             let sent = match &leg.tx {
                 Some(tx) => tx.send_async(data.clone()).await.is_ok(),
                 None => false,
             };
             if !sent {
-                // that replica's writer stopped: it failed; collect why
-                let (_, err) = self.end_legs(up).await;
+                // that replica's writer stopped: it failed; stop the others and say why
+                let err = self.end_legs(up, true).await.err();
                 return Err(err.unwrap_or_else(|| Error::Protocol("volume".into(), "a replica writer stopped early")));
             }
         }
+        up.queued += n;
         Ok(())
     }
 
     /// Ends the body and waits for every replica's answer.
     pub async fn upload_finish(&self, mut up: Upload) -> Result<(), Error> {
         if up.chunked {
-            self.upload_chunk_raw(&mut up, Bytes::from_static(b"0\r\n\r\n")).await?;
+            const LAST: &[u8] = b"0\r\n\r\n";
+            up.whole = Some(up.queued + LAST.len() as u64);
+            self.upload_chunk_raw(&mut up, Bytes::from_static(LAST)).await?;
         }
-        let (legs, err) = self.end_legs(&mut up).await;
-        if let Some(e) = err {
-            return Err(e);
-        }
+        let legs = self.end_legs(&mut up, false).await?;
         let t = up.timeout;
         let answers = join_all(legs.into_iter().map(|mut l| async move {
             let a = match read_head(&mut l.stream, &l.server, t).await {
@@ -410,9 +430,14 @@ impl Client {
         r
     }
 
-    /// Closes every queue and waits for the writers: the connections of those that wrote
-    /// everything, and the first error (its volume marked down if it was unreachable).
-    async fn end_legs(&self, up: &mut Upload) -> (Vec<Leased>, Option<Error>) {
+    /// Closes every queue (what is queued is dropped if `abort`) and waits for the writers. All wrote
+    /// everything: their connections. One failed: its error (its volume marked down if it
+    /// was unreachable), once every replica that did get the whole body has answered, so
+    /// that a DELETE sent next to clean up cannot overtake that replica's PUT.
+    async fn end_legs(&self, up: &mut Upload, abort: bool) -> Result<Vec<Leased>, Error> {
+        if abort {
+            up.abort.set(true);
+        }
         for leg in &mut up.legs {
             leg.tx = None;
         }
@@ -422,26 +447,46 @@ impl Client {
             let Some(task) = leg.task.take() else { continue };
             let (l, r) = task.await;
             match r {
-                Ok(()) => done.push(l),
+                Ok(written) => done.push((l, written)),
                 Err(e) => {
                     first.get_or_insert(failed(l.vol.as_ref(), e));
                 }
             }
         }
-        (done, first)
+        let Some(err) = first else { return Ok(done.into_iter().map(|(l, _)| l).collect()) };
+        let t = up.timeout;
+        let whole = up.whole;
+        join_all(done.into_iter().filter(|(_, w)| Some(*w) == whole).map(|(mut l, _)| async move {
+            if let Ok((head, buf)) = read_head(&mut l.stream, &l.server, t).await {
+                let _ = skip_body(&mut l.stream, &l.server, head, buf, t).await;
+            }
+        }))
+        .await;
+        Err(err)
     }
 }
 
-/// One replica's writer: sends the queued pieces in order until the queue closes. Dropping
-/// the [`Upload`] closes the queues, so an abandoned PUT ends here and its connection,
-/// never released to the pool, closes.
-async fn write_leg(mut l: Leased, rx: flume::Receiver<Bytes>, t: Duration) -> (Leased, Result<(), Error>) {
+/// One replica's writer: sends the queued pieces in order until the queue closes, and ends
+/// with the bytes it wrote. Dropping the [`Upload`] closes the queues, so an abandoned PUT
+/// ends here and its connection, never released to the pool, closes.
+async fn write_leg(
+    mut l: Leased,
+    rx: flume::Receiver<Bytes>,
+    abort: Rc<Cell<bool>>,
+    t: Duration,
+) -> (Leased, Result<u64, Error>) {
+    let mut written = 0;
     while let Ok(piece) = rx.recv_async().await {
+        if abort.get() {
+            break;
+        }
+        let n = piece.len() as u64;
         if let Err(e) = write_to(&mut l, piece, t).await {
             return (l, Err(e));
         }
+        written += n;
     }
-    (l, Ok(()))
+    (l, Ok(written))
 }
 
 async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
