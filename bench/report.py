@@ -252,7 +252,7 @@ def main():
         ax.set_xticks(list(xs))
         ax.set_xticklabels(names)
         ax.set_ylabel("ms")
-        ax.set_title("GET latency at ~½ saturated rate")
+        ax.set_title("GET latency, ~½ saturation")
         ax.set_ylim(0, max([2.0] + mk + rf) * 1.25)
         ax.legend(fontsize=8, loc="upper left")
     rss = next((r for r in rows if r["key"] == "rss"), None)
