@@ -45,7 +45,7 @@ pub struct Config {
     pub voltimeout: Duration,
     pub threads: usize,
     pub verbose: bool,
-    /// Keys whose GET answer each thread keeps (0: none).
+    /// Keys whose GET answer each thread keeps, and keys found missing it keeps (0: none).
     pub cache_keys: usize,
     pub limits: Limits,
 }
