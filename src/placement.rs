@@ -48,28 +48,39 @@ pub fn decode_name(name: &str) -> Option<Vec<u8>> {
     STANDARD.decode(name).ok()
 }
 
+/// md5(key ‖ volume) of every volume with its index, best first: sorted descending, stable
+/// in the given order. `out` is a buffer the caller keeps (the GET path reuses one).
+pub fn scores<S: AsRef<str>>(key: &[u8], volumes: &[S], out: &mut Vec<([u8; 16], usize)>) {
+    out.clear();
+    for (i, v) in volumes.iter().enumerate() {
+        let mut h = Md5::new();
+        h.update(key);
+        h.update(v.as_ref().as_bytes());
+        out.push((h.finalize(), i));
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+}
+
+/// The subvolume of a replica whose volume scored `score`: its last four bytes, big-endian,
+/// modulo the count.
+pub fn subvolume(score: &[u8; 16], subvolumes: u32) -> u32 {
+    u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes
+}
+
 /// The volumes (with `/svXX` when `subvolumes > 1`) that hold `key`, best first.
-/// Each volume scores md5(key ‖ volume); sort descending, stable in the given order.
+/// Each volume scores md5(key ‖ volume); see [`scores`].
 pub fn key_volumes<S: AsRef<str>>(key: &[u8], volumes: &[S], replicas: usize, subvolumes: u32) -> Vec<String> {
-    let mut scored: Vec<([u8; 16], &str)> = volumes
-        .iter()
-        .map(|v| {
-            let mut h = Md5::new();
-            h.update(key);
-            h.update(v.as_ref().as_bytes());
-            (h.finalize(), v.as_ref())
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut scored = Vec::with_capacity(volumes.len());
+    scores(key, volumes, &mut scored);
     scored
         .into_iter()
         .take(replicas)
-        .map(|(score, v)| {
+        .map(|(score, i)| {
+            let v = volumes[i].as_ref();
             if subvolumes <= 1 {
                 v.to_string()
             } else {
-                let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
-                format!("{v}/sv{sv:02X}")
+                format!("{v}/sv{:02X}", subvolume(&score, subvolumes))
             }
         })
         .collect()
@@ -100,14 +111,7 @@ pub fn is_balanced<'a, S: AsRef<str>>(
     subvolumes: u32,
     scores: &mut Vec<([u8; 16], usize)>,
 ) -> bool {
-    scores.clear();
-    for (i, v) in volumes.iter().enumerate() {
-        let mut h = Md5::new();
-        h.update(key);
-        h.update(v.as_ref().as_bytes());
-        scores.push((h.finalize(), i));
-    }
-    scores.sort_by(|a, b| b.0.cmp(&a.0));
+    self::scores(key, volumes, scores);
     for (score, i) in scores.iter().take(replicas) {
         let Some(s) = stored.next() else { return false };
         let name = volumes[*i].as_ref();
@@ -117,7 +121,7 @@ pub fn is_balanced<'a, S: AsRef<str>>(
         let ok = if subvolumes <= 1 {
             rest.is_empty()
         } else {
-            let sv = u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes;
+            let sv = subvolume(score, subvolumes);
             const HEX: &[u8; 16] = b"0123456789ABCDEF";
             let want = [b'/', b's', b'v', HEX[(sv >> 4) as usize], HEX[(sv & 15) as usize]];
             rest.as_bytes() == want

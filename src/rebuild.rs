@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use crate::md5::Md5;
 use anyhow::{bail, Context as _};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -499,7 +498,7 @@ impl<'a> Walk<'a> {
     /// the key (with its subvolume) by rank; replicas anywhere else after them.
     fn order(&mut self, key: &[u8], reps: &mut [(u16, u64)]) {
         let vols = &self.layout.volumes;
-        placement_scores(key, vols, &mut self.scores);
+        placement::scores(key, vols, &mut self.scores);
         let n = vols.len();
         let roots = &self.layout.roots;
         let sub = self.cfg.subvolumes;
@@ -507,28 +506,13 @@ impl<'a> Walk<'a> {
         reps.sort_by_key(|(r, _)| {
             let root = &roots[*r as usize];
             let rank = scores.iter().position(|(_, i)| *i == root.server).unwrap_or(n);
-            let want = (sub > 1).then(|| subvolume(&scores[rank].0, sub));
+            let want = (sub > 1).then(|| placement::subvolume(&scores[rank].0, sub));
             let exact = root.sv.map(u32::from) == want;
             (if exact { rank } else { n + rank }, root.sv)
         });
     }
 }
 
-/// md5(key ‖ volume) of every volume, best first (stable), as [`placement::key_volumes`] ranks.
-fn placement_scores(key: &[u8], volumes: &[String], out: &mut Vec<([u8; 16], usize)>) {
-    out.clear();
-    for (i, v) in volumes.iter().enumerate() {
-        let mut h = Md5::new();
-        h.update(key);
-        h.update(v.as_bytes());
-        out.push((h.finalize(), i));
-    }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
-}
-
-fn subvolume(score: &[u8; 16], subvolumes: u32) -> u32 {
-    u32::from_be_bytes([score[12], score[13], score[14], score[15]]) % subvolumes
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,18 +524,17 @@ mod tests {
         for key in [&b"/k"[..], b"/hello", b"/x/y"] {
             for sub in [1u32, 10] {
                 let want = placement::key_volumes(key, &vols, 4, sub);
-                placement_scores(key, &vols, &mut scores);
-                let got: Vec<String> =
-                    scores
-                        .iter()
-                        .map(|(s, i)| {
-                            if sub > 1 {
-                                format!("{}/sv{:02X}", vols[*i], subvolume(s, sub))
-                            } else {
-                                vols[*i].clone()
-                            }
-                        })
-                        .collect();
+                placement::scores(key, &vols, &mut scores);
+                let got: Vec<String> = scores
+                    .iter()
+                    .map(|(s, i)| {
+                        if sub > 1 {
+                            format!("{}/sv{:02X}", vols[*i], placement::subvolume(s, sub))
+                        } else {
+                            vols[*i].clone()
+                        }
+                    })
+                    .collect();
                 assert_eq!(got, want);
             }
         }
