@@ -179,13 +179,11 @@ async fn hash(md5: Option<Md5>, piece: Bytes) -> Result<Option<Md5>, ApiError> {
         h.update(&piece);
         return Ok(Some(h));
     }
-    monoio::spawn_blocking(move || {
+    on_pool(move || {
         h.update(&piece);
-        h
+        Some(h)
     })
     .await
-    .map(Some)
-    .map_err(|_| ApiError::Internal("the hashing thread pool dropped a job"))
 }
 
 /// Hashes the pieces of a streamed body in order as they are queued. One job on the pool
@@ -194,7 +192,7 @@ async fn hash(md5: Option<Md5>, piece: Bytes) -> Result<Option<Md5>, ApiError> {
 async fn hash_all(mut md5: Md5, pieces: flume::Receiver<Bytes>) -> Result<Md5, ApiError> {
     while let Ok(first) = pieces.recv_async().await {
         let more = pieces.clone();
-        md5 = monoio::spawn_blocking(move || {
+        md5 = on_pool(move || {
             md5.update(&first);
             for _ in 1..HASH_BATCH {
                 match more.try_recv() {
@@ -204,10 +202,14 @@ async fn hash_all(mut md5: Md5, pieces: flume::Receiver<Bytes>) -> Result<Md5, A
             }
             md5
         })
-        .await
-        .map_err(|_| ApiError::Internal("the hashing thread pool dropped a job"))?;
+        .await?;
     }
     Ok(md5)
+}
+
+/// Runs `f` on the blocking pool and waits for it without blocking this runtime thread.
+async fn on_pool<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, ApiError> {
+    monoio::spawn_blocking(f).await.map_err(|_| ApiError::Internal("the blocking thread pool dropped a job"))
 }
 
 /// Streams a large body: each piece read from the client goes to every replica at once.

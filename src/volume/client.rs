@@ -370,6 +370,11 @@ impl Client {
         } else {
             chunk
         };
+        self.queue(up, data).await
+    }
+
+    /// Queues bytes, as they are, for every replica's writer.
+    async fn queue(&self, up: &mut Upload, data: Bytes) -> Result<(), Error> {
         let n = data.len() as u64;
         for leg in &up.legs {
             let sent = match &leg.tx {
@@ -391,15 +396,12 @@ impl Client {
         if up.chunked {
             const LAST: &[u8] = b"0\r\n\r\n";
             up.whole = Some(up.queued + LAST.len() as u64);
-            self.upload_chunk_raw(&mut up, Bytes::from_static(LAST)).await?;
+            self.queue(&mut up, Bytes::from_static(LAST)).await?;
         }
         let legs = self.end_legs(&mut up, false).await?;
         let t = up.timeout;
         let answers = join_all(legs.into_iter().map(|mut l| async move {
-            let a = match read_head(&mut l.stream, &l.server, t).await {
-                Ok((head, buf)) => skip_body(&mut l.stream, &l.server, head, buf, t).await,
-                Err(e) => Err(e),
-            };
+            let a = read_answer(&mut l, t).await;
             (l, a)
         }))
         .await;
@@ -420,14 +422,6 @@ impl Client {
             }
         }
         first.map_or(Ok(()), Err)
-    }
-
-    /// Queues bytes as they are (the chunked terminator), like [`Client::upload_chunk`].
-    async fn upload_chunk_raw(&self, up: &mut Upload, data: Bytes) -> Result<(), Error> {
-        let chunked = std::mem::replace(&mut up.chunked, false);
-        let r = self.upload_chunk(up, data).await;
-        up.chunked = chunked;
-        r
     }
 
     /// Closes every queue (what is queued is dropped if `abort`) and waits for the writers. All wrote
@@ -457,9 +451,7 @@ impl Client {
         let t = up.timeout;
         let whole = up.whole;
         join_all(done.into_iter().filter(|(_, w)| Some(*w) == whole).map(|(mut l, _)| async move {
-            if let Ok((head, buf)) = read_head(&mut l.stream, &l.server, t).await {
-                let _ = skip_body(&mut l.stream, &l.server, head, buf, t).await;
-            }
+            let _ = read_answer(&mut l, t).await;
         }))
         .await;
         Err(err)
@@ -487,6 +479,12 @@ async fn write_leg(
         written += n;
     }
     (l, Ok(written))
+}
+
+/// Reads a volume's answer to a request whose body was sent whole, and skips its body.
+async fn read_answer(l: &mut Leased, t: Duration) -> Result<Answer, Error> {
+    let (head, buf) = read_head(&mut l.stream, &l.server, t).await?;
+    skip_body(&mut l.stream, &l.server, head, buf, t).await
 }
 
 async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
