@@ -28,6 +28,11 @@ def fmt(x, unit=""):
     return s + unit
 
 
+def listing(values):
+    """The values formatted and comma-separated, as the tables and details list runs."""
+    return ", ".join(fmt(v) for v in values)
+
+
 # scenario key, label, unit, how to read a run's number, target (op, value), what ratio means
 ROWS = [
     ("get_hit", "GET hit → 302 ({keys} keys)", "req/s", "nginx `return 302`", (">=", 1.0)),
@@ -138,12 +143,12 @@ def main():
         lines.append(
             f"| {r['label']} | {r['unit']} | {fmt(r['mkv'])} | {ref} | "
             f"{format(r['ratio'], '.3f') + '×' if r['ratio'] is not None else '—'} | {r['target']} | {r['met']} | "
-            f"{', '.join(fmt(v) for v in r['mkv_runs'])} | {', '.join(fmt(v) for v in r['ref_runs']) or '—'} |")
+            f"{listing(r['mkv_runs'])} | {listing(r['ref_runs']) or '—'} |")
     # context a reader needs to interpret the rows
     lines += ["", "Details:", ""]
     put_ref = [x["wrk"]["rps"] for x in runs if x["scenario"] == "put" and x["side"] == "ref"]
     if put_ref:
-        lines.append(f"- PUT reference: the volumes took {', '.join(fmt(v) for v in put_ref)} direct "
+        lines.append(f"- PUT reference: the volumes took {listing(put_ref)} direct "
                      f"1 KiB PUTs/s (median {fmt(med(put_ref))}); a replicated write costs three of those, "
                      f"so the ceiling for mkv is that ÷ 3 = {fmt(med(put_ref) / 3)} PUTs/s.")
     lat = [x for x in runs if x["scenario"] == "latency"]
@@ -153,26 +158,26 @@ def main():
         lr = [x["wrk"]["rps"] for x in lat if x["side"] == "ref"]
         lines.append(f"- Latency: mkv's saturated GET-hit rate was {fmt(l0['saturated_rps'])} req/s; the load was held "
                      f"near half ({fmt(l0['target_rps'])}) by {l0['conns']} connections each pausing "
-                     f"{l0['delay_ms']} ms between requests. Achieved: mkv {', '.join(fmt(v) for v in lm)} req/s, "
-                     f"nginx {', '.join(fmt(v) for v in lr)} req/s.")
+                     f"{l0['delay_ms']} ms between requests. Achieved: mkv {listing(lm)} req/s, "
+                     f"nginx {listing(lr)} req/s.")
         ref_p99 = med([x["wrk"]["p99_us"] / 1000 for x in lat if x["side"] == "ref"])
         if ref_p99 is not None and ref_p99 >= 2.0:
             lines.append(f"- The reference nginx's own GET p99 at that load was {fmt(ref_p99)} ms, over the 2 ms "
                          f"target as well: the tail in this run is the machine's (other work on the cores), "
                          f"not something mkv alone adds.")
         p999 = [x["wrk"]["p999_us"] / 1000 for x in lat if x["side"] == "mkv"]
-        lines.append(f"- mkv GET p99.9 at that load: {', '.join(fmt(v) for v in p999)} ms.")
+        lines.append(f"- mkv GET p99.9 at that load: {listing(p999)} ms.")
     big = [x for x in runs if x["scenario"] == "big" and x["side"] == "mkv"]
     if big:
-        lines.append(f"- The {big[0]['mib']} MiB PUT through mkv took {', '.join(fmt(float(x['seconds'])) for x in big)} s; "
+        lines.append(f"- The {big[0]['mib']} MiB PUT through mkv took {listing(float(x['seconds']) for x in big)} s; "
                      f"the master was restarted before each and its VmHWM reset once listening, so the RSS row is that PUT's peak.")
         if all("vmrss_start_kib" in x for x in big):
             lines.append(f"- Master RSS once listening, before the big PUT: "
-                         f"{', '.join(fmt(x['vmrss_start_kib'] / 1024) for x in big)} MiB; after the PUT: "
-                         f"{', '.join(fmt(x['vmrss_kib'] / 1024) for x in big)} MiB.")
+                         f"{listing(x['vmrss_start_kib'] / 1024 for x in big)} MiB; after the PUT: "
+                         f"{listing(x['vmrss_kib'] / 1024 for x in big)} MiB.")
         if all("vmhwm_startup_kib" in x for x in big):
             lines.append(f"- Master peak RSS of start-up alone (RocksDB open and log replay; reset before the PUT): "
-                         f"{', '.join(fmt(x['vmhwm_startup_kib'] / 1024) for x in big)} MiB.")
+                         f"{listing(x['vmhwm_startup_kib'] / 1024 for x in big)} MiB.")
     rs = [x for x in runs if x["scenario"] == "restart"]
     if rs:
         lines.append(f"- The restart before the big PUTs, replaying the log of everything written before: master "
