@@ -10,7 +10,10 @@
 //!
 //! [`Index::seq`]: crate::index::Index::seq
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{hash_map::Entry, HashMap},
+    sync::Arc,
+};
 
 use crate::{
     placement,
@@ -76,7 +79,7 @@ impl Cache {
     }
 
     /// Builds the answer for `key` from its record and keeps it (when the cache is on).
-    pub fn fill(&mut self, key: &[u8], rec: RecordRef<'_>, topo: &Topology, seq: u64, gen: u64) {
+    pub fn fill(&mut self, key: &[u8], rec: RecordRef<'_>, topo: &Topology, seq: u64, gen: u64) -> &Answer {
         let volumes: Box<[(Box<str>, Option<Arc<Volume>>)]> =
             rec.volumes().map(|v| (Box::from(v), topo.volume(placement::server_of(v)).cloned())).collect();
         let balanced =
@@ -94,7 +97,13 @@ impl Cache {
         if self.map.len() >= self.cap.max(1) {
             self.map.clear();
         }
-        self.map.insert(key.into(), answer);
+        match self.map.entry(key.into()) {
+            Entry::Occupied(mut e) => {
+                e.insert(answer);
+                e.into_mut()
+            }
+            Entry::Vacant(e) => e.insert(answer),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use crate::md5::Md5;
 use bytes::Bytes;
 use futures_util::future::join;
 
-use super::{conn::Req, ApiError, Ctx};
+use super::{cache::Answer, conn::Req, ApiError, Ctx};
 use crate::{
     http::{response, Body, Conn, Framing, Method},
     index::State,
@@ -55,24 +55,29 @@ fn get(ctx: &Ctx, conn: &mut Conn, req: &mut Req) -> Result<Vec<u8>, ApiError> {
     // read before the index, so a write that lands in between makes the entry stale
     let seq = sh.index.seq(&req.key);
     let mut cache = ctx.cache.borrow_mut();
-    if cache.get(&req.key, seq, gen).is_none() {
-        let found = if cache.is_missing(&req.key, seq) { None } else { sh.index.get_pinned(State::Live, &req.key)? };
-        let Some(pinned) = found else {
-            cache.note_missing(&req.key, seq);
-            return match &sh.cfg.fallback {
-                Some(fb) => {
-                    response::start(&mut conn.out, 302);
-                    response::header(&mut conn.out, "Location", &[b"http://", fb.as_bytes(), &req.raw_path]);
-                    Ok(Vec::new())
-                }
-                None => Err(ApiError::NotFound),
-            };
-        };
-        cache.fill(&req.key, pinned.record()?, &topo, seq, gen);
+    // a hit answers from this one lookup
+    if let Some(answer) = cache.get(&req.key, seq, gen) {
+        return redirect(&mut conn.out, answer);
     }
-    let answer = cache.get(&req.key, seq, gen).expect("filled above");
+    let found = if cache.is_missing(&req.key, seq) { None } else { sh.index.get_pinned(State::Live, &req.key)? };
+    let Some(pinned) = found else {
+        cache.note_missing(&req.key, seq);
+        return match &sh.cfg.fallback {
+            Some(fb) => {
+                response::start(&mut conn.out, 302);
+                response::header(&mut conn.out, "Location", &[b"http://", fb.as_bytes(), &req.raw_path]);
+                Ok(Vec::new())
+            }
+            None => Err(ApiError::NotFound),
+        };
+    };
+    let answer = cache.fill(&req.key, pinned.record()?, &topo, seq, gen);
+    redirect(&mut conn.out, answer)
+}
+
+/// The `302` of a GET: the first replica on a live volume, and the key's metadata.
+fn redirect(out: &mut Vec<u8>, answer: &Answer) -> Result<Vec<u8>, ApiError> {
     let replica = answer.live_replica().ok_or(ApiError::NoLiveReplica)?;
-    let out = &mut conn.out;
     response::start(out, 302);
     response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes()]);
     if let Some(m) = &answer.md5_hex {
