@@ -334,9 +334,11 @@ fn a_volume_hung_mid_stream_fails_the_put_and_leaves_it_deletable() {
     let _ = sender.join();
     assert_eq!(get(&addr, "/stuck").status, 404, "a failed PUT is readable");
     assert!(!listed(&addr, "list").contains(&"/stuck".to_string()), "a failed PUT is listed live");
-    // whatever could not be removed is listed as unlinked, and a DELETE finishes the job
-    let r = request(&addr, "DELETE", "/stuck", &[], b"");
-    assert!(matches!(r.status, 204 | 404), "{r:?}");
+    // whatever could not be removed is listed as unlinked, and a DELETE finishes the job once
+    // the master sees the volume up again (its probe runs every 500 ms; until then: 503)
+    wait_until("a DELETE of the failed PUT to succeed", Duration::from_secs(3), || {
+        matches!(request(&addr, "DELETE", "/stuck", &[], b"").status, 204 | 404)
+    });
     assert!(!listed(&addr, "unlinked").contains(&"/stuck".to_string()));
     for v in &c.volumes {
         let files = v.files();
