@@ -17,6 +17,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time one read of a request body may wait for bytes.
     pub body_timeout: Duration,
+    /// Bytes per second a body must average once `body_timeout` has passed (0: no minimum).
+    pub body_min_rate: u64,
+    /// Time an answer may take to be written (the client must keep reading).
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +32,8 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            body_min_rate: 1024,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -48,6 +54,16 @@ pub struct Config {
     /// Keys whose GET answer each thread keeps, and keys found missing it keeps (0: none).
     pub cache_keys: usize,
     pub limits: Limits,
+    /// API address (`-listen`); None: `0.0.0.0:<port>`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin listener (`-admin`): None: the default `127.0.0.1:<port+1000>`; `Some(None)`: off.
+    pub admin: Option<Option<std::net::SocketAddr>>,
+    /// Bearer token admin methods need (`-admin-token FILE`, read at start).
+    pub admin_token: Option<String>,
+    /// How long a stop waits for requests in flight (`-drain`).
+    pub drain: Duration,
+    /// Client connections at most (`-max-conns`); 0: from the open-files limit.
+    pub max_conns: usize,
 }
 
 impl Config {
@@ -163,6 +179,11 @@ mod tests {
             verbose: false,
             cache_keys: 0,
             limits: Limits::default(),
+            listen: None,
+            admin: None,
+            admin_token: None,
+            drain: Duration::from_secs(10),
+            max_conns: 0,
         };
         assert!(c.validate().unwrap_err().contains("-replicas 3"));
         c.replicas = 2;

@@ -11,10 +11,12 @@ use rocksdb::{
     ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
-use crate::record::{Corrupt, Record, RecordRef};
+use crate::record::{Corrupt, Pending, Record, RecordRef};
 
 const LIVE: &str = "live";
 const UNLINKED: &str = "unlinked";
+/// Replacements being written: key → [`Pending`] (usually empty; read at start-up).
+const PENDING: &str = "pending";
 
 /// Which column family a key is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +99,7 @@ impl Index {
         // point reads dominate: bloom filters in SST files and in the memtable (a miss skips
         // the skiplist search), hashed data-block indexes, a 64 MiB block cache
         cf_opts.optimize_for_point_lookup(64);
-        let cfs = [LIVE, UNLINKED].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let cfs = [LIVE, UNLINKED, PENDING].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         match DB::open_cf_descriptors(&opts, path, cfs) {
             Ok(db) => Ok(Index {
                 db,
@@ -125,8 +127,12 @@ impl Index {
     }
 
     fn cf(&self, state: State) -> &rocksdb::ColumnFamily {
-        // both families are created by open(); their absence is a bug, not an input error
-        self.db.cf_handle(state.cf()).expect("column family created at open")
+        self.cf_named(state.cf())
+    }
+
+    fn cf_named(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // every family is created by open(); an absent one is a bug, not an input error
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
     /// The record bytes of `key` in `state`, pinned.
@@ -175,6 +181,49 @@ impl Index {
         Ok(())
     }
 
+    /// The replacement of `key` being written, if any.
+    pub fn pending(&self, key: &[u8]) -> Result<Option<Pending>, Error> {
+        match self.db.get_pinned_cf(self.cf_named(PENDING), key)? {
+            Some(v) => Ok(Some(Pending::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_pending(&self, key: &[u8], p: &Pending) -> Result<(), Error> {
+        Ok(self.db.put_cf_opt(self.cf_named(PENDING), key, p.encode(), &self.wopts)?)
+    }
+
+    pub fn remove_pending(&self, key: &[u8]) -> Result<(), Error> {
+        Ok(self.db.delete_cf_opt(self.cf_named(PENDING), key, &self.wopts)?)
+    }
+
+    /// A replacement is in place: `key` takes `rec` in `to` and its pending entry goes, in
+    /// one batch.
+    pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
+        let mut b = WriteBatch::default();
+        let other = if to == State::Live { State::Unlinked } else { State::Live };
+        b.delete_cf(self.cf(other), key);
+        b.put_cf(self.cf(to), key, rec.encode());
+        b.delete_cf(self.cf_named(PENDING), key);
+        self.db.write_opt(b, &self.wopts)?;
+        self.bump(key);
+        Ok(())
+    }
+
+    /// Up to `n` keys with a pending replacement, from `start` on.
+    pub fn pending_keys(&self, start: &[u8], n: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let mut it = self.db.raw_iterator_cf(self.cf_named(PENDING));
+        it.seek(start);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(k) = it.key() else { break };
+            out.push(k.to_vec());
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     /// Keys of `state` with `prefix`, from `start` (or the prefix) on, byte-wise sorted.
     pub fn scan(&self, state: State, prefix: &[u8], start: &[u8]) -> Scan<'_> {
         let mut it = self.db.raw_iterator_cf(self.cf(state));
@@ -212,11 +261,50 @@ impl Index {
         Ok(self.db.put_opt(format!("meta/{name}"), value, &self.wopts)?)
     }
 
+    /// RocksDB's own figures, for `/metrics` and the status page (estimates).
+    pub fn stats(&self) -> Stats {
+        let cf_int = |state: State, name: &str| self.db.property_int_value_cf(self.cf(state), name).ok().flatten();
+        let all = |name: &str| {
+            [LIVE, UNLINKED, PENDING]
+                .iter()
+                .filter_map(|cf| self.db.property_int_value_cf(self.cf_named(cf), name).ok().flatten())
+                .sum::<u64>()
+        };
+        Stats {
+            live_keys: cf_int(State::Live, "rocksdb.estimate-num-keys").unwrap_or(0),
+            unlinked_keys: cf_int(State::Unlinked, "rocksdb.estimate-num-keys").unwrap_or(0),
+            sst_bytes: all("rocksdb.total-sst-files-size"),
+            memtable_bytes: all("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: all("rocksdb.estimate-pending-compaction-bytes"),
+        }
+    }
+
     /// Syncs the WAL to disk: the batch tools call it before they exit.
     pub fn sync(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;
         Ok(())
     }
+
+    /// Writes the memtables out to table files (and syncs the WAL first), so the next open
+    /// has no log to replay: a stopping master and the batch tools call it last.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush_wal(true)?;
+        for state in [State::Live, State::Unlinked] {
+            self.db.flush_cf(self.cf(state))?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// RocksDB's estimates of the index's size and work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub live_keys: u64,
+    pub unlinked_keys: u64,
+    pub sst_bytes: u64,
+    pub memtable_bytes: u64,
+    pub pending_compaction_bytes: u64,
 }
 
 /// A cursor over the keys of one family under one prefix.
@@ -259,7 +347,7 @@ mod tests {
     fn states_move_in_one_batch() {
         let p = tmp("states");
         let idx = Index::open(&p).unwrap();
-        let r = Record { volumes: vec!["a:1".into()], size: 3, md5: None };
+        let r = Record { volumes: vec!["a:1".into()], size: 3, ..Record::default() };
         idx.set(b"/k", State::Unlinked, &r).unwrap();
         assert_eq!(idx.get(b"/k").unwrap(), Some((State::Unlinked, r.clone())));
         idx.set(b"/k", State::Live, &r).unwrap();
@@ -275,7 +363,7 @@ mod tests {
     fn scan_prefix_and_start() {
         let p = tmp("scan");
         let idx = Index::open(&p).unwrap();
-        let r = Record { volumes: vec!["a:1".into()], size: 1, md5: None };
+        let r = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() };
         for k in ["/a", "/b/1", "/b/2", "/b/3", "/c"] {
             idx.set(k.as_bytes(), State::Live, &r).unwrap();
         }

@@ -9,19 +9,24 @@
 //! - [`index`]: RocksDB with column families `live` and `unlinked`.
 //! - [`http`]: our HTTP/1.1: request heads, body framing, responses, limits.
 //! - [`volume`]: the nginx side: pooled keep-alive clients, health, fan-out of one body.
-//! - [`server`]: one monoio runtime per core, the connection loop, handlers, key locks.
+//! - [`store`]: the operations on keys every front end speaks: writes, deletes, moves, locks.
+//! - [`server`]: one monoio runtime per core, the connection loop, the native API, the admin port.
+//! - [`metrics`], [`admin`]: what the master counts, and how an operator reads it.
 //! - [`rebuild`], [`rebalance`]: the batch tools.
 
+mod admin;
 mod config;
 mod http;
 mod index;
 mod md5;
+mod metrics;
 mod placement;
 mod progress;
 mod rebalance;
 mod rebuild;
 mod record;
 mod server;
+mod store;
 mod volume;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -71,6 +76,23 @@ struct Flags {
     /// Master port (0 picks a free one and prints it)
     #[arg(long, global = true, default_value_t = 3000)]
     port: u16,
+    /// API address [default: 0.0.0.0:<port>]
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Admin listener (/metrics, /health, status page, admin methods); '' turns it off
+    /// [default: 127.0.0.1:<port+1000>]
+    #[arg(long, global = true, value_name = "ADDR")]
+    admin: Option<String>,
+    /// File holding the bearer token admin methods (VOLUMES) need; without it they are
+    /// taken from this host only. Batch commands' -online send it
+    #[arg(long, global = true, value_name = "FILE")]
+    admin_token: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, time to finish requests in flight before exiting
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    drain: std::time::Duration,
+    /// Client connections open at most [default: the open-files limit less a reserve]
+    #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
+    max_conns: usize,
     /// Replicas per key (at most the number of volumes)
     #[arg(long, global = true, default_value_t = 3)]
     replicas: usize,
@@ -116,6 +138,12 @@ struct Flags {
     /// Time one read of a request body may wait for bytes
     #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
     body_timeout: std::time::Duration,
+    /// Bytes per second a request body must average once -body-timeout has passed (0: no minimum)
+    #[arg(long, global = true, default_value_t = Limits::default().body_min_rate)]
+    body_min_rate: u64,
+    /// Time an answer may take to be written (the client must keep reading)
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    send_timeout: std::time::Duration,
     /// rebuild: write into a -db that already holds keys
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     force: bool,
@@ -131,6 +159,17 @@ struct Flags {
     /// rebuild/rebalance: requests in flight at once
     #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
+}
+
+/// The token in `path`: its first line, trimmed; empty or unreadable is an error (the token
+/// itself never appears in a message).
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("{} holds no token", path.display()));
+    }
+    Ok(token.to_string())
 }
 
 /// Go's flag package takes `-name` as well as `--name`; clap wants two dashes for long names.
@@ -173,6 +212,27 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let admin = match f.admin.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(a) => match a.parse() {
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                eprintln!("mkv: -admin: '{a}' is not host:port (an IP address and a port, e.g. 127.0.0.1:4000)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let admin_token = match &f.admin_token {
+        None => None,
+        Some(path) => match read_token(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("mkv: -admin-token: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if f.concurrency == 0 {
         eprintln!("mkv: -concurrency must be at least 1");
         return ExitCode::from(2);
@@ -197,7 +257,14 @@ fn main() -> ExitCode {
             header_timeout: f.header_timeout,
             idle_timeout: f.idle_timeout,
             body_timeout: f.body_timeout,
+            body_min_rate: f.body_min_rate,
+            send_timeout: f.send_timeout,
         },
+        listen: f.listen,
+        admin,
+        admin_token,
+        drain: f.drain,
+        max_conns: f.max_conns,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("mkv: {e}");

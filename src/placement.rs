@@ -17,10 +17,20 @@ pub fn key_fits(key: &[u8]) -> bool {
     name_len(key.len()) <= MAX_NAME
 }
 
-/// Whether nginx can store the key's file: a base64 name ending in `/` (the last of a
-/// multiple of 3 bytes has its low 6 bits set, e.g. `/??`) names a folder, not a file.
-pub fn key_storable(key: &[u8]) -> bool {
-    !(key.len() % 3 == 0 && key.last().is_some_and(|b| b & 0x3f == 0x3f))
+/// Why the volumes cannot keep the key's file apart from others, if they cannot: a base64
+/// name ending in `/` (the last of a multiple of 3 bytes has its low 6 bits set, e.g. `/??`)
+/// names a folder, not a file; one starting with `/` or holding `//` (bytes such as
+/// `\xff\xff\xff`) lands, once nginx merges the slashes of its path, on the same file as
+/// another key's.
+pub fn key_unstorable(key: &[u8]) -> Option<&'static str> {
+    if key.len() % 3 == 0 && key.last().is_some_and(|b| b & 0x3f == 0x3f) {
+        return Some("this key's file name would end in '/' (its base64 does): add or drop a byte");
+    }
+    let name = STANDARD.encode(key);
+    if name.starts_with('/') || name.contains("//") {
+        return Some("this key's file name would hold '//' (its base64 does), which another key's file shares");
+    }
+    None
 }
 
 /// `/5d/41/aGVsbG8=` for `hello`: two md5 bytes as folders, then the key in base64.
@@ -89,6 +99,10 @@ pub fn key_volumes<S: AsRef<str>>(key: &[u8], volumes: &[S], replicas: usize, su
 /// Folder, beside the `/xx/yy/` tree, where UNLINK leaves a marker per replica (minikeyvalue's
 /// tools only look at two-hex-digit folders, so they ignore it).
 pub const MARKER_DIR: &str = "/_unlinked";
+
+/// Folder, beside the `/xx/yy/` tree, where a replacement value is written before it is
+/// moved into place (`/_tmp/<id>`; outside the tree, so rebuild and minikeyvalue ignore it).
+pub const TMP_DIR: &str = "/_tmp";
 
 /// The `(server, path)` to request for file `path` (a key path) of `replica` (`host:port[/svXX]`).
 pub fn replica_target(replica: &str, path: &str) -> (String, String) {
@@ -194,10 +208,24 @@ mod tests {
     #[test]
     fn names_ending_in_a_slash_are_not_storable() {
         assert!(key_path(b"/??").ends_with('/'));
-        assert!(!key_storable(b"/??"));
+        assert!(key_unstorable(b"/??").is_some());
         for key in [&b"/a"[..], b"/ab", b"/abc", b"/?", b"/???"] {
-            assert_eq!(key_storable(key), !key_path(key).ends_with('/'), "{key:?}");
+            assert_eq!(key_unstorable(key).is_none(), !key_path(key).ends_with('/'), "{key:?}");
         }
+    }
+
+    #[test]
+    fn names_with_merged_slashes_are_not_storable() {
+        // "////" and a leading "/" in the base64 name
+        for key in [&b"/\xff\xff\xff"[..], b"\xfc\x00/x", b"/k\xff\xff\xfex"] {
+            let name = STANDARD.encode(key);
+            assert!(name.starts_with('/') || name.contains("//"), "{name}");
+            assert!(key_unstorable(key).is_some(), "{key:?}");
+        }
+        // one slash inside a name is fine: a nested folder
+        let one = b"/a\xff\xe0";
+        assert!(STANDARD.encode(one).contains('/') && !STANDARD.encode(one).contains("//"));
+        assert!(key_unstorable(one).is_none());
     }
 
     #[test]

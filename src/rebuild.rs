@@ -57,7 +57,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         let names: Vec<String> = down.iter().map(|(n, why)| format!("{n} ({why})")).collect();
         bail!("volume {} unreachable: a rebuild without it would lose its keys", names.join(", "));
     }
-    volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
+    volume::Prober::start(PROBE_INTERVAL, cfg.voltimeout).context("cannot start the volume prober")?.watch(topo.all());
     let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()
@@ -107,7 +107,8 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         drop(progress);
         bail!("{e:#}; the index at {} is incomplete: rerun with -force", cfg.db.display());
     }
-    index.sync().with_context(|| format!("cannot sync the index {}", cfg.db.display()))?;
+    // flushed, not only synced: the master's first start then has no log to replay
+    index.flush().with_context(|| format!("cannot flush the index {}", cfg.db.display()))?;
     progress.finish()
 }
 
@@ -421,7 +422,7 @@ impl<'a> Walk<'a> {
                 ));
             }
             let volumes = f.reps.iter().map(|(r, _)| self.layout.roots[*r as usize].name.clone()).collect();
-            done.push(Done { key, state, rec: Record { volumes, size, md5: None } });
+            done.push(Done { key, state, rec: Record { volumes, size, ..Record::default() } });
         }
         let p = self.progress;
         p.count("live", live);

@@ -29,7 +29,7 @@ fn b64(key: &[u8]) -> String {
 }
 
 /// Keys of every kind a volume stores differently: plain, base64 with `/` (nested folders),
-/// base64 with `//` (which nginx merges into one), non-ASCII.
+/// non-ASCII. (Keys whose base64 holds `//` are refused by PUT: see the minikeyvalue test.)
 fn test_keys() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = (0..30).map(|i| format!("/plain/{i}").into_bytes()).collect();
     let mut i = 0;
@@ -41,14 +41,12 @@ fn test_keys() -> Vec<Vec<u8>> {
         i += 1;
     }
     keys.push(b"/??>".to_vec());
-    keys.push(b"/k\xff\xff\xfex".to_vec());
-    keys.push(b"/\xff\xff\xff".to_vec());
+    keys.push(b"/a\xff\xe0".to_vec());
     keys.push("/ünï cödé".as_bytes().to_vec());
     for k in &keys {
         // a name ending in '/' cannot be a file: such keys are not stored at all
-        assert!(!b64(k).ends_with('/'), "{k:?}");
+        assert!(!b64(k).ends_with('/') && !b64(k).contains("//"), "{k:?}");
     }
-    assert!(keys.iter().filter(|k| b64(k).contains("//")).count() >= 2);
     keys
 }
 
@@ -68,7 +66,8 @@ struct Snapshot {
 }
 
 fn listing(addr: &str, what: &str) -> Vec<String> {
-    let r = get(addr, &format!("/?{what}&limit=0"));
+    // percent-encoded: every key exactly, UTF-8 or not
+    let r = get(addr, &format!("/?{what}&limit=0&encoding=url"));
     assert_eq!(r.status, 200, "?{what}: {r:?}");
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("listing JSON");
     v["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
@@ -154,11 +153,6 @@ fn same_as_the_master(subvolumes: &str, verify: bool) {
         after.records.values_mut().zip(before.records.values()).for_each(|(a, b)| a.1 = b.1.clone());
     }
     assert_eq!(after, before);
-    for k in keys.iter().filter(|k| b64(k).contains("//")) {
-        if before.records.contains_key(&enc(k)) {
-            assert_eq!(get_follow(&again.addr(), &enc(k)).body, value(k), "{}", enc(k));
-        }
-    }
     // unlinked keys came back unlinked: a PUT replaces them, a second one finds them live
     put(&again.addr(), unlinked[0]);
     assert_eq!(get_follow(&again.addr(), &enc(unlinked[0])).body, value(unlinked[0]));
@@ -267,11 +261,19 @@ fn rebuild_takes_over_volumes_laid_out_by_minikeyvalue() {
     let on = |replica: &str| vols.iter().find(|v| replica.starts_with(&v.addr())).unwrap();
     let mut keys: Vec<Vec<u8>> = (0..40).map(|i| format!("/mkv/{i}").into_bytes()).collect();
     keys.push(b"/??>".to_vec());
+    // base64 with `//` (and a leading `/` after the hash folders): minikeyvalue stored them
+    // where nginx merged the slashes; rebuild puts them back
+    keys.push(b"/k\xff\xff\xfex".to_vec());
+    keys.push(b"/\xff\xff\xff".to_vec());
     let mut want = BTreeMap::new();
     for k in &keys {
         let replicas = placement(k, &addrs, 2, 3);
+        let mut merged = placement_path(k);
+        while merged.contains("//") {
+            merged = merged.replace("//", "/");
+        }
         for r in &replicas {
-            write_file(on(r), r, &placement_path(k), &value(k));
+            write_file(on(r), r, &merged, &value(k));
         }
         want.insert(enc(k), replicas.join(","));
     }
@@ -320,4 +322,7 @@ fn rebuild_takes_over_volumes_laid_out_by_minikeyvalue() {
     let r = get(&master.addr(), &enc(&keys[3]));
     assert_eq!(r.header("key-balance"), Some("balanced"));
     assert_eq!(get_follow(&master.addr(), &enc(b"/??>")).body, value(b"/??>"));
+    for k in [&b"/k\xff\xff\xfex"[..], b"/\xff\xff\xff"] {
+        assert_eq!(get_follow(&master.addr(), &enc(k)).body, value(k), "{}", enc(k));
+    }
 }

@@ -42,6 +42,10 @@ impl Chunked {
                         }
                         return Ok(pos);
                     };
+                    // a long line is refused whether it came in one read or several
+                    if nl > MAX_LINE {
+                        return Err(Error::BadRequest("chunk line too long"));
+                    }
                     if nl == 0 || rest[nl - 1] != b'\r' {
                         return Err(Error::BadRequest("bad chunked framing"));
                     }
@@ -133,5 +137,10 @@ mod tests {
             assert!(feed(bad, 100).is_err(), "{bad:?}");
         }
         assert!(feed(&[b'1'; 5000], 100).is_err());
+        // the same long line in one piece, ended
+        let mut long = b"1;".to_vec();
+        long.extend_from_slice(&[b'x'; 5000]);
+        long.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert!(feed(&long, long.len()).is_err());
     }
 }

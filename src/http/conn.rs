@@ -1,7 +1,8 @@
 //! One client connection: a read buffer that request heads are parsed from, body reading
-//! under every framing, and an output buffer that pipelined answers share.
+//! under every framing, and an output buffer that pipelined answers share. Every wait is
+//! bounded by a deadline in the thread's [`Watch`](super::Watch), never by a timer of its own.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::{
@@ -10,22 +11,28 @@ use monoio::{
     net::TcpStream,
 };
 
-use super::{parse_head, Chunked, Error, Framing, Head};
+use super::{parse_head, watch::Wait, Chunked, Error, Framing, Head, Watched};
 use crate::config::Limits;
 
 /// Read buffer growth step; also the smallest free space a read is given.
 const READ_STEP: usize = 16 << 10;
-/// Answers up to this size are written without a timeout (the kernel buffers them).
-const SMALL_WRITE: usize = 16 << 10;
 /// An output buffer that grew past this (a big listing) is not kept for the next request.
 const KEEP_OUT: usize = 1 << 20;
+/// The first buffer a body is read into. Later ones grow with what the client has sent
+/// (up to the caller's piece size), so a client trickling its body holds this much of the
+/// master's memory, not a whole piece.
+const BODY_FIRST: usize = 64 << 10;
 
 pub struct Conn {
     stream: TcpStream,
+    watched: Watched,
     rbuf: Vec<u8>,
     rpos: usize,
+    /// Bytes after `rpos` already searched for a line end without finding a whole head.
+    scanned: usize,
     /// Answers waiting to be written; flushed when no complete request is left to parse.
     pub out: Vec<u8>,
+    send_timeout: Duration,
 }
 
 /// The state of one request body being read.
@@ -38,13 +45,27 @@ pub struct Body {
     max: u64,
     /// The client waits for `100 Continue` before sending the body; sent on the first read.
     expect: bool,
+    /// When the head ended (the watch's clock, ms), for the minimum rate.
+    began: u64,
+    timeout: Duration,
+    /// Bytes per second the body must average once `timeout` has passed (0: no minimum).
+    min_rate: u64,
 }
 
 impl Body {
-    pub fn new(framing: Framing, max_body: u64, expect_continue: bool) -> Body {
-        let remaining = if let Framing::Length(n) = framing { n } else { 0 };
-        let expect = expect_continue && framing != Framing::None;
-        Body { framing, remaining, chunked: Chunked::default(), received: 0, max: max_body, expect }
+    pub fn new(head: &Head, limits: &Limits, now: u64) -> Body {
+        let remaining = if let Framing::Length(n) = head.framing { n } else { 0 };
+        Body {
+            framing: head.framing,
+            remaining,
+            chunked: Chunked::default(),
+            received: 0,
+            max: limits.max_body,
+            expect: head.expect_continue && head.framing != Framing::None,
+            began: now,
+            timeout: limits.body_timeout,
+            min_rate: limits.body_min_rate,
+        }
     }
 
     /// Whether the client still waits for `100 Continue` (so it has sent no body bytes).
@@ -73,38 +94,83 @@ impl Body {
             Framing::Chunked => self.chunked.is_done(),
         }
     }
+
+    /// When the next body bytes must have arrived: within `-body-timeout` of now, and before
+    /// the average rate since the head falls under `-body-min-rate` (after a first
+    /// `-body-timeout` of grace), so a trickle is cut however regular it is.
+    fn deadline(&self, now: u64) -> u64 {
+        let per_read = now + self.timeout.as_millis() as u64;
+        if self.min_rate == 0 {
+            return per_read;
+        }
+        let by_rate = self.began + self.timeout.as_millis() as u64 + self.received.saturating_mul(1000) / self.min_rate;
+        per_read.min(by_rate)
+    }
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: TcpStream, watched: Watched, limits: &Limits) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn { stream, rbuf: Vec::with_capacity(READ_STEP), rpos: 0, out: Vec::with_capacity(4096) }
+        Conn {
+            stream,
+            watched,
+            rbuf: Vec::with_capacity(READ_STEP),
+            rpos: 0,
+            scanned: 0,
+            out: Vec::with_capacity(4096),
+            send_timeout: limits.send_timeout,
+        }
     }
 
-    /// Waits for the next request head. `Ok(None)`: the client closed or idled out between requests.
+    /// The thread's clock (ms), for [`Body::new`].
+    pub fn now(&self) -> u64 {
+        self.watched.now()
+    }
+
+    /// Whether the server is stopping: the connection closes after the answer in hand.
+    pub fn draining(&self) -> bool {
+        self.watched.draining()
+    }
+
+    /// Waits for the next request head. `Ok(None)`: the client closed or idled out between
+    /// requests, or the server is stopping.
     pub async fn next_head(&mut self, limits: &Limits) -> Result<Option<Head>, Error> {
-        let mut started: Option<Instant> = None;
+        // once a head has started, the whole of it must arrive by this time (ms)
+        let mut deadline: Option<u64> = None;
         loop {
-            if self.rpos < self.rbuf.len() {
-                if let Some(h) = parse_head(&self.rbuf[self.rpos..], limits)? {
-                    return Ok(Some(h));
+            let buffered = &self.rbuf[self.rpos..];
+            if !buffered.is_empty() {
+                // a head dripped in byte by byte is parsed again only when a line ends (or
+                // a limit is passed), not once per byte
+                let fresh = &buffered[self.scanned.min(buffered.len())..];
+                let over = buffered.len() >= limits.max_head
+                    || (buffered.len() > limits.max_uri + 32 && !buffered.contains(&b'\n'));
+                if over || fresh.contains(&b'\n') {
+                    if let Some(h) = parse_head(buffered, limits)? {
+                        self.scanned = 0;
+                        return Ok(Some(h));
+                    }
                 }
-                started.get_or_insert_with(Instant::now);
+                self.scanned = buffered.len();
+                deadline.get_or_insert(self.watched.now() + limits.header_timeout.as_millis() as u64);
+            } else if self.watched.draining() {
+                return Ok(None);
             }
             // nothing complete left to parse: answers to pipelined requests go out together
-            self.flush(limits.idle_timeout).await?;
-            let wait = match started {
-                None => limits.idle_timeout,
-                Some(t) => limits.header_timeout.saturating_sub(t.elapsed()),
-            };
-            match self.fill(wait).await {
-                Ok(0) if started.is_none() => return Ok(None),
-                Ok(0) => return Err(Error::Closed),
-                Ok(_) => {}
-                Err(Error::Timeout) if started.is_none() => return Ok(None),
-                Err(e) => return Err(e),
+            self.flush().await?;
+            match deadline {
+                Some(at) => self.watched.arm_at(Wait::Head, at),
+                None => self.watched.arm(Wait::Idle, limits.idle_timeout),
             }
-            started.get_or_insert_with(Instant::now);
+            let n = self.fill().await;
+            match (n, self.watched.fired()) {
+                (_, Some(Wait::Idle)) => return Ok(None),
+                (_, Some(_)) => return Err(Error::Timeout),
+                (Ok(0), None) if deadline.is_none() => return Ok(None),
+                (Ok(0), None) => return Err(Error::Closed),
+                (Ok(_), None) => {}
+                (Err(e), None) => return Err(e),
+            }
         }
     }
 
@@ -113,13 +179,19 @@ impl Conn {
         &self.rbuf[self.rpos + r.start..self.rpos + r.end]
     }
 
+    /// The current head's bytes (for headers the caller parses itself).
+    pub fn head_raw(&self, len: usize) -> &[u8] {
+        &self.rbuf[self.rpos..self.rpos + len]
+    }
+
     /// Marks the head as read; what follows in the buffer is its body or the next request.
     pub fn consume(&mut self, n: usize) {
         self.rpos += n;
     }
 
-    /// Reads more bytes into the read buffer; 0 means the peer closed.
-    async fn fill(&mut self, wait: Duration) -> Result<usize, Error> {
+    /// Reads more bytes into the read buffer; 0 means the peer closed (or a deadline fired:
+    /// the caller asks [`Watched::fired`]). The caller arms the deadline.
+    async fn fill(&mut self) -> Result<usize, Error> {
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
@@ -132,26 +204,20 @@ impl Conn {
         }
         let buf = std::mem::take(&mut self.rbuf);
         let (len, cap) = (buf.len(), buf.capacity());
-        // on timeout the buffer goes with the cancelled read; the caller closes the connection
-        let (res, slice) =
-            monoio::time::timeout(wait, self.stream.read(buf.slice_mut(len..cap))).await.map_err(|_| Error::Timeout)?;
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
         self.rbuf = slice.into_inner();
+        self.watched.disarm();
         res.map_err(Error::Io)
     }
 
-    /// Writes the output buffer out.
-    pub async fn flush(&mut self, wait: Duration) -> Result<(), Error> {
+    /// Writes the output buffer out, within `-send-timeout`.
+    pub async fn flush(&mut self) -> Result<(), Error> {
         if self.out.is_empty() {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.out);
-        // an answer that fits the socket's send buffer is written at once: no timer needed
-        let (res, mut buf) = if buf.len() <= SMALL_WRITE {
-            self.stream.write_all(buf).await
-        } else {
-            monoio::time::timeout(wait, self.stream.write_all(buf)).await.map_err(|_| Error::Timeout)?
-        };
-        res.map_err(Error::Io)?;
+        let (res, mut buf) = self.write(buf).await;
+        res?;
         buf.clear();
         if buf.capacity() <= KEEP_OUT {
             self.out = buf;
@@ -159,17 +225,44 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `data` whole, within `-send-timeout`.
+    pub async fn write<B: monoio::buf::IoBuf + 'static>(&mut self, data: B) -> (Result<(), Error>, B) {
+        self.watched.arm(Wait::Write, self.send_timeout);
+        let (res, data) = self.stream.write_all(data).await;
+        self.watched.disarm();
+        let res = match (res, self.watched.fired()) {
+            (_, Some(Wait::Write)) => Err(Error::Timeout),
+            (Ok(_), _) => Ok(()),
+            (Err(e), _) => Err(Error::Io(e)),
+        };
+        (res, data)
+    }
+
     /// `100 Continue`, for a client that waits for it before sending the body.
-    async fn send_continue(&mut self, wait: Duration) -> Result<(), Error> {
+    async fn send_continue(&mut self) -> Result<(), Error> {
         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        self.flush(wait).await
+        self.flush().await
+    }
+
+    /// Reads into `v` up to its capacity under the body's deadline; false at EOF.
+    async fn read_body_into(&mut self, body: &Body, v: &mut Vec<u8>) -> Result<bool, Error> {
+        let len = v.len();
+        let cap = v.capacity();
+        self.watched.arm_at(Wait::Body, body.deadline(self.watched.now()));
+        let (res, slice) = self.stream.read(std::mem::take(v).slice_mut(len..cap)).await;
+        *v = slice.into_inner();
+        self.watched.disarm();
+        if self.watched.fired().is_some() {
+            return Err(Error::Timeout);
+        }
+        Ok(res.map_err(Error::Io)? > 0)
     }
 
     /// The next piece of `body`, at most `max` bytes; `None` at its end.
-    pub async fn body_chunk(&mut self, body: &mut Body, max: usize, wait: Duration) -> Result<Option<Bytes>, Error> {
+    pub async fn body_chunk(&mut self, body: &mut Body, max: usize) -> Result<Option<Bytes>, Error> {
         if body.expect {
             body.expect = false;
-            self.send_continue(wait).await?;
+            self.send_continue().await?;
         }
         let chunk = match body.framing {
             Framing::None => return Ok(None),
@@ -185,16 +278,13 @@ impl Conn {
                     self.rpos += n;
                     b
                 } else {
-                    // large bodies are read straight into their own buffer, never copied, and
-                    // the buffer is filled: fewer, larger pieces cost fewer writes to replicas
-                    let mut v = Vec::with_capacity(want);
-                    while v.len() < want {
-                        let len = v.len();
-                        let (res, slice) = monoio::time::timeout(wait, self.stream.read(v.slice_mut(len..want)))
-                            .await
-                            .map_err(|_| Error::Timeout)?;
-                        v = slice.into_inner();
-                        if res.map_err(Error::Io)? == 0 {
+                    // read straight into the piece's own buffer, never copied, and filled
+                    // (fewer, larger pieces cost fewer writes to replicas); its size follows
+                    // what the client has sent so far
+                    let size = want.min(BODY_FIRST.max(body.received as usize));
+                    let mut v = Vec::with_capacity(size);
+                    while v.len() < size {
+                        if !self.read_body_into(body, &mut v).await? {
                             return Err(Error::Closed);
                         }
                     }
@@ -202,14 +292,19 @@ impl Conn {
                 }
             }
             Framing::Chunked => {
-                let mut out = Vec::with_capacity(max.min(64 << 10));
+                let mut out = Vec::with_capacity(max.min(BODY_FIRST));
                 loop {
                     let n = body.chunked.decode(&self.rbuf[self.rpos..], &mut out, max)?;
                     self.rpos += n;
                     if body.chunked.is_done() || out.len() >= max || (!out.is_empty() && self.rpos == self.rbuf.len()) {
                         break;
                     }
-                    if self.fill(wait).await? == 0 {
+                    self.watched.arm_at(Wait::Body, body.deadline(self.watched.now()));
+                    let n = self.fill().await;
+                    if self.watched.fired().is_some() {
+                        return Err(Error::Timeout);
+                    }
+                    if n? == 0 {
                         return Err(Error::Closed);
                     }
                 }
@@ -230,8 +325,8 @@ impl Conn {
     }
 
     /// Reads and drops the rest of `body` so the connection can carry the next request.
-    pub async fn discard(&mut self, body: &mut Body, wait: Duration) -> Result<(), Error> {
-        while self.body_chunk(body, 64 << 10, wait).await?.is_some() {}
+    pub async fn discard(&mut self, body: &mut Body) -> Result<(), Error> {
+        while self.body_chunk(body, 64 << 10).await?.is_some() {}
         Ok(())
     }
 }

@@ -4,11 +4,13 @@
 mod chunked;
 mod conn;
 pub mod response;
+pub mod watch;
 
 use std::{fmt, io, ops::Range};
 
 pub use chunked::Chunked;
 pub use conn::{Body, Conn};
+pub use watch::{Watch, Watched};
 
 use crate::config::Limits;
 
@@ -41,6 +43,8 @@ pub enum Framing {
 pub struct Head {
     pub method: Method,
     pub target: Range<usize>,
+    /// The `Authorization` header's value, when sent (admin methods read it).
+    pub auth: Option<Range<usize>>,
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -124,9 +128,14 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
     let mut expect_continue = false;
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut auth = None;
+    let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("authorization") {
+            let at = h.value.as_ptr() as usize - base;
+            auth = Some(at..at + h.value.len());
+        } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value).ok_or(Error::BadRequest("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::BadRequest("conflicting Content-Length"));
@@ -160,7 +169,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             return Err(Error::BodyTooLarge);
         }
     }
-    Ok(Some(Head { method, target: start..start + path.len(), framing, keep_alive, expect_continue, len }))
+    Ok(Some(Head { method, target: start..start + path.len(), auth, framing, keep_alive, expect_continue, len }))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {

@@ -126,7 +126,7 @@ mod tests {
     fn entries_expire_with_writes_and_volume_changes() {
         let topo = Topology::new(&["a:1".into(), "b:2".into()], 2, 1, std::time::Duration::from_secs(1), None);
         let want = topo.place(b"/k");
-        let bytes = Record { volumes: want.clone(), size: 1, md5: Some([0xab; 16]) }.encode();
+        let bytes = Record { volumes: want.clone(), size: 1, md5: Some([0xab; 16]), ..Record::default() }.encode();
         let rec = RecordRef::parse(&bytes).unwrap();
         let mut c = Cache::new(10);
         c.fill(b"/k", rec, &topo, 7, 1);
@@ -143,7 +143,7 @@ mod tests {
     #[test]
     fn misses_expire_with_writes_and_stay_apart() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
-        let bytes = Record { volumes: vec!["a:1".into()], size: 1, md5: None }.encode();
+        let bytes = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() }.encode();
         let mut c = Cache::new(2);
         c.fill(b"/live", RecordRef::parse(&bytes).unwrap(), &topo, 3, 0);
         c.note_missing(b"/gone", 5);
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn bounded() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
-        let bytes = Record { volumes: vec!["a:1".into()], size: 1, md5: None }.encode();
+        let bytes = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() }.encode();
         let mut c = Cache::new(3);
         for i in 0..10u8 {
             c.fill(&[i], RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);

@@ -1,19 +1,23 @@
 //! The life of one client connection: parse a head, route it, answer, decide whether the
 //! connection can carry the next request (framing intact, body consumed), repeat.
 
-use std::time::Instant;
+use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
 
 use monoio::net::TcpStream;
 
-use super::{handlers, ApiError, Ctx};
+use super::{admin, handlers, ApiError, Local, Port, Reply};
 use crate::{
-    http::{self, response, Body, Conn, Framing, Method},
+    http::{self, response, Body, Conn, Framing, Head, Method, Watch},
     index::State,
+    metrics,
 };
 
 /// A body this small is read and dropped after an early answer, keeping the connection;
 /// a larger one closes it.
 const DISCARD_MAX: u64 = 64 << 10;
+/// Answers to pipelined requests are flushed once this much waits, even while requests
+/// remain: memory per connection stays bounded whatever a client sends.
+const OUT_FLUSH: usize = 64 << 10;
 
 /// One request, decoded into buffers the connection reuses.
 #[derive(Default)]
@@ -28,23 +32,35 @@ pub struct Req {
     pub start: Vec<u8>,
     /// `limit=`: None when absent, Err when not a non-negative integer.
     pub limit: Option<Result<usize, ()>>,
+    /// `encoding=url`: listed keys (and `next`) percent-encoded.
+    pub url_encoded: bool,
     pub head_only: bool,
     /// `VOLUMES /?volumes=a,b,c&replicas=N`.
     pub volumes: Option<String>,
     pub replicas: Option<Result<usize, ()>>,
+    /// The `Authorization` header, when sent.
+    pub auth: Option<Vec<u8>>,
+    /// Whether the peer is on this host (admin methods need it, or a token).
+    pub loopback: bool,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
 }
 
 impl Req {
-    fn load(&mut self, method: Method, target: &[u8]) -> Result<(), ApiError> {
+    fn load(&mut self, head: &Head, conn: &Conn) -> Result<(), ApiError> {
+        let method = head.method;
         self.method = Some(method);
         self.head_only = method == Method::Head;
-        let (path, query) = http::split_target(target);
+        self.keep_alive = head.keep_alive && !conn.draining();
+        self.auth = head.auth.as_ref().map(|r| conn.head_bytes(r).to_vec());
+        let (path, query) = http::split_target(conn.head_bytes(&head.target));
         self.key.clear();
         self.raw_path.clear();
         self.raw_path.extend_from_slice(path);
         self.list = None;
         self.start.clear();
         self.limit = None;
+        self.url_encoded = false;
         self.volumes = None;
         self.replicas = None;
         http::percent_decode(path, &mut self.key)?;
@@ -56,6 +72,10 @@ impl Req {
                     self.start.clear();
                     http::percent_decode(value, &mut self.start)?;
                 }
+                b"encoding" => match value {
+                    b"url" => self.url_encoded = true,
+                    _ => return Err(ApiError::BadQuery("encoding must be 'url'")),
+                },
                 b"volumes" if method == Method::Volumes => {
                     let mut v = Vec::new();
                     http::percent_decode(value, &mut v)?;
@@ -72,12 +92,30 @@ impl Req {
         }
         Ok(())
     }
+
+    /// The request kind, for the metrics.
+    fn kind(&self) -> usize {
+        match self.method {
+            _ if self.list.is_some() => metrics::LIST,
+            Some(Method::Get) => metrics::GET,
+            Some(Method::Head) => metrics::HEAD,
+            Some(Method::Put) => metrics::PUT,
+            Some(Method::Delete) => metrics::DELETE,
+            Some(Method::Unlink) => metrics::UNLINK,
+            Some(Method::List) => metrics::LIST,
+            Some(Method::Rebalance) => metrics::REBALANCE,
+            Some(Method::Volumes) => metrics::ADMIN,
+            _ => metrics::OTHER,
+        }
+    }
 }
 
-pub async fn serve(ctx: &Ctx, stream: TcpStream) {
+pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: SocketAddr, port: Port) {
+    let ctx = &local.ctx;
     let limits = &ctx.shared.cfg.limits;
-    let mut conn = Conn::new(stream);
-    let mut req = Req::default();
+    let watched = watch.register(stream.as_raw_fd());
+    let mut conn = Conn::new(stream, watched, limits);
+    let mut req = Req { loopback: is_loopback(&peer), ..Req::default() };
     loop {
         let head = match conn.next_head(limits).await {
             Ok(Some(h)) => h,
@@ -86,61 +124,76 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream) {
                 let e = ApiError::Http(e);
                 if !matches!(e, ApiError::Http(http::Error::Closed | http::Error::Io(_))) {
                     response::text(&mut conn.out, e.status(), &format!("{e}\n"), false, false);
-                    let _ = conn.flush(limits.idle_timeout).await;
+                    let _ = conn.flush().await;
+                    ctx.metrics.request(metrics::BAD, e.status(), 0);
                 }
                 break;
             }
         };
-        let began = ctx.shared.cfg.verbose.then(Instant::now);
-        let loaded = req.load(head.method, conn.head_bytes(&head.target));
+        let began = Instant::now();
+        let loaded = req.load(&head, &conn);
         conn.consume(head.len);
-        let mut body = Body::new(head.framing, limits.max_body, head.expect_continue);
+        let mut body = Body::new(&head, limits, conn.now());
+        let at = conn.out.len();
         let result = match loaded {
-            Ok(()) => handlers::handle(ctx, &mut conn, &mut req, &mut body).await,
+            Ok(()) => match port {
+                Port::Api => handlers::handle(local, &mut conn, &mut req, &mut body).await,
+                Port::Admin => admin::handle(local, &mut conn, &mut req).await,
+            },
             Err(e) => Err(e),
         };
-        let mut keep = head.keep_alive && !result.as_ref().err().is_some_and(ApiError::closes);
-        if keep && !body.is_done() {
+        let mut keep = req.keep_alive && !conn.draining() && !result.as_ref().err().is_some_and(ApiError::closes);
+        if keep && !body.is_done() && !matches!(result, Ok(Reply::Streamed { .. })) {
             // an early answer (403, 409, ...): the body must be consumed to find the next request
             keep = !body.awaits_continue()
                 && head.framing != Framing::Chunked
                 && body.remaining() <= DISCARD_MAX
-                && conn.discard(&mut body, limits.body_timeout).await.is_ok();
+                && conn.discard(&mut body).await.is_ok();
         }
         let status = match result {
-            Ok(reply) => {
+            Ok(Reply::Body(reply)) => {
                 response::finish(&mut conn.out, &reply, keep, req.head_only);
-                if began.is_some() {
-                    reply_status(&conn.out)
-                } else {
-                    0
-                }
+                reply_status(&conn.out[at..])
+            }
+            Ok(Reply::Streamed { status, keep: k }) => {
+                keep &= k;
+                status
             }
             Err(e) => {
                 let status = e.status();
-                let msg = match &e {
-                    ApiError::NotFound => String::new(),
-                    e => format!("{e}\n"),
-                };
+                let msg = if e.silent() { String::new() } else { format!("{e}\n") };
                 response::text(&mut conn.out, status, &msg, keep, req.head_only);
                 if status >= 500 {
-                    eprintln!("mkv: {:?} {}: {status} {e}", head.method, String::from_utf8_lossy(&req.key));
+                    eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
                 }
                 status
             }
         };
-        if let Some(t) = began {
-            eprintln!("{:?} {} {status} {:?}", head.method, String::from_utf8_lossy(&req.key), t.elapsed());
+        let took = began.elapsed();
+        ctx.metrics.request(req.kind(), status, took.as_micros() as u64);
+        metrics::Block::add(&ctx.metrics.bytes_in, (head.len as u64) + body.received());
+        metrics::Block::add(&ctx.metrics.bytes_out, conn.out.len().saturating_sub(at) as u64);
+        if ctx.shared.cfg.verbose {
+            eprintln!("{:?} {} {status} {took:?}", head.method, req.key.escape_ascii());
         }
         if !keep {
-            let _ = conn.flush(limits.idle_timeout).await;
+            let _ = conn.flush().await;
+            break;
+        }
+        if conn.out.len() >= OUT_FLUSH && conn.flush().await.is_err() {
             break;
         }
     }
 }
 
-/// The status code of the last answer written (for the request log).
+fn is_loopback(peer: &SocketAddr) -> bool {
+    match peer {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// The status code of an answer written at the start of `out`.
 fn reply_status(out: &[u8]) -> u16 {
-    let start = out.windows(9).rposition(|w| w == b"HTTP/1.1 ").map_or(0, |i| i + 9);
-    std::str::from_utf8(out.get(start..start + 3).unwrap_or(b"000")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    std::str::from_utf8(out.get(9..12).unwrap_or(b"000")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }

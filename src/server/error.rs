@@ -1,32 +1,22 @@
-//! Every way a request can fail, mapped to a status code in exactly this one place.
+//! Every way a native request can fail, mapped to a status code in exactly this one place.
 
 use std::fmt;
 
-use crate::{http, index, volume};
+use crate::{http, index, store, volume};
 
 #[derive(Debug)]
 pub enum ApiError {
     /// The client's side: framing, limits, timeouts.
     Http(http::Error),
-    Index(index::Error),
-    Volume(volume::Error),
-    NotFound,
-    /// PUT of a key that is already live.
-    Exists,
-    /// DELETE under `-protect` of a key not UNLINKed first.
-    Protected,
-    /// Another PUT/DELETE/UNLINK of the key is in flight.
-    InFlight,
-    EmptyBody,
-    KeyTooLong,
+    Store(store::Error),
     MethodNotAllowed,
     BadQuery(&'static str),
-    /// No replica of the key is on a live volume.
-    NoLiveReplica,
     /// A volume list that does not validate (VOLUMES).
     BadConfig(String),
-    /// A bug or a lost helper thread: nothing the client can fix.
-    Internal(&'static str),
+    /// An admin method with a missing or wrong token.
+    Unauthorized,
+    /// An admin method from a peer that may not use it.
+    Forbidden,
 }
 
 impl std::error::Error for ApiError {}
@@ -37,40 +27,50 @@ impl From<http::Error> for ApiError {
     }
 }
 
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        ApiError::Store(e)
+    }
+}
+
 impl From<index::Error> for ApiError {
     fn from(e: index::Error) -> Self {
-        ApiError::Index(e)
+        ApiError::Store(store::Error::Index(e))
     }
 }
 
 impl From<volume::Error> for ApiError {
     fn from(e: volume::Error) -> Self {
-        ApiError::Volume(e)
+        ApiError::Store(store::Error::Volume(e))
     }
 }
 
 impl ApiError {
     pub fn status(&self) -> u16 {
         use http::Error as H;
+        use store::Error as S;
         use volume::Error as V;
         match self {
             ApiError::Http(H::BadRequest(_)) => 400,
-            ApiError::Http(H::UriTooLong) | ApiError::KeyTooLong => 414,
+            ApiError::Http(H::UriTooLong) | ApiError::Store(S::KeyTooLong) => 414,
             ApiError::Http(H::HeadTooLarge) => 431,
             ApiError::Http(H::BodyTooLarge) => 413,
             ApiError::Http(H::Timeout) => 408,
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
-            ApiError::Index(_) | ApiError::Internal(_) => 500,
-            ApiError::Volume(V::Down(_)) | ApiError::NoLiveReplica => 503,
-            ApiError::Volume(V::Timeout(_)) => 504,
-            ApiError::Volume(_) => 502,
-            ApiError::NotFound => 404,
-            ApiError::Exists | ApiError::Protected => 403,
-            ApiError::InFlight => 409,
-            ApiError::EmptyBody => 411,
+            ApiError::Store(S::Index(_) | S::Internal(_)) => 500,
+            ApiError::Store(S::Volume(V::Down(_)) | S::NoLiveReplica) => 503,
+            ApiError::Store(S::Volume(V::Timeout(_))) => 504,
+            ApiError::Store(S::Volume(_)) => 502,
+            ApiError::Store(S::NotFound) => 404,
+            ApiError::Store(S::Exists | S::Protected) => 403,
+            ApiError::Store(S::InFlight) => 409,
+            ApiError::Store(S::EmptyBody) => 411,
+            ApiError::Store(S::BadKey(_)) => 400,
             ApiError::MethodNotAllowed => 405,
             ApiError::BadQuery(_) | ApiError::BadConfig(_) => 400,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden => 403,
         }
     }
 
@@ -78,25 +78,25 @@ impl ApiError {
     pub fn closes(&self) -> bool {
         matches!(self, ApiError::Http(_))
     }
+
+    /// Whether the answer carries no text (a 404 is empty, as SPEC.md says).
+    pub fn silent(&self) -> bool {
+        matches!(self, ApiError::Store(store::Error::NotFound))
+    }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Http(e) => write!(f, "{e}"),
-            ApiError::Index(e) => write!(f, "{e}"),
-            ApiError::Volume(e) => write!(f, "{e}"),
-            ApiError::NotFound => Ok(()),
-            ApiError::Exists => write!(f, "key exists (DELETE or UNLINK it first)"),
-            ApiError::Protected => write!(f, "key is protected: UNLINK it before DELETE"),
-            ApiError::InFlight => write!(f, "another write of this key is in flight"),
-            ApiError::EmptyBody => write!(f, "a PUT needs a non-empty body"),
-            ApiError::KeyTooLong => write!(f, "key too long for a file name"),
+            ApiError::Store(e) => write!(f, "{e}"),
             ApiError::MethodNotAllowed => write!(f, "method not allowed"),
             ApiError::BadQuery(why) => write!(f, "{why}"),
             ApiError::BadConfig(why) => write!(f, "{why}"),
-            ApiError::Internal(why) => write!(f, "{why}"),
-            ApiError::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
+            ApiError::Unauthorized => write!(f, "admin method: missing or wrong Authorization: Bearer token"),
+            ApiError::Forbidden => {
+                write!(f, "admin method: allowed from this host (loopback) only; start the master with -admin-token")
+            }
         }
     }
 }

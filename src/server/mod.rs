@@ -1,20 +1,20 @@
 //! The master: one monoio runtime per core, each accepting on its own SO_REUSEPORT
 //! listener and serving its connections start to finish, sharing only the index and health.
 
+mod admin;
 mod cache;
 mod conn;
 mod error;
 mod handlers;
-mod locks;
+mod list;
+mod signals;
 
 use std::{
     cell::RefCell,
     net::SocketAddr,
+    os::fd::AsRawFd,
     rc::Rc,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -30,135 +30,80 @@ pub use error::ApiError;
 
 use crate::{
     config::Config,
+    http::{watch::TICK, Watch},
     index::Index,
-    volume::{self, Topology},
+    store::{write, Ctx, Shared},
 };
 
-/// How often each volume is probed.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// Index setting: the volume list the last rebalance (online or offline) placed keys on.
-pub const REBALANCED_TO: &str = "rebalanced-to";
 /// Accept backlog of each listener.
 const BACKLOG: i32 = 4096;
+/// Open files kept for the volume side, RocksDB and the admin port when `-max-conns` is
+/// derived from the open-files limit: client connections can never take these.
+const RESERVED_FDS: u64 = 1024;
 
-/// What every thread shares.
-pub struct Shared {
-    pub cfg: Config,
-    pub index: Index,
-    pub locks: locks::KeyLocks,
-    /// The volume list in force; replaced whole by an online volume change.
-    topo: Mutex<Arc<Topology>>,
-    /// Bumped after each change, so threads refresh their copy with one relaxed load.
-    topo_gen: AtomicU64,
-}
-
-impl Shared {
-    /// The shared state over an open index; probes the volumes once and starts their probers.
-    pub fn new(cfg: Config, index: Index) -> Shared {
-        let topo = Topology::new(&cfg.volumes, cfg.replicas, cfg.subvolumes, cfg.voltimeout, None);
-        for (name, why) in volume::probe_all(topo.all(), cfg.voltimeout) {
-            eprintln!("mkv: warning: volume {name} is unreachable ({why}); treating it as down until it answers");
-        }
-        volume::spawn_probes(topo.all(), PROBE_INTERVAL, cfg.voltimeout);
-        if let Ok(Some(v)) = index.meta(REBALANCED_TO) {
-            let online = String::from_utf8_lossy(&v);
-            if online != cfg.volumes.join(",") {
-                eprintln!(
-                    "mkv: warning: this index was last rebalanced to -volumes {online}, but -volumes is {}; \
-                     using -volumes (keys placed by the other list show Key-Balance: unbalanced)",
-                    cfg.volumes.join(",")
-                );
-            }
-        }
-        Shared {
-            locks: locks::KeyLocks::new(cfg.threads * 64),
-            cfg,
-            index,
-            topo: Mutex::new(Arc::new(topo)),
-            topo_gen: AtomicU64::new(0),
-        }
-    }
-
-    pub fn topology(&self) -> Arc<Topology> {
-        self.topo.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Switches placement to `volumes` (online rebalance). Records keep pointing at their
-    /// replicas, so GETs go on; new PUTs land on the new list; REBALANCE moves old keys.
-    pub fn set_volumes(&self, volumes: &[String], replicas: usize) -> Result<(), String> {
-        let mut check = self.cfg.clone();
-        check.volumes = volumes.to_vec();
-        check.replicas = replicas;
-        check.validate()?;
-        let mut slot = self.topo.lock().unwrap_or_else(|e| e.into_inner());
-        let next = Topology::new(volumes, replicas, self.cfg.subvolumes, self.cfg.voltimeout, Some(&slot));
-        let fresh: Vec<_> = next.all().filter(|v| slot.volume(&v.name).is_none()).cloned().collect();
-        volume::probe_all(fresh.iter(), self.cfg.voltimeout);
-        volume::spawn_probes(fresh.iter(), PROBE_INTERVAL, self.cfg.voltimeout);
-        if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
-            return Err(format!("cannot record the volume list: {e}"));
-        }
-        *slot = Arc::new(next);
-        self.topo_gen.fetch_add(1, Ordering::Release);
-        eprintln!("mkv: volumes are now {} ({} replicas)", volumes.join(","), replicas);
-        Ok(())
-    }
-}
-
-/// One thread's view: the shared state plus its own volume connection pools.
-pub struct Ctx {
-    pub shared: Arc<Shared>,
-    pub client: volume::Client,
-    topo: RefCell<(u64, Rc<Topology>)>,
+/// One runtime thread's state: the store's per-thread view and the GET answer cache.
+pub struct Local {
+    pub ctx: Ctx,
     pub cache: RefCell<cache::Cache>,
 }
 
-impl Ctx {
-    pub fn new(shared: Arc<Shared>) -> Ctx {
-        let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
-        let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
-        Ctx { shared, client: volume::Client::new(), topo, cache }
-    }
-
-    /// This thread's copy of the topology, refreshed when it changed.
-    pub fn topo(&self) -> Rc<Topology> {
-        self.topo_gen().1
-    }
-
-    /// [`Ctx::topo`] with its generation (bumped by each volume change).
-    pub fn topo_gen(&self) -> (u64, Rc<Topology>) {
-        let gen = self.shared.topo_gen.load(Ordering::Acquire);
-        let mut cached = self.topo.borrow_mut();
-        if cached.0 != gen {
-            *cached = (gen, Rc::new((*self.shared.topology()).clone()));
-        }
-        (cached.0, cached.1.clone())
-    }
+/// Which requests a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Api,
+    Admin,
 }
 
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+/// How a handler answered.
+pub enum Reply {
+    /// Status line and headers are in the output buffer; this is the body (the connection
+    /// adds `Content-Length`).
+    Body(Vec<u8>),
+    /// The whole answer went out already (a streamed listing); `keep`: whether the
+    /// connection can carry another request.
+    Streamed { status: u16, keep: bool },
+}
+
+pub fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let nofile = raise_nofile();
+    if cfg.max_conns == 0 {
+        cfg.max_conns = nofile.saturating_sub(RESERVED_FDS.max(nofile / 4)).max(64) as usize;
+    }
+    // before any thread starts, so every thread inherits the mask and only the signal
+    // thread sees SIGTERM/SIGINT
+    let signals = signals::block()?;
     let index = Index::open(&cfg.db).map_err(anyhow::Error::msg)?;
-    let listeners = listen(cfg.port, cfg.threads)?;
-    let port = listeners[0].local_addr()?.port();
+    let addr = cfg.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], cfg.port)));
+    let listeners = listen(addr, cfg.threads)?;
+    let bound = listeners[0].local_addr()?;
+    let admin = admin_listener(&cfg, addr.port())?;
     let uring = monoio::utils::detect_uring();
-    let shared = Arc::new(Shared::new(cfg, index));
+    let shared = Arc::new(Shared::new(cfg, index, true)?);
     eprintln!(
-        "mkv: listening on 0.0.0.0:{port} ({} threads, {}, {} volumes, {} replicas, index {})",
+        "mkv: listening on {bound} ({} threads, {}, {} volumes, {} replicas, index {})",
         shared.cfg.threads,
         if uring { "io_uring" } else { "epoll" },
         shared.cfg.volumes.len(),
         shared.cfg.replicas,
         shared.cfg.db.display()
     );
+    if let Some(a) = &admin {
+        eprintln!("mkv: admin on {} (/metrics, /health, status page at /)", a.local_addr()?);
+    }
+    signals::spawn(signals, shared.clone())?;
     // CPU-heavy work that would stall a runtime thread (the MD5 of a large body) runs here
     let pool = Pool(threadpool::Builder::new().num_threads(shared.cfg.threads).thread_name("mkv-pool".into()).build());
+    let mut admin = admin;
     let threads: Vec<_> = listeners
         .into_iter()
         .enumerate()
         .map(|(i, l)| {
             let shared = shared.clone();
             let pool = pool.clone();
-            std::thread::Builder::new().name(format!("mkv-{i}")).spawn(move || run_thread(shared, l, uring, pool))
+            let admin = if i == 0 { admin.take() } else { None };
+            std::thread::Builder::new()
+                .name(format!("mkv-{i}"))
+                .spawn(move || run_thread(shared, l, admin, uring, pool))
         })
         .collect::<Result<_, _>>()?;
     for t in threads {
@@ -167,38 +112,95 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             Err(_) => bail!("a server thread panicked"),
         }
     }
+    // a stop: what the threads acknowledged is in the WAL; flushing it now makes the next
+    // start skip the WAL replay
+    shared.index.flush().map_err(|e| anyhow::anyhow!("cannot flush the index: {e}"))?;
+    eprintln!("mkv: stopped");
     Ok(())
 }
 
-/// Binds `n` listeners on one port with SO_REUSEPORT, so the kernel spreads connections.
+/// Raises the soft open-files limit to the hard one (as nginx's `worker_rlimit_nofile`
+/// does): at the common soft limit of 1024, a thousand idle clients would leave no
+/// descriptor for the volumes. Returns the limit in force.
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
+}
+
+/// Binds `n` listeners on one address with SO_REUSEPORT, so the kernel spreads connections.
 /// Port 0 takes a free port. Because SO_REUSEPORT would let a second server share a port
 /// silently, a busy port is detected first with a plain bind.
-fn listen(port: u16, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    if port != 0 {
-        std::net::TcpListener::bind(("0.0.0.0", port))
-            .with_context(|| format!("cannot listen on port {port} (is another server running there?)"))?;
+fn listen(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (is another server running there?)"))?;
     }
     let mut out = Vec::with_capacity(n);
-    let mut port = port;
+    let mut addr = addr;
     for _ in 0..n {
-        let l = reuseport_listener(port).with_context(|| format!("cannot listen on port {port}"))?;
-        port = l.local_addr()?.port();
+        let l = reuseport_listener(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        addr = l.local_addr()?;
         out.push(l);
     }
     Ok(out)
 }
 
-fn reuseport_listener(port: u16) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())
 }
 
-fn run_thread(shared: Arc<Shared>, listener: std::net::TcpListener, uring: bool, pool: Pool) -> anyhow::Result<()> {
+/// The admin listener: `-admin ADDR`, off with `-admin ''`, by default `127.0.0.1:<port+1000>`
+/// (`:0` when the API port is chosen by the system). A taken default is a warning; an
+/// explicit address that cannot be bound is an error.
+fn admin_listener(cfg: &Config, api_port: u16) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let (addr, explicit) = match cfg.admin {
+        Some(None) => return Ok(None),
+        Some(Some(a)) => (a, true),
+        None => {
+            let port = if api_port == 0 { Some(0) } else { api_port.checked_add(1000) };
+            let Some(port) = port else {
+                eprintln!("mkv: warning: no default admin port above {api_port}; running without one (see -admin)");
+                return Ok(None);
+            };
+            (SocketAddr::from(([127, 0, 0, 1], port)), false)
+        }
+    };
+    let bound = std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l));
+    match bound {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if !explicit => {
+            eprintln!("mkv: warning: cannot listen on the default admin address {addr} ({e}); running without it");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot listen on -admin {addr}: {e}")),
+    }
+}
+
+fn run_thread(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+    uring: bool,
+    pool: Pool,
+) -> anyhow::Result<()> {
     if uring {
         // measured: cooperative task running and a single submitter save ~10-25% per request
         let mut urb = io_uring::IoUring::builder();
@@ -210,12 +212,12 @@ fn run_thread(shared: Arc<Shared>, listener: std::net::TcpListener, uring: bool,
             .attach_thread_pool(Box::new(pool.clone()))
             .build();
         match rt {
-            Ok(mut rt) => return rt.block_on(serve(shared, listener)),
+            Ok(mut rt) => return rt.block_on(serve(shared, listener, admin)),
             Err(e) => eprintln!("mkv: io_uring runtime failed ({e}); falling back to epoll"),
         }
     }
     let mut rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().attach_thread_pool(Box::new(pool)).build()?;
-    rt.block_on(serve(shared, listener))
+    rt.block_on(serve(shared, listener, admin))
 }
 
 /// The threads every runtime hands `spawn_blocking` work to, named so profiles tell them apart.
@@ -228,20 +230,92 @@ impl ThreadPool for Pool {
     }
 }
 
-async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) -> anyhow::Result<()> {
+async fn serve(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::from_std(listener)?;
-    let ctx = Rc::new(Ctx::new(shared));
+    let mut fds = vec![listener.as_raw_fd()];
+    let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
+    let local = Rc::new(Local { ctx: Ctx::new(shared), cache });
+    let watch = Watch::new();
+    if let Some(a) = admin {
+        let a = TcpListener::from_std(a)?;
+        fds.push(a.as_raw_fd());
+        monoio::spawn(accept_loop(local.clone(), watch.clone(), a, Port::Admin));
+        // one thread settles what a crash left half written, in the background
+        let local = local.clone();
+        monoio::spawn(async move { recover(&local.ctx).await });
+    }
+    monoio::spawn(ticker(local.clone(), watch.clone(), fds));
+    accept_loop(local.clone(), watch.clone(), listener, Port::Api).await;
+    // stopping: the connections finish what they are doing, up to -drain
+    while watch.len() > 0 && !local.ctx.shared.drain_over() {
+        monoio::time::sleep(TICK).await;
+    }
+    Ok(())
+}
+
+/// Rolls back or forward the replacements a crash (or a failed move) left half written.
+async fn recover(ctx: &Ctx) {
+    match write::recover(ctx).await {
+        Ok(0) => {}
+        Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
+        Err(e) => {
+            eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); mkv verify -repair will")
+        }
+    }
+}
+
+async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, port: Port) {
+    let sh = &local.ctx.shared;
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let ctx = ctx.clone();
-                monoio::spawn(async move { conn::serve(&ctx, stream).await });
+            Ok((stream, peer)) => {
+                if sh.stopping() {
+                    break;
+                }
+                if sh.conns.fetch_add(1, Ordering::Relaxed) >= sh.cfg.max_conns {
+                    // over -max-conns: closed at once, so the descriptors kept for the
+                    // volumes and the index stay free
+                    sh.conns.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+                let (local, watch) = (local.clone(), watch.clone());
+                monoio::spawn(async move {
+                    let m = &local.ctx.metrics;
+                    m.connections.fetch_add(1, Ordering::Relaxed);
+                    conn::serve(&local, &watch, stream, peer, port).await;
+                    m.connections.fetch_sub(1, Ordering::Relaxed);
+                    local.ctx.shared.conns.fetch_sub(1, Ordering::Relaxed);
+                });
             }
+            Err(_) if sh.stopping() => break,
             Err(e) => {
                 // out of file descriptors and the like: say so, breathe, keep serving
                 eprintln!("mkv: accept: {e}");
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Every [`TICK`]: fires the connections' passed deadlines; on a stop, shuts the listeners
+/// (a pending accept fails) and drains the connections.
+async fn ticker(local: Rc<Local>, watch: Rc<Watch>, listeners: Vec<std::os::fd::RawFd>) {
+    let mut stopping = false;
+    loop {
+        monoio::time::sleep(TICK).await;
+        watch.tick();
+        if local.ctx.shared.stopping() && !stopping {
+            stopping = true;
+            for fd in &listeners {
+                // SAFETY: the listeners live as long as this thread's runtime; shutdown(2)
+                // makes their pending accepts fail, which ends the accept loops.
+                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+            }
+            watch.drain();
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Upload {
 /// One replica of an [`Upload`]: the queue to its writer task, and that task, which ends
 /// with the bytes it wrote.
 struct UploadLeg {
+    /// The file's path on the volume (for a fence).
+    path: String,
     tx: Option<flume::Sender<Bytes>>,
     task: Option<monoio::task::JoinHandle<(Leased, Result<u64, Error>)>>,
 }
@@ -144,14 +146,20 @@ impl Client {
         }
     }
 
-    /// Sends `msg` and reads the answer's head, retrying once on a fresh connection when a
-    /// pooled one fails before any answer. The buffer may hold the first body bytes.
-    async fn send(&self, topo: &Topology, server: &str, msg: Vec<u8>) -> Result<(Leased, Head, Vec<u8>), Error> {
+    /// Sends a request and reads the answer's head, retrying once on a fresh connection when
+    /// a pooled one fails before any answer. The buffer may hold the first body bytes.
+    async fn send(
+        &self,
+        topo: &Topology,
+        server: &str,
+        head: Vec<u8>,
+        body: Bytes,
+    ) -> Result<(Leased, Head, Vec<u8>), Error> {
         let mut l = self.lease(topo, server, false).await?;
-        let r = match send_and_read_head(&mut l, msg.clone(), topo.timeout).await {
+        let r = match send_and_read_head(&mut l, HeadBody::new(head.clone(), body.clone()), topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
                 l = self.lease(topo, server, true).await?;
-                send_and_read_head(&mut l, msg, topo.timeout).await
+                send_and_read_head(&mut l, HeadBody::new(head, body), topo.timeout).await
             }
             r => r,
         };
@@ -168,11 +176,23 @@ impl Client {
         server: &str,
         method: &str,
         path: &str,
-        body: &[u8],
+        body: Bytes,
     ) -> Result<u16, Error> {
-        let mut msg = head(method, server, path, Some(body.len() as u64));
-        msg.extend_from_slice(body);
-        let (mut l, head, buf) = self.send(topo, server, msg).await?;
+        self.request_with(topo, server, method, path, &[], body).await
+    }
+
+    /// [`Client::request`] with extra header lines (each ending in CRLF).
+    pub async fn request_with(
+        &self,
+        topo: &Topology,
+        server: &str,
+        method: &str,
+        path: &str,
+        extra: &[u8],
+        body: Bytes,
+    ) -> Result<u16, Error> {
+        let msg = head_with(method, server, path, extra, Some(body.len() as u64));
+        let (mut l, head, buf) = self.send(topo, server, msg, body).await?;
         let a = skip_body(&mut l.stream, &l.server, head, buf, topo.timeout).await?;
         if a.keep {
             self.release(l);
@@ -180,21 +200,52 @@ impl Client {
         Ok(a.status)
     }
 
-    /// PUTs `body` (whole, in memory) to every `(server, path)` at once; all must succeed.
-    pub async fn put_all(&self, topo: &Topology, targets: &[(String, String)], body: &[u8]) -> Result<(), Error> {
-        let results = join_all(targets.iter().map(|(s, p)| self.request(topo, s, "PUT", p, body))).await;
+    /// PUTs `body` (whole, in memory, shared by every request) to every `(server, path)` at
+    /// once; all must succeed. A volume that took a PUT whole but did not answer in time gets
+    /// a DELETE of the file behind it on the same connection (see [`fence`]), so a late write
+    /// cannot leave a file that the caller's clean-up already removed.
+    pub async fn put_all(&self, topo: &Topology, targets: &[(String, String)], body: Bytes) -> Result<(), Error> {
+        let results = join_all(targets.iter().map(|(s, p)| self.put_fenced(topo, s, p, body.clone()))).await;
         first_error(targets, results, &[200, 201, 204])
+    }
+
+    /// One PUT of a whole body; on a timeout after the body went out, fenced.
+    async fn put_fenced(&self, topo: &Topology, server: &str, path: &str, body: Bytes) -> Result<u16, Error> {
+        let mut l = self.lease(topo, server, false).await?;
+        let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body.clone());
+        let r = match send_and_read_head(&mut l, msg, topo.timeout).await {
+            Err(Error::Io(..)) if l.reused => {
+                l = self.lease(topo, server, true).await?;
+                let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body);
+                send_and_read_head(&mut l, msg, topo.timeout).await
+            }
+            r => r,
+        };
+        match r {
+            Ok((h, buf)) => {
+                let a = skip_body(&mut l.stream, &l.server, h, buf, topo.timeout).await?;
+                if a.keep {
+                    self.release(l);
+                }
+                Ok(a.status)
+            }
+            Err(e @ Error::Timeout(_)) => {
+                fence(l, path);
+                Err(failed(topo.volume(server), e))
+            }
+            Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
+        }
     }
 
     /// DELETEs every `(server, path)` at once; a file already gone counts as deleted.
     pub async fn delete_all(&self, topo: &Topology, targets: &[(String, String)]) -> Result<(), Error> {
-        let results = join_all(targets.iter().map(|(s, p)| self.request(topo, s, "DELETE", p, b""))).await;
+        let results = join_all(targets.iter().map(|(s, p)| self.request(topo, s, "DELETE", p, Bytes::new()))).await;
         first_error(targets, results, &[200, 204, 404])
     }
 
     /// Starts a GET whose body the caller reads with [`Client::next_chunk`].
     pub async fn download(&self, topo: &Topology, server: &str, path: &str) -> Result<Download, Error> {
-        self.download_with(topo, server, "GET", path).await
+        self.download_with(topo, server, "GET", path, &[]).await
     }
 
     /// [`Client::download`] with another method (the master's own `VOLUMES`).
@@ -204,9 +255,10 @@ impl Client {
         server: &str,
         method: &str,
         path: &str,
+        extra: &[u8],
     ) -> Result<Download, Error> {
-        let msg = format!("{method} {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
-        let (l, head, mut buf) = self.send(topo, server, msg).await?;
+        let msg = head_with(method, server, path, extra, Some(0));
+        let (l, head, mut buf) = self.send(topo, server, msg, Bytes::new()).await?;
         buf.drain(..head.head_len);
         let left = head.length.map(|n| n.saturating_sub(buf.len() as u64));
         if let Some(n) = head.length {
@@ -293,19 +345,20 @@ impl Client {
 
     /// GETs a whole small body (a listing): status and bytes, at most `max` of them.
     pub async fn get(&self, topo: &Topology, server: &str, path: &str, max: usize) -> Result<(u16, Vec<u8>), Error> {
-        self.get_with(topo, server, "GET", path, max).await
+        self.get_with(topo, server, "GET", path, &[], max).await
     }
 
-    /// [`Client::get`] with another method.
+    /// [`Client::get`] with another method and extra header lines (each ending in CRLF).
     pub async fn get_with(
         &self,
         topo: &Topology,
         server: &str,
         method: &str,
         path: &str,
+        extra: &[u8],
         max: usize,
     ) -> Result<(u16, Vec<u8>), Error> {
-        let mut d = self.download_with(topo, server, method, path).await?;
+        let mut d = self.download_with(topo, server, method, path, extra).await?;
         let mut body = Vec::new();
         while let Some(c) = self.next_chunk(&mut d, 256 << 10).await? {
             if body.len() + c.len() > max {
@@ -327,7 +380,10 @@ impl Client {
         targets: &[(String, String)],
         len: Option<u64>,
     ) -> Result<Upload, Error> {
-        let leases = join_all(targets.iter().map(|(s, _)| self.lease(topo, s, false))).await;
+        // fresh connections: a body is streamed once and cannot be sent again, so a pooled
+        // connection that nginx closed at the same moment would fail the PUT (and wrongly
+        // mark a healthy volume down); a connect on a LAN costs little next to a streamed body
+        let leases = join_all(targets.iter().map(|(s, _)| self.lease(topo, s, true))).await;
         let mut legs = Vec::with_capacity(targets.len());
         for l in leases {
             legs.push(l?);
@@ -350,9 +406,11 @@ impl Client {
         let abort = Rc::new(Cell::new(false));
         let legs = legs
             .into_iter()
-            .map(|l| {
+            .zip(targets)
+            .map(|(l, (_, path))| {
                 let (tx, rx) = flume::bounded(UPLOAD_QUEUE);
-                UploadLeg { tx: Some(tx), task: Some(monoio::spawn(write_leg(l, rx, abort.clone(), t))) }
+                let task = Some(monoio::spawn(write_leg(l, rx, abort.clone(), t)));
+                UploadLeg { path: path.clone(), tx: Some(tx), task }
             })
             .collect();
         Ok(Upload { legs, chunked: len.is_none(), timeout: t, queued: 0, whole: len, abort })
@@ -400,13 +458,13 @@ impl Client {
         }
         let legs = self.end_legs(&mut up, false).await?;
         let t = up.timeout;
-        let answers = join_all(legs.into_iter().map(|mut l| async move {
+        let answers = join_all(legs.into_iter().map(|(mut l, path)| async move {
             let a = read_answer(&mut l, t).await;
-            (l, a)
+            (l, path, a)
         }))
         .await;
         let mut first: Option<Error> = None;
-        for (l, a) in answers {
+        for (l, path, a) in answers {
             match a {
                 Ok(a) if matches!(a.status, 200 | 201 | 204) => {
                     if a.keep {
@@ -417,7 +475,11 @@ impl Client {
                     first.get_or_insert(Error::Status(l.server, a.status));
                 }
                 Err(e) => {
-                    first.get_or_insert(failed(l.vol.as_ref(), e));
+                    let e = failed(l.vol.as_ref(), e);
+                    if matches!(e, Error::Timeout(_)) {
+                        fence(l, &path);
+                    }
+                    first.get_or_insert(e);
                 }
             }
         }
@@ -428,7 +490,7 @@ impl Client {
     /// everything: their connections. One failed: its error (its volume marked down if it
     /// was unreachable), once every replica that did get the whole body has answered, so
     /// that a DELETE sent next to clean up cannot overtake that replica's PUT.
-    async fn end_legs(&self, up: &mut Upload, abort: bool) -> Result<Vec<Leased>, Error> {
+    async fn end_legs(&self, up: &mut Upload, abort: bool) -> Result<Vec<(Leased, String)>, Error> {
         if abort {
             up.abort.set(true);
         }
@@ -441,17 +503,19 @@ impl Client {
             let Some(task) = leg.task.take() else { continue };
             let (l, r) = task.await;
             match r {
-                Ok(written) => done.push((l, written)),
+                Ok(written) => done.push((l, leg.path.clone(), written)),
                 Err(e) => {
                     first.get_or_insert(failed(l.vol.as_ref(), e));
                 }
             }
         }
-        let Some(err) = first else { return Ok(done.into_iter().map(|(l, _)| l).collect()) };
+        let Some(err) = first else { return Ok(done.into_iter().map(|(l, p, _)| (l, p)).collect()) };
         let t = up.timeout;
         let whole = up.whole;
-        join_all(done.into_iter().filter(|(_, w)| Some(*w) == whole).map(|(mut l, _)| async move {
-            let _ = read_answer(&mut l, t).await;
+        join_all(done.into_iter().filter(|(_, _, w)| Some(*w) == whole).map(|(mut l, path, _)| async move {
+            if let Err(Error::Timeout(_)) = read_answer(&mut l, t).await {
+                fence(l, &path);
+            }
         }))
         .await;
         Err(err)
@@ -495,15 +559,78 @@ async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: D
 
 /// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
 fn failed(vol: Option<&Arc<Volume>>, e: Error) -> Error {
-    if let (Some(v), Error::Timeout(_) | Error::Io(..)) = (vol, &e) {
-        v.mark_down(&e);
+    if let Some(v) = vol {
+        v.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Error::Timeout(_) | Error::Io(..) = &e {
+            v.mark_down(&e);
+        }
     }
     e
 }
 
-async fn send_and_read_head(l: &mut Leased, msg: Vec<u8>, t: Duration) -> Result<(Head, Vec<u8>), Error> {
-    let (res, _) =
-        monoio::time::timeout(t, l.stream.write_all(msg)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
+/// How long a fenced connection waits for a hung volume to answer its PUT and the DELETE
+/// queued behind it.
+const FENCE_WAIT: Duration = Duration::from_secs(600);
+
+/// A PUT whose whole body went out but whose answer did not come in time may still be
+/// written when the volume wakes up, after any clean-up DELETE sent on another connection
+/// (nginx serves its connections in any order). A DELETE of the same file pipelined on the
+/// same connection is served after that PUT, so whatever the volume does late, the file ends
+/// deleted. The connection is kept open in the background until both answers came (or
+/// [`FENCE_WAIT`]), so nginx does not drop the queued DELETE with a closed connection.
+fn fence(mut l: Leased, path: &str) {
+    let msg = head("DELETE", &l.server, path, Some(0));
+    monoio::spawn(async move {
+        if write_to(&mut l, msg, FENCE_WAIT).await.is_err() {
+            return;
+        }
+        for _ in 0..2 {
+            if read_answer(&mut l, FENCE_WAIT).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A request head and its body, written with one `writev`: the body is shared by every
+/// replica's request (a `Bytes` clone), never copied into each.
+struct HeadBody {
+    head: Vec<u8>,
+    body: Bytes,
+    iov: Box<[libc::iovec; 2]>,
+}
+
+impl HeadBody {
+    fn new(head: Vec<u8>, body: Bytes) -> HeadBody {
+        let iov = Box::new([
+            libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
+            libc::iovec { iov_base: body.as_ptr() as *mut libc::c_void, iov_len: body.len() },
+        ]);
+        HeadBody { head, body, iov }
+    }
+}
+
+// SAFETY: the iovecs point into `head`'s and `body`'s heap buffers, which never move or
+// change while this value lives (neither is touched after `new`); the array is boxed, so
+// its address is stable too.
+unsafe impl monoio::buf::IoVecBuf for HeadBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+    fn read_iovec_len(&self) -> usize {
+        if self.body.is_empty() {
+            1
+        } else {
+            2
+        }
+    }
+}
+
+async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Result<(Head, Vec<u8>), Error> {
+    let _ = (&msg.head, &msg.body); // kept alive by `msg` for the write
+    let (res, _) = monoio::time::timeout(t, l.stream.write_vectored_all(msg))
+        .await
+        .map_err(|_| Error::Timeout(l.server.clone()))?;
     res.map_err(|e| Error::Io(l.server.clone(), e))?;
     read_head(&mut l.stream, &l.server, t).await
 }
@@ -520,10 +647,17 @@ fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, o
 }
 
 fn head(method: &str, server: &str, path: &str, len: Option<u64>) -> Vec<u8> {
-    let mut h = Vec::with_capacity(96 + path.len());
+    head_with(method, server, path, &[], len)
+}
+
+/// A request head; `extra` is more header lines, each ending in CRLF.
+fn head_with(method: &str, server: &str, path: &str, extra: &[u8], len: Option<u64>) -> Vec<u8> {
+    let mut h = Vec::with_capacity(96 + path.len() + extra.len());
     for part in [method, " ", path, " HTTP/1.1\r\nHost: ", server, "\r\n"] {
         h.extend_from_slice(part.as_bytes());
     }
+    h.extend_from_slice(extra);
+    super::secret_header(&mut h);
     match len {
         Some(n) => {
             h.extend_from_slice(b"Content-Length: ");

@@ -1,11 +1,18 @@
-//! Volume health: one small thread per volume asks `HEAD /` every interval.
-//! A volume that refuses, resets or stays silent past the timeout is down until it answers.
+//! Volume health: one prober thread asks every known volume `HEAD /` each interval, all at
+//! once on its own small runtime. A volume that refuses, resets or stays silent past the
+//! timeout is down until it answers; the API threads never wait on a probe.
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
-    sync::Arc,
+    net::{SocketAddr, TcpStream as StdStream, ToSocketAddrs},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
+};
+
+use futures_util::future::join_all;
+use monoio::{
+    buf::IoBufMut,
+    io::{AsyncReadRent, AsyncWriteRentExt},
 };
 
 use super::Volume;
@@ -13,13 +20,26 @@ use super::Volume;
 /// Longest a probe waits: a hung volume is marked down within interval + this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Probes `name` once: the address that answered, or why none did.
-pub fn probe(name: &str, timeout: Duration) -> Result<SocketAddr, String> {
+/// The request a probe sends, with the volume's secret header when there is one.
+fn probe_request(name: &str) -> Vec<u8> {
+    let mut req = format!("HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n").into_bytes();
+    super::secret_header(&mut req);
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// The addresses of `name`, IPv4 first (nginx listens on IPv4 by default; localhost
+/// resolves to ::1 too).
+fn resolve(name: &str) -> Result<Vec<SocketAddr>, String> {
     let mut addrs: Vec<SocketAddr> = name.to_socket_addrs().map_err(|e| format!("cannot resolve: {e}"))?.collect();
-    // nginx listens on IPv4 by default; try those first (localhost resolves to ::1 too)
     addrs.sort_by_key(|a| a.is_ipv6());
+    Ok(addrs)
+}
+
+/// Probes `name` once, blocking: the address that answered, or why none did.
+pub fn probe(name: &str, timeout: Duration) -> Result<SocketAddr, String> {
     let mut last = "no address".to_string();
-    for addr in addrs {
+    for addr in resolve(name)? {
         match ask(addr, name, timeout) {
             Ok(()) => return Ok(addr),
             Err(e) => last = e,
@@ -30,12 +50,11 @@ pub fn probe(name: &str, timeout: Duration) -> Result<SocketAddr, String> {
 
 fn ask(addr: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let mut s = StdStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
-    s.write_all(format!("HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
+    s.write_all(&probe_request(name)).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
     let mut n = 0;
     while n < 9 {
@@ -48,7 +67,11 @@ fn ask(addr: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-    if buf.starts_with(b"HTTP/1.") {
+    answer_ok(&buf)
+}
+
+fn answer_ok(head: &[u8]) -> Result<(), String> {
+    if head.starts_with(b"HTTP/1.") {
         Ok(())
     } else {
         Err("not an HTTP server".into())
@@ -72,17 +95,85 @@ pub fn probe_all<'a>(vols: impl Iterator<Item = &'a Arc<Volume>>, timeout: Durat
     handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
 }
 
-/// Starts a probe thread per volume: each is asked every `interval`, so a dead or hung
-/// volume is marked down within ~1.5 s and up again within ~0.5 s.
-pub fn spawn_probes<'a>(vols: impl Iterator<Item = &'a Arc<Volume>>, interval: Duration, timeout: Duration) {
-    for v in vols.cloned() {
-        let _ = std::thread::Builder::new().name(format!("probe {}", v.name)).spawn(move || loop {
-            let began = Instant::now();
-            match probe(&v.name, timeout.min(PROBE_TIMEOUT)) {
-                Ok(addr) => v.mark_up(addr),
-                Err(e) => v.mark_down(&e),
-            }
-            std::thread::sleep(interval.saturating_sub(began.elapsed()));
-        });
+/// The volumes the prober thread watches; adding one is all a volume change does.
+#[derive(Clone)]
+pub struct Prober {
+    watched: Arc<Mutex<Vec<Arc<Volume>>>>,
+}
+
+impl Prober {
+    /// Starts the prober thread: every `interval` it probes each volume watched, all at once,
+    /// so a dead or hung volume is marked down within ~1.5 s and up again within ~0.5 s.
+    pub fn start(interval: Duration, timeout: Duration) -> std::io::Result<Prober> {
+        let p = Prober { watched: Arc::default() };
+        let watched = p.watched.clone();
+        let timeout = timeout.min(PROBE_TIMEOUT);
+        std::thread::Builder::new().name("mkv-probe".into()).spawn(move || {
+            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
+            let Ok(mut rt) = rt else {
+                eprintln!("mkv: the volume prober could not start its runtime; volume health is not tracked");
+                return;
+            };
+            rt.block_on(async move {
+                loop {
+                    let began = Instant::now();
+                    let vols = watched.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    join_all(vols.iter().map(|v| probe_one(v, timeout))).await;
+                    monoio::time::sleep(interval.saturating_sub(began.elapsed())).await;
+                }
+            })
+        })?;
+        Ok(p)
     }
+
+    /// Watches `vols` too (each name once).
+    pub fn watch<'a>(&self, vols: impl Iterator<Item = &'a Arc<Volume>>) {
+        let mut w = self.watched.lock().unwrap_or_else(|e| e.into_inner());
+        for v in vols {
+            if !w.iter().any(|x| x.name == v.name) {
+                w.push(v.clone());
+            }
+        }
+    }
+}
+
+/// One probe on the prober's runtime: the address last seen to answer is tried first, and a
+/// name is resolved again only when that fails.
+async fn probe_one(v: &Volume, timeout: Duration) {
+    let known = v.addr();
+    let candidates = match known {
+        Some(a) => vec![a],
+        None => match resolve(&v.name) {
+            Ok(a) => a,
+            Err(e) => return v.mark_down(&e),
+        },
+    };
+    let mut last = "no address".to_string();
+    for addr in candidates {
+        match monoio::time::timeout(timeout, ask_async(addr, &v.name)).await {
+            Ok(Ok(())) => return v.mark_up(addr),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "no answer in time (hung?)".into(),
+        }
+    }
+    if known.is_some() {
+        v.forget_addr();
+    }
+    v.mark_down(&last);
+}
+
+async fn ask_async(addr: SocketAddr, name: &str) -> Result<(), String> {
+    let mut s = monoio::net::TcpStream::connect_addr(addr).await.map_err(|e| e.to_string())?;
+    let (r, _) = s.write_all(probe_request(name)).await;
+    r.map_err(|e| e.to_string())?;
+    let mut head = Vec::with_capacity(16);
+    while head.len() < 9 {
+        let len = head.len();
+        let (r, b) = s.read(head.slice_mut(len..16)).await;
+        head = b.into_inner();
+        if r.map_err(|e| e.to_string())? == 0 {
+            return Err("closed without answering".into());
+        }
+    }
+    answer_ok(&head)
 }

@@ -9,14 +9,14 @@ use std::{
     fmt, io,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
 
 pub use client::Client;
-pub use health::{probe_all, spawn_probes};
+pub use health::{probe_all, Prober};
 
 /// What went wrong talking to a volume; every variant names the volume.
 #[derive(Debug)]
@@ -48,17 +48,41 @@ impl std::error::Error for Error {}
 /// probes quietly first (its stderr is its progress), then turns this on.
 pub static ANNOUNCE_UP: AtomicBool = AtomicBool::new(true);
 
+/// The secret every request to a volume carries (`-volume-secret`), set once at start.
+static SECRET: OnceLock<Box<str>> = OnceLock::new();
+
+/// Sets the volume secret for this process (the first call wins).
+pub fn set_secret(secret: &str) {
+    let _ = SECRET.set(secret.into());
+}
+
+/// Appends the secret header line to a request head being written, when there is a secret.
+pub fn secret_header(out: &mut Vec<u8>) {
+    if let Some(s) = SECRET.get() {
+        out.extend_from_slice(b"X-Mkv-Secret: ");
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// One volume server and what the probes and requests know of it.
 pub struct Volume {
     pub name: String,
     up: AtomicBool,
     /// Resolved by the prober (DNS stays off the runtime threads).
     addr: Mutex<Option<SocketAddr>>,
+    /// Requests to it that failed (for `/metrics`).
+    pub errors: AtomicU64,
 }
 
 impl Volume {
     fn new(name: &str) -> Arc<Volume> {
-        Arc::new(Volume { name: name.to_string(), up: AtomicBool::new(false), addr: Mutex::new(None) })
+        Arc::new(Volume {
+            name: name.to_string(),
+            up: AtomicBool::new(false),
+            addr: Mutex::new(None),
+            errors: AtomicU64::new(0),
+        })
     }
 
     pub fn is_up(&self) -> bool {
@@ -80,6 +104,11 @@ impl Volume {
 
     fn addr(&self) -> Option<SocketAddr> {
         *self.addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the address that stopped answering, so the next probe resolves the name again.
+    fn forget_addr(&self) {
+        *self.addr.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

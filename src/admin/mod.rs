@@ -1,0 +1,169 @@
+//! What an operator reads off a running master: the Prometheus exposition and the status
+//! page, rendered from a [`Snapshot`] the server takes; nothing here touches the server.
+
+mod page;
+
+use std::fmt::Write as _;
+
+pub use page::status_page;
+
+use crate::{
+    index::Stats,
+    metrics::{Totals, BUCKETS_US, METHODS},
+};
+
+/// One volume as the master sees it.
+pub struct VolumeState {
+    pub name: String,
+    pub up: bool,
+    pub errors: u64,
+    /// Whether new keys are placed on it (false: only old records name it).
+    pub placed: bool,
+}
+
+/// Everything `/metrics` and the status page show, taken at one moment.
+pub struct Snapshot {
+    pub totals: Totals,
+    pub volumes: Vec<VolumeState>,
+    pub index: Stats,
+    pub replicas: usize,
+    pub uptime_secs: u64,
+    pub version: &'static str,
+    pub stopping: bool,
+    /// Requests per second over the last minute, per method (same order as [`METHODS`]).
+    pub rates: Vec<f64>,
+    pub last_rebalance: Option<String>,
+    pub last_scrub: Option<String>,
+}
+
+/// The Prometheus text exposition (version 0.0.4) of a snapshot.
+pub fn prometheus(s: &Snapshot) -> String {
+    let mut o = String::with_capacity(16 << 10);
+    let t = &s.totals;
+    family(&mut o, "mkv_requests_total", "counter", "Requests answered, by method and status code.");
+    for (m, status, n) in &t.requests {
+        let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+        let _ = writeln!(o, "mkv_requests_total{{method=\"{}\",status=\"{status}\"}} {n}", METHODS[*m]);
+    }
+    family(&mut o, "mkv_request_duration_seconds", "histogram", "Time from a request's head to its answer.");
+    for (m, (buckets, sum_us)) in t.latency.iter().enumerate() {
+        let count: u64 = buckets.iter().sum();
+        if count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, n) in buckets.iter().enumerate() {
+            cumulative += n;
+            let le = if BUCKETS_US[i] == u64::MAX { "+Inf".to_string() } else { secs(BUCKETS_US[i]) };
+            let _ = writeln!(
+                o,
+                "mkv_request_duration_seconds_bucket{{method=\"{}\",le=\"{le}\"}} {cumulative}",
+                METHODS[m]
+            );
+        }
+        let _ = writeln!(o, "mkv_request_duration_seconds_sum{{method=\"{}\"}} {}", METHODS[m], secs(*sum_us));
+        let _ = writeln!(o, "mkv_request_duration_seconds_count{{method=\"{}\"}} {count}", METHODS[m]);
+    }
+    let simple: [(&str, &str, &str, String); 8] = [
+        ("mkv_received_bytes_total", "counter", "Request bytes read (heads and bodies).", t.bytes_in.to_string()),
+        ("mkv_sent_bytes_total", "counter", "Answer bytes written.", t.bytes_out.to_string()),
+        (
+            "mkv_get_cache_hits_total",
+            "counter",
+            "GETs answered from a thread's answer cache.",
+            t.cache_hits.to_string(),
+        ),
+        ("mkv_get_cache_misses_total", "counter", "GETs that read the index.", t.cache_misses.to_string()),
+        ("mkv_puts_in_flight", "gauge", "PUTs being written now.", t.puts_in_flight.max(0).to_string()),
+        ("mkv_open_connections", "gauge", "Client connections open.", t.connections.max(0).to_string()),
+        ("mkv_uptime_seconds", "gauge", "Seconds since the master started.", s.uptime_secs.to_string()),
+        ("mkv_stopping", "gauge", "1 while the master drains for a stop.", (s.stopping as u8).to_string()),
+    ];
+    for (name, kind, help, value) in simple {
+        family(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
+    family(&mut o, "mkv_volume_up", "gauge", "1 when the volume answers its probes.");
+    for v in &s.volumes {
+        let _ = writeln!(o, "mkv_volume_up{{volume=\"{}\"}} {}", label(&v.name), v.up as u8);
+    }
+    family(&mut o, "mkv_volume_errors_total", "counter", "Requests to the volume that failed.");
+    for v in &s.volumes {
+        let _ = writeln!(o, "mkv_volume_errors_total{{volume=\"{}\"}} {}", label(&v.name), v.errors);
+    }
+    let ix = &s.index;
+    let index: [(&str, &str, String); 5] = [
+        ("mkv_index_keys", "Keys in the index (RocksDB's estimate), by state.", String::new()),
+        ("mkv_index_sst_bytes", "Size of the index's table files.", ix.sst_bytes.to_string()),
+        ("mkv_index_memtable_bytes", "Size of the index's memtables.", ix.memtable_bytes.to_string()),
+        (
+            "mkv_index_pending_compaction_bytes",
+            "Bytes RocksDB estimates compaction must rewrite.",
+            ix.pending_compaction_bytes.to_string(),
+        ),
+        ("mkv_replicas", "Replicas each new key gets.", s.replicas.to_string()),
+    ];
+    for (name, help, value) in index {
+        family(&mut o, name, "gauge", help);
+        if value.is_empty() {
+            let _ = writeln!(o, "{name}{{state=\"live\"}} {}", ix.live_keys);
+            let _ = writeln!(o, "{name}{{state=\"unlinked\"}} {}", ix.unlinked_keys);
+        } else {
+            let _ = writeln!(o, "{name} {value}");
+        }
+    }
+    family(&mut o, "mkv_build_info", "gauge", "The running version (value 1).");
+    let _ = writeln!(o, "mkv_build_info{{version=\"{}\"}} 1", label(s.version));
+    o
+}
+
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Microseconds as seconds, exactly (no float noise in bucket bounds).
+fn secs(us: u64) -> String {
+    let s = format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.').unwrap_or(s).to_string()
+}
+
+/// A label value, escaped as the exposition format wants.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Registry;
+
+    #[test]
+    fn exposition_has_help_type_and_cumulative_buckets() {
+        let r = Registry::default();
+        let b = r.block();
+        b.request(crate::metrics::GET, 302, 30);
+        b.request(crate::metrics::GET, 302, 700);
+        let s = Snapshot {
+            totals: r.totals(),
+            volumes: vec![VolumeState { name: "a:1".into(), up: true, errors: 2, placed: true }],
+            index: Stats::default(),
+            replicas: 3,
+            uptime_secs: 5,
+            version: "0.1.0",
+            stopping: false,
+            rates: vec![0.0; METHODS.len()],
+            last_rebalance: None,
+            last_scrub: None,
+        };
+        let text = prometheus(&s);
+        assert!(text.contains("mkv_requests_total{method=\"GET\",status=\"302\"} 2"), "{text}");
+        assert!(text.contains("mkv_request_duration_seconds_bucket{method=\"GET\",le=\"0.00005\"} 1"), "{text}");
+        assert!(text.contains("mkv_request_duration_seconds_bucket{method=\"GET\",le=\"0.001\"} 2"), "{text}");
+        assert!(text.contains("mkv_request_duration_seconds_bucket{method=\"GET\",le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("mkv_request_duration_seconds_sum{method=\"GET\"} 0.00073"), "{text}");
+        assert!(text.contains("mkv_volume_errors_total{volume=\"a:1\"} 2"));
+        assert_eq!(secs(1_000_000), "1");
+        assert_eq!(secs(2_500), "0.0025");
+    }
+}

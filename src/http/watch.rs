@@ -1,0 +1,222 @@
+//! Deadlines of every client connection of one thread, in one table checked by one ticker:
+//! a read or a write costs two cell writes instead of a timer, and a stop drains the table.
+//!
+//! A deadline that passes shuts the socket down under the pending read or write (io_uring
+//! and epoll both wake it: a read sees EOF, a write `EPIPE`), and the connection learns
+//! why from [`Watched::fired`]. A read timeout shuts down the reading side only, so the
+//! connection can still answer `408`; a write timeout shuts both.
+
+use std::{
+    cell::{Cell, RefCell},
+    os::fd::RawFd,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+/// How often deadlines are checked: they fire up to this late (or early, as `now` is only
+/// this fresh).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What a connection is waiting for, which says what a passed deadline means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Between requests, nothing buffered: a timeout (or a drain) closes it quietly.
+    Idle,
+    /// The rest of a request head: `408`.
+    Head,
+    /// Request body bytes: `408`.
+    Body,
+    /// The client to take an answer: the connection is dropped.
+    Write,
+}
+
+struct Slot {
+    fd: RawFd,
+    /// Milliseconds on the thread's clock; 0: none.
+    deadline: u64,
+    wait: Wait,
+    fired: Option<Wait>,
+}
+
+/// One thread's table of connections.
+pub struct Watch {
+    slots: RefCell<Vec<Option<Slot>>>,
+    free: RefCell<Vec<usize>>,
+    live: Cell<usize>,
+    epoch: Instant,
+    /// Milliseconds since `epoch`, refreshed each tick (and at each registration).
+    now: Cell<u64>,
+    draining: Cell<bool>,
+}
+
+/// A connection's place in its thread's [`Watch`]; leaves the table when dropped.
+pub struct Watched {
+    watch: Rc<Watch>,
+    id: usize,
+}
+
+impl Watch {
+    pub fn new() -> Rc<Watch> {
+        Rc::new(Watch {
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            epoch: Instant::now(),
+            now: Cell::new(1),
+            draining: Cell::new(false),
+        })
+    }
+
+    fn clock(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Enters a connection's socket in the table.
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> Watched {
+        self.now.set(self.clock());
+        let slot = Slot { fd, deadline: 0, wait: Wait::Idle, fired: None };
+        let id = match self.free.borrow_mut().pop() {
+            Some(id) => {
+                self.slots.borrow_mut()[id] = Some(slot);
+                id
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(Some(slot));
+                slots.len() - 1
+            }
+        };
+        self.live.set(self.live.get() + 1);
+        Watched { watch: self.clone(), id }
+    }
+
+    /// Connections open on this thread.
+    pub fn len(&self) -> usize {
+        self.live.get()
+    }
+
+    /// Whether the thread is stopping: connections finish the request in hand and close.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Fires every passed deadline. Called every [`TICK`] by the thread's ticker.
+    pub fn tick(&self) {
+        let now = self.clock();
+        self.now.set(now);
+        let draining = self.draining.get();
+        for slot in self.slots.borrow_mut().iter_mut().flatten() {
+            let passed = slot.deadline != 0 && slot.deadline <= now;
+            if passed || (draining && slot.wait == Wait::Idle && slot.deadline != 0) {
+                slot.deadline = 0;
+                slot.fired = Some(slot.wait);
+                shutdown(slot.fd, slot.wait);
+            }
+        }
+    }
+
+    /// Stops the thread's connections gracefully: idle ones are closed now, busy ones after
+    /// their answer.
+    pub fn drain(&self) {
+        self.draining.set(true);
+        self.tick();
+    }
+}
+
+fn shutdown(fd: RawFd, wait: Wait) {
+    let how = if wait == Wait::Write { libc::SHUT_RDWR } else { libc::SHUT_RD };
+    // SAFETY: the fd belongs to a live connection (its slot leaves the table before the
+    // socket closes); shutdown(2) only changes the socket's state.
+    unsafe { libc::shutdown(fd, how) };
+}
+
+impl Watched {
+    fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+        let mut slots = self.watch.slots.borrow_mut();
+        // the slot is ours until drop
+        f(slots[self.id].as_mut().expect("a watched connection's slot"))
+    }
+
+    /// The thread's clock, in milliseconds (as fresh as the last tick).
+    pub fn now(&self) -> u64 {
+        self.watch.now.get()
+    }
+
+    /// Arms a deadline `after` from now for what the connection waits for next.
+    pub fn arm(&self, wait: Wait, after: Duration) {
+        self.arm_at(wait, self.now().saturating_add(after.as_millis() as u64).max(1));
+    }
+
+    /// Arms a deadline at `at` (milliseconds on the thread's clock).
+    pub fn arm_at(&self, wait: Wait, at: u64) {
+        // a connection that goes idle while the thread drains is closed at the next tick
+        self.with(|s| {
+            s.wait = wait;
+            s.deadline = at.max(1);
+        });
+    }
+
+    /// The wait is over in time.
+    pub fn disarm(&self) {
+        self.with(|s| s.deadline = 0);
+    }
+
+    /// What the deadline that fired was for, if one did.
+    pub fn fired(&self) -> Option<Wait> {
+        self.with(|s| s.fired)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.watch.draining()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.watch.slots.borrow_mut()[self.id] = None;
+        self.watch.free.borrow_mut().push(self.id);
+        self.watch.live.set(self.watch.live.get() - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_counted() {
+        let w = Watch::new();
+        let a = w.register(-1);
+        let b = w.register(-1);
+        assert_eq!(w.len(), 2);
+        drop(a);
+        assert_eq!(w.len(), 1);
+        let c = w.register(-1);
+        assert_eq!(c.id, 0, "a freed slot is taken again");
+        drop((b, c));
+        assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn passed_deadlines_fire_once_with_their_reason() {
+        let w = Watch::new();
+        let a = w.register(-1);
+        let b = w.register(-1);
+        a.arm(Wait::Head, Duration::ZERO);
+        b.arm(Wait::Body, Duration::from_secs(60));
+        w.tick();
+        assert_eq!(a.fired(), Some(Wait::Head));
+        assert_eq!(b.fired(), None);
+        b.disarm();
+        w.tick();
+        assert_eq!(b.fired(), None);
+        // a drain closes idle connections only
+        b.arm(Wait::Idle, Duration::from_secs(60));
+        let c = w.register(-1);
+        c.arm(Wait::Body, Duration::from_secs(60));
+        w.drain();
+        assert_eq!(b.fired(), Some(Wait::Idle));
+        assert_eq!(c.fired(), None);
+        assert!(c.draining());
+    }
+}

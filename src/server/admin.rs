@@ -1,0 +1,178 @@
+//! The admin port (`-admin`): `/metrics`, `/health`, the status page, and the admin methods,
+//! which the API port also takes from this host or with the `-admin-token` bearer token.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use super::{conn::Req, handlers::empty, ApiError, Local, Reply};
+use crate::{
+    admin::{self, Snapshot, VolumeState},
+    http::{response, Conn, Method},
+    metrics::{Totals, METHODS},
+    store::{write::on_pool, Ctx},
+};
+
+/// How far back the status page's request rates look.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether the request may use an admin method: with `-admin-token`, it must carry
+/// `Authorization: Bearer <token>` (401 otherwise); without, it must come from this host
+/// (403 otherwise).
+pub fn authorize(ctx: &Ctx, req: &Req) -> Result<(), ApiError> {
+    match &ctx.shared.cfg.admin_token {
+        Some(token) => {
+            let sent = req.auth.as_deref().and_then(|v| v.strip_prefix(b"Bearer ")).map(|t| t.trim_ascii());
+            match sent {
+                Some(t) if same(t, token.as_bytes()) => Ok(()),
+                _ => Err(ApiError::Unauthorized),
+            }
+        }
+        None if req.loopback => Ok(()),
+        None => Err(ApiError::Forbidden),
+    }
+}
+
+/// Compares in time that does not depend on where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Routes a request on the admin port.
+pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError> {
+    let read = matches!(req.method, Some(Method::Get | Method::Head));
+    match (req.method, &req.key[..]) {
+        (Some(Method::Volumes), _) => {
+            authorize(&local.ctx, req)?;
+            volumes(local, conn, req).await
+        }
+        (_, b"/metrics") if read => {
+            let text = admin::prometheus(&snapshot(local));
+            response::start(&mut conn.out, 200);
+            response::header(&mut conn.out, "Content-Type", &[b"text/plain; version=0.0.4; charset=utf-8"]);
+            Ok(Reply::Body(text.into_bytes()))
+        }
+        (_, b"/health") if read => {
+            let (status, why) = health(local);
+            response::start(&mut conn.out, status);
+            response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
+            Ok(Reply::Body(format!("{why}\n").into_bytes()))
+        }
+        (_, b"/") if read => {
+            let html = admin::status_page(&snapshot(local));
+            response::start(&mut conn.out, 200);
+            response::header(&mut conn.out, "Content-Type", &[b"text/html; charset=utf-8"]);
+            Ok(Reply::Body(html.into_bytes()))
+        }
+        (_, b"/metrics" | b"/health" | b"/") => Err(ApiError::MethodNotAllowed),
+        _ => {
+            response::start(&mut conn.out, 404);
+            response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
+            Ok(Reply::Body(b"not found: the admin port serves /metrics, /health and / (status)\n".to_vec()))
+        }
+    }
+}
+
+/// `200` while the master can take writes; `503` while it stops, or with fewer volumes up
+/// than a key needs replicas (every PUT would fail).
+fn health(local: &Local) -> (u16, String) {
+    let sh = &local.ctx.shared;
+    if sh.stopping() {
+        return (503, "stopping".into());
+    }
+    let topo = local.ctx.topo();
+    let up = topo.volumes.iter().filter(|v| topo.is_up(v)).count();
+    if up < topo.replicas {
+        return (503, format!("{up} of {} volumes up, {} replicas needed", topo.volumes.len(), topo.replicas));
+    }
+    (200, format!("ok: {up} of {} volumes up", topo.volumes.len()))
+}
+
+/// `VOLUMES /`: the volume list in force; with `?volumes=a,b,c[&replicas=N]`, switch to it
+/// first (what `mkv rebalance -online` does). The switch probes new volumes, so it runs on
+/// the blocking pool, never on this thread.
+pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let ctx = &local.ctx;
+    if let Some(list) = &req.volumes {
+        let replicas = match &req.replicas {
+            None => ctx.topo().replicas,
+            Some(Ok(n)) => *n,
+            Some(Err(())) => return Err(ApiError::BadQuery("replicas must be a positive integer")),
+        };
+        let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+        let shared = ctx.shared.clone();
+        on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
+    }
+    let topo = ctx.shared.topology();
+    let body = serde_json::json!({
+        "volumes": topo.volumes,
+        "replicas": topo.replicas,
+        "subvolumes": topo.subvolumes,
+    });
+    empty(conn, 200)?;
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body.to_string().into_bytes()))
+}
+
+thread_local! {
+    /// Request counts seen by earlier snapshots (the admin port runs on one thread), for rates.
+    static SEEN: RefCell<VecDeque<(Instant, Vec<u64>)>> = const { RefCell::new(VecDeque::new()) };
+}
+
+fn per_method(t: &Totals) -> Vec<u64> {
+    let mut n = vec![0u64; METHODS.len()];
+    for (m, _, c) in &t.requests {
+        n[*m] += c;
+    }
+    n
+}
+
+/// What the master knows now, for `/metrics` and the status page.
+pub fn snapshot(local: &Local) -> Snapshot {
+    let sh = &local.ctx.shared;
+    let totals = sh.metrics.totals();
+    let counts = per_method(&totals);
+    let rates = SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        let now = Instant::now();
+        while seen.front().is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW) {
+            seen.pop_front();
+        }
+        let rates = match seen.front() {
+            Some((t, old)) if now.duration_since(*t) >= Duration::from_millis(500) => {
+                let dt = now.duration_since(*t).as_secs_f64();
+                counts.iter().zip(old).map(|(n, o)| n.saturating_sub(*o) as f64 / dt).collect()
+            }
+            _ => vec![0.0; METHODS.len()],
+        };
+        if seen.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1)) {
+            seen.push_back((now, counts));
+        }
+        rates
+    });
+    let topo = sh.topology();
+    let mut volumes: Vec<VolumeState> = topo
+        .all()
+        .map(|v| VolumeState {
+            name: v.name.clone(),
+            up: v.is_up(),
+            errors: v.errors.load(std::sync::atomic::Ordering::Relaxed),
+            placed: topo.volumes.contains(&v.name),
+        })
+        .collect();
+    volumes.sort_by(|a, b| b.placed.cmp(&a.placed).then_with(|| a.name.cmp(&b.name)));
+    Snapshot {
+        totals,
+        volumes,
+        index: sh.index.stats(),
+        replicas: topo.replicas,
+        uptime_secs: sh.started.elapsed().as_secs(),
+        version: env!("CARGO_PKG_VERSION"),
+        stopping: sh.stopping(),
+        rates,
+        last_rebalance: sh.last_rebalance.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        last_scrub: None,
+    }
+}

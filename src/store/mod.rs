@@ -1,0 +1,180 @@
+//! The operations on keys that every front end speaks (native API, S3, batch tools): the
+//! index, the volumes, per-key locks and the volume list, shared and per thread.
+//!
+//! Nothing here knows HTTP requests: bytes come in through a [`write::Source`], errors go
+//! out as [`Error`], and each front end maps them to its own answers.
+
+mod error;
+mod locks;
+pub mod relocate;
+pub mod remove;
+pub mod write;
+
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+pub use error::Error;
+pub use locks::KeyGuard;
+
+use crate::{
+    config::Config,
+    index::Index,
+    metrics::{self, Registry},
+    volume::{self, Prober, Topology},
+};
+
+/// How often each volume is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Index setting: the volume list the last rebalance (online or offline) placed keys on.
+pub const REBALANCED_TO: &str = "rebalanced-to";
+
+/// What every thread shares.
+pub struct Shared {
+    pub cfg: Config,
+    pub index: Index,
+    pub locks: locks::KeyLocks,
+    pub metrics: Registry,
+    /// The volume list in force; replaced whole by an online volume change.
+    topo: Mutex<Arc<Topology>>,
+    /// Bumped after each change, so threads refresh their copy with one relaxed load.
+    topo_gen: AtomicU64,
+    prober: Option<Prober>,
+    /// Client connections open (all threads) and the most allowed.
+    pub conns: AtomicUsize,
+    /// Set by SIGTERM/SIGINT: stop accepting, finish what is in flight, exit.
+    stop: OnceLock<Instant>,
+    pub started: Instant,
+    /// One line about the last volume change (for the status page).
+    pub last_rebalance: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The shared state over an open index; probes the volumes once and, for a server,
+    /// starts the prober (`probe`: false for the batch tools, which probe on their own).
+    pub fn new(cfg: Config, index: Index, probe: bool) -> anyhow::Result<Shared> {
+        let topo = Topology::new(&cfg.volumes, cfg.replicas, cfg.subvolumes, cfg.voltimeout, None);
+        for (name, why) in volume::probe_all(topo.all(), cfg.voltimeout) {
+            eprintln!("mkv: warning: volume {name} is unreachable ({why}); treating it as down until it answers");
+        }
+        let prober = if probe {
+            let p = Prober::start(PROBE_INTERVAL, cfg.voltimeout).context("cannot start the volume prober")?;
+            p.watch(topo.all());
+            Some(p)
+        } else {
+            None
+        };
+        if let Ok(Some(v)) = index.meta(REBALANCED_TO) {
+            let online = String::from_utf8_lossy(&v);
+            if online != cfg.volumes.join(",") {
+                eprintln!(
+                    "mkv: warning: this index was last rebalanced to -volumes {online}, but -volumes is {}; \
+                     using -volumes (keys placed by the other list show Key-Balance: unbalanced)",
+                    cfg.volumes.join(",")
+                );
+            }
+        }
+        Ok(Shared {
+            locks: locks::KeyLocks::new(cfg.threads * 64),
+            cfg,
+            index,
+            metrics: Registry::default(),
+            topo: Mutex::new(Arc::new(topo)),
+            topo_gen: AtomicU64::new(0),
+            prober,
+            conns: AtomicUsize::new(0),
+            stop: OnceLock::new(),
+            started: Instant::now(),
+            last_rebalance: Mutex::new(None),
+        })
+    }
+
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topo.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Switches placement to `volumes` (online rebalance). Records keep pointing at their
+    /// replicas, so GETs go on; new PUTs land on the new list; REBALANCE moves old keys.
+    /// Blocks (it probes new volumes once): call it off the runtime threads.
+    pub fn set_volumes(&self, volumes: &[String], replicas: usize) -> Result<(), String> {
+        let mut check = self.cfg.clone();
+        check.volumes = volumes.to_vec();
+        check.replicas = replicas;
+        check.validate()?;
+        let mut slot = self.topo.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Topology::new(volumes, replicas, self.cfg.subvolumes, self.cfg.voltimeout, Some(&slot));
+        let fresh: Vec<_> = next.all().filter(|v| slot.volume(&v.name).is_none()).cloned().collect();
+        // health before the switch, so the first PUTs to a new volume do not fail as "down"
+        volume::probe_all(fresh.iter(), self.cfg.voltimeout);
+        if let Some(p) = &self.prober {
+            p.watch(fresh.iter());
+        }
+        if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
+            return Err(format!("cannot record the volume list: {e}"));
+        }
+        *slot = Arc::new(next);
+        self.topo_gen.fetch_add(1, Ordering::Release);
+        let line = format!("volumes are now {} ({} replicas)", volumes.join(","), replicas);
+        eprintln!("mkv: {line}");
+        *self.last_rebalance.lock().unwrap_or_else(|e| e.into_inner()) = Some(line);
+        Ok(())
+    }
+
+    /// Starts a graceful stop (the first call counts).
+    pub fn begin_stop(&self) -> bool {
+        self.stop.set(Instant::now()).is_ok()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.get().is_some()
+    }
+
+    /// Whether a stop has waited its `-drain` for requests in flight.
+    pub fn drain_over(&self) -> bool {
+        self.stop.get().is_some_and(|t| t.elapsed() >= self.cfg.drain)
+    }
+}
+
+/// One thread's view: the shared state plus its own volume connection pools.
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub client: volume::Client,
+    topo: RefCell<(u64, Rc<Topology>)>,
+    pub metrics: Arc<metrics::Block>,
+}
+
+impl Ctx {
+    pub fn new(shared: Arc<Shared>) -> Ctx {
+        let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
+        let metrics = shared.metrics.block();
+        Ctx { shared, client: volume::Client::new(), topo, metrics }
+    }
+
+    /// This thread's copy of the topology, refreshed when it changed.
+    pub fn topo(&self) -> Rc<Topology> {
+        self.topo_gen().1
+    }
+
+    /// [`Ctx::topo`] with its generation (bumped by each volume change).
+    pub fn topo_gen(&self) -> (u64, Rc<Topology>) {
+        let gen = self.shared.topo_gen.load(Ordering::Acquire);
+        let mut cached = self.topo.borrow_mut();
+        if cached.0 != gen {
+            *cached = (gen, Rc::new((*self.shared.topology()).clone()));
+        }
+        (cached.0, cached.1.clone())
+    }
+
+    /// Claims `key` for a write, or [`Error::InFlight`] when another write holds it.
+    pub fn claim(&self, key: &[u8]) -> Result<KeyGuard<'_>, Error> {
+        self.shared.locks.try_lock(key).ok_or(Error::InFlight)
+    }
+}

@@ -1,0 +1,67 @@
+//! Taking a key away: DELETE removes its replicas, then its record; UNLINK leaves the data
+//! and a marker beside each replica (so `rebuild` restores it as unlinked), then moves the
+//! record to `unlinked`.
+
+use bytes::Bytes;
+
+use super::{Ctx, Error};
+use crate::{
+    index::State,
+    placement::{key_path, targets, MARKER_DIR, TMP_DIR},
+    record::Record,
+};
+
+/// DELETE: the record goes to `unlinked` first (so a failure leaves it listed, and a
+/// retry finds it), then every file of the key, then the record. With `protect`, a live
+/// key is refused.
+pub async fn delete(ctx: &Ctx, key: &[u8], protect: bool) -> Result<(), Error> {
+    let sh = &ctx.shared;
+    let _claim = ctx.claim(key)?;
+    let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
+    if protect && state == State::Live {
+        return Err(Error::Protected);
+    }
+    if state == State::Live {
+        sh.index.set(key, State::Unlinked, &rec)?;
+    }
+    let path = key_path(key);
+    let mut gone = targets(&rec.volumes, &path);
+    if state == State::Unlinked {
+        gone.extend(targets(&rec.volumes, &format!("{MARKER_DIR}{path}")));
+    }
+    // a replacement a crash left half done goes with the key
+    let pending = sh.index.pending(key)?;
+    if let Some(p) = &pending {
+        gone.extend(targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id)));
+        gone.extend(targets(&p.record.volumes, &path));
+        gone.extend(targets(&p.old_markers, &format!("{MARKER_DIR}{path}")));
+    }
+    ctx.client.delete_all(&ctx.topo(), &gone).await?;
+    if pending.is_some() {
+        sh.index.remove_pending(key)?;
+    }
+    sh.index.remove(key)?;
+    Ok(())
+}
+
+/// UNLINK: a marker beside each replica, then one batch moves the record to `unlinked`.
+/// Returns the record.
+pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
+    let sh = &ctx.shared;
+    let _claim = ctx.claim(key)?;
+    let Some(pinned) = sh.index.get_pinned(State::Live, key)? else {
+        return Err(Error::NotFound);
+    };
+    let rec = pinned.record()?.to_owned();
+    drop(pinned);
+    let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
+    let topo = ctx.topo();
+    // a volume that took a marker but did not answer has a DELETE of it queued behind on
+    // the same connection (the client's fence), so the clean-up below cannot be overtaken
+    if let Err(e) = ctx.client.put_all(&topo, &markers, Bytes::from_static(b"unlinked\n")).await {
+        let _ = ctx.client.delete_all(&topo, &markers).await;
+        return Err(e.into());
+    }
+    sh.index.set(key, State::Unlinked, &rec)?;
+    Ok(rec)
+}
