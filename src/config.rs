@@ -64,6 +64,8 @@ pub struct Config {
     pub drain: Duration,
     /// Client connections at most (`-max-conns`); 0: from the open-files limit.
     pub max_conns: usize,
+    /// Fsync the index's log before answering a write (`-sync`).
+    pub sync: bool,
 }
 
 impl Config {
@@ -184,6 +186,7 @@ mod tests {
             admin_token: None,
             drain: Duration::from_secs(10),
             max_conns: 0,
+            sync: false,
         };
         assert!(c.validate().unwrap_err().contains("-replicas 3"));
         c.replicas = 2;

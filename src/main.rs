@@ -90,6 +90,10 @@ struct Flags {
     /// On SIGTERM/SIGINT, time to finish requests in flight before exiting
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     drain: std::time::Duration,
+    /// Fsync the index's write-ahead log before answering a write (group commit), for
+    /// deployments that must survive power loss, not only kill -9
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    sync: bool,
     /// Client connections open at most [default: the open-files limit less a reserve]
     #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
     max_conns: usize,
@@ -265,6 +269,7 @@ fn main() -> ExitCode {
         admin_token,
         drain: f.drain,
         max_conns: f.max_conns,
+        sync: f.sync,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("mkv: {e}");

@@ -99,6 +99,10 @@ fn record(progress: &Progress, key: &[u8], r: Result<Outcome, Error>) {
     let name = key.escape_ascii().to_string();
     match r {
         Ok(Outcome::InPlace) => progress.count("in place", 1),
+        Ok(Outcome::Restored(r)) => {
+            progress.println(&format!("restored {name} on {}", r.join(",")));
+            progress.count("restored", 1);
+        }
         Ok(Outcome::Moved) => progress.count("moved", 1),
         Ok(Outcome::WouldMove(from, to)) => {
             progress.println(&format!("would move {name}: {} -> {}", from.join(","), to.join(",")));

@@ -37,14 +37,21 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The first replica on a live volume.
-    pub fn live_replica(&self) -> Option<&str> {
-        self.volumes.iter().find(|(_, v)| v.as_ref().is_none_or(|v| v.is_up())).map(|(r, _)| &**r)
+    /// A replica on a live volume: the one at `turn` (modulo the count), or the next live one
+    /// after it. Callers rotate `turn`, so the reads of a hot key divide among its replicas.
+    pub fn live_replica(&self, turn: usize) -> Option<&str> {
+        let n = self.volumes.len();
+        (0..n)
+            .map(|i| &self.volumes[(turn + i) % n])
+            .find(|(_, v)| v.as_ref().is_none_or(|v| v.is_up()))
+            .map(|(r, _)| &**r)
     }
 }
 
 pub struct Cache {
     map: HashMap<Box<[u8]>, Answer>,
+    /// Turns taken by redirects on this thread: each picks the next replica.
+    pub turn: usize,
     /// Keys with no live record, each with the write sequence number it was read at.
     missing: HashMap<Box<[u8]>, u64>,
     cap: usize,
@@ -54,7 +61,7 @@ pub struct Cache {
 impl Cache {
     /// A cache of at most `cap` keys (0: nothing is cached).
     pub fn new(cap: usize) -> Cache {
-        Cache { map: HashMap::new(), missing: HashMap::new(), cap, scores: Vec::new() }
+        Cache { map: HashMap::new(), turn: 0, missing: HashMap::new(), cap, scores: Vec::new() }
     }
 
     /// Whether `key` was found missing and nothing wrote it since (write sequence `seq`).
@@ -159,6 +166,22 @@ mod tests {
         let mut off = Cache::new(0);
         off.note_missing(b"/gone", 5);
         assert!(!off.is_missing(b"/gone", 5));
+    }
+
+    #[test]
+    fn redirects_take_turns_over_the_replicas() {
+        // servers outside the topology have no probe and count as up
+        let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
+        let vols = vec!["x:1".into(), "y:2".into(), "z:3".into()];
+        let bytes = Record { volumes: vols.clone(), size: 1, ..Record::default() }.encode();
+        let mut c = Cache::new(1);
+        let a = c.fill(b"/k", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+        let picked: Vec<&str> = (0..6).map(|t| a.live_replica(t).unwrap()).collect();
+        assert_eq!(picked, ["x:1", "y:2", "z:3", "x:1", "y:2", "z:3"]);
+        // a known volume never seen up is skipped: the next one in turn answers
+        let bytes = Record { volumes: vec!["a:1".into(), "y:2".into()], size: 1, ..Record::default() }.encode();
+        let a = c.fill(b"/j", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+        assert_eq!([a.live_replica(0), a.live_replica(1)], [Some("y:2"), Some("y:2")]);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl ApiError {
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
             ApiError::Store(S::Index(_) | S::Internal(_)) => 500,
-            ApiError::Store(S::Volume(V::Down(_)) | S::NoLiveReplica) => 503,
+            ApiError::Store(S::Volume(V::Down(_)) | S::NoLiveReplica | S::NoGoodReplica) => 503,
             ApiError::Store(S::Volume(V::Timeout(_))) => 504,
             ApiError::Store(S::Volume(_)) => 502,
             ApiError::Store(S::NotFound) => 404,

@@ -49,7 +49,7 @@ pub fn empty(conn: &mut Conn, status: u16) -> Result<Reply, ApiError> {
 }
 
 /// The hot path: the key's answer from this thread's cache, or one pinned point read; a
-/// redirect to the first replica on a live volume.
+/// redirect to a replica on a live volume.
 fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError> {
     let sh = &local.ctx.shared;
     let (gen, topo) = local.ctx.topo_gen();
@@ -57,9 +57,11 @@ fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError>
     let seq = sh.index.seq(&req.key);
     let mut cache = local.cache.borrow_mut();
     // a hit answers from this one lookup
+    cache.turn = cache.turn.wrapping_add(1);
+    let turn = cache.turn;
     if let Some(answer) = cache.get(&req.key, seq, gen) {
         Block::add(&local.ctx.metrics.cache_hits, 1);
-        return redirect(&mut conn.out, answer);
+        return redirect(&mut conn.out, answer, turn);
     }
     Block::add(&local.ctx.metrics.cache_misses, 1);
     let found = if cache.is_missing(&req.key, seq) { None } else { sh.index.get_pinned(State::Live, &req.key)? };
@@ -75,12 +77,13 @@ fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError>
         };
     };
     let answer = cache.fill(&req.key, pinned.record()?, &topo, seq, gen);
-    redirect(&mut conn.out, answer)
+    redirect(&mut conn.out, answer, turn)
 }
 
-/// The `302` of a GET: the first replica on a live volume, and the key's metadata.
-fn redirect(out: &mut Vec<u8>, answer: &Answer) -> Result<Reply, ApiError> {
-    let replica = answer.live_replica().ok_or(crate::store::Error::NoLiveReplica)?;
+/// The `302` of a GET: a replica on a live volume (the next in turn: reads spread over the
+/// replicas), and the key's metadata.
+fn redirect(out: &mut Vec<u8>, answer: &Answer, turn: usize) -> Result<Reply, ApiError> {
+    let replica = answer.live_replica(turn).ok_or(crate::store::Error::NoLiveReplica)?;
     response::start(out, 302);
     response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes()]);
     if let Some(m) = &answer.md5_hex {

@@ -23,6 +23,8 @@ pub enum Error {
     BadKey(&'static str),
     /// No replica of the key is on a live volume.
     NoLiveReplica,
+    /// No replica of the key holds its value (right size and MD5): repair leaves it alone.
+    NoGoodReplica,
     /// A bug or a lost helper thread: nothing the client can fix.
     Internal(&'static str),
 }
@@ -54,6 +56,7 @@ impl fmt::Display for Error {
             Error::KeyTooLong => write!(f, "key too long for a file name"),
             Error::BadKey(why) => write!(f, "{why}"),
             Error::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
+            Error::NoGoodReplica => write!(f, "no replica of this key holds its value (size and MD5): left as it is"),
             Error::Internal(why) => write!(f, "{why}"),
         }
     }

@@ -4,10 +4,12 @@
 //! Nothing here knows HTTP requests: bytes come in through a [`write::Source`], errors go
 //! out as [`Error`], and each front end maps them to its own answers.
 
+mod durable;
 mod error;
 mod locks;
 pub mod relocate;
 pub mod remove;
+pub mod repair;
 pub mod write;
 
 use std::{
@@ -40,7 +42,9 @@ pub const REBALANCED_TO: &str = "rebalanced-to";
 /// What every thread shares.
 pub struct Shared {
     pub cfg: Config,
-    pub index: Index,
+    pub index: Arc<Index>,
+    /// `-sync`: the fsync thread writes wait for.
+    syncer: Option<Arc<durable::Syncer>>,
     pub locks: locks::KeyLocks,
     pub metrics: Registry,
     /// The volume list in force; replaced whole by an online volume change.
@@ -82,10 +86,17 @@ impl Shared {
                 );
             }
         }
+        let index = Arc::new(index);
+        let syncer = if cfg.sync {
+            Some(durable::Syncer::start(index.clone()).context("cannot start the fsync thread")?)
+        } else {
+            None
+        };
         Ok(Shared {
             locks: locks::KeyLocks::new(cfg.threads * 64),
             cfg,
             index,
+            syncer,
             metrics: Registry::default(),
             topo: Mutex::new(Arc::new(topo)),
             topo_gen: AtomicU64::new(0),
@@ -171,6 +182,15 @@ impl Ctx {
             *cached = (gen, Rc::new((*self.shared.topology()).clone()));
         }
         (cached.0, cached.1.clone())
+    }
+
+    /// With `-sync`, waits until the index writes made so far are on disk (shared fsyncs);
+    /// without, they are in the OS's hands already, which survives `kill -9`.
+    pub async fn durable(&self) -> Result<(), Error> {
+        match &self.shared.syncer {
+            Some(s) => s.wait().await,
+            None => Ok(()),
+        }
     }
 
     /// Claims `key` for a write, or [`Error::InFlight`] when another write holds it.

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{Ctx, Error};
+use super::{repair, Ctx, Error};
 use crate::{
     index::State,
     placement::{key_path, replica_target, targets, MARKER_DIR},
@@ -21,8 +21,10 @@ const COPY_CHUNK: usize = 256 << 10;
 /// What happened to one key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Already where placement wants it.
+    /// Already where placement wants it, every replica there.
     InPlace,
+    /// Where placement wants it, but these replicas were missing or damaged: copied again.
+    Restored(Vec<String>),
     Moved,
     /// `dry_run`: would move from these replicas to those.
     WouldMove(Vec<String>, Vec<String>),
@@ -36,7 +38,12 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let topo = ctx.topo();
     let want = topo.place(key);
     if rec.volumes == want {
-        return Ok(Outcome::InPlace);
+        if dry_run {
+            return Ok(Outcome::InPlace);
+        }
+        // in place by the record; the files are asked too, and what is missing restored
+        let r = repair::restore(ctx, &topo, key, state, &rec, &[], false).await?;
+        return Ok(if r.restored.is_empty() { Outcome::InPlace } else { Outcome::Restored(r.restored) });
     }
     if dry_run {
         return Ok(Outcome::WouldMove(rec.volumes, want));
@@ -64,6 +71,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         ctx.client.delete_all(&topo, &gone).await?;
     }
     sh.index.set(key, state, &Record { volumes: want, ..rec })?;
+    ctx.durable().await?;
     Ok(Outcome::Moved)
 }
 

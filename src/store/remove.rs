@@ -41,7 +41,7 @@ pub async fn delete(ctx: &Ctx, key: &[u8], protect: bool) -> Result<(), Error> {
         sh.index.remove_pending(key)?;
     }
     sh.index.remove(key)?;
-    Ok(())
+    ctx.durable().await
 }
 
 /// UNLINK: a marker beside each replica, then one batch moves the record to `unlinked`.
@@ -63,5 +63,6 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
         return Err(e.into());
     }
     sh.index.set(key, State::Unlinked, &rec)?;
+    ctx.durable().await?;
     Ok(rec)
 }

@@ -155,6 +155,7 @@ async fn in_place<S: Source>(
         Ok(w) => {
             let rec = Record { volumes: replicas, size: w.size, md5: w.md5, mtime: now_ms(), meta: opts.meta.clone() };
             sh.index.set(key, State::Live, &rec)?;
+            ctx.durable().await?;
             Ok(rec)
         }
         Err(e) => {
@@ -220,11 +221,12 @@ async fn staged<S: Source>(
         return Err(e.into());
     }
     commit(ctx, topo, key, &p).await?;
+    ctx.durable().await?;
     Ok(p.record)
 }
 
 /// A name for temporary files no other write uses: time and a per-process counter.
-fn temp_id() -> String {
+pub fn temp_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{:x}-{:x}-{:x}", now_ms(), std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -246,10 +248,14 @@ async fn roll_back(ctx: &Ctx, topo: &Topology, key: &[u8], temps: &[(String, Str
 /// Moves every temporary file of `p` to the key's path. A temporary file already gone was
 /// moved by an earlier try (recovery runs this again after a crash).
 async fn move_into_place(ctx: &Ctx, topo: &Topology, key: &[u8], p: &Pending) -> Result<(), Error> {
-    let path = key_path(key);
-    let moves = p.record.volumes.iter().map(|r| {
-        let (server, tmp) = placement::replica_target(r, &format!("{TMP_DIR}/{}", p.id));
-        let (_, dest) = placement::replica_target(r, &path);
+    move_temps(ctx, topo, &p.record.volumes, &p.id, &key_path(key)).await
+}
+
+/// Moves `/_tmp/<id>` to `path` on each of `replicas`, all at once.
+pub async fn move_temps(ctx: &Ctx, topo: &Topology, replicas: &[String], id: &str, path: &str) -> Result<(), Error> {
+    let moves = replicas.iter().map(|r| {
+        let (server, tmp) = placement::replica_target(r, &format!("{TMP_DIR}/{id}"));
+        let (_, dest) = placement::replica_target(r, path);
         async move {
             let extra = format!("Destination: {dest}\r\nOverwrite: T\r\n");
             let status = ctx.client.request_with(topo, &server, "MOVE", &tmp, extra.as_bytes(), Bytes::new()).await?;
@@ -307,6 +313,18 @@ pub async fn recover(ctx: &Ctx) -> Result<usize, Error> {
         }
     }
     Ok(settled)
+}
+
+/// Sends all of `src` to every target (a copy between volumes, a repair).
+pub async fn send_all<S: Source>(
+    ctx: &Ctx,
+    topo: &Topology,
+    to: &[(String, String)],
+    src: &mut S,
+    md5: bool,
+) -> Result<Written, Failed<S::Error>> {
+    let (first, done) = read_first(src).await.map_err(Failed::Source)?;
+    send(ctx, topo, to, src, Body { first, done }, md5).await
 }
 
 /// Sends a body to every target: the first piece as it is when it is all, else streamed.

@@ -200,6 +200,21 @@ impl Client {
         Ok(a.status)
     }
 
+    /// HEAD of a file: its size, or None when the volume has no such file (`404`).
+    pub async fn stat(&self, topo: &Topology, server: &str, path: &str) -> Result<Option<u64>, Error> {
+        let msg = head_with("HEAD", server, path, &[], Some(0));
+        let (l, head, buf) = self.send(topo, server, msg, Bytes::new()).await?;
+        // an answer to HEAD has no body, whatever its Content-Length says
+        if head.keep && buf.len() == head.head_len {
+            self.release(l);
+        }
+        match head.status {
+            200 => Ok(Some(head.length.ok_or(Error::Protocol(server.to_string(), "HEAD without a Content-Length"))?)),
+            404 => Ok(None),
+            s => Err(Error::Status(server.to_string(), s)),
+        }
+    }
+
     /// PUTs `body` (whole, in memory, shared by every request) to every `(server, path)` at
     /// once; all must succeed. A volume that took a PUT whole but did not answer in time gets
     /// a DELETE of the file behind it on the same connection (see [`fence`]), so a late write

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-pub use client::Client;
+pub use client::{Client, Download};
 pub use health::{probe_all, Prober};
 
 /// What went wrong talking to a volume; every variant names the volume.

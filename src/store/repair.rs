@@ -1,0 +1,190 @@
+//! A key's replicas made whole again. Each replica is checked (HEAD: there, right size), or
+//! named bad by a deep verify that read it; a bad one is copied again from a replica whose
+//! bytes verify against the record (size and MD5), through a temporary file moved into
+//! place: a corrupt source never spreads and no reader sees a half-written copy. A key with
+//! no replica that verifies is left exactly as it is.
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::{
+    write::{self, Failed, Source},
+    Ctx, Error,
+};
+use crate::{
+    index::State,
+    placement::{key_path, replica_target, targets, MARKER_DIR, TMP_DIR},
+    record::Record,
+    volume::{self, Client, Download, Topology},
+};
+
+/// Largest piece of a value held in memory while it is copied.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// What a repair did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Replicas copied again.
+    pub restored: Vec<String>,
+    /// Unlink markers written where missing, or removed where the key is live.
+    pub markers: usize,
+}
+
+/// Checks and repairs `key` under its lock. `suspects`: replicas a deep read found corrupt.
+pub async fn one(ctx: &Ctx, key: &[u8], suspects: &[String], markers: bool) -> Result<Repaired, Error> {
+    let _claim = ctx.claim(key)?;
+    let (state, rec) = ctx.shared.index.get(key)?.ok_or(Error::NotFound)?;
+    let topo = ctx.topo();
+    let r = restore(ctx, &topo, key, state, &rec, suspects, markers).await?;
+    Ok(r)
+}
+
+/// [`one`] for a caller that holds the key's lock and read its record.
+pub async fn restore(
+    ctx: &Ctx,
+    topo: &Topology,
+    key: &[u8],
+    state: State,
+    rec: &Record,
+    suspects: &[String],
+    markers: bool,
+) -> Result<Repaired, Error> {
+    let path = key_path(key);
+    let stats = join_all(rec.volumes.iter().map(|r| {
+        let (server, p) = replica_target(r, &path);
+        async move { ctx.client.stat(topo, &server, &p).await }
+    }))
+    .await;
+    let mut bad = Vec::new();
+    let mut good = Vec::new();
+    for (r, st) in rec.volumes.iter().zip(stats) {
+        match st {
+            Ok(Some(size)) if size == rec.size && !suspects.contains(r) => good.push(r.clone()),
+            Ok(_) => bad.push(r.clone()),
+            // a volume that cannot be asked is not repaired now; its replica may be fine
+            Err(_) => {}
+        }
+    }
+    let mut done = Repaired::default();
+    if !bad.is_empty() {
+        restore_from(ctx, topo, &path, rec, &mut good, &mut bad).await?;
+        done.restored = bad;
+    }
+    if markers {
+        done.markers = fix_markers(ctx, topo, &path, state, rec).await?;
+    } else if state == State::Unlinked && !done.restored.is_empty() {
+        // a replica copied again needs its unlink marker too
+        let m = format!("{MARKER_DIR}{path}");
+        ctx.client.put_all(topo, &targets(&done.restored, &m), Bytes::from_static(b"unlinked\n")).await?;
+    }
+    Ok(done)
+}
+
+/// Copies the value onto every `bad` replica from the first of `good` that verifies; a
+/// source that does not verify joins `bad` (and is restored too).
+async fn restore_from(
+    ctx: &Ctx,
+    topo: &Topology,
+    path: &str,
+    rec: &Record,
+    good: &mut Vec<String>,
+    bad: &mut Vec<String>,
+) -> Result<(), Error> {
+    loop {
+        let Some(src) = good.iter().find(|r| topo.is_up(r)).cloned() else {
+            return Err(Error::NoGoodReplica);
+        };
+        let id = write::temp_id();
+        let temps = targets(bad, &format!("{TMP_DIR}/{id}"));
+        match copy_verified(ctx, topo, &src, path, &temps, rec).await {
+            Ok(true) => return write::move_temps(ctx, topo, bad, &id, path).await,
+            Ok(false) => {
+                // the source's bytes are not the record's: it needs restoring as well
+                let _ = ctx.client.delete_all(topo, &temps).await;
+                good.retain(|r| *r != src);
+                bad.push(src);
+            }
+            Err(e) => {
+                let _ = ctx.client.delete_all(topo, &temps).await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Streams replica `src` to `temps`; true when what was read is the record's value.
+async fn copy_verified(
+    ctx: &Ctx,
+    topo: &Topology,
+    src: &str,
+    path: &str,
+    temps: &[(String, String)],
+    rec: &Record,
+) -> Result<bool, Error> {
+    let (server, spath) = replica_target(src, path);
+    let d = ctx.client.download(topo, &server, &spath).await?;
+    if d.status != 200 {
+        return Ok(false);
+    }
+    let mut from = Replica { client: &ctx.client, d: Some(d) };
+    match write::send_all(ctx, topo, temps, &mut from, rec.md5.is_some()).await {
+        Ok(w) => Ok(w.size == rec.size && (rec.md5.is_none() || w.md5 == rec.md5)),
+        Err(Failed::Store(e)) => Err(e),
+        Err(Failed::Source(e)) => Err(e.into()),
+    }
+}
+
+/// A replica being read, as a write's source.
+pub struct Replica<'a> {
+    pub client: &'a Client,
+    pub d: Option<Download>,
+}
+
+impl Source for Replica<'_> {
+    type Error = volume::Error;
+
+    async fn next(&mut self, max: usize) -> Result<Option<Bytes>, volume::Error> {
+        let Some(d) = self.d.as_mut() else { return Ok(None) };
+        match self.client.next_chunk(d, max.min(COPY_CHUNK)).await? {
+            Some(c) => Ok(Some(c)),
+            None => {
+                if let Some(d) = self.d.take() {
+                    self.client.finish(d);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.d.as_ref().and_then(|d| d.length)
+    }
+}
+
+/// Unlink markers as the record's state wants them: beside every replica of an unlinked
+/// key, nowhere for a live one. Returns how many it wrote or removed.
+async fn fix_markers(ctx: &Ctx, topo: &Topology, path: &str, state: State, rec: &Record) -> Result<usize, Error> {
+    let m = format!("{MARKER_DIR}{path}");
+    let there = join_all(rec.volumes.iter().map(|r| {
+        let (server, p) = replica_target(r, &m);
+        async move { ctx.client.stat(topo, &server, &p).await }
+    }))
+    .await;
+    let want = state == State::Unlinked;
+    let wrong: Vec<String> = rec
+        .volumes
+        .iter()
+        .zip(there)
+        .filter(|(_, st)| matches!(st, Ok(found) if found.is_some() != want))
+        .map(|(r, _)| r.clone())
+        .collect();
+    if wrong.is_empty() {
+        return Ok(0);
+    }
+    if want {
+        ctx.client.put_all(topo, &targets(&wrong, &m), Bytes::from_static(b"unlinked\n")).await?;
+    } else {
+        ctx.client.delete_all(topo, &targets(&wrong, &m)).await?;
+    }
+    Ok(wrong.len())
+}
