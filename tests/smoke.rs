@@ -100,7 +100,7 @@ fn volume_moves_a_file_into_place_atomically_and_only_a_file() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     nginx_files.sort();
-    assert_eq!(nginx_files, ["error.log", "nginx.conf", "nginx.pid"]);
+    assert_eq!(nginx_files, ["error.log", "nginx.conf", "nginx.pid", "protect.conf"]);
     assert_eq!(get(&a, "/_tmp/z").body, b"z", "a refused MOVE leaves the source");
     assert_eq!(v.files(), ["5d/41/aGVsbG8=", "_tmp/z"]);
 }

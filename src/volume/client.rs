@@ -205,7 +205,9 @@ impl Client {
         method: &str,
         path: &str,
     ) -> Result<Download, Error> {
-        let msg = format!("{method} {path} HTTP/1.1\r\nHost: {server}\r\n\r\n").into_bytes();
+        let mut msg = format!("{method} {path} HTTP/1.1\r\nHost: {server}\r\n").into_bytes();
+        msg.extend_from_slice(super::secret::header());
+        msg.extend_from_slice(b"\r\n");
         let (l, head, mut buf) = self.send(topo, server, msg).await?;
         buf.drain(..head.head_len);
         let left = head.length.map(|n| n.saturating_sub(buf.len() as u64));
@@ -520,10 +522,12 @@ fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, o
 }
 
 fn head(method: &str, server: &str, path: &str, len: Option<u64>) -> Vec<u8> {
-    let mut h = Vec::with_capacity(96 + path.len());
+    let mut h = Vec::with_capacity(96 + path.len() + super::secret::header().len());
     for part in [method, " ", path, " HTTP/1.1\r\nHost: ", server, "\r\n"] {
         h.extend_from_slice(part.as_bytes());
     }
+    // a protected volume refuses the master's writes (and, with SIGN=1, its reads) without it
+    h.extend_from_slice(super::secret::header());
     match len {
         Some(n) => {
             h.extend_from_slice(b"Content-Length: ");

@@ -34,8 +34,11 @@ fn ask(addr: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
-    s.write_all(format!("HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
+    let mut req = format!("HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n").into_bytes();
+    // any answer means up; with the secret the probe is a request the volume accepts
+    req.extend_from_slice(super::secret::header());
+    req.extend_from_slice(b"\r\n");
+    s.write_all(&req).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 16];
     let mut n = 0;
     while n < 9 {

@@ -3,6 +3,8 @@
 
 mod client;
 mod health;
+pub mod secret;
+pub mod sign;
 
 use std::{
     collections::HashMap,
