@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::volume::secret::Secret;
+
 /// Named limits of the HTTP front end (nginx-style: each has a flag and a default).
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -66,6 +68,10 @@ pub struct Config {
     pub max_conns: usize,
     /// Fsync the index's log before answering a write (`-sync`).
     pub sync: bool,
+    /// `-volume-secret`: shown to the volumes on every request (bin/volume `SECRET_FILE`).
+    pub volume_secret: Option<Secret>,
+    /// `-sign-redirects`: how long the signed link in a GET's redirect stays valid.
+    pub sign_redirects: Option<Duration>,
 }
 
 impl Config {
@@ -105,6 +111,14 @@ impl Config {
         }
         if self.voltimeout.is_zero() {
             return Err("-voltimeout must be more than 0".into());
+        }
+        if let Some(d) = self.sign_redirects {
+            if self.volume_secret.is_none() {
+                return Err("-sign-redirects needs -volume-secret (the links are signed with it)".into());
+            }
+            if d < Duration::from_secs(1) {
+                return Err("-sign-redirects must be at least 1s (nginx checks whole seconds)".into());
+            }
         }
         Ok(())
     }
@@ -187,10 +201,18 @@ mod tests {
             drain: Duration::from_secs(10),
             max_conns: 0,
             sync: false,
+            volume_secret: None,
+            sign_redirects: None,
         };
         assert!(c.validate().unwrap_err().contains("-replicas 3"));
         c.replicas = 2;
         assert!(c.validate().is_ok());
+        c.sign_redirects = Some(Duration::from_secs(60));
+        assert!(c.validate().unwrap_err().contains("needs -volume-secret"));
+        c.volume_secret = Some(Secret::parse("0123456789abcdef").unwrap());
+        assert!(c.validate().is_ok());
+        c.sign_redirects = Some(Duration::from_millis(500));
+        assert!(c.validate().unwrap_err().contains("at least 1s"));
         c.volumes = vec!["a:1".into(), "nope".into()];
         assert!(c.validate().unwrap_err().contains("host:port"));
     }

@@ -163,6 +163,12 @@ struct Flags {
     /// rebuild/rebalance: requests in flight at once
     #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
+    /// File with the volumes' secret (bin/volume SECRET_FILE): sent to them as X-Mkv-Secret
+    #[arg(long, global = true, value_name = "FILE")]
+    volume_secret: Option<PathBuf>,
+    /// Sign each redirect to a volume for this long (bin/volume SIGN=1), e.g. 60s; needs -volume-secret
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    sign_redirects: Option<std::time::Duration>,
 }
 
 /// The token in `path`: its first line, trimmed; empty or unreadable is an error (the token
@@ -241,6 +247,13 @@ fn main() -> ExitCode {
         eprintln!("mkv: -concurrency must be at least 1");
         return ExitCode::from(2);
     }
+    let volume_secret = match f.volume_secret.as_deref().map(volume::secret::Secret::read).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mkv: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = Config {
         db,
         volumes: f.volumes.into_iter().filter(|v| !v.is_empty()).collect(),
@@ -270,11 +283,14 @@ fn main() -> ExitCode {
         drain: f.drain,
         max_conns: f.max_conns,
         sync: f.sync,
+        volume_secret,
+        sign_redirects: f.sign_redirects,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("mkv: {e}");
         return ExitCode::from(2);
     }
+    volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
     let result = match cli.cmd {
         Cmd::Server => server::run(cfg),
         Cmd::Rebuild => {
@@ -316,5 +332,8 @@ mod tests {
         assert!(parse(&["mkv", "server", "-nosuch"]).is_err());
         assert_eq!(parse(&["mkv", "server", "-port", "1", "-port", "2"]).unwrap().flags.port, 2);
         assert!(parse(&["mkv", "server", "-port", "x"]).is_err());
+        let c = parse(&["mkv", "server", "-volume-secret", "/etc/mkv/s", "-sign-redirects", "1m"]).unwrap();
+        assert_eq!(c.flags.volume_secret.as_deref(), Some(std::path::Path::new("/etc/mkv/s")));
+        assert_eq!(c.flags.sign_redirects, Some(std::time::Duration::from_secs(60)));
     }
 }

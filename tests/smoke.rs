@@ -57,6 +57,55 @@ fn volume_serves_webdav_ranges_and_json_autoindex() {
 }
 
 #[test]
+fn volume_moves_a_file_into_place_atomically_and_only_a_file() {
+    use std::os::unix::fs::MetadataExt;
+    let v = Volume::new();
+    let a = v.addr();
+    let ino = |rel: &str| std::fs::metadata(v.dir().join(rel)).unwrap().ino();
+
+    // Destination as a path: 204, the missing folders 5d/41 are created
+    assert_eq!(request(&a, "PUT", "/_tmp/x/5d/41/aGVsbG8=", &[], b"hello").status, 201);
+    let moved = ino("_tmp/x/5d/41/aGVsbG8=");
+    let r = request(&a, "MOVE", "/_tmp/x/5d/41/aGVsbG8=", &[("Destination", "/5d/41/aGVsbG8=")], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(get(&a, "/5d/41/aGVsbG8=").body, b"hello");
+    assert_eq!(get(&a, "/_tmp/x/5d/41/aGVsbG8=").status, 404);
+    assert_eq!(ino("5d/41/aGVsbG8="), moved, "a rename, not a copy");
+
+    // Destination as an absolute URL naming this request's Host: replaces the file by
+    // rename(2), so a reader sees the old bytes or the new, never a mix
+    assert_eq!(request(&a, "PUT", "/_tmp/y", &[], b"hello again").status, 201);
+    let moved = ino("_tmp/y");
+    let url = format!("http://{a}/5d/41/aGVsbG8=");
+    let r = request(&a, "MOVE", "/_tmp/y", &[("Host", &a), ("Destination", &url)], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(get(&a, "/5d/41/aGVsbG8=").body, b"hello again");
+    assert_eq!(ino("5d/41/aGVsbG8="), moved, "overwritten by rename");
+    // another host in the URL: 400; no such source: 404
+    assert_eq!(request(&a, "PUT", "/_tmp/z", &[], b"z").status, 201);
+    let other = "http://elsewhere:1/5d/41/aGVsbG8=";
+    assert_eq!(request(&a, "MOVE", "/_tmp/z", &[("Host", &a), ("Destination", other)], b"").status, 400);
+    assert_eq!(request(&a, "MOVE", "/_tmp/none", &[("Destination", "/n")], b"").status, 404);
+
+    // Destination is mapped without a location: nothing may land in nginx's dot-folders,
+    // whatever the spelling, and folders do not move
+    for dest in ["/.nginx/nginx.conf", "/%2enginx/x", "/%2Etmp/x", "/a/./b", "/a/../.nginx/x", "/5d%2F41", "/dir/"] {
+        let r = request(&a, "MOVE", "/_tmp/z", &[("Destination", dest)], b"");
+        assert_eq!(r.status, 403, "MOVE to {dest}: {r:?}");
+    }
+    assert_eq!(request(&a, "MOVE", "/5d/", &[("Destination", "/6d/")], b"").status, 403);
+    assert_eq!(request(&a, "MOVE", "/.nginx/nginx.conf", &[("Destination", "/conf")], b"").status, 403);
+    let mut nginx_files: Vec<String> = std::fs::read_dir(v.dir().join(".nginx"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    nginx_files.sort();
+    assert_eq!(nginx_files, ["error.log", "nginx.conf", "nginx.pid", "protect.conf"]);
+    assert_eq!(get(&a, "/_tmp/z").body, b"z", "a refused MOVE leaves the source");
+    assert_eq!(v.files(), ["5d/41/aGVsbG8=", "_tmp/z"]);
+}
+
+#[test]
 fn volume_keeps_connections_alive_pipelines_and_closes_http10() {
     let v = Volume::new();
     let a = v.addr();

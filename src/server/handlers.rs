@@ -85,7 +85,9 @@ fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError>
 fn redirect(out: &mut Vec<u8>, answer: &Answer, turn: usize) -> Result<Reply, ApiError> {
     let replica = answer.live_replica(turn).ok_or(crate::store::Error::NoLiveReplica)?;
     response::start(out, 302);
-    response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes()]);
+    // empty unless -sign-redirects: then `?md5=..&expires=..` for a SIGN=1 volume
+    let signed = crate::volume::secret::redirect_query(replica, &answer.path);
+    response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes(), signed.as_bytes()]);
     if let Some(m) = &answer.md5_hex {
         response::header(out, "Content-Md5", &[m]);
     }

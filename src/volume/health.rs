@@ -23,7 +23,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The request a probe sends, with the volume's secret header when there is one.
 fn probe_request(name: &str) -> Vec<u8> {
     let mut req = format!("HEAD / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n").into_bytes();
-    super::secret_header(&mut req);
+    // any answer means up; with the secret the probe is a request the volume accepts
+    req.extend_from_slice(super::secret::header());
     req.extend_from_slice(b"\r\n");
     req
 }

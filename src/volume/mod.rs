@@ -3,6 +3,8 @@
 
 mod client;
 mod health;
+pub mod secret;
+pub mod sign;
 
 use std::{
     collections::HashMap,
@@ -10,7 +12,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -47,23 +49,6 @@ impl std::error::Error for Error {}
 /// Whether a volume coming up is announced on stderr. The master says so; a batch tool
 /// probes quietly first (its stderr is its progress), then turns this on.
 pub static ANNOUNCE_UP: AtomicBool = AtomicBool::new(true);
-
-/// The secret every request to a volume carries (`-volume-secret`), set once at start.
-static SECRET: OnceLock<Box<str>> = OnceLock::new();
-
-/// Sets the volume secret for this process (the first call wins).
-pub fn set_secret(secret: &str) {
-    let _ = SECRET.set(secret.into());
-}
-
-/// Appends the secret header line to a request head being written, when there is a secret.
-pub fn secret_header(out: &mut Vec<u8>) {
-    if let Some(s) = SECRET.get() {
-        out.extend_from_slice(b"X-Mkv-Secret: ");
-        out.extend_from_slice(s.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
 
 /// One volume server and what the probes and requests know of it.
 pub struct Volume {

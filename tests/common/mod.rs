@@ -111,13 +111,21 @@ pub struct Volume {
     port: u16,
     child: Option<Child>,
     dir: TempDir,
+    /// More environment for bin/volume (`SECRET_FILE`, `SIGN`), kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Volume {
     pub fn new() -> Volume {
+        Volume::with_env(&[])
+    }
+
+    /// A volume started with more environment, e.g. `[("SECRET_FILE", path)]`.
+    pub fn with_env(env: &[(&str, &str)]) -> Volume {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut last = String::new();
         for _ in 0..5 {
-            let mut volume = Volume { port: free_port(), child: None, dir: TempDir::new("vol") };
+            let mut volume = Volume { port: free_port(), child: None, dir: TempDir::new("vol"), env: env.clone() };
             match volume.spawn() {
                 Ok(()) => return volume,
                 Err(log) if log.contains("in use") => last = log,
@@ -134,6 +142,7 @@ impl Volume {
             .arg(self.dir.path())
             .env("PORT", self.port.to_string())
             .env("WORKERS", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
