@@ -9,6 +9,8 @@ use std::fmt;
 pub enum S3Error {
     AccessDenied(&'static str),
     AuthorizationHeaderMalformed(&'static str),
+    /// The `X-Amz-*` parameters of a presigned URL are incomplete or malformed.
+    AuthorizationQueryParametersError(&'static str),
     /// A checksum or `Content-MD5` that does not match the bytes received; names which.
     BadDigest(&'static str),
     BucketAlreadyOwnedByYou,
@@ -61,6 +63,7 @@ impl S3Error {
         match self {
             AccessDenied(_) => (403, "AccessDenied"),
             AuthorizationHeaderMalformed(_) => (400, "AuthorizationHeaderMalformed"),
+            AuthorizationQueryParametersError(_) => (400, "AuthorizationQueryParametersError"),
             BadDigest(_) => (400, "BadDigest"),
             BucketAlreadyOwnedByYou => (409, "BucketAlreadyOwnedByYou"),
             BucketNotEmpty => (409, "BucketNotEmpty"),
@@ -120,6 +123,7 @@ impl S3Error {
         match self {
             AccessDenied(why)
             | AuthorizationHeaderMalformed(why)
+            | AuthorizationQueryParametersError(why)
             | BadDigest(why)
             | InternalError(why)
             | InvalidArgument(why)

@@ -16,3 +16,4 @@ pub mod dates;
 pub mod error;
 pub mod meta;
 pub mod request;
+pub mod sigv4;
