@@ -12,6 +12,7 @@
 //! - [`error`]: [`S3Error`], mapped to (status, code) in one place.
 //! - [`dates`]: the date formats S3 speaks.
 
+pub mod checksum;
 pub mod dates;
 pub mod error;
 pub mod meta;
