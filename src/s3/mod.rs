@@ -13,8 +13,10 @@
 //! - [`dates`]: the date formats S3 speaks.
 
 pub mod checksum;
+pub mod chunked;
 pub mod dates;
 pub mod error;
 pub mod meta;
+pub mod payload;
 pub mod request;
 pub mod sigv4;
