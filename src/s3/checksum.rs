@@ -112,7 +112,7 @@ impl Digest {
     }
 
     /// As S3 writes it in a header: base64 of the big-endian digest.
-    pub fn to_base64(&self) -> String {
+    pub fn to_base64(self) -> String {
         STANDARD.encode(self.as_bytes())
     }
 }

@@ -9,7 +9,7 @@
 //! - [`chunked`]: the incremental `aws-chunked` decoder under [`payload`].
 //! - [`checksum`]: running CRC32/CRC32C/CRC64NVME/SHA-1/SHA-256/MD5, compared with what was sent.
 //! - [`xml`]: every answer body and the two request bodies (CompleteMultipartUpload, Delete).
-//! - [`error`]: [`S3Error`], mapped to (status, code) in one place.
+//! - [`error`]: [`error::S3Error`], mapped to (status, code) in one place.
 //! - [`dates`]: the date formats S3 speaks.
 
 pub mod checksum;
@@ -20,3 +20,4 @@ pub mod meta;
 pub mod payload;
 pub mod request;
 pub mod sigv4;
+pub mod xml;

@@ -281,7 +281,7 @@ fn header_auth(
     if (now - time).abs() > MAX_SKEW {
         return Err(S3Error::RequestTimeTooSkewed);
     }
-    if stamp[..8] != scope.date {
+    if stamp.get(..8) != Some(scope.date.as_str()) {
         return Err(S3Error::AuthorizationHeaderMalformed(
             "Invalid credential date. Date is not the same as X-Amz-Date.",
         ));
@@ -348,7 +348,7 @@ fn presigned_auth(
         .ok()
         .filter(|e| (1..=MAX_PRESIGN_EXPIRES).contains(e))
         .ok_or(Bad("X-Amz-Expires must be a number of seconds between 1 and 604800"))?;
-    if stamp[..8] != scope.date {
+    if stamp.get(..8) != Some(scope.date.as_str()) {
         return Err(Bad("Invalid credential date. Date is not the same as X-Amz-Date."));
     }
     let signature = hex32(signature.as_bytes()).ok_or(S3Error::SignatureDoesNotMatch)?;
