@@ -21,3 +21,6 @@ pub mod payload;
 pub mod request;
 pub mod sigv4;
 pub mod xml;
+
+#[cfg(test)]
+mod botocore_tests;
