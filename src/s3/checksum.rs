@@ -117,6 +117,17 @@ impl Digest {
     }
 }
 
+/// The ETag S3 gives an object made by CompleteMultipartUpload: the MD5 of the parts'
+/// binary MD5s, in part order, then `-` and the number of parts (unquoted here).
+pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+    let mut h = Md5::new();
+    for m in part_md5s {
+        h.update(m);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{}", part_md5s.len())
+}
+
 /// One running checksum.
 #[derive(Clone)]
 pub enum Hasher {
@@ -305,6 +316,12 @@ mod tests {
             assert_eq!(digest(alg, &pieces), whole, "{alg:?}");
             assert_eq!(Digest::from_base64(alg, whole.to_base64().as_bytes()), Ok(whole));
         }
+    }
+
+    #[test]
+    fn multipart_etags() {
+        let parts = [Md5::digest(&[b'a'; 10]), Md5::digest(b"b")];
+        assert_eq!(multipart_etag(&parts), "3192ca8a7eba2efb8c52f8e48729e5f1-2");
     }
 
     fn hdrs<'a>(list: &'a [(&'a str, &'a str)]) -> Vec<httparse::Header<'a>> {

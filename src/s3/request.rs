@@ -515,7 +515,8 @@ fn part_number(v: &[u8]) -> Result<u32, S3Error> {
     }
 }
 
-/// Upload ids are ours (the index's); anything else cannot name an upload.
+/// Upload ids are ours (the index's): at most 128 of `A-Za-z0-9-_.~`, so the handlers must
+/// make them so; anything else cannot name an upload.
 fn valid_upload_id(id: &str) -> Result<String, S3Error> {
     let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
     if ok {

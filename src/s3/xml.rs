@@ -142,7 +142,8 @@ pub struct Entry<'a> {
     pub size: u64,
 }
 
-/// One page of ListObjects (v1).
+/// One page of ListObjects (v1). S3 sends `NextMarker` only when a delimiter was given;
+/// without one, clients resume after the last `Key` of the page.
 pub struct ListV1<'a> {
     pub bucket: &'a str,
     pub params: &'a ListParams,
