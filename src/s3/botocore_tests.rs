@@ -14,7 +14,8 @@ const SIGNED_AT: i64 = 1714564800;
 
 /// (method, target, headers, body) as botocore 1.44.8 put them on the wire (User-Agent and
 /// the unsigned amz-sdk-* headers left out, Host added as its HTTP layer adds it).
-const WIRE: &[(&str, &str, &[(&str, &str)], &[u8])] = &[
+type Captured = (&'static str, &'static str, &'static [(&'static str, &'static str)], &'static [u8]);
+const WIRE: &[Captured] = &[
     (
         "PUT",
         "/b12/dir/a%20b%2Bc%21~%2A%28%29%27%C3%A9.txt",
