@@ -1,0 +1,163 @@
+//! The date formats S3 speaks: `20130524T000000Z` (SigV4), HTTP dates (`Last-Modified`,
+//! `If-Modified-Since`) and ISO 8601 with milliseconds (listings); all UTC, all pure.
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// (year, month, day) of a day number since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(s.iter().fold(0u32, |acc, &c| acc * 10 + (c - b'0') as u32))
+}
+
+fn to_unix(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86400 + (h * 3600 + mi * 60 + s) as i64)
+}
+
+/// `YYYYMMDD'T'HHMMSS'Z'` (SigV4's `X-Amz-Date`) → Unix seconds.
+pub fn parse_amz_date(s: &[u8]) -> Option<i64> {
+    if s.len() != 16 || s[8] != b'T' || s[15] != b'Z' {
+        return None;
+    }
+    to_unix(
+        digits(&s[0..4])? as i64,
+        digits(&s[4..6])?,
+        digits(&s[6..8])?,
+        digits(&s[9..11])?,
+        digits(&s[11..13])?,
+        digits(&s[13..15])?,
+    )
+}
+
+/// Unix seconds → `YYYYMMDD'T'HHMMSS'Z'`.
+pub fn amz_date(secs: i64) -> String {
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
+    let t = secs.rem_euclid(86400);
+    format!("{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z", t / 3600, t / 60 % 60, t % 60)
+}
+
+const MONTHS: [&[u8; 3]; 12] =
+    [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/// An HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) → Unix seconds. The other
+/// two obsolete forms are not accepted: a date that does not parse is ignored by the
+/// conditional headers, as RFC 9110 says.
+pub fn parse_http_date(s: &[u8]) -> Option<i64> {
+    let s = s.trim_ascii();
+    // "Sun, 06 Nov 1994 08:49:37 GMT": the weekday is not checked against the date
+    if s.len() != 29 || &s[3..5] != b", " || &s[25..] != b" GMT" || s[7] != b' ' || s[11] != b' ' || s[16] != b' ' {
+        return None;
+    }
+    if s[19] != b':' || s[22] != b':' {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| &s[8..11] == *m)? as u32 + 1;
+    to_unix(
+        digits(&s[12..16])? as i64,
+        month,
+        digits(&s[5..7])?,
+        digits(&s[17..19])?,
+        digits(&s[20..22])?,
+        digits(&s[23..25])?,
+    )
+}
+
+/// Unix seconds → IMF-fixdate, for `Last-Modified`.
+pub fn http_date(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let (y, mo, d) = civil_from_days(days);
+    let t = secs.rem_euclid(86400);
+    let month = std::str::from_utf8(MONTHS[mo as usize - 1]).unwrap_or("Jan");
+    format!(
+        "{}, {d:02} {month} {y:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+/// Unix milliseconds → `2009-10-12T17:50:30.000Z`, as listings write `LastModified`.
+pub fn iso8601_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
+    let t = secs.rem_euclid(86400);
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", t / 3600, t / 60 % 60, t % 60, ms.rem_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates() {
+        assert_eq!(parse_amz_date(b"20130524T000000Z"), Some(1369353600));
+        assert_eq!(parse_amz_date(b"20150830T123600Z"), Some(1440938160));
+        assert_eq!(amz_date(1369353600), "20130524T000000Z");
+        for bad in [
+            &b"20130524T000000"[..],
+            b"20130524 000000Z",
+            b"20131324T000000Z",
+            b"20130230T000000Z",
+            b"2013O524T000000Z",
+        ] {
+            assert_eq!(parse_amz_date(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_amz_date(b"20240229T235959Z"), Some(1709251199));
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date(b"Fri, 24 May 2013 00:00:00 GMT"), Some(1369353600));
+        assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
+        assert_eq!(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        for secs in [0, 951782400, 1369353600, 1709251199, 4102444800] {
+            assert_eq!(parse_http_date(http_date(secs).as_bytes()), Some(secs));
+            assert_eq!(parse_amz_date(amz_date(secs).as_bytes()), Some(secs));
+        }
+    }
+
+    #[test]
+    fn iso8601() {
+        assert_eq!(iso8601_ms(1255369830000), "2009-10-12T17:50:30.000Z");
+        assert_eq!(iso8601_ms(1369353600123), "2013-05-24T00:00:00.123Z");
+    }
+}
