@@ -279,6 +279,16 @@ impl Index {
         }
     }
 
+    /// A consistent copy of the index in `dir` (which must not exist): a RocksDB
+    /// checkpoint, hard links where `dir` is on the same filesystem. The error is one line.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), String> {
+        if dir.exists() {
+            return Err(format!("{} exists already: a snapshot goes into a new folder", dir.display()));
+        }
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| format!("cannot snapshot: {e}"))?;
+        cp.create_checkpoint(dir).map_err(|e| format!("cannot snapshot into {}: {e}", dir.display()))
+    }
+
     /// Syncs the WAL to disk: the batch tools call it before they exit.
     pub fn sync(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;

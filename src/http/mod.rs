@@ -28,6 +28,10 @@ pub enum Method {
     Rebalance,
     /// Admin: show or switch the volume list (online rebalance).
     Volumes,
+    /// Admin: check and restore one key's replicas (`mkv verify -online -repair`).
+    Repair,
+    /// Admin: a consistent copy of the index (`mkv snapshot -online`).
+    Snapshot,
     Other,
 }
 
@@ -121,6 +125,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
         "LIST" => Method::List,
         "REBALANCE" => Method::Rebalance,
         "VOLUMES" => Method::Volumes,
+        "REPAIR" => Method::Repair,
+        "SNAPSHOT" => Method::Snapshot,
         _ => Method::Other,
     };
     let http11 = req.version == Some(1);

@@ -12,7 +12,7 @@ use crate::{
     admin::{self, Snapshot, VolumeState},
     http::{response, Conn, Method},
     metrics::{Totals, METHODS},
-    store::{write::on_pool, Ctx},
+    store::{repair, write::on_pool, Ctx},
 };
 
 /// How far back the status page's request rates look.
@@ -44,10 +44,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError> {
     let read = matches!(req.method, Some(Method::Get | Method::Head));
     match (req.method, &req.key[..]) {
-        (Some(Method::Volumes), _) => {
-            authorize(&local.ctx, req)?;
-            volumes(local, conn, req).await
-        }
+        (Some(Method::Volumes | Method::Repair | Method::Snapshot), _) => method(local, conn, req).await,
         (_, b"/metrics") if read => {
             let text = admin::prometheus(&snapshot(local));
             response::start(&mut conn.out, 200);
@@ -88,6 +85,50 @@ fn health(local: &Local) -> (u16, String) {
         return (503, format!("{up} of {} volumes up, {} replicas needed", topo.volumes.len(), topo.replicas));
     }
     (200, format!("ok: {up} of {} volumes up", topo.volumes.len()))
+}
+
+/// An admin method, on either port, once the caller may use it.
+pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    authorize(&local.ctx, req)?;
+    match req.method {
+        Some(Method::Volumes) => volumes(local, conn, req).await,
+        Some(Method::Repair) => repair(local, conn, req).await,
+        Some(Method::Snapshot) => snapshot_index(local, conn, req).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// `REPAIR /key[?suspects=a,b][&orphans=c,d][&markers=1]`: restores the key's missing or
+/// damaged replicas (`suspects`: found corrupt by reading them) from one that verifies,
+/// removes its files on `orphans` that no record names, and with `markers` puts its unlink
+/// markers right; under the key's lock. `200` with what was done as JSON.
+async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let ctx = &local.ctx;
+    let removed = if req.orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, &req.key, &req.orphans).await? };
+    let done = match repair::one(ctx, &req.key, &req.suspects, req.markers).await {
+        Ok(d) => d,
+        // only stray files of a key no record names: removing them was the whole job
+        Err(crate::store::Error::NotFound) if !req.orphans.is_empty() => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let body = serde_json::json!({ "restored": done.restored, "markers": done.markers, "orphans": removed });
+    empty(conn, 200)?;
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body.to_string().into_bytes()))
+}
+
+/// `SNAPSHOT /?to=DIR`: a consistent copy of the index (a RocksDB checkpoint: hard links
+/// where DIR is on the index's filesystem) in DIR on the master's host, which must not
+/// exist yet. A master started on DIR serves every key the snapshot holds.
+async fn snapshot_index(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let to = req.to.clone().ok_or(ApiError::BadQuery("SNAPSHOT needs ?to=DIR (a folder that does not exist yet)"))?;
+    let shared = local.ctx.shared.clone();
+    let dir = std::path::PathBuf::from(&to);
+    on_pool(move || shared.index.checkpoint(&dir)).await?.map_err(ApiError::BadConfig)?;
+    let body = serde_json::json!({ "snapshot": to });
+    empty(conn, 200)?;
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body.to_string().into_bytes()))
 }
 
 /// `VOLUMES /`: the volume list in force; with `?volumes=a,b,c[&replicas=N]`, switch to it

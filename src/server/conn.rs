@@ -34,6 +34,15 @@ pub struct Req {
     pub limit: Option<Result<usize, ()>>,
     /// `encoding=url`: listed keys (and `next`) percent-encoded.
     pub url_encoded: bool,
+    /// `records`: a listing gives each key's record, not only its name.
+    pub records: bool,
+    /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
+    /// whether to check the unlink markers.
+    pub suspects: Vec<String>,
+    pub orphans: Vec<String>,
+    pub markers: bool,
+    /// `SNAPSHOT /?to=DIR`.
+    pub to: Option<String>,
     pub head_only: bool,
     /// `VOLUMES /?volumes=a,b,c&replicas=N`.
     pub volumes: Option<String>,
@@ -61,6 +70,11 @@ impl Req {
         self.start.clear();
         self.limit = None;
         self.url_encoded = false;
+        self.records = false;
+        self.suspects.clear();
+        self.orphans.clear();
+        self.markers = false;
+        self.to = None;
         self.volumes = None;
         self.replicas = None;
         http::percent_decode(path, &mut self.key)?;
@@ -76,6 +90,14 @@ impl Req {
                     b"url" => self.url_encoded = true,
                     _ => return Err(ApiError::BadQuery("encoding must be 'url'")),
                 },
+                b"records" => self.records = true,
+                b"suspects" | b"orphans" if method == Method::Repair => {
+                    let list = if name == b"suspects" { &mut self.suspects } else { &mut self.orphans };
+                    let text = text_param(value)?;
+                    list.extend(text.split(',').filter(|v| !v.is_empty()).map(str::to_string));
+                }
+                b"markers" if method == Method::Repair => self.markers = value != b"0",
+                b"to" if method == Method::Snapshot => self.to = Some(text_param(value)?),
                 b"volumes" if method == Method::Volumes => {
                     let mut v = Vec::new();
                     http::percent_decode(value, &mut v)?;
@@ -104,7 +126,7 @@ impl Req {
             Some(Method::Unlink) => metrics::UNLINK,
             Some(Method::List) => metrics::LIST,
             Some(Method::Rebalance) => metrics::REBALANCE,
-            Some(Method::Volumes) => metrics::ADMIN,
+            Some(Method::Volumes | Method::Repair | Method::Snapshot) => metrics::ADMIN,
             _ => metrics::OTHER,
         }
     }
@@ -184,6 +206,13 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             break;
         }
     }
+}
+
+/// A percent-encoded query value that must be text.
+fn text_param(value: &[u8]) -> Result<String, ApiError> {
+    let mut v = Vec::new();
+    http::percent_decode(value, &mut v)?;
+    String::from_utf8(v).map_err(|_| ApiError::BadQuery("a query value must be text"))
 }
 
 fn is_loopback(peer: &SocketAddr) -> bool {

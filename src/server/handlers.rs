@@ -34,10 +34,7 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req, body: &mut Bo
             relocate::one(ctx, &req.key, false).await?;
             empty(conn, 204)
         }
-        Some(Method::Volumes) => {
-            admin::authorize(ctx, req)?;
-            admin::volumes(local, conn, req).await
-        }
+        Some(Method::Volumes | Method::Repair | Method::Snapshot) => admin::method(local, conn, req).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
 }

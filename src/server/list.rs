@@ -12,6 +12,7 @@ use crate::{
     http::{response, Conn},
     index::State,
     metrics::Block,
+    record::RecordRef,
 };
 
 /// A listing up to this size is answered whole; beyond it, it is streamed in pieces of
@@ -37,7 +38,7 @@ pub async fn list(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, Ap
         let mut page = 0;
         {
             let mut scan = index.scan(state, &req.key, &start);
-            while let Some((k, _)) = scan.next() {
+            while let Some((k, v)) = scan.next() {
                 if limit > 0 && n == limit {
                     next = Some(k.to_vec());
                     break 'pages;
@@ -49,7 +50,11 @@ pub async fn list(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, Ap
                 if n > 0 {
                     out.body.push(b',');
                 }
-                string(&mut out.body, k, req.url_encoded);
+                if req.records {
+                    record(&mut out.body, k, v, req.url_encoded)?;
+                } else {
+                    string(&mut out.body, k, req.url_encoded);
+                }
                 n += 1;
                 page += 1;
             }
@@ -121,6 +126,38 @@ impl Output {
         conn.flush().await?;
         Ok(())
     }
+}
+
+/// A key and its record as a JSON object (`?list&records`, what `mkv verify -online` reads):
+/// `{"key":…,"volumes":[…],"size":…,"md5":"hex"|null,"mtime":ms}`.
+fn record(out: &mut Vec<u8>, key: &[u8], value: &[u8], url: bool) -> Result<(), ApiError> {
+    let rec = RecordRef::parse(value).map_err(crate::index::Error::from)?;
+    out.extend_from_slice(b"{\"key\":");
+    string(out, key, url);
+    out.extend_from_slice(b",\"volumes\":[");
+    for (i, v) in rec.volumes().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, v.as_bytes(), false);
+    }
+    out.extend_from_slice(b"],\"size\":");
+    out.extend_from_slice(itoa::Buffer::new().format(rec.size).as_bytes());
+    out.extend_from_slice(b",\"md5\":");
+    match rec.md5 {
+        Some(m) => {
+            out.push(b'"');
+            for b in m {
+                out.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"mtime\":");
+    out.extend_from_slice(itoa::Buffer::new().format(rec.mtime).as_bytes());
+    out.push(b'}');
+    Ok(())
 }
 
 /// `s` as a JSON string: percent-encoded with `url`; else UTF-8 as it is (JSON escapes

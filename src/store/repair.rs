@@ -39,6 +39,26 @@ pub async fn one(ctx: &Ctx, key: &[u8], suspects: &[String], markers: bool) -> R
     Ok(r)
 }
 
+/// Deletes `key`'s files (value and unlink marker) on `replicas` where neither its record
+/// nor a replacement being written names them (strays a verify found), under its lock.
+/// Returns how many replicas were cleared.
+pub async fn remove_orphans(ctx: &Ctx, key: &[u8], replicas: &[String]) -> Result<usize, Error> {
+    let _claim = ctx.claim(key)?;
+    let mut named: Vec<String> = ctx.shared.index.get(key)?.map(|(_, r)| r.volumes).unwrap_or_default();
+    if let Some(p) = ctx.shared.index.pending(key)? {
+        named.extend(p.record.volumes);
+    }
+    let stray: Vec<String> = replicas.iter().filter(|r| !named.contains(r)).cloned().collect();
+    if stray.is_empty() {
+        return Ok(0);
+    }
+    let path = key_path(key);
+    let mut gone = targets(&stray, &path);
+    gone.extend(targets(&stray, &format!("{MARKER_DIR}{path}")));
+    ctx.client.delete_all(&ctx.topo(), &gone).await?;
+    Ok(stray.len())
+}
+
 /// [`one`] for a caller that holds the key's lock and read its record.
 pub async fn restore(
     ctx: &Ctx,
