@@ -2,19 +2,26 @@
 //! Every state change is one WriteBatch, so a crash leaves a key in exactly one state.
 
 use std::{
+    ffi::CString,
     fmt,
+    os::unix::ffi::OsStrExt,
     path::Path,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, LogLevel, Options, ReadOptions, WriteBatch, WriteOptions,
+    DB,
 };
 
 use crate::record::{Corrupt, Record, RecordRef};
 
 const LIVE: &str = "live";
 const UNLINKED: &str = "unlinked";
+
+/// Least free space to open the index: an open writes a MANIFEST, an OPTIONS file, a new
+/// WAL and the info log's header before anything else.
+const MIN_FREE: u64 = 1 << 20;
 
 /// Which column family a key is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +95,24 @@ impl Pinned<'_> {
 impl Index {
     /// Opens (creating if missing) the index at `path`. The error says, in one line, why not.
     pub fn open(path: &Path) -> Result<Index, String> {
+        let fail = |why: String| format!("cannot open index {}: {why}", path.display());
+        // RocksDB's first writes at open go to its info log, whose assertion aborts the
+        // process on a full disk (see below): refuse before it starts
+        if let Some(free) = free_bytes(path) {
+            if free < MIN_FREE {
+                return Err(fail(format!("no space left on device ({} KiB free)", free >> 10)));
+            }
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
         opts.set_keep_log_file_num(4);
+        // The info log sits beside the index, and Debian's librocksdb keeps its assertions:
+        // a log line written after a log write failed for want of space aborts the process
+        // (WritableFileWriter::AssertFalseAndGetStatusForPrevError). At this level only the
+        // header is written, at open, so nothing writes the log while the disk is full.
+        opts.set_log_level(LogLevel::Fatal);
         let mut cf_opts = Options::default();
         // point reads dominate: bloom filters in SST files and in the memtable (a miss skips
         // the skiplist search), hashed data-block indexes, a 64 MiB block cache
@@ -107,14 +127,15 @@ impl Index {
             }),
             Err(e) => {
                 let msg = e.into_string();
-                let why = if msg.contains("lock") {
+                Err(fail(if msg.contains("lock") {
                     "it is locked by another process (is another mkv running on it?)".to_string()
                 } else if msg.contains("Corruption") {
                     format!("it is corrupt ({msg})")
+                } else if msg.contains("No space left on device") {
+                    format!("no space left on device ({msg})")
                 } else {
                     msg
-                };
-                Err(format!("cannot open index {}: {why}", path.display()))
+                }))
             }
         }
     }
@@ -216,6 +237,30 @@ impl Index {
     pub fn sync(&self) -> Result<(), Error> {
         self.db.flush_wal(true)?;
         Ok(())
+    }
+}
+
+/// Bytes that this process may still write on the filesystem holding `path` (or the nearest
+/// existing folder above it).
+fn free_bytes(path: &Path) -> Option<u64> {
+    let mut at = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    loop {
+        if let Ok(c) = CString::new(at.as_os_str().as_bytes()) {
+            // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs; a zeroed
+            // statvfs is valid (plain integers).
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+                // root may also write into the blocks the filesystem reserves for it
+                // SAFETY: geteuid cannot fail.
+                let blocks = if unsafe { libc::geteuid() } == 0 { st.f_bfree } else { st.f_bavail };
+                return Some(blocks as u64 * st.f_frsize as u64);
+            }
+        }
+        at = match at.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => return None,
+        };
     }
 }
 
