@@ -61,6 +61,9 @@ impl ApiError {
             ApiError::Http(H::Timeout) => 408,
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
+            // the index's disk is full: writes are refused, reads go on (RFC 4918's status)
+            ApiError::Index(index::Error::Full) => 507,
+            ApiError::Index(index::Error::Reopening) => 503,
             ApiError::Index(_) | ApiError::Internal(_) => 500,
             ApiError::Volume(V::Down(_)) | ApiError::NoLiveReplica => 503,
             ApiError::Volume(V::Timeout(_)) => 504,
