@@ -1,16 +1,17 @@
 //! The index: key → [`Record`] in RocksDB, in column family `live` or `unlinked`.
 //! Every state change is one WriteBatch, so a crash leaves a key in exactly one state.
 
+mod reopen;
+
 use std::{
     fmt,
     path::Path,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{atomic::AtomicU64, atomic::Ordering, Arc},
 };
 
-use rocksdb::{
-    ColumnFamilyDescriptor, DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
+use self::reopen::{free_bytes, Db, Inner, Use, MIN_FREE};
 use crate::record::{Corrupt, Pending, Record, RecordRef};
 
 const LIVE: &str = "live";
@@ -39,6 +40,10 @@ impl State {
 pub enum Error {
     Db(rocksdb::Error),
     Corrupt(Corrupt),
+    /// The disk holding the index is full: writes are refused until space is freed.
+    Full,
+    /// Space is back and the index is being reopened for writing.
+    Reopening,
 }
 
 impl fmt::Display for Error {
@@ -46,6 +51,10 @@ impl fmt::Display for Error {
         match self {
             Error::Db(e) => write!(f, "index: {e}"),
             Error::Corrupt(e) => write!(f, "index: {e}"),
+            Error::Full => {
+                write!(f, "the index disk is full (no space left on device): writes resume once space is freed")
+            }
+            Error::Reopening => write!(f, "the index is reopening after its disk was full: retry shortly"),
         }
     }
 }
@@ -64,8 +73,13 @@ impl From<Corrupt> for Error {
     }
 }
 
+/// Whether RocksDB failed for want of disk space (its status text is all the crate gives).
+fn no_space(e: &rocksdb::Error) -> bool {
+    e.as_ref().contains("No space left on device")
+}
+
 pub struct Index {
-    db: DB,
+    inner: Arc<Inner>,
     // No fsync: the WAL is in the OS page cache once write() returns, so a `201` survives
     // `kill -9` of the master; syncing inline would cost ~150 µs per write on a runtime thread.
     wopts: WriteOptions,
@@ -79,46 +93,47 @@ pub struct Index {
 const SEQS: usize = 4096;
 
 /// A pinned value read from the index: no copy on the GET path.
-pub struct Pinned<'a>(DBPinnableSlice<'a>);
+pub struct Pinned<'a> {
+    value: DBPinnableSlice<'a>,
+    // declared after `value`, so the value is released before the database may be closed
+    _use: Use<'a>,
+}
 
 impl Pinned<'_> {
     pub fn record(&self) -> Result<RecordRef<'_>, Error> {
-        Ok(RecordRef::parse(&self.0)?)
+        Ok(RecordRef::parse(&self.value)?)
     }
 }
 
 impl Index {
     /// Opens (creating if missing) the index at `path`. The error says, in one line, why not.
     pub fn open(path: &Path) -> Result<Index, String> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
-        opts.set_keep_log_file_num(4);
-        let mut cf_opts = Options::default();
-        // point reads dominate: bloom filters in SST files and in the memtable (a miss skips
-        // the skiplist search), hashed data-block indexes, a 64 MiB block cache
-        cf_opts.optimize_for_point_lookup(64);
-        let cfs = [LIVE, UNLINKED, PENDING].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
-        match DB::open_cf_descriptors(&opts, path, cfs) {
-            Ok(db) => Ok(Index {
-                db,
-                wopts: WriteOptions::default(),
-                ropts: ReadOptions::default(),
-                seqs: (0..SEQS).map(|_| AtomicU64::new(0)).collect(),
-            }),
-            Err(e) => {
-                let msg = e.into_string();
-                let why = if msg.contains("lock") {
-                    "it is locked by another process (is another mkv running on it?)".to_string()
-                } else if msg.contains("Corruption") {
-                    format!("it is corrupt ({msg})")
-                } else {
-                    msg
-                };
-                Err(format!("cannot open index {}: {why}", path.display()))
+        let fail = |why: String| format!("cannot open index {}: {why}", path.display());
+        // RocksDB's first writes at open go to its info log, whose assertion aborts the
+        // process on a full disk (see Db::open): refuse before it starts
+        if let Some(free) = free_bytes(path) {
+            if free < MIN_FREE {
+                return Err(fail(format!("no space left on device ({} KiB free)", free >> 10)));
             }
         }
+        let db = Db::open(path, true).map_err(|e| {
+            let msg = e.to_string();
+            fail(if msg.contains("lock") {
+                "it is locked by another process (is another mkv running on it?)".to_string()
+            } else if msg.contains("Corruption") {
+                format!("it is corrupt ({msg})")
+            } else if no_space(&e) {
+                format!("no space left on device ({msg})")
+            } else {
+                msg
+            })
+        })?;
+        Ok(Index {
+            inner: Arc::new(Inner::new(path, db)),
+            wopts: WriteOptions::default(),
+            ropts: ReadOptions::default(),
+            seqs: (0..SEQS).map(|_| AtomicU64::new(0)).collect(),
+        })
     }
 
     /// Deletes the index at `path` (rebuild -force replaces one); it must not be open.
@@ -126,18 +141,11 @@ impl Index {
         DB::destroy(&Options::default(), path).map_err(|e| format!("cannot remove index {}: {e}", path.display()))
     }
 
-    fn cf(&self, state: State) -> &rocksdb::ColumnFamily {
-        self.cf_named(state.cf())
-    }
-
-    fn cf_named(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // every family is created by open(); an absent one is a bug, not an input error
-        self.db.cf_handle(name).expect("column family created at open")
-    }
-
     /// The record bytes of `key` in `state`, pinned.
     pub fn get_pinned(&self, state: State, key: &[u8]) -> Result<Option<Pinned<'_>>, Error> {
-        Ok(self.db.get_pinned_cf_opt(self.cf(state), key, &self.ropts)?.map(Pinned))
+        let u = self.inner.enter();
+        let found = u.db.db.get_pinned_cf_opt(u.db.cf(state), key, &self.ropts)?;
+        Ok(found.map(|value| Pinned { value, _use: u }))
     }
 
     /// The write sequence number of `key`'s bucket. A reader that takes it *before* reading
@@ -152,67 +160,142 @@ impl Index {
 
     /// The record of `key` and its state, live first.
     pub fn get(&self, key: &[u8]) -> Result<Option<(State, Record)>, Error> {
+        let u = self.inner.enter();
         for state in [State::Live, State::Unlinked] {
-            if let Some(p) = self.get_pinned(state, key)? {
-                return Ok(Some((state, p.record()?.to_owned())));
+            if let Some(v) = u.db.db.get_pinned_cf_opt(u.db.cf(state), key, &self.ropts)? {
+                return Ok(Some((state, RecordRef::parse(&v)?.to_owned())));
             }
         }
         Ok(None)
     }
 
+    /// Writes one batch, filled against the database in use. Refused at once while the disk
+    /// is full; the write that finds it full says so, and the index recovers by itself.
+    fn write(&self, fill: impl FnOnce(&Db, &mut WriteBatch)) -> Result<(), Error> {
+        self.inner.writable()?;
+        let u = self.inner.enter();
+        if !u.db.writable {
+            // the read-only copy went in after this write saw the index healthy
+            self.inner.writable()?;
+            return Err(Error::Reopening);
+        }
+        let mut b = WriteBatch::default();
+        fill(u.db, &mut b);
+        u.db.db.write_opt(b, &self.wopts).map_err(|e| self.inner.failed(e))
+    }
+
     /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        let mut b = WriteBatch::default();
         let other = if to == State::Live { State::Unlinked } else { State::Live };
-        b.delete_cf(self.cf(other), key);
-        b.put_cf(self.cf(to), key, rec.encode());
-        self.db.write_opt(b, &self.wopts)?;
+        self.write(|db, b| {
+            b.delete_cf(db.cf(other), key);
+            b.put_cf(db.cf(to), key, rec.encode());
+        })?;
         self.bump(key);
         Ok(())
     }
 
     /// Forgets `key` in both families.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
-        let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(State::Live), key);
-        b.delete_cf(self.cf(State::Unlinked), key);
-        self.db.write_opt(b, &self.wopts)?;
+        self.write(|db, b| {
+            b.delete_cf(db.cf(State::Live), key);
+            b.delete_cf(db.cf(State::Unlinked), key);
+        })?;
         self.bump(key);
         Ok(())
     }
 
+    /// Keys of `state` with `prefix`, from `start` (or the prefix) on, byte-wise sorted.
+    pub fn scan(&self, state: State, prefix: &[u8], start: &[u8]) -> Scan<'_> {
+        let u = self.inner.enter();
+        let mut it = u.db.db.raw_iterator_cf(u.db.cf(state));
+        it.seek(if start > prefix { start } else { prefix });
+        Scan { it, _use: u, prefix: prefix.to_vec(), first: true }
+    }
+
+    /// Whether the index holds no key at all (rebuild refuses to overwrite one that does).
+    pub fn is_empty(&self) -> bool {
+        let u = self.inner.enter();
+        [State::Live, State::Unlinked].iter().all(|&s| {
+            let mut it = u.db.db.raw_iterator_cf(u.db.cf(s));
+            it.seek_to_first();
+            !it.valid()
+        })
+    }
+
+    /// Writes many records at once (rebuild): one batch, no per-key round trip.
+    pub fn put_many(&self, items: &[(Vec<u8>, State, Record)]) -> Result<(), Error> {
+        self.write(|db, b| {
+            for (key, state, rec) in items {
+                b.put_cf(db.cf(*state), key, rec.encode());
+            }
+        })?;
+        items.iter().for_each(|(key, _, _)| self.bump(key));
+        Ok(())
+    }
+
+    /// A setting kept beside the keys (in the default column family), e.g. the volume list
+    /// an online rebalance switched to.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.inner.enter().db.db.get(format!("meta/{name}"))?)
+    }
+
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        self.write(|_, b| b.put(format!("meta/{name}"), value))
+    }
+
+    /// Syncs the WAL to disk: the batch tools call it before they exit.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.inner.writable()?;
+        let u = self.inner.enter();
+        u.db.db.flush_wal(true).map_err(|e| self.inner.failed(e))
+    }
+
+    /// Writes the memtables out to table files (after syncing the WAL), so the next open
+    /// has no log to replay: a stopping master and the batch tools call it last.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.sync()?;
+        let u = self.inner.enter();
+        for cf in [LIVE, UNLINKED, PENDING] {
+            u.db.db.flush_cf(u.db.cf_named(cf)).map_err(|e| self.inner.failed(e))?;
+        }
+        u.db.db.flush().map_err(|e| self.inner.failed(e))
+    }
+
     /// The replacement of `key` being written, if any.
     pub fn pending(&self, key: &[u8]) -> Result<Option<Pending>, Error> {
-        match self.db.get_pinned_cf(self.cf_named(PENDING), key)? {
+        let u = self.inner.enter();
+        match u.db.db.get_pinned_cf_opt(u.db.cf_named(PENDING), key, &self.ropts)? {
             Some(v) => Ok(Some(Pending::decode(&v)?)),
             None => Ok(None),
         }
     }
 
     pub fn set_pending(&self, key: &[u8], p: &Pending) -> Result<(), Error> {
-        Ok(self.db.put_cf_opt(self.cf_named(PENDING), key, p.encode(), &self.wopts)?)
+        self.write(|db, b| b.put_cf(db.cf_named(PENDING), key, p.encode()))
     }
 
     pub fn remove_pending(&self, key: &[u8]) -> Result<(), Error> {
-        Ok(self.db.delete_cf_opt(self.cf_named(PENDING), key, &self.wopts)?)
+        self.write(|db, b| b.delete_cf(db.cf_named(PENDING), key))
     }
 
     /// A replacement is in place: `key` takes `rec` in `to` and its pending entry goes, in
     /// one batch.
     pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        let mut b = WriteBatch::default();
         let other = if to == State::Live { State::Unlinked } else { State::Live };
-        b.delete_cf(self.cf(other), key);
-        b.put_cf(self.cf(to), key, rec.encode());
-        b.delete_cf(self.cf_named(PENDING), key);
-        self.db.write_opt(b, &self.wopts)?;
+        self.write(|db, b| {
+            b.delete_cf(db.cf(other), key);
+            b.put_cf(db.cf(to), key, rec.encode());
+            b.delete_cf(db.cf_named(PENDING), key);
+        })?;
         self.bump(key);
         Ok(())
     }
 
     /// Up to `n` keys with a pending replacement, from `start` on.
     pub fn pending_keys(&self, start: &[u8], n: usize) -> Result<Vec<Vec<u8>>, Error> {
-        let mut it = self.db.raw_iterator_cf(self.cf_named(PENDING));
+        let u = self.inner.enter();
+        let mut it = u.db.db.raw_iterator_cf(u.db.cf_named(PENDING));
         it.seek(start);
         let mut out = Vec::new();
         while out.len() < n {
@@ -224,55 +307,19 @@ impl Index {
         Ok(out)
     }
 
-    /// Keys of `state` with `prefix`, from `start` (or the prefix) on, byte-wise sorted.
-    pub fn scan(&self, state: State, prefix: &[u8], start: &[u8]) -> Scan<'_> {
-        let mut it = self.db.raw_iterator_cf(self.cf(state));
-        it.seek(if start > prefix { start } else { prefix });
-        Scan { it, prefix: prefix.to_vec(), first: true }
-    }
-
-    /// Whether the index holds no key at all (rebuild refuses to overwrite one that does).
-    pub fn is_empty(&self) -> bool {
-        [State::Live, State::Unlinked].iter().all(|&s| {
-            let mut it = self.db.raw_iterator_cf(self.cf(s));
-            it.seek_to_first();
-            !it.valid()
-        })
-    }
-
-    /// Writes many records at once (rebuild): one batch, no per-key round trip.
-    pub fn put_many(&self, items: &[(Vec<u8>, State, Record)]) -> Result<(), Error> {
-        let mut b = WriteBatch::default();
-        for (key, state, rec) in items {
-            b.put_cf(self.cf(*state), key, rec.encode());
-        }
-        self.db.write_opt(b, &self.wopts)?;
-        items.iter().for_each(|(key, _, _)| self.bump(key));
-        Ok(())
-    }
-
-    /// A setting kept beside the keys (in the default column family), e.g. the volume list
-    /// an online rebalance switched to.
-    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.db.get(format!("meta/{name}"))?)
-    }
-
-    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<(), Error> {
-        Ok(self.db.put_opt(format!("meta/{name}"), value, &self.wopts)?)
+    /// Whether writes are accepted now (not while the disk is full or the index reopens).
+    pub fn writable(&self) -> Result<(), Error> {
+        self.inner.writable()
     }
 
     /// RocksDB's own figures, for `/metrics` and the status page (estimates).
     pub fn stats(&self) -> Stats {
-        let cf_int = |state: State, name: &str| self.db.property_int_value_cf(self.cf(state), name).ok().flatten();
-        let all = |name: &str| {
-            [LIVE, UNLINKED, PENDING]
-                .iter()
-                .filter_map(|cf| self.db.property_int_value_cf(self.cf_named(cf), name).ok().flatten())
-                .sum::<u64>()
-        };
+        let u = self.inner.enter();
+        let cf_int = |cf: &str, name: &str| u.db.db.property_int_value_cf(u.db.cf_named(cf), name).ok().flatten();
+        let all = |name: &str| [LIVE, UNLINKED, PENDING].iter().filter_map(|cf| cf_int(cf, name)).sum::<u64>();
         Stats {
-            live_keys: cf_int(State::Live, "rocksdb.estimate-num-keys").unwrap_or(0),
-            unlinked_keys: cf_int(State::Unlinked, "rocksdb.estimate-num-keys").unwrap_or(0),
+            live_keys: cf_int(LIVE, "rocksdb.estimate-num-keys").unwrap_or(0),
+            unlinked_keys: cf_int(UNLINKED, "rocksdb.estimate-num-keys").unwrap_or(0),
             sst_bytes: all("rocksdb.total-sst-files-size"),
             memtable_bytes: all("rocksdb.cur-size-all-mem-tables"),
             pending_compaction_bytes: all("rocksdb.estimate-pending-compaction-bytes"),
@@ -285,25 +332,9 @@ impl Index {
         if dir.exists() {
             return Err(format!("{} exists already: a snapshot goes into a new folder", dir.display()));
         }
-        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| format!("cannot snapshot: {e}"))?;
+        let u = self.inner.enter();
+        let cp = rocksdb::checkpoint::Checkpoint::new(&u.db.db).map_err(|e| format!("cannot snapshot: {e}"))?;
         cp.create_checkpoint(dir).map_err(|e| format!("cannot snapshot into {}: {e}", dir.display()))
-    }
-
-    /// Syncs the WAL to disk: the batch tools call it before they exit.
-    pub fn sync(&self) -> Result<(), Error> {
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
-
-    /// Writes the memtables out to table files (and syncs the WAL first), so the next open
-    /// has no log to replay: a stopping master and the batch tools call it last.
-    pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush_wal(true)?;
-        for state in [State::Live, State::Unlinked] {
-            self.db.flush_cf(self.cf(state))?;
-        }
-        self.db.flush()?;
-        Ok(())
     }
 }
 
@@ -320,6 +351,8 @@ pub struct Stats {
 /// A cursor over the keys of one family under one prefix.
 pub struct Scan<'a> {
     it: DBRawIterator<'a>,
+    // after `it`: the iterator is released before the database may be closed
+    _use: Use<'a>,
     prefix: Vec<u8>,
     first: bool,
 }

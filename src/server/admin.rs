@@ -79,6 +79,9 @@ fn health(local: &Local) -> (u16, String) {
     if sh.stopping() {
         return (503, "stopping".into());
     }
+    if let Err(e) = sh.index.writable() {
+        return (503, format!("writes refused: {e}"));
+    }
     let topo = local.ctx.topo();
     let up = topo.volumes.iter().filter(|v| topo.is_up(v)).count();
     if up < topo.replicas {

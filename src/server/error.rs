@@ -58,6 +58,9 @@ impl ApiError {
             ApiError::Http(H::Timeout) => 408,
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
+            // the index's disk is full: writes are refused, reads go on (RFC 4918's status)
+            ApiError::Store(S::Index(index::Error::Full)) => 507,
+            ApiError::Store(S::Index(index::Error::Reopening)) => 503,
             ApiError::Store(S::Index(_) | S::Internal(_)) => 500,
             ApiError::Store(S::Volume(V::Down(_)) | S::NoLiveReplica | S::NoGoodReplica) => 503,
             ApiError::Store(S::Volume(V::Timeout(_))) => 504,
