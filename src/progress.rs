@@ -263,7 +263,7 @@ fn bar_line(label: &str, s: &State, elapsed: Duration) -> String {
     if let Some(f) = fraction(s) {
         const WIDTH: usize = 20;
         let fill = ((f * WIDTH as f64) as usize).min(WIDTH);
-        out += &format!(" [{}{}] {:>3.0}%", "#".repeat(fill), ".".repeat(WIDTH - fill), f * 100.0);
+        out += &format!(" [{}{}] {:>3}%", "#".repeat(fill), ".".repeat(WIDTH - fill), percent(f));
     }
     match s.total {
         Some(t) => out += &format!(" {}/{t} keys", s.done),
@@ -286,7 +286,7 @@ fn plain_line(label: &str, s: &State, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
     let mut out = format!("{label}:");
     if let Some(f) = fraction(s) {
-        out += &format!(" {:.0}%,", f * 100.0);
+        out += &format!(" {}%,", percent(f));
     }
     out += &format!(" {} keys, {:.0} keys/s,", s.done, s.done as f64 / secs);
     if let Some(eta) = eta(s, secs) {
@@ -315,6 +315,11 @@ fn fraction(s: &State) -> Option<f64> {
         (_, Some(f)) => Some(f),
         _ => None,
     }
+}
+
+/// Whole percent done, rounded down: 99.6% is not 100% while work remains.
+fn percent(f: f64) -> u32 {
+    (f * 100.0).floor() as u32
 }
 
 /// Seconds left at the pace so far.
@@ -387,6 +392,13 @@ mod tests {
         let plain = plain_line("rebalance", &s, Duration::from_secs(10));
         assert_eq!(plain, "rebalance: 50%, 500 keys, 50 keys/s, ETA 10s, 10s elapsed; live 500");
         assert_eq!(duration(185.0), "3m05s");
+        s.total = None;
+        s.fraction = Some(255.0 / 256.0);
+        let plain = plain_line("rebuild", &s, Duration::from_secs(10));
+        assert!(plain.starts_with("rebuild: 99%, "), "{plain}");
+        assert!(bar_line("rebuild", &s, Duration::from_secs(10)).contains("]  99% "));
+        s.fraction = Some(1.0);
+        assert!(plain_line("rebuild", &s, Duration::from_secs(10)).starts_with("rebuild: 100%, "));
         assert_eq!(duration(7620.0), "2h07m");
     }
 }

@@ -6,7 +6,13 @@
 //! shards in flight, not the whole key space. Names whose base64 has `/` are nested folders,
 //! walked and joined. UNLINK's markers (`_unlinked/xx/yy/...` beside the tree) are listed in
 //! the same shard, so unlinked keys come back unlinked.
+//!
+//! Listings are not trusted: each folder is listed once however often listings name it, and
+//! what a volume may make the walk hold or do has named bounds (here, in `entries`, what one
+//! listing adds, and in `volumes`, how one is read). A listing over one is refused, named,
+//! counted, and the run exits non-zero: keys may be missing.
 
+mod entries;
 mod volumes;
 
 use std::{
@@ -26,9 +32,7 @@ use crate::{
     record::Record,
     volume::{self, Client, Topology},
 };
-use volumes::{
-    discover, fetch, hash_prefix, parse_listing, parse_xx, read_md5, recover_merged, Entry, Failure, Layout, SHARDS,
-};
+use volumes::{discover, fetch, parse_listing, read_md5, Failure, Gate, Layout, Listing, SHARDS};
 
 pub struct Options {
     pub force: bool,
@@ -41,8 +45,10 @@ const BATCH: usize = 10_000;
 /// A batch tool waits longer for a busy volume than the master's `-voltimeout`.
 const MIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
-/// Longest name (nested folders joined) walked: a symlink loop ends here.
-const MAX_WALK: usize = 4096;
+/// Most bytes of folders learned from listings and waiting to be listed (a job and its
+/// path, ~100 bytes): ~600k folders, twice the `yy` folders of a shard over 1,000
+/// subvolume roots, the most the walk (lowest shard first) has waiting.
+const QUEUE_MAX: usize = 64 << 20;
 /// Strays and size mismatches shown one by one; the rest are counted.
 const NAMED_WARNINGS: u64 = 10;
 
@@ -63,8 +69,9 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     let client = Client::new();
+    let gate = Gate::new();
     // the folders first (read-only): a volume that cannot be listed leaves the index alone
-    let layout = rt.block_on(discover(&client, &topo, &cfg))?;
+    let layout = rt.block_on(discover(&client, &topo, &gate, &cfg))?;
     let index = open_empty(&cfg, opts.force)?;
     let progress = Progress::new("rebuild", None);
     progress.count("live", 0);
@@ -95,7 +102,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             Err(e) => return Err(anyhow::anyhow!("cannot start the index writer: {e}")),
         };
         let mut walk = Walk::new(&cfg, &opts, &layout, &progress, tx);
-        let walked = rt.block_on(walk.run(&client, &topo));
+        let walked = rt.block_on(walk.run(&client, &topo, &gate));
         drop(walk); // closes the channel: the writer finishes what it has
         match writer.join() {
             Ok(Ok(())) => walked,
@@ -149,15 +156,15 @@ enum Task {
 }
 
 enum Outcome {
-    Listed(ListJob, Result<Vec<u8>, Failure>),
+    Listed(ListJob, Result<Listing, Failure>),
     Read { shard: u8, idx: u32, result: Result<([u8; 16], u64), Failure> },
 }
 
-async fn perform(client: &Client, topo: &Topology, layout: &Layout, task: Task) -> Outcome {
+async fn perform(client: &Client, topo: &Topology, gate: &Gate, layout: &Layout, task: Task) -> Outcome {
     match task {
         Task::List(job) => {
             let server = &layout.volumes[layout.roots[job.root as usize].server];
-            let r = fetch(client, topo, server, &job.dir).await;
+            let r = fetch(client, topo, gate, server, &job.dir).await;
             Outcome::Listed(job, r)
         }
         Task::Read { shard, idx, targets } => {
@@ -188,8 +195,24 @@ struct Shard {
     reads: usize,
     keys: HashMap<Box<[u8]>, Found>,
     markers: HashSet<Box<[u8]>>,
+    /// Entries listed so far below each `xx/yy` folder (by [`subtree`]); REFUSED once over
+    /// SUBTREE_MAX.
+    subtrees: HashMap<u32, u32>,
     done: Vec<Done>,
     complete: bool,
+}
+
+/// A subtree that went over SUBTREE_MAX: nothing more of it is listed.
+const REFUSED: u32 = u32::MAX;
+
+/// The `xx/yy` folder of a root (data or markers) that a job at depth 1 or more is below.
+fn subtree(job: &ListJob) -> u32 {
+    (job.root as u32) << 9 | (job.marker as u32) << 8 | job.yy as u32
+}
+
+/// What a folder learned from a listing costs while it waits: QUEUE_MAX counts this.
+fn queued_cost(job: &ListJob) -> usize {
+    std::mem::size_of::<Task>() + job.dir.len()
 }
 
 /// The walk over every shard: what is queued, found and written.
@@ -207,6 +230,8 @@ struct Walk<'a> {
     tx: Option<mpsc::SyncSender<Vec<(Vec<u8>, State, Record)>>>,
     warned: u64,
     scores: Vec<([u8; 16], usize)>,
+    /// Bytes of folders learned from listings, queued (QUEUE_MAX bounds it).
+    queued: usize,
 }
 
 impl<'a> Walk<'a> {
@@ -230,6 +255,7 @@ impl<'a> Walk<'a> {
             tx: Some(tx),
             warned: 0,
             scores: Vec::new(),
+            queued: 0,
         };
         for xx in 0..SHARDS {
             for (i, r) in layout.roots.iter().enumerate() {
@@ -251,11 +277,49 @@ impl<'a> Walk<'a> {
         self.queues[s].push_back(Task::List(job));
     }
 
-    fn next_task(&mut self) -> Option<Task> {
-        (self.low..SHARDS).find_map(|s| self.queues[s].pop_front())
+    /// A folder a listing names: queued, or false when QUEUE_MAX has no room for it.
+    fn queue_learned(&mut self, job: ListJob) -> bool {
+        let cost = queued_cost(&job);
+        if self.queued + cost > QUEUE_MAX {
+            return false;
+        }
+        self.queued += cost;
+        self.queue(job);
+        true
     }
 
-    async fn run(&mut self, client: &Client, topo: &Topology) -> anyhow::Result<()> {
+    /// The next task of the lowest shard that has one; folders of a refused subtree are
+    /// dropped unlisted.
+    fn next_task(&mut self) -> anyhow::Result<Option<Task>> {
+        while let Some(s) = (self.low..SHARDS).find(|&s| !self.queues[s].is_empty()) {
+            let Some(task) = self.queues[s].pop_front() else { continue };
+            let Task::List(job) = task else { return Ok(Some(task)) };
+            if job.depth > 0 {
+                self.queued -= queued_cost(&job);
+            }
+            if !self.refused(&job) {
+                return Ok(Some(Task::List(job)));
+            }
+            self.unqueued(s)?;
+        }
+        Ok(None)
+    }
+
+    /// Whether `job` is below a subtree that went over SUBTREE_MAX.
+    fn refused(&self, job: &ListJob) -> bool {
+        job.depth > 0 && self.shards[job.shard as usize].subtrees.get(&subtree(job)) == Some(&REFUSED)
+    }
+
+    /// A listing of shard `s` is done with (listed or dropped).
+    fn unqueued(&mut self, s: usize) -> anyhow::Result<()> {
+        self.shards[s].lists -= 1;
+        if self.shards[s].lists == 0 {
+            self.listed(s)?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, client: &Client, topo: &Topology, gate: &Gate) -> anyhow::Result<()> {
         // shards with nothing to list (no volume has their folder)
         for s in 0..SHARDS {
             if self.shards[s].lists == 0 {
@@ -266,8 +330,8 @@ impl<'a> Walk<'a> {
         let mut inflight = FuturesUnordered::new();
         loop {
             while inflight.len() < self.opts.concurrency {
-                let Some(task) = self.next_task() else { break };
-                inflight.push(perform(client, topo, layout, task));
+                let Some(task) = self.next_task()? else { break };
+                inflight.push(perform(client, topo, gate, layout, task));
             }
             let Some(outcome) = inflight.next().await else { break };
             match outcome {
@@ -281,99 +345,33 @@ impl<'a> Walk<'a> {
         self.flush()
     }
 
-    fn on_listing(&mut self, topo: &Topology, job: ListJob, r: Result<Vec<u8>, Failure>) -> anyhow::Result<()> {
+    fn on_listing(&mut self, topo: &Topology, job: ListJob, r: Result<Listing, Failure>) -> anyhow::Result<()> {
         let s = job.shard as usize;
-        let root = &self.layout.roots[job.root as usize];
-        let server = &self.layout.volumes[root.server];
+        let layout = self.layout;
+        let server = &layout.volumes[layout.roots[job.root as usize].server];
         match r {
-            Ok(body) => match parse_listing(&body) {
-                Ok(entries) => self.walk_entries(&job, &entries),
-                Err(e) => self.progress.error(&format!("{server}{}", job.dir), &format!("bad listing: {e}")),
+            // its subtree went over SUBTREE_MAX while this listing was in flight
+            Ok(_) if self.refused(&job) => {}
+            Ok(listing) => match parse_listing(&listing.body) {
+                Ok(entries) => self.take_listing(&job, &entries),
+                Err(e) => self.refuse(&job, &job.dir, &e.to_string()),
             },
             // a volume that stopped answering would cost its keys: stop rather than write half
             Err(f) if f.unreachable && !topo.is_up(server) => {
                 bail!("volume {server} stopped answering during the rebuild ({})", f.why)
             }
+            Err(f) if f.refused => self.refuse(&job, &job.dir, &f.why),
             Err(f) => self.progress.error(&format!("{server}{}", job.dir), &f.why),
         }
-        self.shards[s].lists -= 1;
-        if self.shards[s].lists == 0 {
-            self.listed(s)?;
-        }
-        Ok(())
+        self.unqueued(s)
     }
 
-    fn walk_entries(&mut self, job: &ListJob, entries: &[Entry<'_>]) {
-        for e in entries {
-            let dir = e.kind == "directory";
-            if job.depth == 0 {
-                // `xx/`: only `yy` folders belong here
-                match parse_xx(&e.name).filter(|_| dir) {
-                    Some(yy) => {
-                        let dir = format!("{}{}/", job.dir, e.name);
-                        let name_at = dir.len();
-                        self.queue(ListJob { yy, dir, name_at, depth: 1, ..*job });
-                    }
-                    None => self.stray(job, &e.name, "not a two-hex-digit folder"),
-                }
-                continue;
-            }
-            let name_len = job.dir.len() - job.name_at + e.name.len();
-            if dir {
-                let ok = !e.name.is_empty()
-                    && e.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+')
-                    && name_len < MAX_WALK;
-                if ok {
-                    let dir = format!("{}{}/", job.dir, e.name);
-                    self.queue(ListJob { dir, depth: job.depth + 1, ..*job });
-                } else {
-                    self.stray(job, &e.name, "a folder no base64 name makes");
-                }
-            } else if e.kind == "file" {
-                let mut name = String::with_capacity(name_len);
-                name.push_str(&job.dir[job.name_at..]);
-                name.push_str(&e.name);
-                self.found(job, &name, e.size);
-            } else {
-                self.stray(job, &e.name, "neither a file nor a folder");
-            }
-        }
-    }
-
-    /// A file named `name` (base64, nested folders joined) in `xx/yy/` of a root.
-    fn found(&mut self, job: &ListJob, name: &str, size: u64) {
-        let (xx, yy) = (job.shard, job.yy);
-        let shard = &mut self.shards[xx as usize];
-        let decoded = placement::decode_name(name);
-        if !job.marker {
-            if let Some(f) = decoded.as_deref().and_then(|k| shard.keys.get_mut(k)) {
-                if f.yy == yy {
-                    f.reps.push((job.root, size));
-                    return;
-                }
-            }
-        }
-        let key = match decoded.filter(|k| hash_prefix(k) == [xx, yy]).or_else(|| recover_merged(name, [xx, yy])) {
-            Some(k) => k.into_boxed_slice(),
-            None => return self.stray(job, name, "not the base64 of a key hashing to its folder"),
-        };
-        if job.marker {
-            shard.markers.insert(key);
-        } else {
-            shard
-                .keys
-                .entry(key)
-                .or_insert_with(|| Found { yy, reps: Vec::with_capacity(3) })
-                .reps
-                .push((job.root, size));
-        }
-    }
-
-    fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
-        self.progress.note("strays", 1);
-        let root = &self.layout.roots[job.root as usize];
-        let server = &self.layout.volumes[root.server];
-        self.warn(&format!("ignoring {server}{}{name}: {why}", job.dir));
+    /// A listing refused (over a bound, or no listing at all): named, counted, and what it
+    /// holds is not indexed.
+    fn refuse(&mut self, job: &ListJob, folder: &str, why: &str) {
+        let server = &self.layout.volumes[self.layout.roots[job.root as usize].server];
+        self.progress.note("listings refused", 1);
+        self.progress.error(&format!("{server}{folder}"), why);
     }
 
     /// A line about something odd but not failed (a stray, a size mismatch): the first few

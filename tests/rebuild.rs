@@ -3,9 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use common::*;
@@ -325,4 +331,228 @@ fn rebuild_takes_over_volumes_laid_out_by_minikeyvalue() {
     for k in [&b"/k\xff\xff\xfex"[..], b"/\xff\xff\xff"] {
         assert_eq!(get_follow(&master.addr(), &enc(k)).body, value(k), "{}", enc(k));
     }
+}
+
+// ---- a hostile volume ------------------------------------------------------------------
+
+/// What the hostile volume serves at a path.
+enum Answer {
+    Json(String),
+    /// A `200` whose body is not a listing at all.
+    Garbage,
+    /// A chunked listing that goes on far past any sane size (until the reader hangs up).
+    Endless,
+    Missing,
+}
+
+/// nginx's JSON autoindex of `entries` (name, is a folder), each as many times as given.
+fn autoindex(entries: &[(&str, bool, usize)]) -> String {
+    let mut out = String::from("[\n");
+    for &(name, dir, times) in entries {
+        let entry = if dir {
+            format!("{{ \"name\":\"{name}\", \"type\":\"directory\", \"mtime\":\"Wed, 02 Dec 2026 01:08:35 GMT\" }},\n")
+        } else {
+            format!(
+                "{{ \"name\":\"{name}\", \"type\":\"file\", \"mtime\":\"Wed, 02 Dec 2026 01:08:35 GMT\", \"size\":1 }},\n"
+            )
+        };
+        out.push_str(&entry.repeat(times));
+    }
+    if out.ends_with(",\n") {
+        out.truncate(out.len() - 2);
+    }
+    out.push_str("\n]");
+    out
+}
+
+/// A volume that lies: `/00/00/` and every folder below it list the subfolders `a` and `b`
+/// thousands of times each (as a symlink to the parent would, without end), `/00/` lists its
+/// `00` thousands of times, `/00/01/` never ends, `/7f/` is an HTML page, `/ff/ff/` lists
+/// 100,000 files.
+fn hostile(path: &str) -> Answer {
+    match path {
+        "/" => Answer::Json(autoindex(&[("00", true, 1000), ("7f", true, 1), ("ff", true, 1)])),
+        "/00/" => Answer::Json(autoindex(&[("00", true, 3000), ("01", true, 1)])),
+        "/00/01/" => Answer::Endless,
+        "/7f/" => Answer::Garbage,
+        "/ff/" => Answer::Json(autoindex(&[("ff", true, 1)])),
+        "/ff/ff/" => Answer::Json(autoindex(&[("eA==", false, 100_000)])),
+        p if p.starts_with("/00/00/") => Answer::Json(autoindex(&[("a", true, 3000), ("b", true, 3000)])),
+        _ => Answer::Missing,
+    }
+}
+
+/// A fake volume speaking HTTP/1.1 (keep-alive, `HEAD` for the health probes) that answers
+/// GETs from [`hostile`] and counts them by path.
+struct HostileVolume {
+    addr: String,
+    gets: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl HostileVolume {
+    fn start() -> HostileVolume {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap().to_string();
+        let gets: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts = Arc::clone(&gets);
+        thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counts = Arc::clone(&counts);
+                thread::spawn(move || {
+                    let _ = serve_hostile(conn, &counts);
+                });
+            }
+        });
+        HostileVolume { addr, gets }
+    }
+}
+
+fn serve_hostile(conn: TcpStream, gets: &Mutex<HashMap<String, usize>>) -> io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut words = line.split_whitespace();
+        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            if header.trim_end().is_empty() {
+                break;
+            }
+        }
+        if method == "HEAD" {
+            out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+            continue;
+        }
+        *gets.lock().unwrap().entry(path.clone()).or_default() += 1;
+        let (status, body) = match hostile(&path) {
+            Answer::Json(body) => ("200 OK", body),
+            Answer::Garbage => ("200 OK", "<html><body><h1>It works!</h1></body></html>".to_string()),
+            Answer::Missing => ("404 Not Found", String::new()),
+            Answer::Endless => {
+                out.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                )?;
+                let entry = "{ \"name\":\"QUFB\", \"type\":\"file\", \"mtime\":\"Wed, 02 Dec 2026 01:08:35 GMT\", \"size\":1 },\n";
+                let piece = entry.repeat((64 << 10) / entry.len());
+                let chunk = format!("1\r\n[\r\n{:x}\r\n{piece}\r\n", piece.len());
+                out.write_all(chunk.as_bytes())?;
+                let chunk = format!("{:x}\r\n{piece}\r\n", piece.len());
+                // 4 GiB at most, should the reader never hang up
+                for _ in 0..(4u64 << 30) / piece.len() as u64 {
+                    out.write_all(chunk.as_bytes())?;
+                }
+                return Ok(());
+            }
+        };
+        let head =
+            format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+        out.write_all(head.as_bytes())?;
+        out.write_all(body.as_bytes())?;
+    }
+}
+
+/// Highest resident set size of `pid` so far (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
+/// Peak RSS a rebuild may reach against the hostile volume (a clean one of these few keys
+/// stays far below); the rebuild is killed as soon as it goes over.
+const RSS_LIMIT: u64 = 200 << 20;
+/// Time the rebuild may take; it is killed beyond.
+const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `mkv <args>` watching its peak RSS: (exit code, stderr, peak RSS, time taken).
+/// Panics (after killing it) if it goes over `RSS_LIMIT` or `TIME_LIMIT`.
+fn run_watched(args: &[&str]) -> (Option<i32>, String, u64, Duration) {
+    let began = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mkv");
+    let stderr = child.stderr.take().unwrap();
+    let lines = thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut peak = 0;
+    let status = loop {
+        if let Some(rss) = peak_rss(child.id()) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let over = peak > RSS_LIMIT || began.elapsed() > TIME_LIMIT;
+        if over {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = lines.join().unwrap().join("\n");
+            panic!(
+                "rebuild killed after {:.1} s at a peak RSS of {} MiB (limits: {} MiB, {:?}):\n{stderr}",
+                began.elapsed().as_secs_f64(),
+                peak >> 20,
+                RSS_LIMIT >> 20,
+                TIME_LIMIT
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = began.elapsed();
+    (status.code(), lines.join().unwrap().join("\n"), peak, took)
+}
+
+#[test]
+fn rebuild_bounds_a_hostile_volume() {
+    let vols: Vec<Volume> = (0..2).map(|_| Volume::new()).collect();
+    let addrs: Vec<String> = vols.iter().map(Volume::addr).collect();
+    let flags = ["-replicas", "2", "-subvolumes", "1"];
+    let mut master = Master::start(&vols, &flags);
+    let keys = test_keys();
+    for k in &keys {
+        put(&master.addr(), k);
+    }
+    let before = listing(&master.addr(), "list");
+    assert_eq!(before.len(), keys.len());
+    master.kill9();
+
+    let bad = HostileVolume::start();
+    let all = [addrs.clone(), vec![bad.addr.clone()]].concat().join(",");
+    let db = TempDir::new("rebuilt");
+    let db_arg = db.path().display().to_string();
+    let args = [&["rebuild", "-volumes", &all, "-db", &db_arg][..], &flags].concat();
+    let (code, stderr, peak, took) = run_watched(&args);
+    eprintln!(
+        "rebuild against the hostile volume: exit {code:?}, {:.1} s, peak RSS {} MiB",
+        took.as_secs_f64(),
+        peak >> 20
+    );
+
+    // keys may have been missed: the run says so, naming each folder it refused
+    assert_eq!(code, Some(1), "{stderr}");
+    for folder in ["/00/00/", "/00/01/", "/7f/", "/ff/ff/"] {
+        let named = format!("{}{folder}", bad.addr);
+        assert!(stderr.contains(&named), "{named} not named:\n{stderr}");
+    }
+    assert!(summary(&stderr).contains(", 4 listings refused"), "{stderr}");
+    // each folder listed once however often listings name it (`/` by both steps of discovery)
+    let gets = bad.gets.lock().unwrap().clone();
+    let again: Vec<_> = gets.iter().filter(|(p, n)| **n > 1 && p.as_str() != "/").collect();
+    assert!(again.is_empty(), "listed more than once: {again:?}");
+    assert!(gets.len() < 500, "{} folders listed", gets.len());
+
+    // the real volumes' keys are all in the index
+    let path = db.path().to_path_buf();
+    let rebuilt = Master::start_args(db, server_args(&path, &addrs, &flags));
+    assert_eq!(listing(&rebuilt.addr(), "list"), before);
 }

@@ -1,7 +1,10 @@
 //! What the volumes hold, as rebuild reads it: which folders hold `xx/yy/` trees, their
 //! nginx JSON listings, values (for `-verify`), and file names turned back into keys.
+//!
+//! A volume is not trusted: a listing is read and parsed within named bounds (its size, its
+//! entries), and the bodies of large listings in memory at once are limited by a [`Gate`].
 
-use std::{borrow::Cow, time::Duration};
+use std::{borrow::Cow, fmt, time::Duration};
 
 use crate::md5::Md5;
 use futures_util::future::join_all;
@@ -15,8 +18,21 @@ use crate::{
 
 /// `xx` folders: the shards a rebuild walks one after another.
 pub const SHARDS: usize = 256;
-/// Largest directory listing read (nginx's JSON is ~100 bytes a file).
-const LISTING_MAX: usize = 512 << 20;
+/// Most entries one listing may have. md5 spreads keys evenly over the 65,536 `xx/yy`
+/// folders, so a folder of a volume holding N keys lists about N / 65,536 (~15 for 1M keys):
+/// this fits volumes of 4 billion keys, and a parsed listing stays under 4 MiB.
+pub const MAX_ENTRIES: usize = 65_536;
+/// Largest listing body read: MAX_ENTRIES entries of 256 bytes (nginx's JSON is ~80 bytes an
+/// entry besides its name, and a real key's name is 20-60 bytes, at most 255).
+pub const LISTING_MAX: usize = 16 << 20;
+/// A listing body grows past this only with a pass from the [`Gate`]: ~2,000 entries, a
+/// folder of a volume of 130M keys. Below it, listings in flight hold at most
+/// `-concurrency` × this (64 MiB at the default 256).
+const SMALL_LISTING: usize = 256 << 10;
+/// Listings that may grow past SMALL_LISTING at once: 4 × LISTING_MAX = 64 MiB at most.
+/// nginx has stat'ed every entry before it sends the first byte, so waiting here delays
+/// only the transfer of the rest, never the volume's own work.
+const BIG_LISTINGS: usize = 4;
 /// Tries of one listing or read; between them 0.25, 0.5, 1, 2 s pass.
 const ATTEMPTS: u32 = 5;
 /// Largest piece of a value held while `-verify` hashes it.
@@ -42,7 +58,7 @@ pub struct Layout {
 }
 
 /// One entry of nginx's JSON autoindex.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Entry<'a> {
     #[serde(borrow)]
     pub name: Cow<'a, str>,
@@ -52,8 +68,103 @@ pub struct Entry<'a> {
     pub size: u64,
 }
 
-pub fn parse_listing(body: &[u8]) -> Result<Vec<Entry<'_>>, serde_json::Error> {
-    serde_json::from_slice(body)
+/// Why a listing's body is refused.
+#[derive(Debug)]
+pub enum BadListing {
+    TooMany,
+    NotJson(serde_json::Error),
+}
+
+impl fmt::Display for BadListing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadListing::TooMany => write!(f, "more than {MAX_ENTRIES} entries, the most one folder may list"),
+            BadListing::NotJson(e) => write!(f, "not a JSON listing ({e})"),
+        }
+    }
+}
+
+/// The entries of a JSON autoindex body; more than MAX_ENTRIES are refused as they are read,
+/// before they take memory.
+pub fn parse_listing(body: &[u8]) -> Result<Vec<Entry<'_>>, BadListing> {
+    use serde::de::DeserializeSeed as _;
+    let mut over = false;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let entries = Capped { over: &mut over, hint: body.len() / 100 }.deserialize(&mut de).and_then(|v| {
+        de.end()?;
+        Ok(v)
+    });
+    entries.map_err(|e| if over { BadListing::TooMany } else { BadListing::NotJson(e) })
+}
+
+/// A JSON array of at most MAX_ENTRIES entries; `over` is set when it has more.
+struct Capped<'f> {
+    over: &'f mut bool,
+    /// Entries expected (nginx's are ~100 bytes each), so the Vec grows at most once or twice.
+    hint: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Capped<'_> {
+    type Value = Vec<Entry<'de>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Capped<'_> {
+    type Value = Vec<Entry<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entries")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(self.hint.min(MAX_ENTRIES));
+        while let Some(e) = seq.next_element()? {
+            if out.len() == MAX_ENTRIES {
+                *self.over = true;
+                return Err(serde::de::Error::custom("too many entries"));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
+/// Passes for listings that grow past SMALL_LISTING: BIG_LISTINGS tokens in a channel, one
+/// taken before such a listing reads on and given back when its body is dropped. Holders
+/// wait on nothing but their own volume, so the passes always come back.
+pub struct Gate {
+    give: flume::Sender<()>,
+    take: flume::Receiver<()>,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        let (give, take) = flume::bounded(BIG_LISTINGS);
+        for _ in 0..BIG_LISTINGS {
+            let _ = give.try_send(());
+        }
+        Gate { give, take }
+    }
+
+    async fn pass(&self) -> Pass {
+        // the gate holds a sender, so the channel never closes
+        let _ = self.take.recv_async().await;
+        Pass(self.give.clone())
+    }
+}
+
+struct Pass(flume::Sender<()>);
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// A listing's body, with the pass it holds if it is a large one.
+pub struct Listing {
+    pub body: Vec<u8>,
+    _pass: Option<Pass>,
 }
 
 /// `sv0A` → 10 (two upper-case hex digits, as placement writes them).
@@ -73,22 +184,21 @@ pub fn parse_xx(name: &str) -> Option<u8> {
 
 /// Lists each volume's top, finds its roots (subvolume folders, or the top itself), and
 /// which `xx` folders each has. Any failure here is fatal: nothing has been written yet.
-pub async fn discover(client: &Client, topo: &Topology, cfg: &Config) -> anyhow::Result<Layout> {
-    let tops = join_all(cfg.volumes.iter().map(|v| fetch(client, topo, v, "/"))).await;
+pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Config) -> anyhow::Result<Layout> {
+    let tops = join_all(cfg.volumes.iter().map(|v| folders(client, topo, gate, v, "/"))).await;
     let mut roots = Vec::new();
     for (server, (v, top)) in cfg.volumes.iter().zip(tops).enumerate() {
-        let body = top.map_err(|f| anyhow::anyhow!("cannot list volume {v}: {}", f.why))?;
-        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("volume {v}: bad listing of /: {e}"))?;
         let mut flat = false;
         let mut svs = Vec::new();
-        for e in entries.iter().filter(|e| e.kind == "directory") {
-            if let Some(sv) = parse_sv(&e.name) {
+        for name in top? {
+            if let Some(sv) = parse_sv(&name) {
                 svs.push(sv);
-            } else if parse_xx(&e.name).is_some() || format!("/{}", e.name) == MARKER_DIR {
+            } else if parse_xx(&name).is_some() || is_marker_dir(&name) {
                 flat = true;
             }
         }
         svs.sort_unstable();
+        svs.dedup();
         let new_root = |sv: Option<u8>| {
             let prefix = sv.map_or(String::new(), |sv| format!("/sv{sv:02X}"));
             Root {
@@ -122,25 +232,18 @@ pub async fn discover(client: &Client, topo: &Topology, cfg: &Config) -> anyhow:
     }
     let found = join_all(roots.iter().map(|r| async {
         let v = &cfg.volumes[r.server];
-        let top = fetch(client, topo, v, &format!("{}/", r.prefix)).await;
-        let body = top.map_err(|f| anyhow::anyhow!("cannot list {}/: {}", r.name, f.why))?;
-        let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
         let mut data = [false; SHARDS];
         let mut has_markers = false;
-        for e in entries.iter().filter(|e| e.kind == "directory") {
-            if let Some(xx) = parse_xx(&e.name) {
+        for name in folders(client, topo, gate, v, &format!("{}/", r.prefix)).await? {
+            if let Some(xx) = parse_xx(&name) {
                 data[xx as usize] = true;
             }
-            has_markers |= format!("/{}", e.name) == MARKER_DIR;
+            has_markers |= is_marker_dir(&name);
         }
         let mut markers = [false; SHARDS];
         if has_markers {
-            let body = fetch(client, topo, v, &format!("{}{MARKER_DIR}/", r.prefix))
-                .await
-                .map_err(|f| anyhow::anyhow!("cannot list {}{MARKER_DIR}/: {}", r.name, f.why))?;
-            let entries = parse_listing(&body).map_err(|e| anyhow::anyhow!("{}: bad listing: {e}", r.name))?;
-            for e in entries.iter().filter(|e| e.kind == "directory") {
-                if let Some(xx) = parse_xx(&e.name) {
+            for name in folders(client, topo, gate, v, &format!("{}{MARKER_DIR}/", r.prefix)).await? {
+                if let Some(xx) = parse_xx(&name) {
                     markers[xx as usize] = true;
                 }
             }
@@ -156,32 +259,99 @@ pub async fn discover(client: &Client, topo: &Topology, cfg: &Config) -> anyhow:
     Ok(Layout { volumes: cfg.volumes.clone(), roots })
 }
 
-/// Why a listing or read failed; `unreachable` when the volume itself stopped answering.
+/// The folder names in the listing of `path`. Its body, and the gate's pass with it, is let
+/// go here: discovery waits for all its listings at once, and bodies kept until then could
+/// hold every pass while another listing waits for one.
+async fn folders(
+    client: &Client,
+    topo: &Topology,
+    gate: &Gate,
+    server: &str,
+    path: &str,
+) -> anyhow::Result<Vec<String>> {
+    let listing = fetch(client, topo, gate, server, path)
+        .await
+        .map_err(|f| anyhow::anyhow!("cannot list {server}{path}: {}", f.why))?;
+    let entries = parse_listing(&listing.body).map_err(|e| anyhow::anyhow!("{server}{path}: bad listing: {e}"))?;
+    Ok(entries.iter().filter(|e| e.kind == "directory").map(|e| e.name.to_string()).collect())
+}
+
+/// `_unlinked`, the folder of UNLINK's markers, as a listing names it.
+fn is_marker_dir(name: &str) -> bool {
+    MARKER_DIR.strip_prefix('/') == Some(name)
+}
+
+/// Why a listing or read failed: `unreachable` when the volume itself stopped answering,
+/// `refused` when it answered what no folder holds (a listing over a bound).
 pub struct Failure {
     pub unreachable: bool,
+    pub refused: bool,
     pub why: String,
+}
+
+impl Failure {
+    fn answer(why: String) -> Failure {
+        Failure { unreachable: false, refused: false, why }
+    }
 }
 
 fn failure(e: volume::Error) -> Failure {
     let unreachable = matches!(e, volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Io(..));
-    Failure { unreachable, why: e.to_string() }
+    Failure { unreachable, refused: false, why: e.to_string() }
 }
 
-/// GETs a listing, retrying what may pass (a busy or restarting volume, a `5xx`).
-pub async fn fetch(client: &Client, topo: &Topology, server: &str, path: &str) -> Result<Vec<u8>, Failure> {
-    let mut last = Failure { unreachable: false, why: String::new() };
+/// GETs a listing, retrying what may pass (a busy or restarting volume, a `5xx`); one over
+/// LISTING_MAX would be as large again, so it is refused at once.
+pub async fn fetch(
+    client: &Client,
+    topo: &Topology,
+    gate: &Gate,
+    server: &str,
+    path: &str,
+) -> Result<Listing, Failure> {
+    let mut last = Failure::answer(String::new());
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
         }
-        match client.get(topo, server, path, LISTING_MAX).await {
-            Ok((200, body)) => return Ok(body),
-            Ok((s, _)) if s >= 500 => last = Failure { unreachable: false, why: format!("answered {s}") },
-            Ok((s, _)) => return Err(Failure { unreachable: false, why: format!("answered {s}") }),
-            Err(e) => last = failure(e),
+        match read_listing(client, topo, gate, server, path).await {
+            Ok((200, listing)) => return Ok(listing),
+            Ok((s, _)) if s >= 500 => last = Failure::answer(format!("answered {s}")),
+            Ok((s, _)) => return Err(Failure::answer(format!("answered {s}"))),
+            Err(f) if f.refused => return Err(f),
+            Err(f) => last = f,
         }
     }
     Err(last)
+}
+
+/// One GET of a listing: its status and body, read up to LISTING_MAX, past SMALL_LISTING
+/// only with a pass.
+async fn read_listing(
+    client: &Client,
+    topo: &Topology,
+    gate: &Gate,
+    server: &str,
+    path: &str,
+) -> Result<(u16, Listing), Failure> {
+    let mut d = client.download(topo, server, path).await.map_err(failure)?;
+    let mut body = Vec::new();
+    let mut pass = None;
+    while let Some(c) = client.next_chunk(&mut d, READ_CHUNK).await.map_err(failure)? {
+        let len = body.len() + c.len();
+        if len > LISTING_MAX {
+            // the connection is dropped with the rest unread
+            let why = format!("listing over {} MiB, the most one folder may take", LISTING_MAX >> 20);
+            return Err(Failure { unreachable: false, refused: true, why });
+        }
+        if len > SMALL_LISTING && pass.is_none() {
+            pass = Some(gate.pass().await);
+        }
+        body.extend_from_slice(&c);
+    }
+    let status = d.status;
+    client.finish(d);
+    Ok((status, Listing { body, _pass: pass }))
 }
 
 /// Reads a value whole (streamed) from the first replica that answers: its MD5 and length.
@@ -190,7 +360,7 @@ pub async fn read_md5(
     topo: &Topology,
     targets: &[(String, String)],
 ) -> Result<([u8; 16], u64), Failure> {
-    let mut last = Failure { unreachable: false, why: "no replica".into() };
+    let mut last = Failure::answer("no replica".into());
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
@@ -199,7 +369,7 @@ pub async fn read_md5(
             let mut d = match client.download(topo, server, path).await {
                 Ok(d) if d.status == 200 => d,
                 Ok(d) => {
-                    last = Failure { unreachable: false, why: format!("{server} answered {}", d.status) };
+                    last = Failure::answer(format!("{server} answered {}", d.status));
                     continue;
                 }
                 Err(e) => {
@@ -240,24 +410,37 @@ pub fn hash_prefix(key: &[u8]) -> [u8; 2] {
     [d[0], d[1]]
 }
 
+/// [`recover_merged`] stopped: its budget could not pay for the next candidate.
+#[derive(Debug, PartialEq)]
+pub struct Spent;
+
 /// nginx merges runs of `/` in a request path, so a key whose base64 has `//` (or starts
 /// with `/`) was stored under a name with fewer slashes. Puts them back where they can go
 /// and takes the candidate that decodes to a key hashing to `want`.
-pub fn recover_merged(name: &str, want: [u8; 2]) -> Option<Vec<u8>> {
+///
+/// Each candidate costs about the name's length in work (build, decode, md5): `budget` is
+/// what the caller lets it spend, in bytes of candidates, across the names it asks about,
+/// so that a listing of long names full of `/` cannot cost more than reading it did.
+pub fn recover_merged(name: &str, want: [u8; 2], budget: &mut usize) -> Result<Option<Vec<u8>>, Spent> {
     let short = (4 - name.len() % 4) % 4;
     // where a slash may have been lost: at the start, or beside a slash
     let spots: Vec<usize> = std::iter::once(0).chain(name.match_indices('/').map(|(i, _)| i)).collect();
-    let mut budget = 50_000usize;
+    let mut tries = 50_000usize;
     for missing in [short, short + 4] {
         if missing == 0 {
             continue;
         }
         let mut pick = vec![0usize; missing];
         loop {
-            if budget == 0 {
-                return None;
+            let cost = name.len() + missing;
+            if tries == 0 {
+                return Ok(None);
             }
-            budget -= 1;
+            if *budget < cost {
+                return Err(Spent);
+            }
+            tries -= 1;
+            *budget -= cost;
             let mut cand = String::with_capacity(name.len() + missing);
             let mut at = 0;
             for &p in &pick {
@@ -268,7 +451,7 @@ pub fn recover_merged(name: &str, want: [u8; 2]) -> Option<Vec<u8>> {
             cand.push_str(&name[at..]);
             if let Ok(k) = placement::decode_name(&cand).ok_or(()) {
                 if hash_prefix(&k) == want {
-                    return Some(k);
+                    return Ok(Some(k));
                 }
             }
             // next multiset of spots (non-decreasing picks)
@@ -279,7 +462,7 @@ pub fn recover_merged(name: &str, want: [u8; 2]) -> Option<Vec<u8>> {
             }
         }
     }
-    None
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -305,10 +488,52 @@ mod tests {
             let name = stored.splitn(4, '/').nth(3).unwrap();
             assert_ne!(name, &path[7..], "{key:?} should have a merged name");
             let want = hash_prefix(key);
-            assert_eq!(recover_merged(name, want).as_deref(), Some(key), "{name}");
+            let mut budget = 1 << 20;
+            assert_eq!(recover_merged(name, want, &mut budget), Ok(Some(key.to_vec())), "{name}");
+            assert!(budget < 1 << 20);
         }
-        assert_eq!(recover_merged("aGVsbG8=", hash_prefix(b"hello")), None, "nothing to put back");
-        assert_eq!(recover_merged("L/w==", [0, 0]), None, "no candidate hashes there");
+        let mut budget = 1 << 20;
+        assert_eq!(recover_merged("aGVsbG8=", hash_prefix(b"hello"), &mut budget), Ok(None), "nothing to put back");
+        assert_eq!(recover_merged("L/w==", [0, 0], &mut budget), Ok(None), "no candidate hashes there");
+    }
+
+    #[test]
+    fn recovery_stops_when_its_budget_is_spent() {
+        // a long name of many slashes has a great many candidates, none of them right
+        let name = "a/".repeat(1000) + "a";
+        let mut budget = 100 * (name.len() + 7);
+        assert_eq!(recover_merged(&name, [0, 0], &mut budget), Err(Spent));
+        assert!(budget < name.len() + 7, "{budget} left");
+        let key = b"/\xff\xff\xff";
+        let stored = merge_slashes(&placement::key_path(key));
+        let merged = stored.splitn(4, '/').nth(3).unwrap();
+        assert_eq!(recover_merged(merged, hash_prefix(key), &mut 0), Err(Spent), "no budget, no try");
+    }
+
+    #[test]
+    fn the_gate_lets_so_many_large_listings_through() {
+        use futures_util::FutureExt as _;
+        let gate = Gate::new();
+        let passes: Vec<Pass> = (0..BIG_LISTINGS).map(|_| gate.pass().now_or_never().expect("a pass")).collect();
+        assert!(gate.pass().now_or_never().is_none(), "every pass is out");
+        drop(passes);
+        assert!(gate.pass().now_or_never().is_some(), "passes come back");
+    }
+
+    #[test]
+    fn listings_are_parsed_within_bounds() {
+        let entry = r#"{ "name":"a", "type":"directory", "mtime":"Wed, 25 Nov 2026 13:11:31 GMT" }"#;
+        let list = |n: usize| format!("[{}]", vec![entry; n].join(",\n"));
+        assert_eq!(parse_listing(list(MAX_ENTRIES).as_bytes()).unwrap().len(), MAX_ENTRIES);
+        let over = parse_listing(list(MAX_ENTRIES + 1).as_bytes()).unwrap_err();
+        assert!(matches!(over, BadListing::TooMany), "{over}");
+        assert_eq!(over.to_string(), "more than 65536 entries, the most one folder may list");
+        assert_eq!(parse_listing(b"[]").unwrap().len(), 0);
+        for garbage in [&b"<html><body>It works!</body></html>"[..], b"{\"a\":1}", b"[1,2]", b"[] []", b""] {
+            let e = parse_listing(garbage).unwrap_err();
+            assert!(matches!(e, BadListing::NotJson(_)), "{e}");
+            assert!(e.to_string().starts_with("not a JSON listing ("), "{e}");
+        }
     }
 
     #[test]
