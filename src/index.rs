@@ -18,6 +18,8 @@ const LIVE: &str = "live";
 const UNLINKED: &str = "unlinked";
 /// Replacements being written: key → [`Pending`] (usually empty; read at start-up).
 const PENDING: &str = "pending";
+/// S3 multipart uploads and their parts, in the S3 layer's own encoding.
+const MULTIPART: &str = "multipart";
 
 /// Which column family a key is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,7 +156,8 @@ impl Index {
         self.seqs[crc32fast::hash(key) as usize % SEQS].load(Ordering::Acquire)
     }
 
-    fn bump(&self, key: &[u8]) {
+    /// Makes cached answers and readers of `key` look again (every write does it).
+    pub fn bump(&self, key: &[u8]) {
         self.seqs[crc32fast::hash(key) as usize % SEQS].fetch_add(1, Ordering::Release);
     }
 
@@ -256,7 +259,7 @@ impl Index {
     pub fn flush(&self) -> Result<(), Error> {
         self.sync()?;
         let u = self.inner.enter();
-        for cf in [LIVE, UNLINKED, PENDING] {
+        for cf in [LIVE, UNLINKED, PENDING, MULTIPART] {
             u.db.db.flush_cf(u.db.cf_named(cf)).map_err(|e| self.inner.failed(e))?;
         }
         u.db.db.flush().map_err(|e| self.inner.failed(e))
@@ -305,6 +308,60 @@ impl Index {
         }
         it.status()?;
         Ok(out)
+    }
+
+    /// A multipart entry (an S3 upload or part record).
+    pub fn mp_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let u = self.inner.enter();
+        Ok(u.db.db.get_pinned_cf_opt(u.db.cf_named(MULTIPART), key, &self.ropts)?.map(|v| v.to_vec()))
+    }
+
+    pub fn mp_put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.write(|db, b| b.put_cf(db.cf_named(MULTIPART), key, value))
+    }
+
+    /// Removes multipart entries, in one batch.
+    pub fn mp_delete(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
+        self.write(|db, b| keys.iter().for_each(|k| b.delete_cf(db.cf_named(MULTIPART), k)))
+    }
+
+    /// Up to `n` multipart entries with `prefix`, from `start` (or the prefix) on.
+    pub fn mp_scan(&self, prefix: &[u8], start: &[u8], n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let u = self.inner.enter();
+        let mut it = u.db.db.raw_iterator_cf(u.db.cf_named(MULTIPART));
+        it.seek(if start > prefix { start } else { prefix });
+        let mut out = Vec::new();
+        while out.len() < n {
+            match (it.key(), it.value()) {
+                (Some(k), Some(v)) if k.starts_with(prefix) => out.push((k.to_vec(), v.to_vec())),
+                _ => break,
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Every setting whose name starts with `prefix` (e.g. the S3 buckets made empty).
+    pub fn meta_with(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let u = self.inner.enter();
+        let mut it = u.db.db.raw_iterator();
+        let full = format!("meta/{prefix}");
+        it.seek(full.as_bytes());
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(full.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k[5..]).into_owned(), v.to_vec()));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    pub fn remove_meta(&self, name: &str) -> Result<(), Error> {
+        self.write(|_, b| b.delete(format!("meta/{name}")))
     }
 
     /// Whether writes are accepted now (not while the disk is full or the index reopens).

@@ -27,7 +27,6 @@ mod rebalance;
 mod rebuild;
 mod record;
 // the S3 building blocks: not called by the server yet (issue 10 wires them in)
-#[allow(dead_code)]
 mod s3;
 mod server;
 mod store;
@@ -94,6 +93,10 @@ struct Flags {
     /// On SIGTERM/SIGINT, time to finish requests in flight before exiting
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     drain: std::time::Duration,
+    /// File of S3 credentials, lines 'ACCESS_KEY SECRET_KEY': every S3 request must then be
+    /// signed (SigV4) by one of them; without it S3 requests are taken unsigned
+    #[arg(long, global = true, value_name = "FILE")]
+    s3_keys: Option<PathBuf>,
     /// Fsync the index's write-ahead log before answering a write (group commit), for
     /// deployments that must survive power loss, not only kill -9
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -296,7 +299,13 @@ fn main() -> ExitCode {
     }
     volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
     let result = match cli.cmd {
-        Cmd::Server => server::run(cfg),
+        Cmd::Server => {
+            if let Err(e) = s3::serve::install_keys(f.s3_keys.as_deref()) {
+                eprintln!("mkv: {e}");
+                return ExitCode::from(2);
+            }
+            server::run(cfg)
+        }
         Cmd::Rebuild => {
             rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency: f.concurrency })
         }

@@ -22,6 +22,7 @@ pub enum Method {
     Get,
     Head,
     Put,
+    Post,
     Delete,
     Unlink,
     List,
@@ -33,6 +34,16 @@ pub enum Method {
     /// Admin: a consistent copy of the index (`mkv snapshot -online`).
     Snapshot,
     Other,
+}
+
+/// How a handler answered.
+pub enum Reply {
+    /// Status line and headers are in the output buffer; this is the body (the connection
+    /// adds `Content-Length`).
+    Body(Vec<u8>),
+    /// The whole answer went out already (a streamed listing or object); `keep`: whether
+    /// the connection can carry another request.
+    Streamed { status: u16, keep: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +60,9 @@ pub struct Head {
     pub target: Range<usize>,
     /// The `Authorization` header's value, when sent (admin methods read it).
     pub auth: Option<Range<usize>>,
+    /// An `X-Amz-*`, `Authorization` or `Content-Encoding` header was sent: the request may
+    /// be S3's (the S3 layer decides from the whole head).
+    pub s3_hint: bool,
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -120,6 +134,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "PUT" => Method::Put,
+        "POST" => Method::Post,
         "DELETE" => Method::Delete,
         "UNLINK" => Method::Unlink,
         "LIST" => Method::List,
@@ -135,12 +150,18 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut auth = None;
+    let mut s3_hint = false;
     let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("authorization") {
+        if name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"x-amz-") {
+            s3_hint = true;
+        } else if name.eq_ignore_ascii_case("authorization") {
             let at = h.value.as_ptr() as usize - base;
             auth = Some(at..at + h.value.len());
+            s3_hint = true;
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            s3_hint = true;
         } else if name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value).ok_or(Error::BadRequest("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {
@@ -175,7 +196,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             return Err(Error::BodyTooLarge);
         }
     }
-    Ok(Some(Head { method, target: start..start + path.len(), auth, framing, keep_alive, expect_continue, len }))
+    Ok(Some(Head { method, target: start..start + path.len(), auth, s3_hint, framing, keep_alive, expect_continue, len }))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {

@@ -22,7 +22,7 @@ use std::{
 
 use rocksdb::{ColumnFamilyDescriptor, LogLevel, Options, DB};
 
-use super::{no_space, Error, State, LIVE, PENDING, UNLINKED};
+use super::{no_space, Error, State, LIVE, MULTIPART, PENDING, UNLINKED};
 
 /// Least free space to open the index: an open writes a MANIFEST, an OPTIONS file, a new
 /// WAL and the info log's header before anything else.
@@ -57,7 +57,7 @@ impl Db {
         // point reads dominate: bloom filters in SST files and in the memtable (a miss skips
         // the skiplist search), hashed data-block indexes, a 64 MiB block cache
         cf_opts.optimize_for_point_lookup(64);
-        let cfs = [LIVE, UNLINKED, PENDING].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let cfs = [LIVE, UNLINKED, PENDING, MULTIPART].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         let db = if writable {
             DB::open_cf_descriptors(&opts, path, cfs)?
         } else {

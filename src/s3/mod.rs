@@ -1,7 +1,11 @@
-//! S3 on the API port: the pure building blocks (request classing and parsing, SigV4,
-//! `aws-chunked` bodies, checksums, XML), used by the handlers that speak index and volume.
+//! S3 on the API port: requests classed as S3 (S3.md's rule) are answered here, speaking to
+//! the rest only through the store's operations, as the native handlers do.
 //!
 //! # Layout
+//! - [`serve`]: one request from head to answer: authentication, dispatch, errors.
+//! - [`object`], [`bucket`], [`multipart`]: the operations, each on the store.
+//! - [`body`]: a request body as a store write's source, checked as it streams.
+//! - [`stored`]: what S3 keeps in a record (headers, multipart ETag).
 //! - [`request`]: is this an S3 request, and which [`request::Op`] (path style, `/BUCKET/KEY`).
 //! - [`meta`]: what an object request's headers ask: metadata kept, preconditions, range, copy source.
 //! - [`sigv4`]: AWS Signature Version 4: header and presigned, the chunk-signature chain.
@@ -12,14 +16,20 @@
 //! - [`error`]: [`error::S3Error`], mapped to (status, code) in one place.
 //! - [`dates`]: the date formats S3 speaks.
 
+pub mod body;
+pub mod bucket;
 pub mod checksum;
 pub mod chunked;
 pub mod dates;
 pub mod error;
 pub mod meta;
+pub mod multipart;
+pub mod object;
 pub mod payload;
 pub mod request;
+pub mod serve;
 pub mod sigv4;
+pub mod stored;
 pub mod xml;
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::{net::SocketAddr, os::fd::AsRawFd, rc::Rc, time::Instant};
 
 use monoio::net::TcpStream;
 
-use super::{admin, handlers, ApiError, Local, Port, Reply};
+use super::{admin, handlers, ApiError, Local, Port};
 use crate::{
-    http::{self, response, Body, Conn, Framing, Head, Method, Watch},
+    http::{self, response, Body, Conn, Framing, Head, Method, Reply, Watch},
     index::State,
-    metrics,
+    metrics, s3,
 };
 
 /// A body this small is read and dropped after an early answer, keeping the connection;
@@ -153,46 +153,64 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         };
         let began = Instant::now();
-        let loaded = req.load(&head, &conn);
+        let target = conn.head_bytes(&head.target);
+        let s3 = port == Port::Api && might_be_s3(&head, target) && s3::serve::is_s3(conn.head_raw(head.len));
+        let raw_s3 = s3.then(|| conn.head_raw(head.len).to_vec());
+        let loaded = if s3 { Ok(()) } else { req.load(&head, &conn) };
         conn.consume(head.len);
         let mut body = Body::new(&head, limits, conn.now());
         let at = conn.out.len();
-        let result = match loaded {
-            Ok(()) => match port {
-                Port::Api => handlers::handle(local, &mut conn, &mut req, &mut body).await,
-                Port::Admin => admin::handle(local, &mut conn, &mut req).await,
-            },
-            Err(e) => Err(e),
+        let wanted = head.keep_alive && !conn.draining();
+        let (reply, close, kind) = match raw_s3 {
+            Some(raw) => {
+                let a = s3::serve::serve(&local.ctx, &mut conn, &raw, &mut body, wanted).await;
+                (a.reply, a.close, metrics::S3)
+            }
+            None => {
+                let result = match loaded {
+                    Ok(()) => match port {
+                        Port::Api => handlers::handle(local, &mut conn, &mut req, &mut body).await,
+                        Port::Admin => admin::handle(local, &mut conn, &mut req).await,
+                    },
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(r) => (r, false, req.kind()),
+                    Err(e) => {
+                        let status = e.status();
+                        if status >= 500 {
+                            eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
+                        }
+                        response::start(&mut conn.out, status);
+                        let msg = if e.silent() { String::new() } else { format!("{e}\n") };
+                        if !msg.is_empty() {
+                            response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
+                        }
+                        (Reply::Body(msg.into_bytes()), e.closes(), req.kind())
+                    }
+                }
+            }
         };
-        let mut keep = req.keep_alive && !conn.draining() && !result.as_ref().err().is_some_and(ApiError::closes);
-        if keep && !body.is_done() && !matches!(result, Ok(Reply::Streamed { .. })) {
+        let mut keep = wanted && !close;
+        if keep && !body.is_done() && !matches!(reply, Reply::Streamed { .. }) {
             // an early answer (403, 409, ...): the body must be consumed to find the next request
             keep = !body.awaits_continue()
                 && head.framing != Framing::Chunked
                 && body.remaining() <= DISCARD_MAX
                 && conn.discard(&mut body).await.is_ok();
         }
-        let status = match result {
-            Ok(Reply::Body(reply)) => {
-                response::finish(&mut conn.out, &reply, keep, req.head_only);
+        let status = match reply {
+            Reply::Body(b) => {
+                response::finish(&mut conn.out, &b, keep, head.method == Method::Head);
                 reply_status(&conn.out[at..])
             }
-            Ok(Reply::Streamed { status, keep: k }) => {
+            Reply::Streamed { status, keep: k } => {
                 keep &= k;
-                status
-            }
-            Err(e) => {
-                let status = e.status();
-                let msg = if e.silent() { String::new() } else { format!("{e}\n") };
-                response::text(&mut conn.out, status, &msg, keep, req.head_only);
-                if status >= 500 {
-                    eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
-                }
                 status
             }
         };
         let took = began.elapsed();
-        ctx.metrics.request(req.kind(), status, took.as_micros() as u64);
+        ctx.metrics.request(kind, status, took.as_micros() as u64);
         metrics::Block::add(&ctx.metrics.bytes_in, (head.len as u64) + body.received());
         metrics::Block::add(&ctx.metrics.bytes_out, conn.out.len().saturating_sub(at) as u64);
         if ctx.shared.cfg.verbose {
@@ -213,6 +231,15 @@ fn text_param(value: &[u8]) -> Result<String, ApiError> {
     let mut v = Vec::new();
     http::percent_decode(value, &mut v)?;
     String::from_utf8(v).map_err(|_| ApiError::BadQuery("a query value must be text"))
+}
+
+/// Whether the request may be S3's, cheaply: the S3 layer then decides from the whole head.
+/// A native GET of a key (the hot path) is never asked.
+fn might_be_s3(head: &Head, target: &[u8]) -> bool {
+    head.s3_hint
+        || head.method == Method::Post
+        || target.contains(&b'?')
+        || (head.method == Method::Put && head.framing == Framing::None && target.ends_with(b"/"))
 }
 
 fn is_loopback(peer: &SocketAddr) -> bool {

@@ -27,6 +27,7 @@ use monoio::{
 use socket2::{Domain, Socket, Type};
 
 pub use error::ApiError;
+pub use crate::http::Reply;
 
 use crate::{
     config::Config,
@@ -52,16 +53,6 @@ pub struct Local {
 pub enum Port {
     Api,
     Admin,
-}
-
-/// How a handler answered.
-pub enum Reply {
-    /// Status line and headers are in the output buffer; this is the body (the connection
-    /// adds `Content-Length`).
-    Body(Vec<u8>),
-    /// The whole answer went out already (a streamed listing); `keep`: whether the
-    /// connection can carry another request.
-    Streamed { status: u16, keep: bool },
 }
 
 pub fn run(mut cfg: Config) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 mod durable;
 mod error;
 mod locks;
+pub mod read;
 pub mod relocate;
 pub mod remove;
 pub mod repair;

@@ -8,18 +8,16 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::{
-    write::{self, Failed, Source},
+    read::Reader,
+    write::{self, Failed},
     Ctx, Error,
 };
 use crate::{
     index::State,
     placement::{key_path, replica_target, targets, MARKER_DIR, TMP_DIR},
     record::Record,
-    volume::{self, Client, Download, Topology},
+    volume::Topology,
 };
-
-/// Largest piece of a value held in memory while it is copied.
-const COPY_CHUNK: usize = 1 << 20;
 
 /// What a repair did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -146,38 +144,11 @@ async fn copy_verified(
     if d.status != 200 {
         return Ok(false);
     }
-    let mut from = Replica { client: &ctx.client, d: Some(d) };
+    let mut from = Reader { client: &ctx.client, d: Some(d) };
     match write::send_all(ctx, topo, temps, &mut from, rec.md5.is_some()).await {
         Ok(w) => Ok(w.size == rec.size && (rec.md5.is_none() || w.md5 == rec.md5)),
         Err(Failed::Store(e)) => Err(e),
         Err(Failed::Source(e)) => Err(e.into()),
-    }
-}
-
-/// A replica being read, as a write's source.
-pub struct Replica<'a> {
-    pub client: &'a Client,
-    pub d: Option<Download>,
-}
-
-impl Source for Replica<'_> {
-    type Error = volume::Error;
-
-    async fn next(&mut self, max: usize) -> Result<Option<Bytes>, volume::Error> {
-        let Some(d) = self.d.as_mut() else { return Ok(None) };
-        match self.client.next_chunk(d, max.min(COPY_CHUNK)).await? {
-            Some(c) => Ok(Some(c)),
-            None => {
-                if let Some(d) = self.d.take() {
-                    self.client.finish(d);
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    fn len(&self) -> Option<u64> {
-        self.d.as_ref().and_then(|d| d.length)
     }
 }
 

@@ -37,6 +37,11 @@ pub trait Source {
     async fn next(&mut self, max: usize) -> Result<Option<Bytes>, Self::Error>;
     /// The whole length, when known before the bytes (it is then checked).
     fn len(&self) -> Option<u64>;
+    /// Called once every byte was read and sent, before anything is committed: a source
+    /// that checks its bytes as a whole (an S3 checksum) refuses them here.
+    async fn end(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// A write failed in the store, or its source failed (the front end says which to its client).
@@ -211,6 +216,9 @@ async fn staged<S: Source>(
     p.record = Record { volumes: replicas, size: w.size, md5: w.md5, mtime: now_ms(), meta: opts.meta.clone() };
     p.phase = Phase::Moving;
     sh.index.set_pending(key, &p)?;
+    // readers that stream the value through the master check this number before and after
+    // they open a replica: a move between the two makes them read again
+    sh.index.bump(key);
     // from here on the replacement is rolled forward, even after a crash; a failed move
     // leaves it to recovery, as unlinked if its client was told it failed
     if let Err(e) = move_into_place(ctx, topo, key, &p).await {
@@ -340,6 +348,7 @@ async fn send<S: Source>(
     let Body { first, done } = body;
     if done {
         let size = first.len() as u64;
+        src.end().await.map_err(Failed::Source)?;
         let (sent, hashed) = join(ctx.client.put_all(topo, to, first.clone()), hash(md5, first)).await;
         let md5 = hashed?;
         sent?;
@@ -419,7 +428,14 @@ async fn stream<S: Source>(
         }
     }
     if len.is_some_and(|n| n != size) {
+        ctx.client.upload_cancel(up).await;
         return Err(Error::Internal("the body ended before its declared length").into());
+    }
+    if let Err(e) = src.end().await {
+        // a replica that took the whole body is answered first, so the caller's clean-up
+        // cannot overtake it
+        ctx.client.upload_cancel(up).await;
+        return Err(Failed::Source(e));
     }
     drop(hash_tx);
     let md5 = match hasher {

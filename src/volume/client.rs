@@ -473,7 +473,7 @@ impl Client {
         }
         let legs = self.end_legs(&mut up, false).await?;
         let t = up.timeout;
-        let answers = join_all(legs.into_iter().map(|(mut l, path)| async move {
+        let answers = join_all(legs.into_iter().map(|(mut l, path, _)| async move {
             let a = read_answer(&mut l, t).await;
             (l, path, a)
         }))
@@ -501,11 +501,25 @@ impl Client {
         first.map_or(Ok(()), Err)
     }
 
+    /// Gives up an upload whose source failed at its end: the writers stop, and replicas that
+    /// took the whole body are answered (so a DELETE sent next cannot overtake their PUT).
+    pub async fn upload_cancel(&self, mut up: Upload) {
+        let (t, whole) = (up.timeout, up.whole);
+        if let Ok(legs) = self.end_legs(&mut up, true).await {
+            join_all(legs.into_iter().filter(|(_, _, w)| Some(*w) == whole).map(|(mut l, path, _)| async move {
+                if let Err(Error::Timeout(_)) = read_answer(&mut l, t).await {
+                    fence(l, &path);
+                }
+            }))
+            .await;
+        }
+    }
+
     /// Closes every queue (what is queued is dropped if `abort`) and waits for the writers. All wrote
     /// everything: their connections. One failed: its error (its volume marked down if it
     /// was unreachable), once every replica that did get the whole body has answered, so
     /// that a DELETE sent next to clean up cannot overtake that replica's PUT.
-    async fn end_legs(&self, up: &mut Upload, abort: bool) -> Result<Vec<(Leased, String)>, Error> {
+    async fn end_legs(&self, up: &mut Upload, abort: bool) -> Result<Vec<(Leased, String, u64)>, Error> {
         if abort {
             up.abort.set(true);
         }
@@ -524,7 +538,7 @@ impl Client {
                 }
             }
         }
-        let Some(err) = first else { return Ok(done.into_iter().map(|(l, p, _)| (l, p)).collect()) };
+        let Some(err) = first else { return Ok(done) };
         let t = up.timeout;
         let whole = up.whole;
         join_all(done.into_iter().filter(|(_, _, w)| Some(*w) == whole).map(|(mut l, path, _)| async move {

@@ -1,0 +1,318 @@
+//! Buckets and listings. A bucket is the first segment of native keys (`/BUCKET/…`): it
+//! exists while it holds live keys, or once CreateBucket named it (remembered in the index
+//! until DeleteBucket). Listings read the `live` family in key order, with `delimiter`
+//! grouping done by seeking past each common prefix rather than reading its keys.
+
+use super::{
+    error::S3Error,
+    request::{continuation_token, ListParams},
+    serve::{ok, small_body, Answer, Failure, Req},
+    sigv4::Verified,
+    stored::{etag, Stored},
+    xml,
+};
+use crate::{
+    http::{Body, Conn},
+    index::State,
+    record::{now_ms, Record, RecordRef},
+    store::{self, remove, Ctx},
+};
+
+/// Index setting naming a bucket made by CreateBucket (value: its creation time, ms).
+const BUCKET: &str = "s3-bucket/";
+/// Most keys a DeleteObjects names (S3's own limit).
+const MAX_DELETE: usize = 1000;
+
+/// `/BUCKET/`: the native prefix of a bucket's keys.
+fn prefix_of(bucket: &str) -> Vec<u8> {
+    format!("/{bucket}/").into_bytes()
+}
+
+/// Whether a bucket holds live keys.
+fn has_keys(ctx: &Ctx, bucket: &str) -> Result<bool, Failure> {
+    let mut scan = ctx.shared.index.scan(State::Live, &prefix_of(bucket), b"");
+    let found = scan.next().is_some();
+    scan.status().map_err(store::Error::from)?;
+    Ok(found)
+}
+
+fn created(ctx: &Ctx, bucket: &str) -> Result<Option<i64>, Failure> {
+    let v = ctx.shared.index.meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
+    Ok(v.and_then(|v| v.try_into().ok()).map(i64::from_le_bytes))
+}
+
+/// `404 NoSuchBucket` for a bucket that holds nothing and was never created.
+pub fn must_exist(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
+    if created(ctx, bucket)?.is_some() || has_keys(ctx, bucket)? {
+        Ok(())
+    } else {
+        Err(S3Error::NoSuchBucket.into())
+    }
+}
+
+/// ListBuckets: buckets made by CreateBucket, and every first path segment holding live
+/// keys (found by seeking from one segment to the next, not by reading every key).
+pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Failure> {
+    let index = &ctx.shared.index;
+    let mut names: Vec<(String, i64)> = Vec::new();
+    for (name, v) in index.meta_with(BUCKET).map_err(store::Error::from)? {
+        let ms = v.try_into().ok().map(i64::from_le_bytes).unwrap_or(0);
+        names.push((name[BUCKET.len()..].to_string(), ms));
+    }
+    let mut start = b"/".to_vec();
+    loop {
+        let next = {
+            let mut scan = index.scan(State::Live, b"/", &start);
+            let found = scan.next().map(|(k, _)| k.to_vec());
+            scan.status().map_err(store::Error::from)?;
+            found
+        };
+        let Some(k) = next else { break };
+        let rest = &k[1..];
+        match rest.iter().position(|&b| b == b'/') {
+            Some(i) => {
+                if let Ok(name) = std::str::from_utf8(&rest[..i]) {
+                    if super::request::valid_bucket(name) && !names.iter().any(|(n, _)| n == name) {
+                        names.push((name.to_string(), 0));
+                    }
+                }
+                // past every key of this segment: `/NAME0` (`0` follows `/`)
+                start = k[..=i].to_vec();
+                start.push(b'0');
+            }
+            // a native key without a bucket segment: the next key
+            None => {
+                start = k;
+                start.push(0);
+            }
+        }
+    }
+    names.sort();
+    let buckets: Vec<xml::Bucket> = names.iter().map(|(n, ms)| xml::Bucket { name: n, created_ms: *ms }).collect();
+    Ok(ok(conn, req, 200, Some(xml::list_buckets(&buckets))))
+}
+
+pub async fn create(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, body: &mut Body, bucket: &str) -> Result<Answer, Failure> {
+    // a CreateBucketConfiguration (a location) may come along: read, not needed
+    small_body(conn, body, 64 << 10).await?;
+    if created(ctx, bucket)?.is_none() {
+        let ms = now_ms() as i64;
+        ctx.shared.index.set_meta(&format!("{BUCKET}{bucket}"), &ms.to_le_bytes()).map_err(store::Error::from)?;
+    }
+    let a = ok(conn, req, 200, None);
+    crate::http::response::header(&mut conn.out, "Location", &[b"/", bucket.as_bytes()]);
+    Ok(a)
+}
+
+pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
+    must_exist(ctx, bucket)?;
+    let a = ok(conn, req, 200, None);
+    crate::http::response::header(&mut conn.out, "x-amz-bucket-region", &[super::serve::REGION.as_bytes()]);
+    Ok(a)
+}
+
+pub fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
+    let made = created(ctx, bucket)?.is_some();
+    if has_keys(ctx, bucket)? {
+        return Err(S3Error::BucketNotEmpty.into());
+    }
+    if !made {
+        return Err(S3Error::NoSuchBucket.into());
+    }
+    ctx.shared.index.remove_meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
+    Ok(ok(conn, req, 204, None))
+}
+
+/// One page of a bucket listing.
+struct Page {
+    /// (key within the bucket, last modified ms, etag, size)
+    contents: Vec<(Vec<u8>, i64, String, u64)>,
+    prefixes: Vec<Vec<u8>>,
+    truncated: bool,
+    /// The last key or common prefix returned, when truncated (where the next page starts after).
+    last: Option<Vec<u8>>,
+}
+
+/// Reads up to `max_keys` entries of `bucket` under `list.prefix`, after `after` (a key
+/// within the bucket; exclusive), grouping by `list.delimiter`.
+fn page(ctx: &Ctx, bucket: &str, list: &ListParams, after: &[u8]) -> Result<Page, Failure> {
+    let base = prefix_of(bucket);
+    let mut prefix = base.clone();
+    prefix.extend_from_slice(&list.prefix);
+    let mut start = base.clone();
+    start.extend_from_slice(after);
+    if !after.is_empty() {
+        start.push(0);
+    }
+    let mut p = Page { contents: Vec::new(), prefixes: Vec::new(), truncated: false, last: None };
+    let index = &ctx.shared.index;
+    'outer: loop {
+        let mut scan = index.scan(State::Live, &prefix, &start);
+        let mut jump: Option<Vec<u8>> = None;
+        while let Some((k, v)) = scan.next() {
+            let name = &k[base.len()..];
+            let group = list.delimiter.as_ref().filter(|d| !d.is_empty()).and_then(|d| {
+                let rest = &name[list.prefix.len()..];
+                rest.windows(d.len()).position(|w| w == &d[..]).map(|i| name[..list.prefix.len() + i + d.len()].to_vec())
+            });
+            if p.contents.len() + p.prefixes.len() == list.max_keys
+                && group.as_ref().is_none_or(|g| after.is_empty() || g.as_slice() > after)
+            {
+                p.truncated = true;
+                break 'outer;
+            }
+            match group {
+                Some(g) => {
+                    // a common prefix at or before the marker was given on an earlier page
+                    if after.is_empty() || g.as_slice() > after {
+                        p.last = Some(g.clone());
+                        p.prefixes.push(g.clone());
+                    }
+                    // past every key under this common prefix by one seek
+                    let mut next = base.clone();
+                    next.extend_from_slice(&g);
+                    jump = Some(successor(next));
+                    break;
+                }
+                None => {
+                    let rec = RecordRef::parse(v).map_err(|e| store::Error::Index(e.into()))?;
+                    let stored = Stored::decode(rec.meta);
+                    let light = Record { md5: rec.md5.copied(), mtime: rec.mtime, size: rec.size, ..Record::default() };
+                    p.last = Some(name.to_vec());
+                    p.contents.push((name.to_vec(), rec.mtime as i64, etag(&light, &stored), rec.size));
+                }
+            }
+        }
+        scan.status().map_err(store::Error::from)?;
+        match jump {
+            Some(j) if !j.is_empty() => start = j,
+            _ => break,
+        }
+    }
+    if !p.truncated {
+        p.last = None;
+    }
+    Ok(p)
+}
+
+/// The smallest key after every key that starts with `p`.
+fn successor(mut p: Vec<u8>) -> Vec<u8> {
+    while let Some(&last) = p.last() {
+        if last < 0xff {
+            *p.last_mut().unwrap_or(&mut 0) = last + 1;
+            return p;
+        }
+        p.pop();
+    }
+    // every byte was 0xff: nothing follows; an empty key makes the caller stop
+    p
+}
+
+fn entries(p: &Page) -> Vec<xml::Entry<'_>> {
+    p.contents
+        .iter()
+        .map(|(k, ms, etag, size)| xml::Entry { key: k, last_modified_ms: *ms, etag, size: *size })
+        .collect()
+}
+
+pub fn list_v1(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    bucket: &str,
+    list: &ListParams,
+    marker: &[u8],
+) -> Result<Answer, Failure> {
+    must_exist(ctx, bucket)?;
+    let p = page(ctx, bucket, list, marker)?;
+    let contents = entries(&p);
+    // S3 gives NextMarker only with a delimiter; clients use the last key otherwise
+    let next_marker = if list.delimiter.is_some() { p.last.as_deref() } else { None };
+    let body = xml::list_objects_v1(&xml::ListV1 {
+        bucket,
+        params: list,
+        marker,
+        contents: &contents,
+        common_prefixes: &p.prefixes,
+        is_truncated: p.truncated,
+        next_marker,
+    });
+    Ok(ok(conn, req, 200, Some(body)))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn list_v2(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    bucket: &str,
+    list: &ListParams,
+    continuation: Option<Vec<u8>>,
+    start_after: &[u8],
+    fetch_owner: bool,
+) -> Result<Answer, Failure> {
+    must_exist(ctx, bucket)?;
+    let after = continuation.as_deref().unwrap_or(start_after);
+    let p = page(ctx, bucket, list, after)?;
+    let contents = entries(&p);
+    let token_in = req_token(req);
+    let next = p.last.as_deref().map(continuation_token);
+    let body = xml::list_objects_v2(&xml::ListV2 {
+        bucket,
+        params: list,
+        continuation_token: token_in.as_deref(),
+        start_after,
+        contents: &contents,
+        common_prefixes: &p.prefixes,
+        is_truncated: p.truncated,
+        next_continuation_token: next.as_deref(),
+        fetch_owner,
+    });
+    Ok(ok(conn, req, 200, Some(body)))
+}
+
+/// The `continuation-token` as the client sent it (echoed in the answer).
+fn req_token(req: &Req) -> Option<String> {
+    let q = super::request::Query::parse(req.query).ok()?;
+    q.get("continuation-token").and_then(|v| String::from_utf8(v.to_vec()).ok())
+}
+
+/// DeleteObjects: each key named deleted (a missing one counts as deleted, as in S3).
+pub async fn delete_objects(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    bucket: &str,
+    verified: Verified,
+) -> Result<Answer, Failure> {
+    let payload = super::payload::Payload::new(&req.headers, verified, false)?;
+    let doc = small_body(conn, body, super::xml::MAX_XML_BODY).await?;
+    let mut payload = payload;
+    if payload.is_chunked() {
+        return Err(S3Error::NotImplemented("an aws-chunked DeleteObjects body").into());
+    }
+    payload.observe(&doc)?;
+    payload.finish()?;
+    let asked = xml::parse_delete(&doc)?;
+    if asked.objects.len() > MAX_DELETE {
+        return Err(S3Error::MalformedXML.into());
+    }
+    let mut results: Vec<(Vec<u8>, Option<S3Error>)> = Vec::with_capacity(asked.objects.len());
+    for (key, _version) in &asked.objects {
+        let native = super::request::Object { bucket: bucket.to_string(), key: key.clone() }.native_key();
+        let r = match remove::delete(ctx, &native, ctx.shared.cfg.protect).await {
+            Ok(()) | Err(store::Error::NotFound) => None,
+            Err(e) => Some(super::serve::store_error(e)),
+        };
+        results.push((key.clone(), r));
+    }
+    let outcomes: Vec<xml::Deleted> = results
+        .iter()
+        .map(|(k, e)| match e {
+            None => xml::Deleted::Ok(k),
+            Some(e) => xml::Deleted::Failed(k, e),
+        })
+        .collect();
+    Ok(ok(conn, req, 200, Some(xml::delete_result(asked.quiet, &outcomes))))
+}

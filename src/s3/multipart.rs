@@ -1,0 +1,562 @@
+//! Multipart uploads. An upload and its parts are records in the index (family
+//! `multipart`), so an upload survives a master restart; each part is written to the
+//! volumes like a value (replicated, streamed) at `[/svXX]/_parts/<upload>.<part>.<id>`,
+//! which no listing shows. Complete streams the parts, in order, into the key's replicas in
+//! bounded memory, then deletes them; Abort deletes them.
+
+use bytes::Bytes;
+
+use super::{
+    body::S3Body,
+    checksum::multipart_etag,
+    error::S3Error,
+    meta::{Conditions, Metadata},
+    object::{put_waiting, write_failure},
+    payload::Payload,
+    request::{ListParams, Object},
+    serve::{ok, small_body, start, Answer, Failure, Req},
+    sigv4::Verified,
+    stored::{etag, Stored},
+    xml,
+};
+use crate::{
+    http::{response, Body, Conn, Reply},
+    placement::targets,
+    record::now_ms,
+    store::{
+        self,
+        read::{self, Reader},
+        write::{self, Failed, PutOpts, Source},
+        Ctx,
+    },
+    volume::{self, Download},
+};
+
+/// Folder beside the `/xx/yy/` tree where parts are kept until Complete or Abort.
+const PARTS_DIR: &str = "/_parts";
+/// S3's smallest part but the last.
+const MIN_PART: u64 = 5 << 20;
+/// Parts read from the index per page (ListParts, Complete, Abort).
+const PAGE: usize = 1000;
+
+/// An upload: the native key it completes into, when it started, what S3 keeps with it.
+struct Upload {
+    key: Vec<u8>,
+    created_ms: u64,
+    stored: Vec<u8>,
+}
+
+impl Upload {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(self.key.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
+        out.extend_from_slice(&(self.stored.len() as u16).to_le_bytes());
+        out.extend_from_slice(&self.stored);
+        out
+    }
+
+    fn decode(v: &[u8]) -> Option<Upload> {
+        let mut r = Cursor(v);
+        (r.take(1)? == [1]).then_some(())?;
+        let n = r.u16()? as usize;
+        let key = r.take(n)?.to_vec();
+        let created_ms = r.u64()?;
+        let n = r.u16()? as usize;
+        let stored = r.take(n)?.to_vec();
+        Some(Upload { key, created_ms, stored })
+    }
+}
+
+/// One part: its bytes, MD5 (its ETag), time, and where its file is.
+struct Part {
+    size: u64,
+    md5: [u8; 16],
+    mtime_ms: u64,
+    file: String,
+    replicas: Vec<String>,
+}
+
+impl Part {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.md5);
+        out.extend_from_slice(&self.mtime_ms.to_le_bytes());
+        out.push(self.file.len() as u8);
+        out.extend_from_slice(self.file.as_bytes());
+        out.push(self.replicas.len() as u8);
+        for r in &self.replicas {
+            out.push(r.len() as u8);
+            out.extend_from_slice(r.as_bytes());
+        }
+        out
+    }
+
+    fn decode(v: &[u8]) -> Option<Part> {
+        let mut r = Cursor(v);
+        (r.take(1)? == [1]).then_some(())?;
+        let size = r.u64()?;
+        let md5 = r.take(16)?.try_into().ok()?;
+        let mtime_ms = r.u64()?;
+        let n = r.take(1)?[0] as usize;
+        let file = String::from_utf8(r.take(n)?.to_vec()).ok()?;
+        let count = r.take(1)?[0] as usize;
+        let mut replicas = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = r.take(1)?[0] as usize;
+            replicas.push(String::from_utf8(r.take(n)?.to_vec()).ok()?);
+        }
+        Some(Part { size, md5, mtime_ms, file, replicas })
+    }
+
+    fn etag(&self) -> String {
+        self.md5.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn path(&self) -> String {
+        format!("{PARTS_DIR}/{}", self.file)
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (a, b) = self.0.split_at_checked(n)?;
+        self.0 = b;
+        Some(a)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+fn upload_key(id: &str) -> Vec<u8> {
+    format!("u/{id}").into_bytes()
+}
+
+fn parts_prefix(id: &str) -> Vec<u8> {
+    format!("p/{id}/").into_bytes()
+}
+
+fn part_key(id: &str, n: u32) -> Vec<u8> {
+    let mut k = parts_prefix(id);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The lock name of an upload (or of one of its parts): outside the key space, which
+/// starts with `/`.
+fn lock_name(id: &str, part: Option<u32>) -> Vec<u8> {
+    match part {
+        Some(n) => format!("\0mp/{id}/{n}").into_bytes(),
+        None => format!("\0mp/{id}").into_bytes(),
+    }
+}
+
+/// The upload `id` of `obj`, or `404 NoSuchUpload`.
+fn upload(ctx: &Ctx, obj: &Object, id: &str) -> Result<Upload, Failure> {
+    let v = ctx.shared.index.mp_get(&upload_key(id)).map_err(store::Error::from)?;
+    match v.and_then(|v| Upload::decode(&v)) {
+        Some(u) if u.key == obj.native_key() => Ok(u),
+        _ => Err(S3Error::NoSuchUpload.into()),
+    }
+}
+
+/// The parts of upload `id` recorded so far, in part-number order, from `after` on.
+fn parts(ctx: &Ctx, id: &str, after: u32, n: usize) -> Result<Vec<(u32, Part)>, Failure> {
+    let prefix = parts_prefix(id);
+    let mut start = part_key(id, after);
+    if after > 0 {
+        start.push(0);
+    }
+    let found = ctx.shared.index.mp_scan(&prefix, &start, n).map_err(store::Error::from)?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let num = u32::from_be_bytes(k.get(prefix.len()..)?.try_into().ok()?);
+            Some((num, Part::decode(&v)?))
+        })
+        .collect())
+}
+
+/// Claims a lock name, waiting a little for the holder to finish.
+async fn claim<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<store::KeyGuard<'a>, Failure> {
+    for _ in 0..250 {
+        if let Ok(g) = ctx.claim(name) {
+            return Ok(g);
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(S3Error::SlowDown.into())
+}
+
+fn new_upload_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut h = crate::md5::Md5::new();
+    h.update(&now_ms().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&n.to_le_bytes());
+    let d = h.finalize();
+    let mut id: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    id.push_str(&format!("-{n:x}"));
+    id
+}
+
+pub fn create(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, meta: Metadata) -> Result<Answer, Failure> {
+    let key = obj.native_key();
+    write::check_key(&key)?;
+    let id = new_upload_id();
+    let stored = Stored { etag: None, headers: meta.headers }.encode();
+    let u = Upload { key, created_ms: now_ms(), stored };
+    ctx.shared.index.mp_put(&upload_key(&id), &u.encode()).map_err(store::Error::from)?;
+    Ok(ok(conn, req, 200, Some(xml::initiate_multipart_upload(&obj.bucket, &obj.key, &id))))
+}
+
+/// Writes a part from `src` onto the key's replicas and records it, replacing an earlier
+/// upload of the same part number. Returns its record.
+async fn write_part<S: Source<Error = S3Error>>(
+    ctx: &Ctx,
+    u: &Upload,
+    id: &str,
+    n: u32,
+    src: &mut S,
+) -> Result<Part, Failed<S3Error>> {
+    let topo = ctx.topo();
+    let replicas = topo.place(&u.key);
+    if let Some(down) = replicas.iter().find(|r| !topo.is_up(r)) {
+        let server = crate::placement::server_of(down).to_string();
+        return Err(Failed::Store(store::Error::Volume(volume::Error::Down(server))));
+    }
+    let file = format!("{id}.{n}.{}", write::temp_id());
+    let to = targets(&replicas, &format!("{PARTS_DIR}/{file}"));
+    let w = match write::send_all(ctx, &topo, &to, src, true).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = ctx.client.delete_all(&topo, &to).await;
+            return Err(e);
+        }
+    };
+    let part = Part { size: w.size, md5: w.md5.unwrap_or_default(), mtime_ms: now_ms(), file, replicas };
+    let index = &ctx.shared.index;
+    let old = index.mp_get(&part_key(id, n)).map_err(store::Error::from)?.and_then(|v| Part::decode(&v));
+    index.mp_put(&part_key(id, n), &part.encode()).map_err(store::Error::from)?;
+    if let Some(old) = old {
+        let _ = ctx.client.delete_all(&topo, &targets(&old.replicas, &old.path())).await;
+    }
+    Ok(part)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_part(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    obj: &Object,
+    id: &str,
+    n: u32,
+    verified: Verified,
+) -> Result<Answer, Failure> {
+    let u = upload(ctx, obj, id)?;
+    let payload = Payload::new(&req.headers, verified, false)?;
+    let _part = claim(ctx, &lock_name(id, Some(n))).await?;
+    let mut src = S3Body::new(conn, body, payload);
+    let r = write_part(ctx, &u, id, n, &mut src).await;
+    let (broken, finished) = (src.broken, src.finished.take());
+    let part = r.map_err(|e| write_failure(e, broken))?;
+    start(conn, 200, &req.request_id);
+    let tag = format!("\"{}\"", part.etag());
+    response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
+    if let Some(sum) = finished.and_then(|f| f.checksum) {
+        response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
+    }
+    Ok(Answer { reply: Reply::Body(Vec::new()), status: 200, close: false })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_part_copy(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    obj: &Object,
+    id: &str,
+    n: u32,
+    source: &Object,
+    range: Option<(u64, u64)>,
+    conditions: &Conditions,
+) -> Result<Answer, Failure> {
+    let u = upload(ctx, obj, id)?;
+    let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
+        let stored = Stored::decode(&rec.meta);
+        conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
+        match range {
+            Some((_, b)) if b >= rec.size => Err(S3Error::InvalidRange.into()),
+            r => Ok(r),
+        }
+    })
+    .await?;
+    let _part = claim(ctx, &lock_name(id, Some(n))).await?;
+    let mut src = Checked(Reader { client: &ctx.client, d: opened.body });
+    let part = write_part(ctx, &u, id, n, &mut src).await.map_err(|e| write_failure(e, false))?;
+    let body = xml::copy_part_result(&part.etag(), part.mtime_ms as i64);
+    Ok(ok(conn, req, 200, Some(body)))
+}
+
+/// A replica read whose failures read as S3's.
+struct Checked<'a>(Reader<'a>);
+
+impl Source for Checked<'_> {
+    type Error = S3Error;
+
+    async fn next(&mut self, max: usize) -> Result<Option<Bytes>, S3Error> {
+        self.0.next(max).await.map_err(|_| S3Error::InternalError("reading the copy source failed"))
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.0.len()
+    }
+}
+
+/// The parts of an upload read one after another from their replicas: the completed
+/// object's source.
+struct Parts<'a> {
+    ctx: &'a Ctx,
+    parts: Vec<Part>,
+    next: usize,
+    d: Option<Download>,
+    total: u64,
+}
+
+impl Parts<'_> {
+    /// Opens part `i` on the first replica that answers.
+    async fn open(&self, i: usize) -> Result<Download, S3Error> {
+        let p = &self.parts[i];
+        let topo = self.ctx.topo();
+        for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+            let (server, path) = crate::placement::replica_target(r, &p.path());
+            match self.ctx.client.download(&topo, &server, &path).await {
+                Ok(d) if d.status == 200 && d.length == Some(p.size) => return Ok(d),
+                _ => continue,
+            }
+        }
+        Err(S3Error::ServiceUnavailable("no replica of a part is readable now"))
+    }
+}
+
+impl Source for Parts<'_> {
+    type Error = S3Error;
+
+    async fn next(&mut self, max: usize) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            if self.d.is_none() {
+                if self.next == self.parts.len() {
+                    return Ok(None);
+                }
+                if self.parts[self.next].size == 0 {
+                    self.next += 1;
+                    continue;
+                }
+                self.d = Some(self.open(self.next).await?);
+                self.next += 1;
+            }
+            let Some(d) = self.d.as_mut() else { continue };
+            match self.ctx.client.next_chunk(d, max).await {
+                Ok(Some(c)) => return Ok(Some(c)),
+                Ok(None) => {
+                    if let Some(d) = self.d.take() {
+                        self.ctx.client.finish(d);
+                    }
+                }
+                Err(_) => return Err(S3Error::ServiceUnavailable("a part's replica failed while it was read")),
+            }
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        Some(self.total)
+    }
+}
+
+pub async fn complete(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    obj: &Object,
+    id: &str,
+) -> Result<Answer, Failure> {
+    let doc = small_body(conn, body, xml::MAX_XML_BODY).await?;
+    let asked = xml::parse_complete(&doc)?;
+    if asked.is_empty() {
+        return Err(S3Error::MalformedXML.into());
+    }
+    let u = upload(ctx, obj, id)?;
+    let _upload = claim(ctx, &lock_name(id, None)).await?;
+    let have = all_parts(ctx, id)?;
+    let mut chosen = Vec::with_capacity(asked.len());
+    let mut last = 0;
+    for (i, (n, tag)) in asked.iter().enumerate() {
+        if *n <= last {
+            return Err(S3Error::InvalidPartOrder.into());
+        }
+        last = *n;
+        let Some((_, p)) = have.iter().find(|(k, _)| k == n) else { return Err(S3Error::InvalidPart.into()) };
+        if tag.trim_matches('"') != p.etag() {
+            return Err(S3Error::InvalidPart.into());
+        }
+        if i + 1 < asked.len() && p.size < MIN_PART {
+            return Err(S3Error::EntityTooSmall.into());
+        }
+        chosen.push(Part { file: p.file.clone(), replicas: p.replicas.clone(), ..*p });
+    }
+    let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
+    let mut stored = Stored::decode(&u.stored);
+    stored.etag = Some(tag.trim_matches('"').to_string());
+    let total = chosen.iter().map(|p| p.size).sum();
+    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
+    let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
+    put_waiting(ctx, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
+    // the object is in place: the parts (listed or not) and the upload go
+    forget(ctx, id, have).await;
+    let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
+    let body = xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, stored.etag.as_deref().unwrap_or(""));
+    Ok(ok(conn, req, 200, Some(body)))
+}
+
+/// Every part of upload `id`.
+fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, Failure> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = parts(ctx, id, after, PAGE)?;
+        let Some((n, _)) = page.last() else { break };
+        after = *n;
+        let full = page.len() == PAGE;
+        all.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+/// Deletes the part files of an upload, then its records (a file that could not be
+/// deleted is left to `mkv verify`, which finds `_parts` files no upload names).
+async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
+    let topo = ctx.topo();
+    let mut files = Vec::new();
+    for (_, p) in &parts {
+        files.extend(targets(&p.replicas, &p.path()));
+    }
+    if let Err(e) = ctx.client.delete_all(&topo, &files).await {
+        eprintln!("mkv: S3 upload {id}: could not delete every part file yet ({e}); mkv verify -repair will");
+    }
+    let mut keys: Vec<Vec<u8>> = parts.iter().map(|(n, _)| part_key(id, *n)).collect();
+    keys.push(upload_key(id));
+    if let Err(e) = ctx.shared.index.mp_delete(&keys) {
+        eprintln!("mkv: S3 upload {id}: could not forget its records: {e}");
+    }
+}
+
+pub async fn abort(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, id: &str) -> Result<Answer, Failure> {
+    upload(ctx, obj, id)?;
+    let _upload = claim(ctx, &lock_name(id, None)).await?;
+    let have = all_parts(ctx, id)?;
+    forget(ctx, id, have).await;
+    Ok(ok(conn, req, 204, None))
+}
+
+pub fn list_parts(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    obj: &Object,
+    id: &str,
+    max_parts: usize,
+    marker: u32,
+) -> Result<Answer, Failure> {
+    upload(ctx, obj, id)?;
+    let mut page = parts(ctx, id, marker, max_parts + 1)?;
+    let truncated = page.len() > max_parts;
+    page.truncate(max_parts);
+    let etags: Vec<String> = page.iter().map(|(_, p)| p.etag()).collect();
+    let listed: Vec<xml::Part> = page
+        .iter()
+        .zip(&etags)
+        .map(|((n, p), e)| xml::Part { number: *n, last_modified_ms: p.mtime_ms as i64, etag: e, size: p.size })
+        .collect();
+    let body = xml::list_parts(&xml::ListPartsPage {
+        bucket: &obj.bucket,
+        key: &obj.key,
+        upload_id: id,
+        part_number_marker: marker,
+        next_part_number_marker: if truncated { page.last().map(|(n, _)| *n) } else { None },
+        max_parts,
+        is_truncated: truncated,
+        parts: &listed,
+    });
+    Ok(ok(conn, req, 200, Some(body)))
+}
+
+pub fn list_uploads(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    bucket: &str,
+    list: &ListParams,
+    key_marker: &[u8],
+    id_marker: &str,
+) -> Result<Answer, Failure> {
+    super::bucket::must_exist(ctx, bucket)?;
+    let base = format!("/{bucket}/").into_bytes();
+    let mut all: Vec<(Vec<u8>, String, u64)> = Vec::new();
+    let mut start = b"u/".to_vec();
+    loop {
+        let page = ctx.shared.index.mp_scan(b"u/", &start, PAGE).map_err(store::Error::from)?;
+        let Some((k, _)) = page.last() else { break };
+        start = k.clone();
+        start.push(0);
+        let full = page.len() == PAGE;
+        for (k, v) in page {
+            let Some(u) = Upload::decode(&v) else { continue };
+            let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
+            if !key.starts_with(&list.prefix) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&k[2..]).into_owned();
+            let after = (key, id.as_str()) > (key_marker, id_marker);
+            if key_marker.is_empty() || after {
+                all.push((key.to_vec(), id, u.created_ms));
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    all.sort();
+    let truncated = all.len() > list.max_keys;
+    all.truncate(list.max_keys);
+    let uploads: Vec<xml::Upload> =
+        all.iter().map(|(k, id, ms)| xml::Upload { key: k, upload_id: id, initiated_ms: *ms as i64 }).collect();
+    let last = all.last();
+    let body = xml::list_multipart_uploads(&xml::ListUploadsPage {
+        bucket,
+        params: list,
+        key_marker,
+        upload_id_marker: id_marker,
+        next_key_marker: if truncated { last.map(|(k, _, _)| k.as_slice()) } else { None },
+        next_upload_id_marker: if truncated { last.map(|(_, id, _)| id.as_str()) } else { None },
+        is_truncated: truncated,
+        uploads: &uploads,
+        common_prefixes: &[],
+    });
+    Ok(ok(conn, req, 200, Some(body)))
+}

@@ -1,0 +1,268 @@
+//! Objects: PutObject, GetObject and HeadObject (the bytes streamed through the master, as
+//! S3 clients do not follow redirects), DeleteObject and CopyObject, each one store
+//! operation on the native key `/BUCKET/KEY`.
+
+use std::time::Duration;
+
+use super::{
+    body::S3Body,
+    dates,
+    error::S3Error,
+    meta::{Conditions, Metadata},
+    payload::Payload,
+    request::{Object, Read},
+    serve::{ok, start, store_error, Answer, Failure, Req},
+    sigv4::Verified,
+    stored::{etag, Stored},
+    xml,
+};
+use crate::{
+    http::{response, Body, Conn, Reply},
+    index::State,
+    metrics::Block,
+    record::Record,
+    store::{
+        self,
+        read::{self, Reader},
+        remove,
+        write::{self, Failed, PutOpts, Source},
+        Ctx,
+    },
+};
+
+/// How long a write waits for another write of the same key to end before `503 SlowDown`.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+/// Largest piece of a value read from a replica and written to the client at once.
+const PIECE: usize = 256 << 10;
+
+/// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
+/// last writer wins; the native `409` is for clients that chose to race).
+pub async fn put_waiting<S: Source>(ctx: &Ctx, key: &[u8], src: &mut S, opts: &PutOpts) -> Result<Record, Failed<S::Error>> {
+    let began = std::time::Instant::now();
+    loop {
+        match write::put(ctx, key, src, opts).await {
+            // refused at the claim, before any byte was read: safe to try again
+            Err(Failed::Store(store::Error::InFlight)) if began.elapsed() < BUSY_WAIT => {
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Maps a failed write to its S3 answer: a source failure says what was wrong with the body.
+pub fn write_failure(e: Failed<S3Error>, broken: bool) -> Failure {
+    match e {
+        Failed::Store(e) => Failure { error: store_error(e), close: broken },
+        Failed::Source(e) => Failure { error: e, close: broken },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn put(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    obj: &Object,
+    meta: Metadata,
+    conditions: &Conditions,
+    verified: Verified,
+) -> Result<Answer, Failure> {
+    let key = obj.native_key();
+    if !conditions.is_empty() {
+        if let Some((rec, stored)) = live(ctx, &key)? {
+            conditions.check(&etag(&rec, &stored), (rec.mtime / 1000) as i64, false)?;
+        } else if conditions.if_match.is_some() {
+            return Err(S3Error::NoSuchKey.into());
+        }
+    }
+    let payload = Payload::new(&req.headers, verified, false)?;
+    let stored = Stored { etag: None, headers: meta.headers };
+    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
+    let mut src = S3Body::new(conn, body, payload);
+    let r = put_waiting(ctx, &key, &mut src, &opts).await;
+    let (broken, finished) = (src.broken, src.finished.take());
+    let rec = r.map_err(|e| write_failure(e, broken))?;
+    start(conn, 200, &req.request_id);
+    let tag = format!("\"{}\"", etag(&rec, &Stored::default()));
+    response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
+    if let Some(sum) = finished.and_then(|f| f.checksum) {
+        response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
+    }
+    Ok(Answer { reply: Reply::Body(Vec::new()), status: 200, close: false })
+}
+
+/// The live record of `key` and what S3 stored with it.
+fn live(ctx: &Ctx, key: &[u8]) -> Result<Option<(Record, Stored)>, Failure> {
+    let index = &ctx.shared.index;
+    let found = index.get_pinned(State::Live, key).map_err(store::Error::from)?;
+    let Some(p) = found else { return Ok(None) };
+    let rec = p.record().map_err(store::Error::from)?.to_owned();
+    let stored = Stored::decode(&rec.meta);
+    Ok(Some((rec, stored)))
+}
+
+/// The headers of a GET or HEAD answer that describe the object.
+fn describe(out: &mut Vec<u8>, rec: &Record, stored: &Stored, read: &Read) {
+    let tag = format!("\"{}\"", etag(rec, stored));
+    response::header(out, "ETag", &[tag.as_bytes()]);
+    response::header(out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
+    response::header(out, "Accept-Ranges", &[b"bytes"]);
+    let overridden = |name: &str| read.overrides.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if stored.headers.iter().all(|(n, _)| n != "content-type") && !overridden("content-type") {
+        response::header(out, "Content-Type", &[b"binary/octet-stream"]);
+    }
+    for (name, value) in &stored.headers {
+        if !overridden(name) {
+            response::header(out, name, &[value]);
+        }
+    }
+    for (name, value) in &read.overrides {
+        response::header(out, name, &[value]);
+    }
+}
+
+/// Ends an answer's head with its length (and a close where the client asked).
+fn end_head(out: &mut Vec<u8>, len: u64, keep: bool) {
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(if keep { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
+}
+
+/// `304` for a read whose `If-None-Match`/`If-Modified-Since` says the client has it.
+fn not_modified(conn: &mut Conn, req: &Req, rec: &Record, stored: &Stored) -> Answer {
+    start(conn, 304, &req.request_id);
+    let tag = format!("\"{}\"", etag(rec, stored));
+    response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
+    response::header(&mut conn.out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
+    Answer { reply: Reply::Body(Vec::new()), status: 304, close: false }
+}
+
+pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) -> Result<Answer, Failure> {
+    let (rec, stored) = live(ctx, &obj.native_key())?.ok_or(S3Error::NoSuchKey)?;
+    match read.conditions.check(&etag(&rec, &stored), (rec.mtime / 1000) as i64, true) {
+        Err(S3Error::NotModified) => return Ok(not_modified(conn, req, &rec, &stored)),
+        r => r?,
+    }
+    let range = read.range.map(|r| r.resolve(rec.size)).transpose()?;
+    let status = if range.is_some() { 206 } else { 200 };
+    start(conn, status, &req.request_id);
+    describe(&mut conn.out, &rec, &stored, read);
+    let len = match range {
+        Some((a, b)) => {
+            let cr = format!("bytes {a}-{b}/{}", rec.size);
+            response::header(&mut conn.out, "Content-Range", &[cr.as_bytes()]);
+            b - a + 1
+        }
+        None => rec.size,
+    };
+    end_head(&mut conn.out, len, req.keep_alive);
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, status, close: false })
+}
+
+/// GetObject: the bytes streamed from a live replica (another is tried if one fails before
+/// its first byte), `Range` and the conditional headers honoured.
+pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: &Read) -> Result<Answer, Failure> {
+    let key = obj.native_key();
+    let opened = read::open(ctx, &key, |rec| -> Result<_, Failure> {
+        let stored = Stored::decode(&rec.meta);
+        read.conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, true)?;
+        Ok(read.range.map(|r| r.resolve(rec.size)).transpose()?)
+    })
+    .await;
+    let opened = match opened {
+        Ok(o) => o,
+        Err(Failure { error: S3Error::NotModified, .. }) => {
+            let (rec, stored) = live(ctx, &key)?.ok_or(S3Error::NoSuchKey)?;
+            return Ok(not_modified(conn, req, &rec, &stored));
+        }
+        Err(e) => return Err(e),
+    };
+    let stored = Stored::decode(&opened.rec.meta);
+    let range = read.range.map(|r| r.resolve(opened.rec.size)).transpose()?;
+    let status = if range.is_some() { 206 } else { 200 };
+    start(conn, status, &req.request_id);
+    describe(&mut conn.out, &opened.rec, &stored, read);
+    let len = match range {
+        Some((a, b)) => {
+            let cr = format!("bytes {a}-{b}/{}", opened.rec.size);
+            response::header(&mut conn.out, "Content-Range", &[cr.as_bytes()]);
+            b - a + 1
+        }
+        None => opened.rec.size,
+    };
+    end_head(&mut conn.out, len, req.keep_alive);
+    let Some(mut d) = opened.body else {
+        return Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, status, close: false });
+    };
+    // the head goes out with the first piece; then each piece as it comes from the volume
+    let mut sent = 0u64;
+    let close = loop {
+        match ctx.client.next_chunk(&mut d, PIECE).await {
+            Ok(Some(piece)) => {
+                sent += piece.len() as u64;
+                if !conn.out.is_empty() {
+                    if conn.flush().await.is_err() {
+                        break true;
+                    }
+                }
+                let (r, _) = conn.write(piece).await;
+                if r.is_err() {
+                    break true;
+                }
+            }
+            Ok(None) => break sent != len,
+            // the volume failed mid-stream: the client sees a short body and a close
+            Err(_) => break true,
+        }
+    };
+    if !close {
+        ctx.client.finish(d);
+    }
+    Block::add(&ctx.metrics.bytes_out, sent);
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, status, close })
+}
+
+pub async fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object) -> Result<Answer, Failure> {
+    match remove::delete(ctx, &obj.native_key(), ctx.shared.cfg.protect).await {
+        // S3: deleting what is not there succeeds
+        Ok(()) | Err(store::Error::NotFound) => Ok(ok(conn, req, 204, None)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// CopyObject: the source streamed from one of its replicas into the destination's
+/// replicas (staged and moved into place if the destination exists).
+pub async fn copy(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    obj: &Object,
+    source: &Object,
+    meta: Option<Metadata>,
+    conditions: &Conditions,
+) -> Result<Answer, Failure> {
+    let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
+        let stored = Stored::decode(&rec.meta);
+        conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
+        Ok(None)
+    })
+    .await
+    .map_err(|e| match e.error {
+        S3Error::NoSuchKey => Failure::from(S3Error::NoSuchKey),
+        _ => e,
+    })?;
+    let headers = match meta {
+        Some(m) => m.headers,
+        None => Stored::decode(&opened.rec.meta).headers,
+    };
+    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
+    let mut src = Reader { client: &ctx.client, d: opened.body };
+    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts).await.map_err(|e| match e {
+        Failed::Store(e) => Failure::from(e),
+        Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
+    })?;
+    let body = xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64);
+    Ok(ok(conn, req, 200, Some(body)))
+}

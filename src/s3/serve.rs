@@ -1,0 +1,297 @@
+//! One S3 request from its head to its answer: authenticated, parsed into an [`Op`], run
+//! through the store's operations, answered with S3's status codes and XML errors.
+
+use std::{
+    cell::{Cell, RefCell},
+    path::Path,
+    sync::OnceLock,
+};
+
+use super::{
+    bucket,
+    error::S3Error,
+    multipart, object,
+    request::{self, Headers, Op},
+    sigv4::{self, KeyCache, Keys, Verified},
+    xml,
+};
+use crate::{
+    http::{response, Body, Conn, Reply},
+    index, store, volume,
+};
+
+/// Most headers an S3 request may carry (the native API allows fewer).
+const MAX_HEADERS: usize = 100;
+/// The region mkv answers as (GetBucketLocation, and what clients sign for by default).
+pub const REGION: &str = "us-east-1";
+
+/// `-s3-keys`: None when S3 requests are accepted unsigned.
+static KEYS: OnceLock<Option<Keys>> = OnceLock::new();
+
+/// Reads `-s3-keys FILE` (lines `ACCESS_KEY SECRET_KEY`) once at start; the error never
+/// quotes the file.
+pub fn install_keys(path: Option<&Path>) -> Result<(), String> {
+    let keys = match path {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
+            let keys = Keys::parse(&text).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
+            if keys.len() == 0 {
+                return Err(format!("-s3-keys {}: no keys in it (lines: ACCESS_KEY SECRET_KEY)", p.display()));
+            }
+            Some(keys)
+        }
+    };
+    let _ = KEYS.set(keys);
+    Ok(())
+}
+
+thread_local! {
+    static SIGNING: RefCell<KeyCache> = RefCell::new(KeyCache::default());
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// An S3 request's head, parsed from the bytes the connection read.
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub path: &'a [u8],
+    pub query: &'a [u8],
+    pub headers: Headers<'a>,
+    pub request_id: String,
+    /// Whether the client keeps the connection (so the answer may too).
+    pub keep_alive: bool,
+}
+
+impl Req<'_> {
+    pub fn head_only(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// How an S3 request ended, for the connection loop.
+pub struct Answer {
+    pub reply: Reply,
+    pub status: u16,
+    /// The connection cannot carry another request (a body not read to its end through a
+    /// framing error, a stream cut).
+    pub close: bool,
+}
+
+/// Whether a whole request head (as read) is an S3 request, by S3.md's rule.
+pub fn is_s3(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(raw), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let (path, query) = crate::http::split_target(req.path.unwrap_or("/").as_bytes());
+    request::is_s3(req.method.unwrap_or(""), path, query, &Headers(req.headers))
+}
+
+/// Answers one S3 request; `raw` is its whole head.
+pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Body, keep_alive: bool) -> Answer {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let request_id = NEXT_ID.with(|n| {
+        n.set(n.get() + 1);
+        format!("{:X}{:08X}", std::process::id(), n.get())
+    });
+    if !matches!(parsed.parse(raw), Ok(httparse::Status::Complete(_))) {
+        return error(conn, &S3Error::InvalidRequest("malformed request head"), b"/", &request_id, false, true);
+    }
+    let (path, query) = crate::http::split_target(parsed.path.unwrap_or("/").as_bytes());
+    let req = Req {
+        method: parsed.method.unwrap_or(""),
+        path,
+        query,
+        headers: Headers(parsed.headers),
+        request_id,
+        keep_alive,
+    };
+    match run(ctx, conn, &req, body).await {
+        Ok(a) => a,
+        Err(Failure { error, close }) => error_answer(conn, &req, &error, close),
+    }
+}
+
+/// An error, and whether the connection must close after its answer.
+pub struct Failure {
+    pub error: S3Error,
+    pub close: bool,
+}
+
+impl From<S3Error> for Failure {
+    fn from(error: S3Error) -> Failure {
+        Failure { error, close: false }
+    }
+}
+
+impl From<store::Error> for Failure {
+    fn from(e: store::Error) -> Failure {
+        Failure { error: store_error(e), close: false }
+    }
+}
+
+fn error_answer(conn: &mut Conn, req: &Req, e: &S3Error, close: bool) -> Answer {
+    error(conn, e, req.path, &req.request_id, req.head_only(), close)
+}
+
+fn error(conn: &mut Conn, e: &S3Error, resource: &[u8], request_id: &str, head_only: bool, close: bool) -> Answer {
+    let status = e.status();
+    start(conn, status, request_id);
+    if !e.has_body() {
+        return Answer { reply: Reply::Body(Vec::new()), status, close };
+    }
+    response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
+    let body = if head_only { Vec::new() } else { xml::error(e, resource, request_id) };
+    Answer { reply: Reply::Body(body), status, close }
+}
+
+/// The status line and the headers every S3 answer carries.
+pub fn start(conn: &mut Conn, status: u16, request_id: &str) {
+    response::start(&mut conn.out, status);
+    response::header(&mut conn.out, "x-amz-request-id", &[request_id.as_bytes()]);
+    response::header(&mut conn.out, "Server", &[b"mkv"]);
+}
+
+/// An answer whose body is `body` (XML, or empty).
+pub fn ok(conn: &mut Conn, req: &Req, status: u16, xml_body: Option<Vec<u8>>) -> Answer {
+    start(conn, status, &req.request_id);
+    let body = match xml_body {
+        Some(b) => {
+            response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
+            b
+        }
+        None => Vec::new(),
+    };
+    Answer { reply: Reply::Body(if req.head_only() { Vec::new() } else { body }), status, close: false }
+}
+
+/// What S3 answers for a store's failure.
+pub fn store_error(e: store::Error) -> S3Error {
+    use store::Error as E;
+    match e {
+        E::NotFound => S3Error::NoSuchKey,
+        E::KeyTooLong => S3Error::KeyTooLong,
+        E::BadKey(_) => S3Error::InvalidArgument("the volumes cannot store this key apart from another (its base64 file name holds '//' or ends in '/')"),
+        E::Protected => S3Error::AccessDenied("the master runs with -protect: UNLINK the key before deleting it"),
+        // clients retry a 503 SlowDown; another write of the key is about to end
+        E::InFlight => S3Error::SlowDown,
+        E::Exists | E::EmptyBody => S3Error::InternalError("unexpected refusal of an S3 write"),
+        E::NoLiveReplica | E::NoGoodReplica => S3Error::ServiceUnavailable("no replica of this object is readable now"),
+        E::Volume(volume::Error::Down(_) | volume::Error::Timeout(_)) => {
+            S3Error::ServiceUnavailable("a volume server holding this object is down")
+        }
+        E::Volume(_) => S3Error::InternalError("a volume server failed"),
+        E::Index(index::Error::Full) => S3Error::ServiceUnavailable("the index's disk is full"),
+        E::Index(index::Error::Reopening) => S3Error::ServiceUnavailable("the index is reopening"),
+        E::Index(_) | E::Internal(_) => S3Error::InternalError("the master failed"),
+    }
+}
+
+/// Authenticates and runs one request.
+async fn run(ctx: &store::Ctx, conn: &mut Conn, req: &Req<'_>, body: &mut Body) -> Result<Answer, Failure> {
+    let now = now_secs();
+    let keys = KEYS.get().and_then(Option::as_ref);
+    let sreq = sigv4::Request { method: req.method, path: req.path, query: req.query, headers: req.headers };
+    let verified = SIGNING.with(|c| sigv4::authenticate(&sreq, keys, &mut c.borrow_mut(), now))?;
+    if keys.is_none() {
+        // unsigned operation still honours a presigned URL's expiry
+        expired(req.query, now)?;
+    }
+    let op = request::parse(req.method, req.path, req.query, &req.headers)?;
+    dispatch(ctx, conn, req, body, op, verified).await
+}
+
+async fn dispatch(
+    ctx: &store::Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    op: Op,
+    verified: Verified,
+) -> Result<Answer, Failure> {
+    match op {
+        Op::ListBuckets => bucket::list_buckets(ctx, conn, req),
+        Op::CreateBucket { bucket } => bucket::create(ctx, conn, req, body, &bucket).await,
+        Op::HeadBucket { bucket } => bucket::head(ctx, conn, req, &bucket),
+        Op::DeleteBucket { bucket } => bucket::delete(ctx, conn, req, &bucket),
+        Op::GetBucketLocation { bucket } => {
+            bucket::must_exist(ctx, &bucket)?;
+            Ok(ok(conn, req, 200, Some(xml::location_constraint(REGION))))
+        }
+        Op::GetBucketVersioning { bucket } => {
+            bucket::must_exist(ctx, &bucket)?;
+            Ok(ok(conn, req, 200, Some(xml::versioning_configuration())))
+        }
+        Op::ListObjectsV1 { bucket, list, marker } => bucket::list_v1(ctx, conn, req, &bucket, &list, &marker),
+        Op::ListObjectsV2 { bucket, list, continuation, start_after, fetch_owner } => {
+            bucket::list_v2(ctx, conn, req, &bucket, &list, continuation, &start_after, fetch_owner)
+        }
+        Op::DeleteObjects { bucket } => bucket::delete_objects(ctx, conn, req, body, &bucket, verified).await,
+        Op::PutObject { obj, meta, conditions } => {
+            object::put(ctx, conn, req, body, &obj, meta, &conditions, verified).await
+        }
+        Op::CopyObject { obj, source, meta, conditions } => {
+            object::copy(ctx, conn, req, &obj, &source, meta, &conditions).await
+        }
+        Op::GetObject { obj, read } => object::get(ctx, conn, req, &obj, &read).await,
+        Op::HeadObject { obj, read } => object::head(ctx, conn, req, &obj, &read),
+        Op::DeleteObject { obj } => object::delete(ctx, conn, req, &obj).await,
+        Op::CreateMultipartUpload { obj, meta } => multipart::create(ctx, conn, req, &obj, meta),
+        Op::UploadPart { obj, upload_id, part } => {
+            multipart::upload_part(ctx, conn, req, body, &obj, &upload_id, part, verified).await
+        }
+        Op::UploadPartCopy { obj, upload_id, part, source, range, conditions } => {
+            multipart::upload_part_copy(ctx, conn, req, &obj, &upload_id, part, &source, range, &conditions).await
+        }
+        Op::CompleteMultipartUpload { obj, upload_id } => {
+            multipart::complete(ctx, conn, req, body, &obj, &upload_id).await
+        }
+        Op::AbortMultipartUpload { obj, upload_id } => multipart::abort(ctx, conn, req, &obj, &upload_id).await,
+        Op::ListParts { obj, upload_id, max_parts, part_number_marker } => {
+            multipart::list_parts(ctx, conn, req, &obj, &upload_id, max_parts, part_number_marker)
+        }
+        Op::ListMultipartUploads { bucket, list, key_marker, upload_id_marker } => {
+            multipart::list_uploads(ctx, conn, req, &bucket, &list, &key_marker, &upload_id_marker)
+        }
+        Op::NotImplemented(what) => Err(S3Error::NotImplemented(what).into()),
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A presigned URL past its expiry, checked even when no signature is (no `-s3-keys`):
+/// `X-Amz-Date` + `X-Amz-Expires` (SigV4) or `Expires` (SigV2, Unix seconds).
+fn expired(query: &[u8], now: i64) -> Result<(), S3Error> {
+    let q = request::Query::parse(query)?;
+    let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok());
+    let until = match (q.get("X-Amz-Date"), q.get("X-Amz-Expires"), q.get("Expires")) {
+        (Some(d), Some(e), _) => super::dates::parse_amz_date(d).zip(number(e)).map(|(d, e)| d + e),
+        (_, _, Some(e)) if q.has("AWSAccessKeyId") => number(e),
+        _ => None,
+    };
+    match until {
+        Some(t) if now > t => Err(S3Error::AccessDenied("Request has expired")),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a small request body whole (an XML document), at most `max` bytes.
+pub async fn small_body(conn: &mut Conn, body: &mut Body, max: usize) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    loop {
+        match conn.body_chunk(body, 64 << 10).await {
+            Ok(Some(c)) => {
+                if out.len() + c.len() > max {
+                    return Err(Failure { error: S3Error::EntityTooLarge, close: true });
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(super::body::http_failure(e)),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! A value read through the master, for clients that do not follow redirects (S3) and for
+//! copies: a live replica opened together with the record that describes it.
+//!
+//! The record and the file agree even while a replacement is moved into place: the key's
+//! write number is read before the record and again once the replica answered; a move in
+//! between changed it (see [`super::write`]), and the read starts over. A move after the
+//! answer cannot change what nginx already opened. A replica that fails before its first
+//! byte is passed over for the next.
+
+use bytes::Bytes;
+
+use super::{write::Source, Ctx, Error};
+use crate::{
+    index::State,
+    placement::{key_path, replica_target},
+    record::Record,
+    volume::{self, Client, Download},
+};
+
+/// Tries of a read that a replacement keeps overtaking.
+const READ_TRIES: usize = 8;
+/// Largest piece of a value held while it is copied.
+const PIECE: usize = 1 << 20;
+
+/// A live key's record and, when there are bytes to read, a replica's answer ready to read.
+pub struct Opened {
+    pub rec: Record,
+    /// None for an empty value (nothing to read) and for `head` opens.
+    pub body: Option<Download>,
+}
+
+/// Opens the value of live `key`; with `range` (first and last byte, inclusive, already
+/// checked against the size by the caller through `check`), only those bytes. `check`
+/// sees the record before any replica is asked and may refuse the read (preconditions).
+pub async fn open<E: From<Error>>(
+    ctx: &Ctx,
+    key: &[u8],
+    range: impl Fn(&Record) -> Result<Option<(u64, u64)>, E>,
+) -> Result<Opened, E> {
+    let index = &ctx.shared.index;
+    let mut last = Error::NoLiveReplica;
+    for _ in 0..READ_TRIES {
+        let before = index.seq(key);
+        let rec = match index.get_pinned(State::Live, key).map_err(Error::from)? {
+            Some(p) => p.record().map_err(Error::from)?.to_owned(),
+            None => return Err(Error::NotFound.into()),
+        };
+        let want = range(&rec)?;
+        if rec.size == 0 {
+            return Ok(Opened { rec, body: None });
+        }
+        let (len, extra) = match want {
+            Some((a, b)) => (b - a + 1, format!("Range: bytes={a}-{b}\r\n")),
+            None => (rec.size, String::new()),
+        };
+        let topo = ctx.topo();
+        let path = key_path(key);
+        let mut changed = false;
+        for replica in rec.volumes.iter().filter(|r| topo.is_up(r)) {
+            let (server, p) = replica_target(replica, &path);
+            let d = match ctx.client.download_with(&topo, &server, "GET", &p, extra.as_bytes()).await {
+                Ok(d) if matches!(d.status, 200 | 206) => d,
+                Ok(d) => {
+                    last = volume::Error::Status(server, d.status).into();
+                    continue;
+                }
+                Err(e) => {
+                    last = e.into();
+                    continue;
+                }
+            };
+            if index.seq(key) != before {
+                // replaced while we asked: read the record again
+                changed = true;
+                break;
+            }
+            if d.length != Some(len) {
+                // this replica is damaged (verify -repair restores it): the next one
+                last = volume::Error::Protocol(server, "the replica's size is not the record's").into();
+                continue;
+            }
+            return Ok(Opened { rec, body: Some(d) });
+        }
+        if !changed {
+            return Err(last.into());
+        }
+    }
+    Err(Error::Internal("the key kept being replaced while it was read").into())
+}
+
+/// An opened value as a write's source (a copy, a part assembled into an object).
+pub struct Reader<'a> {
+    pub client: &'a Client,
+    pub d: Option<Download>,
+}
+
+impl Source for Reader<'_> {
+    type Error = volume::Error;
+
+    async fn next(&mut self, max: usize) -> Result<Option<Bytes>, volume::Error> {
+        let Some(d) = self.d.as_mut() else { return Ok(None) };
+        match self.client.next_chunk(d, max.min(PIECE)).await? {
+            Some(c) => Ok(Some(c)),
+            None => {
+                if let Some(d) = self.d.take() {
+                    self.client.finish(d);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        self.d.as_ref().map_or(Some(0), |d| d.length)
+    }
+}
