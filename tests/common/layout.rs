@@ -16,7 +16,12 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// `hello` → `/5d/41/aGVsbG8=`
 pub fn key_path(key: &str) -> String {
-    let h = md5(key.as_bytes());
+    key_path_of(key.as_bytes())
+}
+
+/// [`key_path`] of a key that need not be UTF-8.
+pub fn key_path_of(key: &[u8]) -> String {
+    let h = md5(key);
     let b64 = base64::engine::general_purpose::STANDARD.encode(key);
     format!("/{:02x}/{:02x}/{b64}", h[0], h[1])
 }
@@ -35,8 +40,13 @@ impl Layout {
 
     /// Replica volumes in placement order, `host:port` or `host:port/svXX`.
     pub fn replicas(&self, key: &str) -> Vec<String> {
+        self.replicas_of(key.as_bytes())
+    }
+
+    /// [`Layout::replicas`] of a key that need not be UTF-8.
+    pub fn replicas_of(&self, key: &[u8]) -> Vec<String> {
         let mut scored: Vec<([u8; 16], &String)> =
-            self.volumes.iter().map(|v| (md5(format!("{key}{v}").as_bytes()), v)).collect();
+            self.volumes.iter().map(|v| (md5(&[key, v.as_bytes()].concat()), v)).collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0)); // stable: ties keep the given order
         scored
             .into_iter()
@@ -50,12 +60,17 @@ impl Layout {
 
     /// (index of the volume, file path under its folder) for every replica of `key`.
     pub fn files(&self, key: &str) -> Vec<(usize, String)> {
-        self.replicas(key)
+        self.files_of(key.as_bytes())
+    }
+
+    /// [`Layout::files`] of a key that need not be UTF-8.
+    pub fn files_of(&self, key: &[u8]) -> Vec<(usize, String)> {
+        self.replicas_of(key)
             .iter()
             .map(|r| {
                 let (addr, sv) = r.split_once('/').map_or((r.as_str(), None), |(a, sv)| (a, Some(sv)));
                 let i = self.volumes.iter().position(|v| v == addr).unwrap();
-                let path = key_path(key);
+                let path = key_path_of(key);
                 (i, sv.map_or(path[1..].to_string(), |sv| format!("{sv}{path}")))
             })
             .collect()

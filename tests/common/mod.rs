@@ -12,9 +12,9 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -232,6 +232,8 @@ pub struct Master {
     args: Vec<String>,
     lines: Arc<Mutex<Vec<String>>>,
     db: TempDir,
+    /// Soft open-files limit the process starts with (None: inherited).
+    nofile: Option<u64>,
 }
 
 /// `server -port 0 -db <db> -volumes <a,b,c> <extra...>`
@@ -253,19 +255,36 @@ impl Master {
     }
     /// Any command line (it must make the server print `listening on <addr>`).
     pub fn start_args(db: TempDir, args: Vec<String>) -> Master {
-        let mut master = Master { child: None, port: 0, args, lines: Arc::default(), db };
+        Self::start_args_nofile(db, args, None)
+    }
+    /// [`Master::start_args`] with the soft open-files limit set to `soft` (the hard one kept),
+    /// as a shell's `ulimit -Sn` would leave it.
+    pub fn start_args_nofile(db: TempDir, args: Vec<String>, soft: Option<u64>) -> Master {
+        let mut master = Master { child: None, port: 0, args, lines: Arc::default(), db, nofile: soft };
         master.spawn();
         master
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mkv server");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mkv"));
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(soft) = self.nofile {
+            // SAFETY: getrlimit/setrlimit are async-signal-safe and touch only this process.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    r.rlim_cur = soft.min(r.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn mkv server");
         let first = self.lines.lock().unwrap().len();
         drain(child.stdout.take().unwrap(), self.lines.clone());
         drain(child.stderr.take().unwrap(), self.lines.clone());
@@ -305,6 +324,18 @@ impl Master {
             let _ = child.wait();
         }
     }
+    /// SIGTERM (a graceful stop), then waits up to `within` for it to exit: its exit status,
+    /// or None if it was still running then (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(child.id() as i32, libc::SIGTERM);
+        if wait_exit(&mut child, within) {
+            return child.wait().ok();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
     /// Kills it if running and starts it again with the same db and arguments (on a new port).
     pub fn restart(&mut self) {
         self.kill9();
@@ -338,6 +369,21 @@ pub fn parse_listening(line: &str) -> Option<u16> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     let addr = rest.split_whitespace().next()?;
     addr[addr.rfind(':')? + 1..].parse().ok()
+}
+
+/// Whether the `mkv` binary under test takes `--<flag>` (a test of a flag added later can
+/// then say what an older binary lacks instead of failing on the command line).
+pub fn mkv_has_flag(flag: &str) -> bool {
+    static HELP: OnceLock<String> = OnceLock::new();
+    let help = HELP.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mkv")).arg("--help").output().expect("run mkv --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    let needle = format!("--{flag}");
+    help.match_indices(&needle).any(|(i, _)| {
+        let next = help.as_bytes().get(i + needle.len()).copied().unwrap_or(b' ');
+        !(next.is_ascii_alphanumeric() || next == b'-')
+    })
 }
 
 /// Runs `mkv <args>` to completion (killed after `TIMEOUT`): (exit code, stderr).
@@ -378,12 +424,25 @@ impl Cluster {
 
 // ---- HTTP/1.1 client -------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Response {
     pub status: u16,
     /// names lowercased, in the order received
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// The body as text (lossy, cut at 600 bytes), so that a failed assertion reads.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(600)]);
+        let more = if self.body.len() > 600 { format!("... ({} bytes)", self.body.len()) } else { String::new() };
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &format!("{body}{more}"))
+            .finish()
+    }
 }
 
 impl Response {
@@ -591,4 +650,92 @@ pub fn read_raw(stream: &mut TcpStream, quiet: Duration) -> Raw {
         }
     }
     out
+}
+
+// ---- a process seen from /proc ---------------------------------------------------------
+
+/// A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap_or_else(|| panic!("no {field}"));
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().expect("a number of kB")
+}
+
+/// Threads of the process (entries of /proc/<pid>/task).
+pub fn proc_threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/<pid>/task").count()
+}
+
+/// Open file descriptors of the process (entries of /proc/<pid>/fd).
+pub fn proc_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/<pid>/fd").count()
+}
+
+/// Established TCP connections the process holds whose local port is `port` (its clients,
+/// when `port` is one it listens on): the sockets of /proc/<pid>/fd found in /proc/net/tcp*.
+pub fn proc_tcp_conns(pid: u32, port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in fs::read_to_string(file).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            // state 01: ESTABLISHED
+            if local_port == Some(port) && f[3] == "01" {
+                inodes.insert(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|l| inodes.contains(l.to_string_lossy().as_ref())))
+        .count()
+}
+
+/// CPU time the process has used so far, user plus system (all its threads).
+pub fn proc_cpu(pid: u32) -> Duration {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // fields after the command name, which is in parentheses and may hold spaces
+    let rest = &text[text.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name and state
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The process's open-files limit from /proc/<pid>/limits: (soft, hard).
+pub fn proc_nofile(pid: u32) -> (String, String) {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).expect("read /proc/<pid>/limits");
+    let line = text.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let mut v = line["Max open files".len()..].split_whitespace();
+    (v.next().unwrap().to_string(), v.next().unwrap().to_string())
+}
+
+/// An IPv4 address of this machine that is not loopback, if it has one.
+pub fn own_ipv4() -> Option<std::net::Ipv4Addr> {
+    let mut found = None;
+    // SAFETY: getifaddrs hands back a list we only read and then free.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let a = (*at).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() && found.is_none() {
+                    found = Some(ip);
+                }
+            }
+            at = (*at).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found
 }
