@@ -68,6 +68,8 @@ pub struct Config {
     pub max_conns: usize,
     /// Fsync the index's log before answering a write (`-sync`).
     pub sync: bool,
+    /// The index's block cache in MiB (`-index-cache`).
+    pub index_cache_mb: usize,
     /// `-volume-secret`: shown to the volumes on every request (bin/volume `SECRET_FILE`).
     pub volume_secret: Option<Secret>,
     /// `-sign-redirects`: how long the signed link in a GET's redirect stays valid.
@@ -201,6 +203,7 @@ mod tests {
             drain: Duration::from_secs(10),
             max_conns: 0,
             sync: false,
+            index_cache_mb: 64,
             volume_secret: None,
             sign_redirects: None,
         };

@@ -16,6 +16,10 @@ use crate::record::{Corrupt, Pending, Record, RecordRef};
 
 const LIVE: &str = "live";
 const UNLINKED: &str = "unlinked";
+/// The block cache, in MiB, unless `-index-cache` says otherwise: at ~80 bytes a record
+/// it holds the blocks of ~6M keys.
+pub const DEFAULT_CACHE_MB: usize = 512;
+
 /// Replacements being written: key → [`Pending`] (usually empty; read at start-up).
 const PENDING: &str = "pending";
 /// S3 multipart uploads and their parts, in the S3 layer's own encoding.
@@ -108,8 +112,15 @@ impl Pinned<'_> {
 }
 
 impl Index {
-    /// Opens (creating if missing) the index at `path`. The error says, in one line, why not.
+    /// Opens (creating if missing) the index at `path` with the default block cache. The
+    /// error says, in one line, why not.
     pub fn open(path: &Path) -> Result<Index, String> {
+        Self::open_with_cache(path, DEFAULT_CACHE_MB)
+    }
+
+    /// [`Index::open`] with a block cache of `cache_mb` MiB (`-index-cache`).
+    pub fn open_with_cache(path: &Path, cache_mb: usize) -> Result<Index, String> {
+        let cache = rocksdb::Cache::new_lru_cache(cache_mb.max(1) << 20);
         let fail = |why: String| format!("cannot open index {}: {why}", path.display());
         // RocksDB's first writes at open go to its info log, whose assertion aborts the
         // process on a full disk (see Db::open): refuse before it starts
@@ -118,7 +129,7 @@ impl Index {
                 return Err(fail(format!("no space left on device ({} KiB free)", free >> 10)));
             }
         }
-        let db = Db::open(path, true).map_err(|e| {
+        let db = Db::open(path, true, &cache).map_err(|e| {
             let msg = e.to_string();
             fail(if msg.contains("lock") {
                 "it is locked by another process (is another mkv running on it?)".to_string()
@@ -131,7 +142,7 @@ impl Index {
             })
         })?;
         Ok(Index {
-            inner: Arc::new(Inner::new(path, db)),
+            inner: Arc::new(Inner::new(path, db, cache)),
             wopts: WriteOptions::default(),
             ropts: ReadOptions::default(),
             seqs: (0..SEQS).map(|_| AtomicU64::new(0)).collect(),

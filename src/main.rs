@@ -101,6 +101,10 @@ struct Flags {
     /// deployments that must survive power loss, not only kill -9
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     sync: bool,
+    /// The index's block cache in MiB: RocksDB keeps blocks uncompressed there, ~80 bytes a
+    /// key, so size it for the keys read often (512 MiB holds ~6M)
+    #[arg(long, global = true, value_name = "MIB", default_value_t = index::DEFAULT_CACHE_MB)]
+    index_cache: usize,
     /// Client connections open at most [default: the open-files limit less a reserve]
     #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
     max_conns: usize,
@@ -290,6 +294,7 @@ fn main() -> ExitCode {
         drain: f.drain,
         max_conns: f.max_conns,
         sync: f.sync,
+        index_cache_mb: f.index_cache,
         volume_secret,
         sign_redirects: f.sign_redirects,
     };

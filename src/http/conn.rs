@@ -154,6 +154,7 @@ impl Conn {
                 self.scanned = buffered.len();
                 deadline.get_or_insert(self.watched.now() + limits.header_timeout.as_millis() as u64);
             } else if self.watched.draining() {
+                self.flush().await?;
                 return Ok(None);
             }
             // nothing complete left to parse: answers to pipelined requests go out together

@@ -196,7 +196,16 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             return Err(Error::BodyTooLarge);
         }
     }
-    Ok(Some(Head { method, target: start..start + path.len(), auth, s3_hint, framing, keep_alive, expect_continue, len }))
+    Ok(Some(Head {
+        method,
+        target: start..start + path.len(),
+        auth,
+        s3_hint,
+        framing,
+        keep_alive,
+        expect_continue,
+        len,
+    }))
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {

@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use rocksdb::{ColumnFamilyDescriptor, LogLevel, Options, DB};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DataBlockIndexType, LogLevel, Options, DB};
 
 use super::{no_space, Error, State, LIVE, MULTIPART, PENDING, UNLINKED};
 
@@ -41,8 +41,9 @@ pub(super) struct Db {
 }
 
 impl Db {
-    /// Opens the database at `path`, creating it if missing when `writable`.
-    pub(super) fn open(path: &Path, writable: bool) -> Result<Db, rocksdb::Error> {
+    /// Opens the database at `path`, creating it if missing when `writable`; its families
+    /// share `cache`.
+    pub(super) fn open(path: &Path, writable: bool, cache: &Cache) -> Result<Db, rocksdb::Error> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -55,8 +56,22 @@ impl Db {
         opts.set_log_level(LogLevel::Fatal);
         let mut cf_opts = Options::default();
         // point reads dominate: bloom filters in SST files and in the memtable (a miss skips
-        // the skiplist search), hashed data-block indexes, a 64 MiB block cache
-        cf_opts.optimize_for_point_lookup(64);
+        // the skiplist search), hashed data-block indexes (optimize_for_point_lookup's
+        // choices), and one block cache for every family, sized by -index-cache: it holds
+        // blocks uncompressed, ~80 bytes a record, so a cache too small for the keys read
+        // makes most reads decompress a block from the OS's page cache
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+        table.set_data_block_hash_ratio(0.75);
+        // index and filter blocks in the same cache, those of level 0 pinned: a read never
+        // waits for one, and the cache bounds all of the index's memory
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        cf_opts.set_block_based_table_factory(&table);
+        cf_opts.set_memtable_prefix_bloom_ratio(0.02);
+        cf_opts.set_memtable_whole_key_filtering(true);
         let cfs = [LIVE, UNLINKED, PENDING, MULTIPART].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         let db = if writable {
             DB::open_cf_descriptors(&opts, path, cfs)?
@@ -79,6 +94,8 @@ impl Db {
 /// What the index shares with the thread that reopens it after its disk was full.
 pub(super) struct Inner {
     path: PathBuf,
+    /// The block cache every open of the database shares.
+    pub(super) cache: Cache,
     /// The database in use, never null; replaced only by [`Inner::swap`].
     cur: AtomicPtr<Db>,
     /// Uses of `cur` in progress, per thread slot, in two sets that [`Inner::swap`] flips.
@@ -118,9 +135,10 @@ fn slot() -> usize {
 }
 
 impl Inner {
-    pub(super) fn new(path: &Path, db: Db) -> Inner {
+    pub(super) fn new(path: &Path, db: Db, cache: Cache) -> Inner {
         Inner {
             path: path.to_path_buf(),
+            cache,
             cur: AtomicPtr::new(Box::into_raw(Box::new(db))),
             uses: (0..SLOTS).map(|_| Uses([AtomicUsize::new(0), AtomicUsize::new(0)])).collect(),
             epoch: AtomicUsize::new(0),
@@ -213,7 +231,7 @@ impl Inner {
         };
         // read-only, the copy opens without writing, even on a full disk
         let copy = loop {
-            match Db::open(&self.path, false) {
+            match Db::open(&self.path, false, &self.cache) {
                 Ok(copy) => break copy,
                 Err(e) => say("cannot open a read-only copy, retrying", &e),
             }
@@ -226,7 +244,7 @@ impl Inner {
                 continue;
             }
             self.health.store(REOPENING, Ordering::Release);
-            match Db::open(&self.path, true) {
+            match Db::open(&self.path, true, &self.cache) {
                 Ok(db) => {
                     let copy = self.swap(db);
                     self.health.store(OK, Ordering::Release);
@@ -312,7 +330,7 @@ mod tests {
         let scan = idx.scan(State::Live, b"/", b"");
         let (tx, rx) = std::sync::mpsc::channel();
         let inner = idx.inner.clone();
-        let copy = Db::open(&p, false).unwrap();
+        let copy = Db::open(&p, false, &Cache::new_lru_cache(1 << 20)).unwrap();
         let swapper = std::thread::spawn(move || {
             let old = inner.swap(copy);
             tx.send(old.writable).unwrap();

@@ -5,8 +5,12 @@
 //! before the index was) and the topology generation; any write of the key or volume change
 //! makes the numbers differ and the entry is read again. Keys found missing are kept apart,
 //! in a set of their own with its own bound, so a flood of random keys churns only that set
-//! and never crowds out real answers (when full, either simply starts over). A miss then costs
-//! a hash lookup too, not a RocksDB read.
+//! and never crowds out real answers.
+//!
+//! Eviction is by two generations: new entries go to the young one; when it is full it
+//! becomes the old one (the previous old one is dropped), and an old entry that is read is
+//! moved back to the young one. So a full cache drops only what was not read during the last
+//! half of its life; a hit in the old generation costs a second lookup.
 //!
 //! [`Index::seq`]: crate::index::Index::seq
 
@@ -21,107 +25,169 @@ use crate::{
     volume::{Topology, Volume},
 };
 
-/// What a GET of one live key writes, ready to copy out.
+/// What a GET of one live key writes, ready to copy out. Kept small (one text allocation
+/// for the path and the replicas' names): the cache holds a thread's hot keys.
 pub struct Answer {
     seq: u64,
     gen: u64,
-    /// Replicas in stored order, each `host:port[/svXX]`, with its server's health (None: a
-    /// server outside the topology, taken as up).
-    pub volumes: Box<[(Box<str>, Option<Arc<Volume>>)]>,
-    /// The key's file path, `/xx/yy/base64`.
-    pub path: Box<str>,
-    /// `a,b,c`: the `Key-Volumes` value.
-    pub key_volumes: Box<str>,
-    pub md5_hex: Option<[u8; 32]>,
+    /// The key's file path (`/xx/yy/base64`) followed by the `Key-Volumes` value (`a,b,c`).
+    text: Box<str>,
+    path_len: u16,
+    /// Each replica: where its name ends in `text`, and its server's health (None: a server
+    /// outside the topology, taken as up).
+    replicas: Box<[(u16, Option<Arc<Volume>>)]>,
+    pub md5: Option<[u8; 16]>,
     pub balanced: bool,
 }
 
 impl Answer {
+    pub fn path(&self) -> &str {
+        &self.text[..self.path_len as usize]
+    }
+
+    /// The `Key-Volumes` value: the replicas as stored, comma separated.
+    pub fn key_volumes(&self) -> &str {
+        &self.text[self.path_len as usize..]
+    }
+
+    fn replica(&self, i: usize) -> &str {
+        let start = if i == 0 { self.path_len as usize } else { self.replicas[i - 1].0 as usize + 1 };
+        &self.text[start..self.replicas[i].0 as usize]
+    }
+
     /// A replica on a live volume: the one at `turn` (modulo the count), or the next live one
     /// after it. Callers rotate `turn`, so the reads of a hot key divide among its replicas.
     pub fn live_replica(&self, turn: usize) -> Option<&str> {
-        let n = self.volumes.len();
+        let n = self.replicas.len();
         (0..n)
-            .map(|i| &self.volumes[(turn + i) % n])
-            .find(|(_, v)| v.as_ref().is_none_or(|v| v.is_up()))
-            .map(|(r, _)| &**r)
+            .map(|i| (turn + i) % n)
+            .find(|&i| self.replicas[i].1.as_ref().is_none_or(|v| v.is_up()))
+            .map(|i| self.replica(i))
+    }
+
+    fn current(&self, seq: u64, gen: u64) -> bool {
+        self.seq == seq && self.gen == gen
+    }
+}
+
+/// A map of two generations (see the module's doc).
+struct Generations<V> {
+    young: HashMap<Box<[u8]>, V>,
+    old: HashMap<Box<[u8]>, V>,
+    /// Entries per generation.
+    half: usize,
+}
+
+impl<V> Generations<V> {
+    fn new(cap: usize) -> Generations<V> {
+        Generations { young: HashMap::new(), old: HashMap::new(), half: (cap / 2).max(1) }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    /// Moves `key`'s old entry, if any, to the young generation.
+    fn revive(&mut self, key: &[u8]) -> Option<&V> {
+        let (k, v) = self.old.remove_entry(key)?;
+        Some(self.insert(k, v))
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, value: V) -> &V {
+        if self.young.len() >= self.half && !self.young.contains_key(&key) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.old.remove(&key);
+        match self.young.entry(key) {
+            Entry::Occupied(mut e) => {
+                e.insert(value);
+                e.into_mut()
+            }
+            Entry::Vacant(e) => e.insert(value),
+        }
     }
 }
 
 pub struct Cache {
-    map: HashMap<Box<[u8]>, Answer>,
+    answers: Generations<Answer>,
+    /// Keys with no live record, each with the write sequence number it was read at.
+    missing: Generations<u64>,
+    on: bool,
     /// Turns taken by redirects on this thread: each picks the next replica.
     pub turn: usize,
-    /// Keys with no live record, each with the write sequence number it was read at.
-    missing: HashMap<Box<[u8]>, u64>,
-    cap: usize,
     scores: Vec<([u8; 16], usize)>,
 }
 
 impl Cache {
-    /// A cache of at most `cap` keys (0: nothing is cached).
+    /// A cache of at most `cap` answers and `cap` missing keys (0: nothing is kept, but the
+    /// answer being built).
     pub fn new(cap: usize) -> Cache {
-        Cache { map: HashMap::new(), turn: 0, missing: HashMap::new(), cap, scores: Vec::new() }
+        Cache {
+            answers: Generations::new(cap),
+            missing: Generations::new(cap),
+            on: cap > 0,
+            turn: 0,
+            scores: Vec::new(),
+        }
     }
 
     /// Whether `key` was found missing and nothing wrote it since (write sequence `seq`).
-    pub fn is_missing(&self, key: &[u8], seq: u64) -> bool {
-        self.missing.get(key) == Some(&seq)
+    pub fn is_missing(&mut self, key: &[u8], seq: u64) -> bool {
+        match self.missing.young.get(key) {
+            Some(s) => *s == seq,
+            None => self.missing.revive(key) == Some(&seq),
+        }
     }
 
     /// Remembers that `key` had no live record at write sequence `seq`.
     pub fn note_missing(&mut self, key: &[u8], seq: u64) {
-        if self.cap == 0 {
-            return;
+        if self.on {
+            self.missing.insert(key.into(), seq);
         }
-        if self.missing.len() >= self.cap {
-            self.missing.clear();
-        }
-        self.missing.insert(key.into(), seq);
     }
 
-    /// The cached answer for `key`, if still current for write sequence `seq` and topology `gen`.
+    /// The cached answer for `key` in the young generation, if current for write sequence
+    /// `seq` and topology `gen`: the hot path's one lookup.
     pub fn get(&self, key: &[u8], seq: u64, gen: u64) -> Option<&Answer> {
-        self.map.get(key).filter(|a| a.seq == seq && a.gen == gen)
+        self.answers.young.get(key).filter(|a| a.current(seq, gen))
+    }
+
+    /// [`Cache::get`] in the old generation, moving a current answer back to the young one.
+    pub fn revive(&mut self, key: &[u8], seq: u64, gen: u64) -> Option<&Answer> {
+        self.answers.revive(key).filter(|a| a.current(seq, gen))
     }
 
     /// Builds the answer for `key` from its record and keeps it (when the cache is on).
     pub fn fill(&mut self, key: &[u8], rec: RecordRef<'_>, topo: &Topology, seq: u64, gen: u64) -> &Answer {
-        let volumes: Box<[(Box<str>, Option<Arc<Volume>>)]> =
-            rec.volumes().map(|v| (Box::from(v), topo.volume(placement::server_of(v)).cloned())).collect();
         let balanced =
             placement::is_balanced(key, rec.volumes(), &topo.volumes, topo.replicas, topo.subvolumes, &mut self.scores);
+        let mut text = placement::key_path(key);
+        let path_len = text.len() as u16;
+        let mut replicas = Vec::with_capacity(3);
+        for (i, v) in rec.volumes().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(v);
+            replicas.push((text.len() as u16, topo.volume(placement::server_of(v)).cloned()));
+        }
         let answer = Answer {
             seq,
             gen,
-            key_volumes: rec.volumes().collect::<Vec<_>>().join(",").into(),
-            volumes,
-            path: placement::key_path(key).into(),
-            md5_hex: rec.md5.map(hex),
+            text: text.into_boxed_str(),
+            path_len,
+            replicas: replicas.into_boxed_slice(),
+            md5: rec.md5.copied(),
             balanced,
         };
-        // full: start over (cheaper than tracking recency, and a cap of 0 keeps just this one)
-        if self.map.len() >= self.cap.max(1) {
-            self.map.clear();
+        if !self.on {
+            // a cap of 0 keeps just this one, to answer from
+            self.answers.young.clear();
+            self.answers.old.clear();
         }
-        match self.map.entry(key.into()) {
-            Entry::Occupied(mut e) => {
-                e.insert(answer);
-                e.into_mut()
-            }
-            Entry::Vacant(e) => e.insert(answer),
-        }
+        self.answers.insert(key.into(), answer)
     }
-}
-
-fn hex(m: &[u8; 16]) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, b) in m.iter().enumerate() {
-        out[2 * i] = HEX[(b >> 4) as usize];
-        out[2 * i + 1] = HEX[(b & 15) as usize];
-    }
-    out
 }
 
 #[cfg(test)]
@@ -139,9 +205,9 @@ mod tests {
         c.fill(b"/k", rec, &topo, 7, 1);
         let a = c.get(b"/k", 7, 1).unwrap();
         assert!(a.balanced);
-        assert_eq!(&*a.key_volumes, want.join(",").as_str());
-        assert_eq!(&a.md5_hex.unwrap()[..4], b"abab");
-        assert!(c.get(b"/k", 7, 1).is_some());
+        assert_eq!(a.key_volumes(), want.join(",").as_str());
+        assert_eq!(a.path(), placement::key_path(b"/k"));
+        assert_eq!(a.md5, Some([0xab; 16]));
         assert!(c.get(b"/k", 8, 1).is_none(), "a write of the key");
         assert!(c.get(b"/k", 7, 2).is_none(), "a volume change");
         assert!(c.get(b"/other", 7, 1).is_none());
@@ -151,7 +217,7 @@ mod tests {
     fn misses_expire_with_writes_and_stay_apart() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
         let bytes = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() }.encode();
-        let mut c = Cache::new(2);
+        let mut c = Cache::new(4);
         c.fill(b"/live", RecordRef::parse(&bytes).unwrap(), &topo, 3, 0);
         c.note_missing(b"/gone", 5);
         assert!(c.is_missing(b"/gone", 5));
@@ -160,7 +226,7 @@ mod tests {
         // a flood of missing keys churns the missing set only
         for i in 0..100u8 {
             c.note_missing(&[i], 0);
-            assert!(c.missing.len() <= 2);
+            assert!(c.missing.len() <= 4);
         }
         assert!(c.get(b"/live", 3, 0).is_some());
         let mut off = Cache::new(0);
@@ -172,8 +238,8 @@ mod tests {
     fn redirects_take_turns_over_the_replicas() {
         // servers outside the topology have no probe and count as up
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
-        let vols = vec!["x:1".into(), "y:2".into(), "z:3".into()];
-        let bytes = Record { volumes: vols.clone(), size: 1, ..Record::default() }.encode();
+        let bytes =
+            Record { volumes: vec!["x:1".into(), "y:2".into(), "z:3".into()], size: 1, ..Record::default() }.encode();
         let mut c = Cache::new(1);
         let a = c.fill(b"/k", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
         let picked: Vec<&str> = (0..6).map(|t| a.live_replica(t).unwrap()).collect();
@@ -185,17 +251,22 @@ mod tests {
     }
 
     #[test]
-    fn bounded() {
+    fn bounded_and_what_is_read_survives() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
         let bytes = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() }.encode();
-        let mut c = Cache::new(3);
-        for i in 0..10u8 {
+        let mut c = Cache::new(4);
+        c.fill(b"/hot", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+        for i in 0..50u8 {
             c.fill(&[i], RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
-            assert!(c.map.len() <= 3);
+            assert!(c.answers.len() <= 4);
+            // read in every round: it is never the one dropped
+            if c.get(b"/hot", 0, 0).is_none() {
+                assert!(c.revive(b"/hot", 0, 0).is_some(), "round {i}");
+            }
         }
         let mut off = Cache::new(0);
         off.fill(b"/k", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
         off.fill(b"/j", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
-        assert_eq!(off.map.len(), 1);
+        assert_eq!(off.answers.len(), 1);
     }
 }

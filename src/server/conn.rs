@@ -191,7 +191,8 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                 }
             }
         };
-        let mut keep = wanted && !close;
+        // a stop that began while this request ran: its answer says the connection closes
+        let mut keep = wanted && !close && !conn.draining();
         if keep && !body.is_done() && !matches!(reply, Reply::Streamed { .. }) {
             // an early answer (403, 409, ...): the body must be consumed to find the next request
             keep = !body.awaits_continue()

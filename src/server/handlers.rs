@@ -60,6 +60,10 @@ fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError>
         Block::add(&local.ctx.metrics.cache_hits, 1);
         return redirect(&mut conn.out, answer, turn);
     }
+    if let Some(answer) = cache.revive(&req.key, seq, gen) {
+        Block::add(&local.ctx.metrics.cache_hits, 1);
+        return redirect(&mut conn.out, answer, turn);
+    }
     Block::add(&local.ctx.metrics.cache_misses, 1);
     let found = if cache.is_missing(&req.key, seq) { None } else { sh.index.get_pinned(State::Live, &req.key)? };
     let Some(pinned) = found else {
@@ -83,14 +87,25 @@ fn redirect(out: &mut Vec<u8>, answer: &Answer, turn: usize) -> Result<Reply, Ap
     let replica = answer.live_replica(turn).ok_or(crate::store::Error::NoLiveReplica)?;
     response::start(out, 302);
     // empty unless -sign-redirects: then `?md5=..&expires=..` for a SIGN=1 volume
-    let signed = crate::volume::secret::redirect_query(replica, &answer.path);
-    response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path.as_bytes(), signed.as_bytes()]);
-    if let Some(m) = &answer.md5_hex {
-        response::header(out, "Content-Md5", &[m]);
+    let signed = crate::volume::secret::redirect_query(replica, answer.path());
+    response::header(out, "Location", &[b"http://", replica.as_bytes(), answer.path().as_bytes(), signed.as_bytes()]);
+    if let Some(m) = &answer.md5 {
+        response::header(out, "Content-Md5", &[&hex(m)]);
     }
-    response::header(out, "Key-Volumes", &[answer.key_volumes.as_bytes()]);
+    response::header(out, "Key-Volumes", &[answer.key_volumes().as_bytes()]);
     response::header(out, "Key-Balance", &[if answer.balanced { b"balanced" } else { b"unbalanced" }]);
     Ok(Reply::Body(Vec::new()))
+}
+
+/// An MD5 in lower-case hex, on the stack.
+fn hex(m: &[u8; 16]) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in m.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    out
 }
 
 /// A client's request body as a store [`Source`].

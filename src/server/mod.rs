@@ -26,8 +26,8 @@ use monoio::{
 };
 use socket2::{Domain, Socket, Type};
 
-pub use error::ApiError;
 pub use crate::http::Reply;
+pub use error::ApiError;
 
 use crate::{
     config::Config,
@@ -63,7 +63,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     // before any thread starts, so every thread inherits the mask and only the signal
     // thread sees SIGTERM/SIGINT
     let signals = signals::block()?;
-    let index = Index::open(&cfg.db).map_err(anyhow::Error::msg)?;
+    let index = Index::open_with_cache(&cfg.db, cfg.index_cache_mb).map_err(anyhow::Error::msg)?;
     let addr = cfg.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], cfg.port)));
     let listeners = listen(addr, cfg.threads)?;
     let bound = listeners[0].local_addr()?;
