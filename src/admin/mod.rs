@@ -70,10 +70,10 @@ pub fn prometheus(s: &Snapshot) -> String {
         (
             "mkv_get_cache_hits_total",
             "counter",
-            "GETs answered from a thread's answer cache.",
+            "GETs and HEADs answered from a thread's cache (of answers, and of keys found missing).",
             t.cache_hits.to_string(),
         ),
-        ("mkv_get_cache_misses_total", "counter", "GETs that read the index.", t.cache_misses.to_string()),
+        ("mkv_get_cache_misses_total", "counter", "GETs and HEADs that read the index.", t.cache_misses.to_string()),
         ("mkv_puts_in_flight", "gauge", "PUTs being written now.", t.puts_in_flight.max(0).to_string()),
         ("mkv_open_connections", "gauge", "Client connections open.", t.connections.max(0).to_string()),
         ("mkv_uptime_seconds", "gauge", "Seconds since the master started.", s.uptime_secs.to_string()),

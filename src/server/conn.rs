@@ -170,7 +170,9 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         };
         let took = began.elapsed();
-        ctx.metrics.request(req.kind(), status, took.as_micros() as u64);
+        // the admin port's pages are not API traffic: a scrape must not count as a GET
+        let kind = if port == Port::Admin { metrics::ADMIN } else { req.kind() };
+        ctx.metrics.request(kind, status, took.as_micros() as u64);
         metrics::Block::add(&ctx.metrics.bytes_in, (head.len as u64) + body.received());
         metrics::Block::add(&ctx.metrics.bytes_out, conn.out.len().saturating_sub(at) as u64);
         if ctx.shared.cfg.verbose {
