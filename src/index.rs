@@ -164,7 +164,7 @@ impl Index {
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
         let mut b = WriteBatch::default();
         let other = if to == State::Live { State::Unlinked } else { State::Live };
-        b.delete_cf(self.cf(other), key);
+        self.delete_held(&mut b, other, key)?;
         b.put_cf(self.cf(to), key, rec.encode());
         self.db.write_opt(b, &self.wopts)?;
         self.bump(key);
@@ -174,10 +174,21 @@ impl Index {
     /// Forgets `key` in both families.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
         let mut b = WriteBatch::default();
-        b.delete_cf(self.cf(State::Live), key);
-        b.delete_cf(self.cf(State::Unlinked), key);
+        self.delete_held(&mut b, State::Live, key)?;
+        self.delete_held(&mut b, State::Unlinked, key)?;
         self.db.write_opt(b, &self.wopts)?;
         self.bump(key);
+        Ok(())
+    }
+
+    /// Adds the delete of `key` from `state` to `b` only when `state` holds it. RocksDB
+    /// estimates a family's keys as its entries less twice its deletes, so each blind
+    /// delete of an absent key would hide a present one from the key counts (`/metrics`).
+    /// Writers hold the key's claim, so what this reads stays true until the batch lands.
+    fn delete_held(&self, b: &mut WriteBatch, state: State, key: &[u8]) -> Result<(), Error> {
+        if self.db.get_pinned_cf_opt(self.cf(state), key, &self.ropts)?.is_some() {
+            b.delete_cf(self.cf(state), key);
+        }
         Ok(())
     }
 
@@ -202,7 +213,7 @@ impl Index {
     pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
         let mut b = WriteBatch::default();
         let other = if to == State::Live { State::Unlinked } else { State::Live };
-        b.delete_cf(self.cf(other), key);
+        self.delete_held(&mut b, other, key)?;
         b.put_cf(self.cf(to), key, rec.encode());
         b.delete_cf(self.cf_named(PENDING), key);
         self.db.write_opt(b, &self.wopts)?;
@@ -355,6 +366,26 @@ mod tests {
         assert!(idx.get_pinned(State::Unlinked, b"/k").unwrap().is_none());
         idx.remove(b"/k").unwrap();
         assert_eq!(idx.get(b"/k").unwrap(), None);
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
+
+    #[test]
+    fn key_counts_follow_a_put_unlink_delete() {
+        let p = tmp("counts");
+        let idx = Index::open(&p).unwrap();
+        let r = Record { volumes: vec!["a:1".into()], size: 3, ..Record::default() };
+        for k in [b"/a", b"/b", b"/c"] {
+            // what a PUT does: unlinked while the replicas are written, then live
+            idx.set(k, State::Unlinked, &r).unwrap();
+            idx.set(k, State::Live, &r).unwrap();
+        }
+        idx.set(b"/c", State::Unlinked, &r).unwrap();
+        let s = idx.stats();
+        assert_eq!((s.live_keys, s.unlinked_keys), (2, 1));
+        idx.remove(b"/c").unwrap();
+        let s = idx.stats();
+        assert_eq!((s.live_keys, s.unlinked_keys), (2, 0));
         drop(idx);
         std::fs::remove_dir_all(&p).unwrap();
     }
