@@ -30,8 +30,9 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     pub version: &'static str,
     pub stopping: bool,
-    /// Requests per second over the last minute, per method (same order as [`METHODS`]).
-    pub rates: Vec<f64>,
+    /// Requests per second over the last minute, per method (same order as [`METHODS`]);
+    /// None before an earlier snapshot to compare with.
+    pub rates: Option<Vec<f64>>,
     pub last_rebalance: Option<String>,
     pub last_scrub: Option<String>,
 }
@@ -152,7 +153,7 @@ mod tests {
             uptime_secs: 5,
             version: "0.1.0",
             stopping: false,
-            rates: vec![0.0; METHODS.len()],
+            rates: None,
             last_rebalance: None,
             last_scrub: None,
         };
