@@ -16,6 +16,7 @@ pub const DELETE: usize = 3;
 pub const UNLINK: usize = 4;
 pub const LIST: usize = 5;
 pub const REBALANCE: usize = 6;
+/// Admin methods (`VOLUMES`) on either port, and every request to the admin port.
 pub const ADMIN: usize = 7;
 pub const S3: usize = 8;
 pub const OTHER: usize = 9;

@@ -30,8 +30,9 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     pub version: &'static str,
     pub stopping: bool,
-    /// Requests per second over the last minute, per method (same order as [`METHODS`]).
-    pub rates: Vec<f64>,
+    /// Requests per second over the last minute, per method (same order as [`METHODS`]);
+    /// None before an earlier snapshot to compare with.
+    pub rates: Option<Vec<f64>>,
     pub last_rebalance: Option<String>,
     pub last_scrub: Option<String>,
 }
@@ -70,10 +71,10 @@ pub fn prometheus(s: &Snapshot) -> String {
         (
             "mkv_get_cache_hits_total",
             "counter",
-            "GETs answered from a thread's answer cache.",
+            "GETs and HEADs answered from a thread's cache (of answers, and of keys found missing).",
             t.cache_hits.to_string(),
         ),
-        ("mkv_get_cache_misses_total", "counter", "GETs that read the index.", t.cache_misses.to_string()),
+        ("mkv_get_cache_misses_total", "counter", "GETs and HEADs that read the index.", t.cache_misses.to_string()),
         ("mkv_puts_in_flight", "gauge", "PUTs being written now.", t.puts_in_flight.max(0).to_string()),
         ("mkv_open_connections", "gauge", "Client connections open.", t.connections.max(0).to_string()),
         ("mkv_uptime_seconds", "gauge", "Seconds since the master started.", s.uptime_secs.to_string()),
@@ -152,7 +153,7 @@ mod tests {
             uptime_secs: 5,
             version: "0.1.0",
             stopping: false,
-            rates: vec![0.0; METHODS.len()],
+            rates: None,
             last_rebalance: None,
             last_scrub: None,
         };

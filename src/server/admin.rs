@@ -187,9 +187,9 @@ pub fn snapshot(local: &Local) -> Snapshot {
         let rates = match seen.front() {
             Some((t, old)) if now.duration_since(*t) >= Duration::from_millis(500) => {
                 let dt = now.duration_since(*t).as_secs_f64();
-                counts.iter().zip(old).map(|(n, o)| n.saturating_sub(*o) as f64 / dt).collect()
+                Some(counts.iter().zip(old).map(|(n, o)| n.saturating_sub(*o) as f64 / dt).collect())
             }
-            _ => vec![0.0; METHODS.len()],
+            _ => None,
         };
         if seen.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1)) {
             seen.push_back((now, counts));

@@ -174,8 +174,10 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                     },
                     Err(e) => Err(e),
                 };
+                // the admin port's pages are not API traffic: a scrape must not count as a GET
+                let kind = if port == Port::Admin { metrics::ADMIN } else { req.kind() };
                 match result {
-                    Ok(r) => (r, false, req.kind()),
+                    Ok(r) => (r, false, kind),
                     Err(e) => {
                         let status = e.status();
                         if status >= 500 {
@@ -186,7 +188,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                         if !msg.is_empty() {
                             response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
                         }
-                        (Reply::Body(msg.into_bytes()), e.closes(), req.kind())
+                        (Reply::Body(msg.into_bytes()), e.closes(), kind)
                     }
                 }
             }

@@ -64,8 +64,11 @@ fn get(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError>
         Block::add(&local.ctx.metrics.cache_hits, 1);
         return redirect(&mut conn.out, answer, turn);
     }
-    Block::add(&local.ctx.metrics.cache_misses, 1);
-    let found = if cache.is_missing(&req.key, seq) { None } else { sh.index.get_pinned(State::Live, &req.key)? };
+    // a key remembered as missing is answered from the cache too
+    let known_missing = cache.is_missing(&req.key, seq);
+    let m = &local.ctx.metrics;
+    Block::add(if known_missing { &m.cache_hits } else { &m.cache_misses }, 1);
+    let found = if known_missing { None } else { sh.index.get_pinned(State::Live, &req.key)? };
     let Some(pinned) = found else {
         cache.note_missing(&req.key, seq);
         return match &sh.cfg.fallback {

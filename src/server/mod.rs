@@ -14,7 +14,10 @@ use std::{
     net::SocketAddr,
     os::fd::AsRawFd,
     rc::Rc,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -41,6 +44,9 @@ const BACKLOG: i32 = 4096;
 /// Open files kept for the volume side, RocksDB and the admin port when `-max-conns` is
 /// derived from the open-files limit: client connections can never take these.
 const RESERVED_FDS: u64 = 1024;
+/// Admin-port connections open at most. They are counted apart from `-max-conns` (and come
+/// out of [`RESERVED_FDS`]), so that a full API port still answers `/health` and `/metrics`.
+const ADMIN_MAX_CONNS: usize = 16;
 
 /// One runtime thread's state: the store's per-thread view and the GET answer cache.
 pub struct Local {
@@ -53,6 +59,16 @@ pub struct Local {
 pub enum Port {
     Api,
     Admin,
+}
+
+impl Port {
+    /// This port's count of open connections, and the most it may have.
+    fn conns(self, sh: &Shared) -> (&AtomicUsize, usize) {
+        match self {
+            Port::Api => (&sh.conns, sh.cfg.max_conns),
+            Port::Admin => (&sh.admin_conns, ADMIN_MAX_CONNS),
+        }
+    }
 }
 
 pub fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -261,16 +277,17 @@ async fn recover(ctx: &Ctx) {
 
 async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, port: Port) {
     let sh = &local.ctx.shared;
+    let (open, max) = port.conns(sh);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if sh.stopping() {
                     break;
                 }
-                if sh.conns.fetch_add(1, Ordering::Relaxed) >= sh.cfg.max_conns {
-                    // over -max-conns: closed at once, so the descriptors kept for the
+                if open.fetch_add(1, Ordering::Relaxed) >= max {
+                    // over the limit: closed at once, so the descriptors kept for the
                     // volumes and the index stay free
-                    sh.conns.fetch_sub(1, Ordering::Relaxed);
+                    open.fetch_sub(1, Ordering::Relaxed);
                     continue;
                 }
                 let (local, watch) = (local.clone(), watch.clone());
@@ -279,7 +296,7 @@ async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, 
                     m.connections.fetch_add(1, Ordering::Relaxed);
                     conn::serve(&local, &watch, stream, peer, port).await;
                     m.connections.fetch_sub(1, Ordering::Relaxed);
-                    local.ctx.shared.conns.fetch_sub(1, Ordering::Relaxed);
+                    port.conns(&local.ctx.shared).0.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(_) if sh.stopping() => break,

@@ -55,6 +55,8 @@ pub struct Shared {
     prober: Option<Prober>,
     /// Client connections open (all threads) and the most allowed.
     pub conns: AtomicUsize,
+    /// Admin-port connections open (counted apart, so a full API port still answers there).
+    pub admin_conns: AtomicUsize,
     /// Set by SIGTERM/SIGINT: stop accepting, finish what is in flight, exit.
     stop: OnceLock<Instant>,
     pub started: Instant,
@@ -103,6 +105,7 @@ impl Shared {
             topo_gen: AtomicU64::new(0),
             prober,
             conns: AtomicUsize::new(0),
+            admin_conns: AtomicUsize::new(0),
             stop: OnceLock::new(),
             started: Instant::now(),
             last_rebalance: Mutex::new(None),

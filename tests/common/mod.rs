@@ -318,6 +318,25 @@ impl Master {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+    /// The admin listener's address from the `admin on <addr>` line of the latest start,
+    /// waiting up to 2 s for it (it follows `listening on` at once); None without one.
+    pub fn admin_addr(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let lines = self.lines();
+            let latest = lines.iter().rev().take_while(|l| !l.starts_with("--- restart"));
+            if let Some(addr) = latest
+                .filter_map(|l| l.split_once("admin on "))
+                .find_map(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            {
+                return Some(addr);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

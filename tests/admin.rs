@@ -1,0 +1,332 @@
+//! The admin listener (`-admin`): `/metrics` passes `promtool check metrics` and counts
+//! exactly what was done, `/health` follows the volumes, where the listener binds by
+//! default and when it cannot, and the status page as headless Chromium renders it.
+//!
+//! promtool and chromium come from Debian (`prometheus`, `chromium`; bin/deps installs
+//! them). Without them a test skips that part, except under `CI=true`, where it fails.
+
+mod common;
+
+use common::*;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// A program on PATH; None (the caller skips) when it is missing, except under CI.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()));
+    if found.is_none() {
+        let package = if name == "promtool" { "prometheus" } else { name };
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is missing under CI=true (Debian package {package}; bin/deps installs it)"
+        );
+        eprintln!("skipping: {name} is missing (apt-get install {package}, or run bin/deps)");
+    }
+    found
+}
+
+/// `-admin 127.0.0.1:0` over `n` volumes: the cluster and the admin address.
+fn cluster(n: usize, extra: &[&str]) -> (Cluster, String) {
+    let mut args = vec!["-admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let c = Cluster::new(n, &args);
+    let admin = c.master.admin_addr().unwrap_or_else(|| panic!("no `admin on` line:\n{}", c.master.lines().join("\n")));
+    (c, admin)
+}
+
+fn metrics(admin: &str) -> String {
+    let r = get(admin, "/metrics");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    r.text()
+}
+
+/// The value of one series, written exactly as exposed (`name{a="b",c="d"}`).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn must(text: &str, series: &str) -> f64 {
+    value(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+fn volume_up(admin: &str, volume: &str) -> Option<f64> {
+    value(&metrics(admin), &format!("mkv_volume_up{{volume=\"{volume}\"}}"))
+}
+
+#[test]
+fn metrics_pass_promtool_and_count_exactly_what_was_done() {
+    // one thread: one GET cache, so which GETs hit it is known
+    let (mut c, admin) = cluster(3, &["-threads", "1"]);
+    let api = c.addr();
+    let keys: Vec<String> = (0..5).map(|i| format!("/metrics/key{i}")).collect();
+    for k in &keys {
+        assert_eq!(request(&api, "PUT", k, &[], b"some bytes").status, 201, "PUT {k}");
+    }
+    assert_eq!(request(&api, "PUT", &keys[0], &[], b"again").status, 403);
+    for k in keys.iter().chain(&keys) {
+        assert_eq!(get(&api, k).status, 302, "GET {k}");
+    }
+    assert_eq!(request(&api, "HEAD", &keys[1], &[], b"").status, 302);
+    for _ in 0..2 {
+        assert_eq!(get(&api, "/metrics/nothing").status, 404);
+    }
+    assert_eq!(get(&api, "/metrics/?list").status, 200);
+    assert_eq!(request(&api, "UNLINK", &keys[4], &[], b"").status, 204);
+    assert_eq!(request(&api, "DELETE", &keys[4], &[], b"").status, 204);
+    assert_eq!(request(&api, "DELETE", &keys[4], &[], b"").status, 404);
+    // earlier scrapes (and a health check) are admin traffic, not GETs
+    metrics(&admin);
+    assert_eq!(get(&admin, "/health").status, 200);
+
+    let text = metrics(&admin);
+    let count = |series: &str| must(&text, series) as u64;
+    assert_eq!(count(r#"mkv_requests_total{method="PUT",status="201"}"#), 5);
+    assert_eq!(count(r#"mkv_requests_total{method="PUT",status="403"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="GET",status="302"}"#), 10);
+    assert_eq!(count(r#"mkv_requests_total{method="GET",status="404"}"#), 2);
+    assert_eq!(count(r#"mkv_requests_total{method="HEAD",status="302"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="LIST",status="200"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="UNLINK",status="204"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="DELETE",status="204"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="DELETE",status="404"}"#), 1);
+    assert_eq!(count(r#"mkv_requests_total{method="ADMIN",status="200"}"#), 2, "the scrape and the health check");
+    assert_eq!(count(r#"mkv_request_duration_seconds_count{method="GET"}"#), 12);
+    assert_eq!(count(r#"mkv_request_duration_seconds_bucket{method="GET",le="+Inf"}"#), 12);
+    assert_eq!(count(r#"mkv_request_duration_seconds_count{method="PUT"}"#), 6);
+    // first GET of each key and of the missing one read the index; the rest, the cache
+    assert_eq!(count("mkv_get_cache_misses_total"), 5 + 1);
+    assert_eq!(count("mkv_get_cache_hits_total"), 5 + 1 + 1, "second GETs, the HEAD, the second 404");
+    for v in &c.volumes {
+        assert_eq!(count(&format!("mkv_volume_up{{volume=\"{}\"}}", v.addr())), 1, "{}", v.addr());
+    }
+    assert_eq!(count("mkv_replicas"), 3);
+    let live = must(&text, r#"mkv_index_keys{state="live"}"#);
+    assert!((2.0..=10.0).contains(&live), "4 live keys, estimated as {live}");
+    assert!(value(&text, r#"mkv_index_keys{state="unlinked"}"#).is_some());
+
+    if let Some(promtool) = tool("promtool") {
+        let mut child = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run promtool");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool check metrics ({}):\n{said}\n{text}",
+            out.status
+        );
+    }
+
+    let down = c.volumes[1].addr();
+    c.volumes[1].stop();
+    wait_until("mkv_volume_up 0 for the stopped volume", Duration::from_secs(2), || {
+        volume_up(&admin, &down) == Some(0.0)
+    });
+    assert_eq!(volume_up(&admin, &c.volumes[0].addr()), Some(1.0));
+}
+
+#[test]
+fn health_follows_the_volumes_and_answers_while_the_api_port_is_full() {
+    let (mut c, admin) = cluster(3, &["-replicas", "2", "-max-conns", "8"]);
+    let health = |admin: &str| {
+        let r = get(admin, "/health");
+        (r.status, r.text())
+    };
+    assert_eq!(health(&admin), (200, "ok: 3 of 3 volumes up\n".to_string()));
+    assert_eq!(get(&admin, "/nothing").status, 404);
+    assert_eq!(request(&admin, "PUT", "/health", &[], b"x").status, 405);
+
+    // the API port full: every -max-conns slot held by an idle client; one more is refused
+    let held: Vec<Client> = (0..8).map(|_| Client::connect(&c.addr())).collect();
+    wait_until("the master to hold them", TIMEOUT, || {
+        // the 8, and the scrape's own connection to the admin port
+        value(&metrics(&admin), "mkv_open_connections").is_some_and(|n| n >= 9.0)
+    });
+    let mut refused = Client::connect(&c.addr());
+    assert!(refused.closed_within(Duration::from_secs(2)), "a 9th API connection is over -max-conns");
+    for _ in 0..20 {
+        assert_eq!(health(&admin).0, 200, "the admin port answers while the API port is full");
+    }
+    drop(held);
+
+    c.volumes[0].stop();
+    wait_until("2 of 3 volumes up", Duration::from_secs(3), || health(&admin).1 == "ok: 2 of 3 volumes up\n");
+    c.volumes[1].stop();
+    wait_until("/health 503 with 1 volume up", Duration::from_secs(3), || health(&admin).0 == 503);
+    assert_eq!(health(&admin).1, "1 of 3 volumes up, 2 replicas needed\n");
+    c.volumes[1].start();
+    wait_until("/health 200 again", Duration::from_secs(3), || health(&admin).0 == 200);
+}
+
+/// A free port `p` whose `p + 1000` is free too.
+fn port_with_free_admin() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX - 1000 && TcpListener::bind(("127.0.0.1", p + 1000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn admin_defaults_to_port_plus_1000_on_loopback() {
+    let vols = [Volume::new()];
+    let p = port_with_free_admin();
+    let master = Master::start(&vols, &["-replicas", "1", "-port", &p.to_string()]);
+    assert_eq!(master.addr(), format!("127.0.0.1:{p}"));
+    let admin = format!("127.0.0.1:{}", p + 1000);
+    assert_eq!(master.admin_addr(), Some(admin.clone()));
+    assert_eq!(get(&admin, "/health").status, 200);
+}
+
+#[test]
+fn taken_default_admin_port_is_a_warning() {
+    let vols = [Volume::new()];
+    let p = port_with_free_admin();
+    let _taken = TcpListener::bind(("127.0.0.1", p + 1000)).unwrap();
+    let master = Master::start(&vols, &["-replicas", "1", "-port", &p.to_string()]);
+    assert_eq!(request(&master.addr(), "PUT", "/k", &[], b"v").status, 201, "the API serves");
+    assert_eq!(master.admin_addr(), None);
+    let lines = master.lines();
+    let warning = lines.iter().find(|l| l.contains("warning") && l.contains(&format!("127.0.0.1:{}", p + 1000)));
+    assert!(warning.is_some_and(|l| l.contains("admin")), "no warning about the admin port:\n{}", lines.join("\n"));
+}
+
+#[test]
+fn taken_explicit_admin_address_is_an_error() {
+    let vols = [Volume::new()];
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let db = TempDir::new("db");
+    let args = server_args(db.path(), &[vols[0].addr()], &["-replicas", "1", "-admin", &addr]);
+    let (code, stderr) = run_mkv(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+    assert!(stderr.starts_with("mkv: ") && stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn empty_admin_address_turns_it_off() {
+    let vols = [Volume::new()];
+    let p = port_with_free_admin();
+    let master = Master::start(&vols, &["-replicas", "1", "-port", &p.to_string(), "-admin", ""]);
+    assert_eq!(request(&master.addr(), "PUT", "/k", &[], b"v").status, 201, "the API serves");
+    assert_eq!(master.admin_addr(), None);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p + 1000)).is_err(), "nothing on port+1000");
+    assert!(!master.lines().iter().any(|l| l.contains("warning")), "{}", master.lines().join("\n"));
+}
+
+/// Headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=...`), a fresh
+/// profile each time; killed (with its helpers) after 60 s.
+fn chromium(bin: &Path, args: &[&str], url: &str) -> Output {
+    use std::os::unix::process::CommandExt;
+    let profile = TempDir::new("chromium");
+    let mut child = Command::new(bin)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("run chromium");
+    let pid = child.id() as i32;
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: kill(2) of the process group we started; at worst ESRCH
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    });
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
+    let stdout = std::io::read_to_string(out).unwrap_or_default();
+    let status = child.wait().unwrap();
+    let stderr = err.join().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    Output { status, stdout: stdout.into_bytes(), stderr: stderr.into_bytes() }
+}
+
+/// The `<tr>...</tr>` of the rendered page that holds `text`.
+fn row<'a>(dom: &'a str, text: &str) -> &'a str {
+    let at = dom.find(text).unwrap_or_else(|| panic!("no {text} in the page:\n{dom}"));
+    let start = dom[..at].rfind("<tr").unwrap_or_else(|| panic!("{text} is not in a table row:\n{dom}"));
+    let end = at + dom[at..].find("</tr>").expect("row end");
+    &dom[start..end]
+}
+
+/// Headless Chromium renders the status page: the volumes and their state, the request
+/// table and the key count, and a screenshot. `MKV_STATUS_PNG=path` keeps the screenshot
+/// (docs/status-page.png is made so).
+#[test]
+fn status_page_in_headless_chromium() {
+    let Some(chromium_bin) = tool("chromium") else { return };
+    let (mut c, admin) = cluster(3, &["-replicas", "2"]);
+    let api = c.addr();
+    for i in 0..40 {
+        let key = format!("/photos/{i:03}.jpg");
+        assert_eq!(request(&api, "PUT", &key, &[], &vec![b'x'; 1000 + i * 100]).status, 201);
+        for _ in 0..i % 7 {
+            assert_eq!(get(&api, &key).status, 302);
+        }
+    }
+    assert_eq!(get(&api, "/photos/missing.jpg").status, 404);
+    assert_eq!(request(&api, "DELETE", "/photos/000.jpg", &[], b"").status, 204);
+    let url = format!("http://{admin}/");
+
+    let out = chromium(&chromium_bin, &["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "chromium --dump-dom ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    for v in &c.volumes {
+        assert!(row(&dom, &v.addr()).contains(">up<"), "{} is up:\n{}", v.addr(), row(&dom, &v.addr()));
+    }
+    for method in ["PUT", "GET"] {
+        assert!(row(&dom, &format!(">{method}<")).contains("class=\"n\""), "a {method} row:\n{dom}");
+    }
+    let live = must(&metrics(&admin), r#"mkv_index_keys{state="live"}"#) as u64;
+    assert!(row(&dom, "live keys").contains(&format!(">{live}<")), "{live} live keys:\n{dom}");
+
+    let down = c.volumes[2].addr();
+    c.volumes[2].stop();
+    wait_until("the volume down", Duration::from_secs(2), || volume_up(&admin, &down) == Some(0.0));
+    // writes of keys with a replica there fail now (the page counts them as PUT 5xx)
+    for i in 0..10 {
+        let status = request(&api, "PUT", &format!("/photos/new/{i}.jpg"), &[], b"jpeg").status;
+        assert!(status == 201 || status >= 500, "PUT with a volume down: {status}");
+    }
+    let dom = String::from_utf8_lossy(&chromium(&chromium_bin, &["--dump-dom"], &url).stdout).into_owned();
+    assert!(row(&dom, &down).contains(">down<"), "{down} is down:\n{}", row(&dom, &down));
+    assert!(dom.contains("degraded"), "{dom}");
+    assert!(row(&dom, &c.volumes[0].addr()).contains(">up<"));
+
+    let dir = TempDir::new("shot");
+    let png = dir.path().join("status.png");
+    let out = chromium(
+        &chromium_bin,
+        &[&format!("--screenshot={}", png.display()), "--window-size=1200,900", "--hide-scrollbars"],
+        &url,
+    );
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!("no screenshot ({e}; chromium {}):\n{}", out.status, String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(bytes.len() > 20_000, "a {} byte screenshot is blank", bytes.len());
+    if let Some(keep) = std::env::var_os("MKV_STATUS_PNG") {
+        std::fs::copy(&png, keep).expect("copy the screenshot to MKV_STATUS_PNG");
+    }
+}
