@@ -211,6 +211,19 @@ impl Index {
         Ok(())
     }
 
+    /// [`Index::set`] for a caller that knows where the key is: `from` (if another family)
+    /// loses it, with no read to find out.
+    pub fn set_from(&self, key: &[u8], from: Option<State>, to: State, rec: &Record) -> Result<(), Error> {
+        self.write(|db, b| {
+            if let Some(f) = from.filter(|f| *f != to) {
+                b.delete_cf(db.cf(f), key);
+            }
+            b.put_cf(db.cf(to), key, rec.encode());
+        })?;
+        self.bump(key);
+        Ok(())
+    }
+
     /// Forgets `key` in both families.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
         self.write(|db, b| {

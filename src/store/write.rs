@@ -154,12 +154,13 @@ async fn in_place<S: Source>(
 ) -> Result<Record, Failed<S::Error>> {
     let sh = &ctx.shared;
     let pending = Record { volumes: replicas.clone(), ..Record::default() };
-    sh.index.set(key, State::Unlinked, &pending)?;
+    // the key had no record (put() read it under the claim): nothing to delete anywhere
+    sh.index.set_from(key, None, State::Unlinked, &pending)?;
     let to = targets(&replicas, &key_path(key));
     match send(ctx, topo, &to, src, body, opts.md5).await {
         Ok(w) => {
             let rec = Record { volumes: replicas, size: w.size, md5: w.md5, mtime: now_ms(), meta: opts.meta.clone() };
-            sh.index.set(key, State::Live, &rec)?;
+            sh.index.set_from(key, Some(State::Unlinked), State::Live, &rec)?;
             ctx.durable().await?;
             Ok(rec)
         }

@@ -24,6 +24,9 @@ use super::{Error, Topology, Volume};
 const POOL_MAX: usize = 64;
 /// A pooled connection idle longer than this is dropped (below nginx's keepalive_timeout).
 const IDLE_MAX: Duration = Duration::from_secs(20);
+/// A pooled connection idle less than this is reused without checking it first (nginx
+/// keeps them 300 s, and a stale one costs a retry, not a failure).
+const TRUST_IDLE: Duration = Duration::from_secs(1);
 /// Largest response head we read from a volume.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
 /// Pieces of a streamed PUT queued per replica: with 1 MiB pieces, a replica may fall this
@@ -113,7 +116,10 @@ impl Client {
             loop {
                 let popped = self.idle.borrow_mut().get_mut(server).and_then(|p| p.pop());
                 match popped {
-                    Some((s, t)) if t.elapsed() < IDLE_MAX && still_open(&s) => {
+                    // one that went back to the pool a moment ago is trusted without a peek (a
+                    // syscall per request): were it closed after all, the request is retried
+                    // once on a fresh connection (see `send`)
+                    Some((s, t)) if t.elapsed() < TRUST_IDLE || (t.elapsed() < IDLE_MAX && still_open(&s)) => {
                         return Ok(Leased { server: server.to_string(), vol, stream: s, reused: true })
                     }
                     Some(_) => continue,
