@@ -434,3 +434,97 @@ fn a_replica_failing_at_the_end_of_a_streamed_put_leaves_no_file_behind() {
     }
     stop.store(true, Ordering::Relaxed);
 }
+
+/// A volume that takes PUTs (reading the whole body, keeping nothing), DELETEs and probes,
+/// and refuses every MOVE while `refuse` is set.
+fn start_unmovable_volume() -> (String, Arc<AtomicBool>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let refuse = Arc::new(AtomicBool::new(true));
+    let refusing = refuse.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let refusing = refusing.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let method = line.split(' ').next().unwrap_or("").to_string();
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let status = match method.as_str() {
+                        "PUT" => "201 Created",
+                        "DELETE" => "204 No Content",
+                        "MOVE" if refusing.load(Ordering::Relaxed) => "500 Internal Server Error",
+                        "MOVE" => "204 No Content",
+                        _ => "200 OK",
+                    };
+                    let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, refuse)
+}
+
+/// A replacement whose move into place fails on one volume (after the others moved): the
+/// PUT fails, and the master rolls the replacement forward by itself once the volume takes
+/// moves again (here at its restart) — as unlinked, since its client was told it failed —
+/// leaving no temporary file.
+#[test]
+fn a_replacement_whose_move_failed_is_rolled_forward() {
+    let (odd, refuse) = start_unmovable_volume();
+    let vols = [Volume::new(), Volume::new()];
+    let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
+    list.push(odd);
+    let mut master = Master::start_on(&list, &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/swap", &[], b"the old value").status, 201);
+    assert_eq!(request(&addr, "UNLINK", "/swap", &[], b"").status, 204);
+    let r = request(&addr, "PUT", "/swap", &[], b"the new, longer value");
+    assert!(r.status >= 500, "a move refused: {r:?}");
+    assert_eq!(get(&addr, "/swap").status, 404, "a failed PUT is not readable");
+    refuse.store(false, Ordering::Relaxed);
+    master.restart();
+    let addr = master.addr();
+    let size_of = |addr: &str| -> Option<u64> {
+        let r = get(addr, "/?unlinked&records");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["keys"].as_array()?.iter().find(|k| k["key"] == "/swap")?["size"].as_u64()
+    };
+    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || size_of(&addr) == Some(21));
+    for v in &vols {
+        let files = v.files();
+        assert!(files.iter().all(|f| !f.starts_with("_tmp/")), "temporary files left on {}: {files:?}", v.addr());
+        let data: Vec<&String> = files.iter().filter(|f| !f.starts_with("_unlinked/")).collect();
+        assert_eq!(data.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(v.dir().join(data[0])).unwrap(), b"the new, longer value");
+    }
+    assert_eq!(request(&addr, "PUT", "/swap", &[], b"third").status, 201);
+    for v in &vols {
+        // the fake volume keeps nothing: the real ones hold the value, and only it
+        let files = v.files();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::read(v.dir().join(&files[0])).unwrap(), b"third");
+    }
+}

@@ -39,6 +39,8 @@ use crate::{
     store::{write, Ctx, Shared},
 };
 
+/// How often replacements left half written are tried again while some remain.
+const RECOVER_EVERY: Duration = Duration::from_secs(30);
 /// Accept backlog of each listener.
 const BACKLOG: i32 = 4096;
 /// Open files kept for the volume side, RocksDB and the admin port when `-max-conns` is
@@ -264,14 +266,20 @@ async fn serve(
     Ok(())
 }
 
-/// Rolls back or forward the replacements a crash (or a failed move) left half written.
+/// Rolls back or forward the replacements a crash (or a failed move) left half written, and
+/// keeps trying while some remain (a volume down at start-up, a key busy).
 async fn recover(ctx: &Ctx) {
-    match write::recover(ctx).await {
-        Ok(0) => {}
-        Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
-        Err(e) => {
-            eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); mkv verify -repair will")
+    loop {
+        match write::recover(ctx).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
+            Err(e) => eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); retrying"),
         }
+        let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
+        if !left || ctx.shared.stopping() {
+            return;
+        }
+        monoio::time::sleep(RECOVER_EVERY).await;
     }
 }
 
