@@ -13,9 +13,11 @@
 //! - [`server`]: one monoio runtime per core, the connection loop, the native API, the admin port.
 //! - [`metrics`], [`admin`]: what the master counts, and how an operator reads it.
 //! - [`rebuild`], [`rebalance`]: the batch tools.
+//! - [`benchindex`]: bench/'s synthetic index of millions of keys (hidden `bench-index`).
 //! - [`s3`]: S3 on the API port: request parsing, SigV4, aws-chunked bodies, checksums, XML.
 
 mod admin;
+mod benchindex;
 mod config;
 mod http;
 mod index;
@@ -66,6 +68,17 @@ enum Cmd {
     Rebuild,
     /// Move every key's replicas to where -volumes places them
     Rebalance,
+    /// For bench/ only: write -keys records PREFIX0… straight into -db, as the master would
+    /// for values of 64 bytes on -volumes (no files are written)
+    #[command(hide = true)]
+    BenchIndex {
+        /// Records to write
+        #[arg(long)]
+        keys: u64,
+        /// Keys are PREFIX0 … PREFIX{keys-1}
+        #[arg(long, default_value = "/bench/k")]
+        prefix: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -317,6 +330,7 @@ fn main() -> ExitCode {
         Cmd::Rebalance => {
             rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency: f.concurrency })
         }
+        Cmd::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,12 +3,14 @@
 -- create and never a 403.
 --   env: RUN_ID, BODY_SIZE (1024),
 --        TARGETS=h:p,h:p,h:p  (direct mode: thread n talks to TARGETS[n mod #TARGETS]
---        and writes volume paths /bench-direct/xx/yy/name, like mkv's /svNN/xx/yy/name)
+--        and writes volume paths /bench-direct/xx/yy/name, like mkv's /svNN/xx/yy/name),
+--        HEADER ("Name: value", sent with every request)
 dofile(os.getenv("BENCH_LUA") .. "/common.lua")
 
 local run_id = os.getenv("RUN_ID") or tostring(os.time())
 local size = tonumber(os.getenv("BODY_SIZE") or "1024")
 local targets = os.getenv("TARGETS")
+local header = os.getenv("HEADER")
 
 local next_id = 0
 function setup(thread)
@@ -23,9 +25,13 @@ function setup(thread)
   next_id = next_id + 1
 end
 
-local body, n = nil, 0
+local body, headers, n = nil, nil, 0
 function init(args)
   body = string.rep("b", size)
+  if header then
+    local name, value = header:match("^([^:]+):%s*(.*)$")
+    headers = { [name] = value }
+  end
 end
 
 function request()
@@ -36,5 +42,5 @@ function request()
   else
     path = string.format("/put/%s/%d/%d", run_id, id, n)
   end
-  return wrk.format("PUT", path, nil, body)
+  return wrk.format("PUT", path, headers, body)
 end
