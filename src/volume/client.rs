@@ -29,9 +29,9 @@ const IDLE_MAX: Duration = Duration::from_secs(20);
 const TRUST_IDLE: Duration = Duration::from_secs(1);
 /// Largest response head we read from a volume.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
-/// Pieces of a streamed PUT queued per replica: with 1 MiB pieces, a replica may fall this
-/// many MiB behind the client before reading pauses (memory per PUT: about this + 2 MiB).
-const UPLOAD_QUEUE: usize = 4;
+/// Pieces of a streamed PUT queued per replica (shared by the replicas, not copied): with
+/// the store's quarter-MiB pieces, a replica may fall 1.5 MiB behind before reading pauses.
+const UPLOAD_QUEUE: usize = 6;
 /// An error page longer than this is not read to reuse its connection.
 const MAX_SKIP: u64 = 64 << 10;
 
