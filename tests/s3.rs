@@ -801,6 +801,14 @@ fn an_empty_put_that_expects_100_continue_gets_it_first() {
     assert_eq!(s3_get(&c.addr(), "/expect/full").body, b"full");
 }
 
+/// boto3's default presigned URLs for an endpoint of one's own are SigV2, so are requests
+/// of `signature_version='s3'`: accepted with a known key, refused otherwise.
+#[test]
+fn s3_keys_accept_signature_version_2() {
+    let (c, _keys) = keyed_cluster();
+    python(&Env::new(&c.addr()), "boto3_sigv2.py", &[], Duration::from_secs(60));
+}
+
 /// A PUT with `Expect: 100-continue` pipelined behind another request: the HTTP layer
 /// flushes the answers queued so far with its `100 Continue`, and the connection loop then
 /// reads the PUT's status at an offset past the end of its (flushed) output buffer: the
