@@ -357,6 +357,17 @@ fn aws_cli_cp_sync_ls_rm() {
         assert!(fs::read(down.join(name)).unwrap() == want, "{name} synced down differs");
     }
 
+    // server-side: a 20 MiB copy (the CLI copies it in parts, UploadPartCopy), a move
+    aws(&env, &["s3", "cp", "s3://cli/single/big.bin", "s3://cli/copied/big.bin"]);
+    aws(&env, &["s3", "mv", "s3://cli/copied/big.bin", "s3://cli/moved/big.bin"]);
+    let head = aws(&env, &["s3api", "head-object", "--bucket", "cli", "--key", "moved/big.bin"]);
+    let head: serde_json::Value = serde_json::from_str(&head.stdout).unwrap();
+    assert_eq!(head["ContentLength"], 20 << 20, "{head}");
+    let moved = env.dir().join("moved.bin");
+    aws(&env, &["s3", "cp", "s3://cli/moved/big.bin", moved.to_str().unwrap()]);
+    assert!(fs::read(&moved).unwrap() == files[1].1, "the copied and moved object differs");
+    aws(&env, &["s3", "rm", "s3://cli/moved/big.bin"]);
+
     let out = aws(&env, &["s3", "rm", "--recursive", "s3://cli/synced/"]);
     assert_eq!(out.stdout.matches("delete:").count(), files.len(), "{out:?}");
     let out = aws(&env, &["s3", "ls", "--recursive", "s3://cli/"]);
@@ -411,9 +422,33 @@ fn rclone_copy_check_ls_with_multipart() {
     for (name, data) in &files {
         assert!(fs::read(back.join(name)).unwrap() == *data, "{name} copied back differs");
     }
+    // server-side copy and move, sync deleting what the source lacks, bucket commands
+    rclone(&env, &["copyto", "mkv:rclone/tree/multi.bin", "mkv:rclone/copies/multi.bin"]);
+    rclone(&env, &["moveto", "mkv:rclone/copies/multi.bin", "mkv:rclone/copies/moved.bin"]);
+    rclone(&env, &["copyto", "mkv:rclone/tree/one.txt", "mkv:rclone/copies/one.txt"]);
+    let out = rclone(&env, &["lsf", "-R", "mkv:rclone/copies"]);
+    assert_eq!(out.stdout, "moved.bin\none.txt\n", "{out:?}");
+    let out = rclone(&env, &["md5sum", "mkv:rclone/copies/moved.bin"]);
+    assert!(out.stdout.starts_with(&md5), "the copied multipart object's MD5: {out:?}");
+    assert_eq!(rclone(&env, &["cat", "mkv:rclone/copies/one.txt"]).stdout, "1");
+    fs::remove_file(local.join("dir/mib.bin")).unwrap();
+    let out = rclone(&env, &["sync", src, "mkv:rclone/tree", "-v"]);
+    assert!(out.stderr.contains("dir/mib.bin: Deleted"), "{out:?}");
+    let out = rclone(&env, &["check", src, "mkv:rclone/tree"]);
+    assert!(out.stderr.contains("0 differences found"), "{out:?}");
+    rclone(&env, &["mkdir", "mkv:rclone-made"]);
+    let out = rclone(&env, &["lsd", "mkv:"]);
+    let buckets: Vec<&str> = out.stdout.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(buckets, ["rclone", "rclone-made"], "{out:?}");
+    rclone(&env, &["rmdir", "mkv:rclone-made"]);
     rclone(&env, &["purge", "mkv:rclone/tree"]);
+    rclone(&env, &["purge", "mkv:rclone/copies"]);
     let out = rclone(&env, &["ls", "mkv:rclone"]);
     assert_eq!(out.stdout, "");
+    // rclone made the bucket (CreateBucket): it stays, empty, until purged itself
+    assert!(rclone(&env, &["lsd", "mkv:"]).stdout.trim_end().ends_with(" rclone"));
+    rclone(&env, &["purge", "mkv:rclone"]);
+    assert_eq!(rclone(&env, &["lsd", "mkv:"]).stdout, "", "no bucket left");
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
@@ -464,6 +499,18 @@ fn s3cmd_mb_put_ls_get_del() {
     let got_big = env.dir().join("got-big");
     s3cmd(&["get", "s3://s3cmd/big.bin", got_big.to_str().unwrap()]);
     assert!(fs::read(&got_big).unwrap() == pattern(17 << 20, 6), "big.bin read back differs");
+
+    // server-side copy and move, info, and a sync that finds nothing to do the second time
+    s3cmd(&["cp", "s3://s3cmd/dir/a.txt", "s3://s3cmd/copy/a.txt"]);
+    s3cmd(&["mv", "s3://s3cmd/copy/a.txt", "s3://s3cmd/copy/moved.txt"]);
+    let out = s3cmd(&["info", "s3://s3cmd/copy/moved.txt"]);
+    assert!(out.stdout.contains("File size: 12") && out.stdout.contains(&md5_hex(b"hello s3cmd\n")), "{out:?}");
+    let out = s3cmd(&["sync", &format!("{}/", local.display()), "s3://s3cmd/synced/"]);
+    assert_eq!(out.stdout.matches("upload:").count(), 2, "{out:?}");
+    let out = s3cmd(&["sync", &format!("{}/", local.display()), "s3://s3cmd/synced/"]);
+    assert_eq!(out.stdout.matches("upload:").count(), 0, "a second sync uploads nothing: {out:?}");
+    s3cmd(&["del", "--recursive", "--force", "s3://s3cmd/synced/"]);
+    s3cmd(&["del", "s3://s3cmd/copy/moved.txt"]);
 
     s3cmd(&["del", "s3://s3cmd/dir/a.txt"]);
     s3cmd(&["del", "s3://s3cmd/big.bin"]);

@@ -1,14 +1,16 @@
 """The MinIO Python SDK: put_object, get_object, stat_object, list_objects (recursive and
 not), remove_object, and a multipart upload by a large put_object."""
 
+import datetime
 import hashlib
 import io
 import os
 
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import S3Error
 
-from common import done, eq
+from common import done, eq, fetch
 
 mc = Minio(os.environ["MKV_S3_HOST"], access_key=os.environ["AWS_ACCESS_KEY_ID"],
            secret_key=os.environ["AWS_SECRET_ACCESS_KEY"], secure=False, region="us-east-1")
@@ -61,6 +63,23 @@ for key in ["big.bin", "stream.bin"]:
     got.release_conn()
     eq(mc.stat_object(B, key).size, len(big), key + " size")
 eq(list(mc.list_incomplete_uploads(B)) if hasattr(mc, "list_incomplete_uploads") else [], [], "no uploads left")
+
+# files, a server-side copy, presigned URLs (SigV4)
+home = os.environ["HOME"]
+with open(f"{home}/up.txt", "wb") as f:
+    f.write(b"from a file")
+mc.fput_object(B, "files/up.txt", f"{home}/up.txt")
+mc.fget_object(B, "files/up.txt", f"{home}/down.txt")
+eq(open(f"{home}/down.txt", "rb").read(), b"from a file", "fput/fget")
+r = mc.copy_object(B, "files/copy.txt", CopySource(B, "files/up.txt"))
+eq(r.etag, hashlib.md5(b"from a file").hexdigest(), "copy_object etag")
+url = mc.presigned_get_object(B, "files/copy.txt", expires=datetime.timedelta(minutes=5))
+eq(fetch(url)[:2], (200, b"from a file"), "presigned_get_object")
+url = mc.presigned_put_object(B, "files/presigned.txt", expires=datetime.timedelta(minutes=5))
+eq(fetch(url, "PUT", b"put by URL")[0], 200, "presigned_put_object")
+eq(mc.stat_object(B, "files/presigned.txt").size, 10, "what the presigned PUT stored")
+for key in ["files/up.txt", "files/copy.txt", "files/presigned.txt"]:
+    mc.remove_object(B, key)
 
 mc.remove_object(B, "dir/hello.txt")
 mc.remove_object(B, "dir/hello.txt")  # again: no error

@@ -8,6 +8,7 @@ import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -68,4 +69,31 @@ eq(ds.read().num_rows, n + 10, "the folder as a dataset")
 
 fs.delete_file(f"{B}/tables/t1/small.parquet")
 eq(fs.get_file_info(f"{B}/tables/t1/small.parquet").type, pafs.FileType.NotFound, "deleted")
+
+# a hive-partitioned dataset, read back whole
+small = pa.table({"k": [i % 3 for i in range(3000)], "v": list(range(3000))})
+pads.write_dataset(small, f"{B}/ds", format="parquet", partitioning=["k"], filesystem=fs)
+files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(f"{B}/ds", recursive=True)) if i.is_file)
+eq(files, [f"{B}/ds/{k}/part-0.parquet" for k in range(3)], "dataset files")
+back = pads.dataset(f"{B}/ds", format="parquet", partitioning=["k"], filesystem=fs).to_table()
+eq(sorted(back.column("v").to_pylist()), list(range(3000)), "dataset rows")
+
+# random access (ranged GETs), server-side copy and move, directory deletes
+raw = bytes(range(256)) * 1000
+with fs.open_output_stream(f"{B}/raw.bin") as f:
+    f.write(raw)
+with fs.open_input_file(f"{B}/raw.bin") as f:
+    eq(f.size(), len(raw), "random access size")
+    f.seek(100_000)
+    eq(f.read(5), raw[100_000:100_005], "random access read")
+fs.copy_file(f"{B}/raw.bin", f"{B}/copy.bin")
+fs.move(f"{B}/copy.bin", f"{B}/moved.bin")
+eq([i.type for i in fs.get_file_info([f"{B}/copy.bin", f"{B}/moved.bin"])],
+   [pafs.FileType.NotFound, pafs.FileType.File], "copy then move")
+with fs.open_input_stream(f"{B}/moved.bin") as f:
+    eq(f.read(), raw, "the moved file")
+fs.delete_dir(f"{B}/ds")
+eq(fs.get_file_info(f"{B}/ds").type, pafs.FileType.NotFound, "delete_dir")
+fs.delete_dir_contents(B)
+eq(fs.get_file_info(pafs.FileSelector(B, recursive=True)), [], "delete_dir_contents")
 done()
