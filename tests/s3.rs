@@ -885,3 +885,38 @@ fn a_pipelined_put_expecting_100_continue_leaves_the_master_whole() {
         assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]), "request {i} on a new connection");
     }
 }
+
+/// A bucket nobody created exists while it holds keys; the clients' "empty it, then remove
+/// it" (`aws s3 rb --force`, `rclone purge`, `s3cmd del -r` + `rb`) ends with DeleteBucket
+/// of a bucket that has just lost its last key, which S3.md answers 204.
+#[test]
+fn clients_remove_a_bucket_they_never_created() {
+    let c = cluster(&[]);
+    let env = Env::new(&c.addr());
+    let file = env.dir().join("f.txt");
+    fs::write(&file, b"in an implicit bucket").unwrap();
+    let f = file.to_str().unwrap();
+    aws(&env, &["s3", "cp", f, "s3://implicit-cli/a/f.txt"]);
+    let out = aws(&env, &["s3", "rb", "--force", "s3://implicit-cli"]);
+    assert!(out.stdout.contains("remove_bucket: implicit-cli"), "{out:?}");
+    aws(&env, &["s3", "cp", f, "s3://implicit-rclone/a/f.txt"]);
+    rclone(&env, &["purge", "mkv:implicit-rclone"]);
+    aws(&env, &["s3", "cp", f, "s3://implicit-s3cmd/a/f.txt"]);
+    let cfg = env.dir().join("s3cfg");
+    fs::write(&cfg, format!("[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\n")).unwrap();
+    let (host, cfg) = (format!("--host={}", c.addr()), cfg.display().to_string());
+    let s3cmd = venv().join("bin/s3cmd").display().to_string();
+    for args in [&["del", "--recursive", "--force", "s3://implicit-s3cmd"][..], &["rb", "s3://implicit-s3cmd"]] {
+        let mut all = vec![s3cmd.as_str(), "-c", &cfg, &host, "--no-ssl"];
+        let bucket_host = format!("--host-bucket={}", c.addr());
+        all.push(&bucket_host);
+        all.extend_from_slice(args);
+        ok(&env, &venv().join("bin/python"), &all, Duration::from_secs(60));
+    }
+    let out = aws(&env, &["s3", "ls"]);
+    assert_eq!(out.stdout, "", "no bucket left: {out:?}");
+    // a bucket that holds keys is still refused
+    aws(&env, &["s3", "cp", f, "s3://implicit-full/k"]);
+    let r = request(&c.addr(), "DELETE", "/implicit-full", &[UNSIGNED], b"");
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (409, "BucketNotEmpty"), "{r:?}");
+}
