@@ -54,6 +54,23 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
        "ListMultipartUploads")
     eq([u["Key"] for u in s3.list_multipart_uploads(Bucket=B, Prefix="dir/")["Uploads"]], ["dir/big.bin"],
        "ListMultipartUploads prefix")
+    # a delimiter groups keys into common prefixes, as in object listings
+    lu = s3.list_multipart_uploads(Bucket=B, Delimiter="/")
+    eq(([u["Key"] for u in lu.get("Uploads", [])], [p["Prefix"] for p in lu.get("CommonPrefixes", [])]),
+       (["aborted"], ["dir/"]), "ListMultipartUploads delimiter")
+    # pages of one: the key and upload id markers resume after each upload
+    extra = s3.create_multipart_upload(Bucket=B, Key="aborted")["UploadId"]
+    seen, marker, id_marker = [], "", ""
+    while True:
+        lu = s3.list_multipart_uploads(Bucket=B, MaxUploads=1, KeyMarker=marker, UploadIdMarker=id_marker)
+        seen += [(u["Key"], u["UploadId"]) for u in lu.get("Uploads", [])]
+        if not lu["IsTruncated"]:
+            break
+        marker, id_marker = lu["NextKeyMarker"], lu["NextUploadIdMarker"]
+    eq(seen, sorted([("aborted", gone), ("aborted", extra), ("dir/big.bin", uid)]), "ListMultipartUploads in pages of 1")
+    eq([u["Key"] for u in s3.list_multipart_uploads(Bucket=B, KeyMarker="aborted").get("Uploads", [])], ["dir/big.bin"],
+       "a key-marker alone skips every upload of that key")
+    s3.abort_multipart_upload(Bucket=B, Key="aborted", UploadId=extra)
 
     # parts are in no listing, and the key is not there before Complete
     eq(s3.list_objects_v2(Bucket=B)["KeyCount"], 0, "parts are not listed")
