@@ -92,7 +92,13 @@ pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Fai
     Ok(ok(conn, req, 200, Some(xml::list_buckets(&buckets))))
 }
 
-pub async fn create(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, body: &mut Body, bucket: &str) -> Result<Answer, Failure> {
+pub async fn create(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    bucket: &str,
+) -> Result<Answer, Failure> {
     // a CreateBucketConfiguration (a location) may come along: read, not needed
     small_body(conn, body, 64 << 10).await?;
     if created(ctx, bucket)?.is_none() {
@@ -154,7 +160,9 @@ fn page(ctx: &Ctx, bucket: &str, list: &ListParams, after: &[u8]) -> Result<Page
             let name = &k[base.len()..];
             let group = list.delimiter.as_ref().filter(|d| !d.is_empty()).and_then(|d| {
                 let rest = &name[list.prefix.len()..];
-                rest.windows(d.len()).position(|w| w == &d[..]).map(|i| name[..list.prefix.len() + i + d.len()].to_vec())
+                rest.windows(d.len())
+                    .position(|w| w == &d[..])
+                    .map(|i| name[..list.prefix.len() + i + d.len()].to_vec())
             });
             if p.contents.len() + p.prefixes.len() == list.max_keys
                 && group.as_ref().is_none_or(|g| after.is_empty() || g.as_slice() > after)

@@ -37,7 +37,12 @@ const PIECE: usize = 256 << 10;
 
 /// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
 /// last writer wins; the native `409` is for clients that chose to race).
-pub async fn put_waiting<S: Source>(ctx: &Ctx, key: &[u8], src: &mut S, opts: &PutOpts) -> Result<Record, Failed<S::Error>> {
+pub async fn put_waiting<S: Source>(
+    ctx: &Ctx,
+    key: &[u8],
+    src: &mut S,
+    opts: &PutOpts,
+) -> Result<Record, Failed<S::Error>> {
     let began = std::time::Instant::now();
     loop {
         match write::put(ctx, key, src, opts).await {
@@ -257,7 +262,8 @@ pub async fn copy(
         Some(m) => m.headers,
         None => Stored::decode(&opened.rec.meta).headers,
     };
-    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
+    let opts =
+        PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
     let mut src = Reader { client: &ctx.client, d: opened.body };
     let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts).await.map_err(|e| match e {
         Failed::Store(e) => Failure::from(e),
