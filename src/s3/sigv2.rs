@@ -224,6 +224,8 @@ mod tests {
     use super::*;
 
     const SIGNED_AT: i64 = 1714564800;
+    /// (method, target, headers but Date and Authorization, signature)
+    type Captured = (&'static str, &'static str, &'static [(&'static str, &'static str)], &'static str);
     const DATE: (&str, &str) = ("Date", "Wed, 01 May 2024 12:00:00 GMT");
 
     fn keys() -> Keys {
@@ -245,7 +247,7 @@ mod tests {
     /// Each captured request, as botocore sent it, is accepted.
     #[test]
     fn botocore_header_signatures() {
-        let wire: &[(&str, &str, &[(&str, &str)], &str)] = &[
+        let wire: &[Captured] = &[
             (
                 "GET",
                 "/b12/dir/a%20b%2Bc%21~%2A%28%29%27%C3%A9.txt",
