@@ -66,10 +66,10 @@ pub fn header_auth(
     Ok(Verified { access_key: Some(access.to_owned()), content, chain: None })
 }
 
-/// A date as SigV2 clients send it: an HTTP date (`GMT` or, as in S3's own examples,
-/// `+0000`), or SigV4's `YYYYMMDD'T'HHMMSS'Z'`.
+/// A date as SigV2 clients send it: an HTTP date in `GMT`, or with `+0000` (S3's own
+/// examples) or `UTC` (rclone: Go's RFC1123 of a UTC time), or `YYYYMMDD'T'HHMMSS'Z'`.
 fn parse_date(d: &[u8]) -> Option<i64> {
-    let gmt = d.strip_suffix(b" +0000").map(|s| [s, b" GMT"].concat());
+    let gmt = [&b" +0000"[..], b" UTC"].iter().find_map(|z| d.strip_suffix(*z)).map(|s| [s, b" GMT"].concat());
     parse_http_date(gmt.as_deref().unwrap_or(d)).or_else(|| parse_amz_date(d))
 }
 
@@ -126,13 +126,19 @@ fn verify(req: &Request, dates: &[&[u8]], secret: &str, signature: &str) -> Resu
     if req.path.len() > 1 && !req.path[1..].contains(&b'/') {
         paths.insert(0, [req.path, b"/"].concat());
     }
+    // `?uploads=` is signed `?uploads` by most clients, as sent by a few
+    let empty_with_eq =
+        pairs(req.query).any(|(n, v)| v == Some(b"") && SUB_RESOURCES.iter().any(|s| s.as_bytes() == n));
+    let eqs: &[bool] = if empty_with_eq { &[false, true] } else { &[false] };
     for date in dates {
         for path in &paths {
-            let sts = string_to_sign(req, date, path);
-            let mut mac = HmacSha1::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-            mac.update(&sts);
-            if mac.verify_slice(&claimed).is_ok() {
-                return Ok(());
+            for &keep_eq in eqs {
+                let sts = string_to_sign(req, date, path, keep_eq);
+                let mut mac = HmacSha1::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+                mac.update(&sts);
+                if mac.verify_slice(&claimed).is_ok() {
+                    return Ok(());
+                }
             }
         }
     }
@@ -140,7 +146,7 @@ fn verify(req: &Request, dates: &[&[u8]], secret: &str, signature: &str) -> Resu
 }
 
 /// The string to sign with `date` on its date line and `path` as the resource's path.
-fn string_to_sign(req: &Request, date: &[u8], path: &[u8]) -> Vec<u8> {
+fn string_to_sign(req: &Request, date: &[u8], path: &[u8], keep_eq: bool) -> Vec<u8> {
     let mut s = Vec::with_capacity(256);
     s.extend_from_slice(req.method.as_bytes());
     s.push(b'\n');
@@ -152,7 +158,7 @@ fn string_to_sign(req: &Request, date: &[u8], path: &[u8]) -> Vec<u8> {
     s.push(b'\n');
     amz_headers(&req.headers, &mut s);
     s.extend_from_slice(path);
-    resource_query(req.query, &mut s);
+    resource_query(req.query, &mut s, keep_eq);
     s
 }
 
@@ -175,9 +181,10 @@ fn amz_headers(headers: &Headers, out: &mut Vec<u8>) {
     }
 }
 
-/// `?a&b=v…`: the query's sub-resources, sorted by name (stably), values decoded; a name
-/// sent without `=` is signed without one.
-fn resource_query(query: &[u8], out: &mut Vec<u8>) {
+/// `?a&b=v…`: the query's sub-resources, sorted by name (stably), values decoded. One
+/// sent with no value is signed as its name alone (`?uploads`, as S3 and rclone sign
+/// `?uploads=`) or, with `keep_eq`, with the `=` it was sent with.
+fn resource_query(query: &[u8], out: &mut Vec<u8>, keep_eq: bool) {
     let mut subs: Vec<(&[u8], Option<Vec<u8>>)> = pairs(query)
         .filter(|(n, _)| SUB_RESOURCES.iter().any(|s| s.as_bytes() == *n))
         .map(|(n, v)| (n, v.map(|v| percent_decode(v, false).unwrap_or_else(|| v.to_vec()))))
@@ -186,9 +193,12 @@ fn resource_query(query: &[u8], out: &mut Vec<u8>) {
     for (i, (name, value)) in subs.iter().enumerate() {
         out.push(if i == 0 { b'?' } else { b'&' });
         out.extend_from_slice(name);
-        if let Some(v) = value {
-            out.push(b'=');
-            out.extend_from_slice(v);
+        match value {
+            Some(v) if !v.is_empty() || keep_eq => {
+                out.push(b'=');
+                out.extend_from_slice(v);
+            }
+            _ => {}
         }
     }
 }
@@ -373,6 +383,15 @@ mod tests {
     }
 
     #[test]
+    fn dates() {
+        for d in ["Wed, 01 May 2024 12:00:00 GMT", "Wed, 01 May 2024 12:00:00 +0000", "Wed, 01 May 2024 12:00:00 UTC"] {
+            assert_eq!(parse_date(d.as_bytes()), Some(SIGNED_AT), "{d}");
+        }
+        assert_eq!(parse_date(b"20240501T120000Z"), Some(SIGNED_AT));
+        assert_eq!(parse_date(b"Wed, 01 May 2024 12:00:00 CET"), None);
+    }
+
+    #[test]
     fn the_string_to_sign() {
         let h = [
             httparse::Header { name: "X-Amz-Meta-B", value: b" 2 " },
@@ -386,11 +405,14 @@ mod tests {
             query: b"uploadId=u%2D1&partNumber=2&x=y&acl",
             headers: Headers(&h),
         };
-        let sts = string_to_sign(&req, b"DATE", req.path);
+        let sts = string_to_sign(&req, b"DATE", req.path, false);
         assert_eq!(
             String::from_utf8(sts).unwrap(),
             "PUT\n\ntext/plain\nDATE\nx-amz-meta-a:1\nx-amz-meta-b:2,3\n/b/k?acl&partNumber=2&uploadId=u-1"
         );
+        let uploads = Request { method: "POST", path: b"/b/k", query: b"uploads=", headers: Headers(&[]) };
+        assert!(string_to_sign(&uploads, b"D", uploads.path, false).ends_with(b"\n/b/k?uploads"));
+        assert!(string_to_sign(&uploads, b"D", uploads.path, true).ends_with(b"\n/b/k?uploads="));
         assert_eq!(encode_path("/a b/é+~".as_bytes()), b"/a%20b/%C3%A9%2B~");
     }
 }
