@@ -194,6 +194,19 @@ fn rclone(env: &Env, args: &[&str]) -> Output {
     out
 }
 
+/// s3cmd on the master of `env`, with the test's keys (its config, in `env`'s home, says
+/// nothing else: host, path style and http are on the command line).
+fn s3cmd(env: &Env, args: &[&str]) -> Output {
+    let cfg = env.dir().join("s3cfg");
+    fs::write(&cfg, format!("[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\n")).unwrap();
+    let host = env.vars.iter().find(|(k, _)| k == "MKV_S3_HOST").unwrap().1.clone();
+    let (s3cmd, cfg) = (venv().join("bin/s3cmd").display().to_string(), cfg.display().to_string());
+    let (host, bucket_host) = (format!("--host={host}"), format!("--host-bucket={host}"));
+    let mut all = vec![s3cmd.as_str(), "-c", &cfg, &host, &bucket_host, "--no-ssl"];
+    all.extend_from_slice(args);
+    ok(env, &venv().join("bin/python"), &all, Duration::from_secs(60))
+}
+
 // ---- the cluster -----------------------------------------------------------------------
 
 /// Three volumes and a master on 2 threads, as the other integration tests run it.
@@ -457,22 +470,7 @@ fn rclone_copy_check_ls_with_multipart() {
 fn s3cmd_mb_put_ls_get_del() {
     let c = cluster(&[]);
     let env = Env::new(&c.addr());
-    let cfg = env.dir().join("s3cfg");
-    fs::write(&cfg, format!("[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\n")).unwrap();
-    let host = c.addr();
-    let s3cmd = |args: &[&str]| {
-        let mut all = vec![
-            venv().join("bin/s3cmd").display().to_string(),
-            "-c".into(),
-            cfg.display().to_string(),
-            format!("--host={host}"),
-            format!("--host-bucket={host}"),
-            "--no-ssl".into(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        ok(&env, &venv().join("bin/python"), &all, Duration::from_secs(60))
-    };
+    let s3cmd = |args: &[&str]| s3cmd(&env, args);
     let local = env.dir().join("f");
     write_tree(&local, &[("a.txt", b"hello s3cmd\n".to_vec()), ("big.bin", pattern(17 << 20, 6))]);
     let a = local.join("a.txt").display().to_string();
@@ -848,6 +846,12 @@ fn s3_keys_with_the_other_clients() {
     rclone(&env, &["copyto", file.to_str().unwrap(), "mkv:keyed/rclone/f.txt"]);
     let out = rclone(&env, &["check", env.dir().to_str().unwrap(), "mkv:keyed/rclone", "--include", "f.txt"]);
     assert!(out.stderr.contains("0 differences found"), "{out:?}");
+    s3cmd(&env, &["put", file.to_str().unwrap(), "s3://keyed/s3cmd/with space+plus~*'!.txt"]);
+    let out = s3cmd(&env, &["ls", "s3://keyed/s3cmd/"]);
+    assert!(out.stdout.trim_end().ends_with("17  s3://keyed/s3cmd/with space+plus~*'!.txt"), "{out:?}");
+    let got = env.dir().join("got.txt");
+    s3cmd(&env, &["get", "s3://keyed/s3cmd/with space+plus~*'!.txt", got.to_str().unwrap()]);
+    assert_eq!(fs::read(&got).unwrap(), b"signed by the CLI");
 }
 
 /// The AWS CLI (its own botocore) puts an empty file with `Expect: 100-continue` and
@@ -952,17 +956,8 @@ fn clients_remove_a_bucket_they_never_created() {
     aws(&env, &["s3", "cp", f, "s3://implicit-rclone/a/f.txt"]);
     rclone(&env, &["purge", "mkv:implicit-rclone"]);
     aws(&env, &["s3", "cp", f, "s3://implicit-s3cmd/a/f.txt"]);
-    let cfg = env.dir().join("s3cfg");
-    fs::write(&cfg, format!("[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\n")).unwrap();
-    let (host, cfg) = (format!("--host={}", c.addr()), cfg.display().to_string());
-    let s3cmd = venv().join("bin/s3cmd").display().to_string();
-    for args in [&["del", "--recursive", "--force", "s3://implicit-s3cmd"][..], &["rb", "s3://implicit-s3cmd"]] {
-        let mut all = vec![s3cmd.as_str(), "-c", &cfg, &host, "--no-ssl"];
-        let bucket_host = format!("--host-bucket={}", c.addr());
-        all.push(&bucket_host);
-        all.extend_from_slice(args);
-        ok(&env, &venv().join("bin/python"), &all, Duration::from_secs(60));
-    }
+    s3cmd(&env, &["del", "--recursive", "--force", "s3://implicit-s3cmd"]);
+    s3cmd(&env, &["rb", "s3://implicit-s3cmd"]);
     let out = aws(&env, &["s3", "ls"]);
     assert_eq!(out.stdout, "", "no bucket left: {out:?}");
     // a bucket that holds keys is still refused
