@@ -550,6 +550,21 @@ fn s3_get(addr: &str, path: &str) -> Response {
     request(addr, "GET", path, &[UNSIGNED], b"")
 }
 
+/// Reads from `s` until what came satisfies `done` (or the server closed), within TIMEOUT.
+fn read_until(s: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut text = String::new();
+    while !done(&text) {
+        assert!(Instant::now() < deadline, "timed out; so far: {text:?}");
+        let r = read_raw(s, Duration::from_millis(100));
+        text += &r.text();
+        if r.closed {
+            break;
+        }
+    }
+    text
+}
+
 fn md5_hex(data: &[u8]) -> String {
     format!("{:x}", <md5::Md5 as md5::Digest>::digest(data))
 }
@@ -865,22 +880,20 @@ fn an_empty_put_that_expects_100_continue_gets_it_first() {
     let head = "PUT /expect/empty HTTP/1.1\r\nHost: mkv\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\
                 Expect: 100-continue\r\nContent-Length: 0\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
-    let got = read_raw(&mut s, Duration::from_millis(500));
-    let text = got.text();
+    let text = read_until(&mut s, |t| t.contains("200 OK") && t.ends_with("\r\n\r\n"));
     assert!(text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(!got.closed);
     // the connection goes on: a request without Expect, then one with a body
     s.write_all(b"GET /expect?list-type=2 HTTP/1.1\r\nHost: mkv\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\r\n")
         .unwrap();
-    let text = read_raw(&mut s, Duration::from_millis(500)).text();
+    let text = read_until(&mut s, |t| t.contains("</ListBucketResult>"));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("<Key>empty</Key>"), "{text}");
     // with a body, the 100 comes from the HTTP layer as before, once
     let head = "PUT /expect/full HTTP/1.1\r\nHost: mkv\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\
                 Expect: 100-continue\r\nContent-Length: 4\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
-    assert_eq!(read_raw(&mut s, Duration::from_millis(500)).text(), "HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(read_until(&mut s, |t| t.ends_with("\r\n\r\n")), "HTTP/1.1 100 Continue\r\n\r\n");
     s.write_all(b"full").unwrap();
-    let text = read_raw(&mut s, Duration::from_millis(500)).text();
+    let text = read_until(&mut s, |t| t.ends_with("\r\n\r\n"));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert_eq!(s3_get(&c.addr(), "/expect/full").body, b"full");
 }
@@ -926,13 +939,10 @@ fn a_pipelined_put_expecting_100_continue_leaves_the_master_whole() {
                PUT /pipe/k HTTP/1.1\r\nHost: mkv\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\
                Expect: 100-continue\r\nContent-Length: 3\r\n\r\n";
     s.write_all(two.as_bytes()).unwrap();
-    let text = read_raw(&mut s, Duration::from_millis(500)).text();
-    assert!(
-        text.starts_with("HTTP/1.1 404 Not Found\r\n") && text.ends_with("HTTP/1.1 100 Continue\r\n\r\n"),
-        "{text}"
-    );
+    let text = read_until(&mut s, |t| t.ends_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
     s.write_all(b"abc").unwrap();
-    let text = read_raw(&mut s, Duration::from_millis(500)).text();
+    let text = read_until(&mut s, |t| t.ends_with("\r\n\r\n"));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "the PUT's answer: {text:?}");
     for i in 0..20 {
         let r = s3_get(&c.addr(), "/pipe/k");
