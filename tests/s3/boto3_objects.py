@@ -112,6 +112,7 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(s3.delete_object(Bucket=B, Key="copy")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteObject again")
     eq(error_of(s3.get_object, Bucket=B, Key="copy"), (404, "NoSuchKey"), "GET after delete")
     eq(error_of(s3.head_object, Bucket=B, Key="copy"), (404, "404"), "HEAD after delete")
-    eq(error_of(s3.get_object, Bucket="no-such-bucket", Key="k"), (404, "NoSuchKey"), "GET in a missing bucket")
+    eq(error_of(s3.get_object, Bucket="no-such-bucket", Key="k"), (404, "NoSuchBucket"), "GET in a missing bucket")
+    eq(error_of(s3.head_object, Bucket="no-such-bucket", Key="k"), (404, "404"), "HEAD in a missing bucket")
 
 done()
