@@ -14,7 +14,7 @@
 //! - [`metrics`], [`admin`]: what the master counts, and how an operator reads it.
 //! - [`rebuild`], [`rebalance`]: the batch tools.
 //! - [`benchindex`]: bench/'s synthetic index of millions of keys (hidden `bench-index`).
-//! - [`s3`]: S3 on the API port: request parsing, SigV4, aws-chunked bodies, checksums, XML.
+//! - [`s3`]: S3 on the API port: objects, buckets, listings, multipart; SigV4/SigV2, aws-chunked, XML.
 
 mod admin;
 mod benchindex;
@@ -28,7 +28,6 @@ mod progress;
 mod rebalance;
 mod rebuild;
 mod record;
-// the S3 building blocks: not called by the server yet (issue 10 wires them in)
 mod s3;
 mod server;
 mod store;
@@ -107,7 +106,8 @@ struct Flags {
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     drain: std::time::Duration,
     /// File of S3 credentials, lines 'ACCESS_KEY SECRET_KEY': every S3 request must then be
-    /// signed (SigV4) by one of them; without it S3 requests are taken unsigned
+    /// signed (SigV4, or SigV2 as boto3 presigns by default) by one of them; without it S3
+    /// requests are taken unsigned
     #[arg(long, global = true, value_name = "FILE")]
     s3_keys: Option<PathBuf>,
     /// Fsync the index's write-ahead log before answering a write (group commit), for

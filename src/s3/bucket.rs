@@ -117,15 +117,16 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answe
     Ok(a)
 }
 
+/// DeleteBucket: `204` once the bucket holds no key, `409 BucketNotEmpty` while it does. A
+/// bucket nobody created has just lost its last key when clients delete it (`aws s3 rb
+/// --force`, `rclone purge`, `s3cmd rb` empty it first), so it is gone already: `204` too.
 pub fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
-    let made = created(ctx, bucket)?.is_some();
     if has_keys(ctx, bucket)? {
         return Err(S3Error::BucketNotEmpty.into());
     }
-    if !made {
-        return Err(S3Error::NoSuchBucket.into());
+    if created(ctx, bucket)?.is_some() {
+        ctx.shared.index.remove_meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
     }
-    ctx.shared.index.remove_meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
     Ok(ok(conn, req, 204, None))
 }
 

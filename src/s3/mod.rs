@@ -9,6 +9,7 @@
 //! - [`request`]: is this an S3 request, and which [`request::Op`] (path style, `/BUCKET/KEY`).
 //! - [`meta`]: what an object request's headers ask: metadata kept, preconditions, range, copy source.
 //! - [`sigv4`]: AWS Signature Version 4: header and presigned, the chunk-signature chain.
+//! - [`sigv2`]: AWS Signature Version 2 (HMAC-SHA1): header and presigned, as botocore presigns by default.
 //! - [`payload`]: one body pipeline: `aws-chunked` decoding + chunk signatures + checksums.
 //! - [`chunked`]: the incremental `aws-chunked` decoder under [`payload`].
 //! - [`checksum`]: running CRC32/CRC32C/CRC64NVME/SHA-1/SHA-256/MD5, compared with what was sent.
@@ -28,6 +29,7 @@ pub mod object;
 pub mod payload;
 pub mod request;
 pub mod serve;
+pub mod sigv2;
 pub mod sigv4;
 pub mod stored;
 pub mod xml;

@@ -166,6 +166,14 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
     Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, status, close: false })
 }
 
+/// What S3 says of a key that is not there: `NoSuchBucket` when its bucket is not either.
+fn missing(ctx: &Ctx, obj: &Object) -> Failure {
+    match super::bucket::must_exist(ctx, &obj.bucket) {
+        Ok(()) => S3Error::NoSuchKey.into(),
+        Err(e) => e,
+    }
+}
+
 /// GetObject: the bytes streamed from a live replica (another is tried if one fails before
 /// its first byte), `Range` and the conditional headers honoured.
 pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: &Read) -> Result<Answer, Failure> {
@@ -182,6 +190,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
             let (rec, stored) = live(ctx, &key)?.ok_or(S3Error::NoSuchKey)?;
             return Ok(not_modified(conn, req, &rec, &stored));
         }
+        Err(Failure { error: S3Error::NoSuchKey, .. }) => return Err(missing(ctx, obj)),
         Err(e) => return Err(e),
     };
     let stored = Stored::decode(&opened.rec.meta);

@@ -16,7 +16,7 @@ use super::{
     xml,
 };
 use crate::{
-    http::{response, Body, Conn, Reply},
+    http::{response, Body, Conn, Framing, Reply},
     index, store, volume,
 };
 
@@ -99,6 +99,15 @@ pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Bod
     if !matches!(parsed.parse(raw), Ok(httparse::Status::Complete(_))) {
         return error(conn, &S3Error::InvalidRequest("malformed request head"), b"/", &request_id, false, true);
     }
+    if expects_continue(&parsed) && body.framing() == Framing::None && conn.out.is_empty() {
+        // the HTTP layer sends `100 Continue` only before a body, but a client that asked
+        // for one waits for it even when it announced none: the AWS CLI's botocore, answered
+        // at once, keeps that status line for its next request on the connection and hangs
+        // misreading the answer. S3 sends it. (With answers to pipelined requests still
+        // queued, none is sent, as HTTP allows: only an idle client waits for it.)
+        conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let _ = conn.flush().await; // a write that fails fails the answer's too
+    }
     let (path, query) = crate::http::split_target(parsed.path.unwrap_or("/").as_bytes());
     let req = Req {
         method: parsed.method.unwrap_or(""),
@@ -112,6 +121,14 @@ pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Bod
         Ok(a) => a,
         Err(Failure { error, close }) => error_answer(conn, &req, &error, close),
     }
+}
+
+/// `Expect: 100-continue` on an HTTP/1.1 request (HTTP/1.0 ignores it).
+fn expects_continue(req: &httparse::Request) -> bool {
+    req.version == Some(1)
+        && req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect") && h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
+        })
 }
 
 /// An error, and whether the connection must close after its answer.

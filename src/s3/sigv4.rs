@@ -1,5 +1,6 @@
 //! AWS Signature Version 4, verified: the `Authorization` header, presigned URLs, and the
 //! chunk-signature chain of `STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]` bodies.
+//! (Version 2, which [`authenticate`] hands on to, is [`super::sigv2`].)
 //!
 //! [`authenticate`] checks a request head against the keys of `-s3-keys` and hands back a
 //! [`Verified`]: who signed, what `x-amz-content-sha256` promised about the body, and for
@@ -81,7 +82,7 @@ impl Keys {
         self.0.len()
     }
 
-    fn secret(&self, access: &str) -> Option<&str> {
+    pub(super) fn secret(&self, access: &str) -> Option<&str> {
         self.0.get(access).map(|s| &*s.0)
     }
 }
@@ -228,16 +229,12 @@ pub fn authenticate(req: &Request, keys: Option<&Keys>, cache: &mut KeyCache, no
     let Some(keys) = keys else { return Ok(Verified { access_key: None, content, chain: None }) };
     match req.headers.get("authorization") {
         Some(a) if a.starts_with(b"AWS4-HMAC-SHA256 ") => header_auth(req, &a[17..], keys, cache, now, content),
-        Some(a) if a.starts_with(b"AWS ") => {
-            Err(S3Error::AccessDenied("Signature Version 2 is not supported: sign with AWS4-HMAC-SHA256"))
-        }
+        Some(a) if a.starts_with(b"AWS ") => super::sigv2::header_auth(req, &a[4..], keys, now, content),
         Some(_) => Err(S3Error::AccessDenied("unsupported Authorization scheme")),
         None if query_has(req.query, b"X-Amz-Signature") || query_has(req.query, b"X-Amz-Algorithm") => {
             presigned_auth(req, keys, cache, now, content)
         }
-        None if query_has(req.query, b"AWSAccessKeyId") => {
-            Err(S3Error::AccessDenied("Signature Version 2 is not supported: sign with AWS4-HMAC-SHA256"))
-        }
+        None if query_has(req.query, b"AWSAccessKeyId") => super::sigv2::presigned_auth(req, keys, now, content),
         None => Err(S3Error::AccessDenied("Anonymous access is not allowed: this server requires signed requests")),
     }
 }

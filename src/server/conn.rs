@@ -204,8 +204,9 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
         }
         let status = match reply {
             Reply::Body(b) => {
+                let status = reply_status(&conn.out, at);
                 response::finish(&mut conn.out, &b, keep, head.method == Method::Head);
-                reply_status(&conn.out[at..])
+                status
             }
             Reply::Streamed { status, keep: k } => {
                 keep &= k;
@@ -252,7 +253,10 @@ fn is_loopback(peer: &SocketAddr) -> bool {
     }
 }
 
-/// The status code of an answer written at the start of `out`.
-fn reply_status(out: &[u8]) -> u16 {
-    std::str::from_utf8(out.get(9..12).unwrap_or(b"000")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+/// The status code of the answer that began at `at` in `out`. A `100 Continue` sent on the
+/// way flushed what was before it (and itself), so `at` may have gone: the answer is then at
+/// the start.
+fn reply_status(out: &[u8], at: usize) -> u16 {
+    let answer = out.get(at..).filter(|a| a.starts_with(b"HTTP/1.1 ")).unwrap_or(out);
+    std::str::from_utf8(answer.get(9..12).unwrap_or(b"000")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }

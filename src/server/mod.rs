@@ -13,6 +13,7 @@ use std::{
     cell::RefCell,
     net::SocketAddr,
     os::fd::AsRawFd,
+    panic::AssertUnwindSafe,
     rc::Rc,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -22,6 +23,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use futures_util::FutureExt as _;
 use monoio::{
     blocking::{BlockingTask, ThreadPool},
     net::TcpListener,
@@ -302,7 +304,12 @@ async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, 
                 monoio::spawn(async move {
                     let m = &local.ctx.metrics;
                     m.connections.fetch_add(1, Ordering::Relaxed);
-                    conn::serve(&local, &watch, stream, peer, port).await;
+                    // a bug met by one connection closes it, not the thread and every other
+                    // connection on it (locks and buffers are released as it unwinds)
+                    let served = AssertUnwindSafe(conn::serve(&local, &watch, stream, peer, port)).catch_unwind();
+                    if served.await.is_err() {
+                        eprintln!("mkv: bug: a connection's task panicked (above); it was closed, the rest go on");
+                    }
                     m.connections.fetch_sub(1, Ordering::Relaxed);
                     port.conns(&local.ctx.shared).0.fetch_sub(1, Ordering::Relaxed);
                 });

@@ -13,7 +13,7 @@ use super::{write::Source, Ctx, Error};
 use crate::{
     index::State,
     placement::{key_path, replica_target},
-    record::Record,
+    record::{Phase, Record},
     volume::{self, Client, Download},
 };
 
@@ -21,6 +21,10 @@ use crate::{
 const READ_TRIES: usize = 8;
 /// Largest piece of a value held while it is copied.
 const PIECE: usize = 1 << 20;
+/// How long, in steps, a read waits for a replacement's moves to end (they are renames:
+/// milliseconds; one that failed is left to recovery, and the read answers 503 meanwhile).
+const MOVE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+const MOVE_WAITS: usize = 400;
 
 /// A live key's record and, when there are bytes to read, a replica's answer ready to read.
 pub struct Opened {
@@ -41,6 +45,15 @@ pub async fn open<E: From<Error>>(
     let mut last = Error::NoLiveReplica;
     for _ in 0..READ_TRIES {
         let before = index.seq(key);
+        // a replacement being moved into place: some replicas may hold the new bytes while
+        // the record still names the old ones; wait for its commit (a rename per replica)
+        if !settled(ctx, key).await? {
+            return Err(Error::Volume(volume::Error::Protocol(
+                "replicas".into(),
+                "a replacement of this key is still being moved into place",
+            ))
+            .into());
+        }
         let rec = match index.get_pinned(State::Live, key).map_err(Error::from)? {
             Some(p) => p.record().map_err(Error::from)?.to_owned(),
             None => return Err(Error::NotFound.into()),
@@ -86,6 +99,17 @@ pub async fn open<E: From<Error>>(
         }
     }
     Err(Error::Internal("the key kept being replaced while it was read").into())
+}
+
+/// Waits (a little) while `key` has a replacement in its moving phase; false if it stays.
+async fn settled<E: From<Error>>(ctx: &Ctx, key: &[u8]) -> Result<bool, E> {
+    for _ in 0..MOVE_WAITS {
+        match ctx.shared.index.pending(key).map_err(Error::from)? {
+            Some(p) if p.phase == Phase::Moving => monoio::time::sleep(MOVE_WAIT).await,
+            _ => return Ok(true),
+        }
+    }
+    Ok(false)
 }
 
 /// An opened value as a write's source (a copy, a part assembled into an object).

@@ -1,0 +1,49 @@
+"""boto3 on buckets: create/head/delete, list buckets (made ones and implicit ones),
+location, NoSuchBucket and BucketNotEmpty; DeleteObjects with and without Quiet."""
+
+from common import body, client, done, eq, error_of
+
+s3 = client()
+
+eq(s3.list_buckets()["Buckets"], [], "no buckets yet")
+eq(error_of(s3.head_bucket, Bucket="made"), (404, "404"), "HEAD of a missing bucket")
+r = s3.create_bucket(Bucket="made")
+eq(r["ResponseMetadata"]["HTTPStatusCode"], 200, "CreateBucket")
+eq(r["Location"], "/made", "CreateBucket Location")
+s3.create_bucket(Bucket="made")  # again: S3 in us-east-1 answers 200 to its owner
+eq(s3.head_bucket(Bucket="made")["ResponseMetadata"]["HTTPStatusCode"], 200, "HEAD of a made bucket")
+eq(s3.get_bucket_location(Bucket="made")["LocationConstraint"], None, "us-east-1 is the null location")
+eq(s3.list_objects_v2(Bucket="made")["KeyCount"], 0, "an empty made bucket lists")
+
+# a bucket exists while it holds keys, never created or not
+s3.put_object(Bucket="implicit", Key="k", Body=b"v")
+eq(s3.head_bucket(Bucket="implicit")["ResponseMetadata"]["HTTPStatusCode"], 200, "HEAD of an implicit bucket")
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+eq(names, ["implicit", "made"], "ListBuckets")
+assert all("CreationDate" in b for b in s3.list_buckets()["Buckets"])
+
+eq(error_of(s3.delete_bucket, Bucket="implicit"), (409, "BucketNotEmpty"), "DeleteBucket of a full bucket")
+eq(body(s3, "implicit", "k"), b"v", "the key after a refused DeleteBucket")
+eq(s3.delete_bucket(Bucket="made")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteBucket")
+eq(error_of(s3.head_bucket, Bucket="made"), (404, "404"), "HEAD after DeleteBucket")
+# S3.md: DeleteBucket is 204 or 409 (a bucket nobody made is gone with its last key)
+eq(s3.delete_bucket(Bucket="made")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteBucket twice")
+eq(error_of(s3.list_objects_v2, Bucket="made"), (404, "NoSuchBucket"), "listing a deleted bucket")
+eq(error_of(s3.get_bucket_location, Bucket="made"), (404, "NoSuchBucket"), "location of a deleted bucket")
+eq(error_of(s3.create_bucket, Bucket="Bad_Name"), (400, "InvalidBucketName"), "a bad bucket name")
+
+# DeleteObjects: every key named answers Deleted (missing ones too); Quiet answers only errors
+keys = [f"d/{i}" for i in range(10)]
+for k in keys:
+    s3.put_object(Bucket="implicit", Key=k, Body=k.encode())
+r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": k} for k in keys[:5] + ["d/missing"]]})
+eq(sorted(d["Key"] for d in r["Deleted"]), sorted(keys[:5] + ["d/missing"]), "Deleted")
+eq(r.get("Errors", []), [], "no Errors")
+r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": k} for k in keys[5:]], "Quiet": True})
+eq((r.get("Deleted", []), r.get("Errors", [])), ([], []), "Quiet: nothing said of what went well")
+eq([o["Key"] for o in s3.list_objects_v2(Bucket="implicit")["Contents"]], ["k"], "what DeleteObjects left")
+
+s3.delete_object(Bucket="implicit", Key="k")
+eq(s3.list_buckets()["Buckets"], [], "an implicit bucket goes with its last key")
+eq(error_of(s3.head_bucket, Bucket="implicit"), (404, "404"), "HEAD of an emptied implicit bucket")
+done()
