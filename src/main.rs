@@ -12,6 +12,7 @@
 //! - [`store`]: the operations on keys every front end speaks: writes, deletes, moves, locks.
 //! - [`server`]: one monoio runtime per core, the connection loop, the native API, the admin port.
 //! - [`metrics`], [`admin`]: what the master counts, and how an operator reads it.
+//! - [`walk`]: what every volume holds, from their listings, shard by shard.
 //! - [`rebuild`], [`rebalance`]: the batch tools.
 //! - [`s3`]: S3 on the API port: request parsing, SigV4, aws-chunked bodies, checksums, XML.
 
@@ -32,6 +33,7 @@ mod s3;
 mod server;
 mod store;
 mod volume;
+mod walk;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -88,6 +88,11 @@ impl Progress {
         self.shared.state()
     }
 
+    /// The command's name, as lines start with it.
+    pub fn label(&self) -> &'static str {
+        self.shared.label
+    }
+
     #[allow(dead_code)] // for commands that learn the total after they start
     pub fn set_total(&self, total: u64) {
         self.state().total = Some(total);
