@@ -37,6 +37,8 @@ pub struct Progress {
 struct Shared {
     label: &'static str,
     tty: bool,
+    /// Nothing drawn and no summary printed (a background run reports on its own).
+    quiet: bool,
     began: Instant,
     state: Mutex<State>,
     wake: Condvar,
@@ -75,6 +77,7 @@ impl Progress {
         let shared = Arc::new(Shared {
             label,
             tty,
+            quiet: false,
             began: Instant::now(),
             state: Mutex::new(State { total, ..State::default() }),
             wake: Condvar::new(),
@@ -82,6 +85,20 @@ impl Progress {
         let s = shared.clone();
         let drawer = std::thread::Builder::new().name("progress".into()).spawn(move || s.draw_loop()).ok();
         Progress { shared, drawer: Mutex::new(drawer) }
+    }
+
+    /// Counts without drawing anything or printing a summary (the master's scrub, which
+    /// logs its own line); lines given to [`Progress::println`] still go out.
+    pub fn quiet(label: &'static str) -> Progress {
+        let shared = Arc::new(Shared {
+            label,
+            tty: false,
+            quiet: true,
+            began: Instant::now(),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        Progress { shared, drawer: Mutex::new(None) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -160,7 +177,9 @@ impl Progress {
             let _ = h.join();
         }
         let summary = self.summary();
-        self.println(&summary.line());
+        if !self.shared.quiet {
+            self.println(&summary.line());
+        }
         summary
     }
 

@@ -28,6 +28,9 @@ pub struct Repaired {
     pub restored: Vec<String>,
     /// Unlink markers written where missing, or removed where the key is live.
     pub markers: usize,
+    /// Replicas on volumes that could not be asked: not checked, not repaired (a caller
+    /// that found them damaged tries again later).
+    pub skipped: Vec<String>,
 }
 
 /// Checks and repairs `key` under its lock. `suspects`: replicas a deep read found corrupt.
@@ -77,15 +80,15 @@ pub async fn restore(
     .await;
     let mut bad = Vec::new();
     let mut good = Vec::new();
+    let mut done = Repaired::default();
     for (r, st) in rec.volumes.iter().zip(stats) {
         match st {
             Ok(Some(size)) if size == rec.size && !suspects.contains(r) => good.push(r.clone()),
             Ok(_) => bad.push(r.clone()),
             // a volume that cannot be asked is not repaired now; its replica may be fine
-            Err(_) => {}
+            Err(_) => done.skipped.push(r.clone()),
         }
     }
-    let mut done = Repaired::default();
     if !bad.is_empty() {
         restore_from(ctx, topo, &path, rec, &mut good, &mut bad).await?;
         done.restored = bad;
