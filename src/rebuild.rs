@@ -74,7 +74,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         if opts.verify { ", reading every value for its MD5" } else { "" }
     ));
 
-    let (tx, rx) = mpsc::sync_channel::<Vec<(Vec<u8>, State, Record)>>(4);
+    let (tx, rx) = mpsc::sync_channel::<Batch>(4);
     let walked = std::thread::scope(|s| {
         let writer = std::thread::Builder::new().name("index writer".into()).spawn_scoped(s, || {
             for mut batch in rx {
@@ -136,6 +136,9 @@ fn open_empty(cfg: &Config, force: bool) -> anyhow::Result<Index> {
     Index::open(&cfg.db).map_err(anyhow::Error::msg)
 }
 
+/// Records on their way to the index writer.
+type Batch = Vec<(Vec<u8>, State, Record)>;
+
 /// A key with its record, ready to write.
 struct Done {
     key: Box<[u8]>,
@@ -164,8 +167,8 @@ struct Build<'a> {
     warnings: &'a Warnings<'a>,
     /// Shards listed, not yet written.
     shards: HashMap<usize, Built>,
-    batch: Vec<(Vec<u8>, State, Record)>,
-    tx: Option<mpsc::SyncSender<Vec<(Vec<u8>, State, Record)>>>,
+    batch: Batch,
+    tx: Option<mpsc::SyncSender<Batch>>,
     scores: Vec<([u8; 16], usize)>,
 }
 

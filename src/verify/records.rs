@@ -124,7 +124,7 @@ pub fn shelve_index(index: &Index, shelf: &mut Shelf, stop: &dyn Fn() -> bool) -
         while let Some((k, v)) = scan.next() {
             shelf.put(k, state, v)?;
             n = n.wrapping_add(1);
-            if n % 65_536 == 0 && stop() {
+            if n.is_multiple_of(65_536) && stop() {
                 bail!("stopped");
             }
         }
@@ -211,7 +211,7 @@ mod tests {
             Record { volumes: vec!["a:1/sv01".into()], size: 7, md5: Some([3; 16]), mtime: 5, ..Record::default() };
         let keys: Vec<Vec<u8>> = (0..2000).map(|i| format!("/k/{i}").into_bytes()).collect();
         for (i, k) in keys.iter().enumerate() {
-            let state = if i % 7 == 0 { State::Unlinked } else { State::Live };
+            let state = if i.is_multiple_of(7) { State::Unlinked } else { State::Live };
             shelf.put(k, state, &rec.encode()).unwrap();
         }
         shelf.seal().unwrap();
@@ -221,7 +221,7 @@ mod tests {
                 assert_eq!(Md5::digest(&e.key)[0] as usize, s);
                 assert_eq!(e.rec, rec);
                 let i: usize = String::from_utf8_lossy(&e.key[3..]).parse().unwrap();
-                assert_eq!(e.state == State::Unlinked, i % 7 == 0);
+                assert_eq!(e.state == State::Unlinked, i.is_multiple_of(7));
                 seen += 1;
             }
         }

@@ -63,7 +63,7 @@ pub fn start(shared: Arc<Shared>) -> anyhow::Result<Option<Scrubber>> {
 /// `1h`, `90s`, `1m30s`, `500ms`, as the flags take them.
 fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
