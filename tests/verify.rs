@@ -253,6 +253,49 @@ fn a_wiped_volume_is_found_and_restored_offline() {
     assert_whole(&c, &live, &unlinked);
 }
 
+/// Values of several MiB: read and hashed in pieces, copied again in pieces (the hashing of a
+/// copy runs on a thread pool, offline too).
+#[test]
+fn large_values_are_checked_and_repaired_offline() {
+    let c = Cluster::new(3, &FLAGS);
+    let big = |i: u8| (0..3_500_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i).collect::<Vec<u8>>();
+    for i in 0..3u8 {
+        assert_eq!(request(&c.addr(), "PUT", &format!("/big/{i}"), &[], &big(i)).status, 201);
+    }
+    let mut c = c;
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let (v, rel) = replica_file(&lay, "/big/0", 0);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    let (v, rel) = replica_file(&lay, "/big/1", 1);
+    let p = path_on(&c, v, &rel);
+    let mut b = fs::read(&p).unwrap();
+    b[2_000_000] ^= 1; // one bit, in the second MiB
+    fs::write(&p, b).unwrap();
+    let (code, err) = verify_offline(&c, &["-deep", "-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (count(&err, "missing"), count(&err, "corrupt"), count(&err, "repaired")),
+        (Some(1), Some(1), Some(2)),
+        "{err}"
+    );
+    for i in 0..3u8 {
+        for (v, rel) in lay.files(&format!("/big/{i}")) {
+            assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(i), "/big/{i} on volume {v}");
+        }
+    }
+    // an offline rebalance that finds a key in place restores its missing replica too
+    let (v, rel) = replica_file(&lay, "/big/2", 1);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["rebalance", "-volumes", &vols, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("restored /big/2 on"), "{err}");
+    assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(2));
+}
+
 #[test]
 fn repair_never_deletes_the_last_good_copy() {
     let (c, live, unlinked) = filled(6, 0, &[]);
@@ -612,16 +655,19 @@ fn the_scrub_finds_and_repairs_in_the_background() {
                 == Some(&value_of(if rel.contains(&key_path("/v/1")[1..]) { "/v/1" } else { "/v/2" })[..])
         })
     });
-    let lines = c.master.lines();
-    assert!(
-        lines.iter().any(|l| l.starts_with("mkv: scrub: missing: /v/1 on ") && l.ends_with("(repaired)")),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.iter().any(|l| l.starts_with("mkv: scrub: corrupt: /v/2 on ") && l.ends_with("(repaired)")),
-        "{lines:#?}"
-    );
-    assert!(lines.iter().any(|l| l.starts_with("mkv: scrub: ") && l.contains("problems (")), "{lines:#?}");
+    // each named in the log as it is repaired, and the run's line after
+    let logged = |c: &Cluster, start: &str| {
+        c.master
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(start) && (l.ends_with("(repaired)") || l.contains("all repaired")))
+    };
+    wait_until("the scrub's lines", Duration::from_secs(10), || {
+        logged(&c, "mkv: scrub: missing: /v/1 on ")
+            && logged(&c, "mkv: scrub: corrupt: /v/2 on ")
+            && logged(&c, "mkv: scrub: ")
+            && c.master.lines().iter().any(|l| l.starts_with("mkv: scrub: ") && l.contains("problems ("))
+    });
     // the next runs find nothing: their figures in /metrics, their line on the status page
     wait_until("a clean scrub", Duration::from_secs(30), || {
         get(&admin, "/").text().contains("scrub: nothing wrong in 12 keys")

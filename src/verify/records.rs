@@ -15,10 +15,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+use super::work::{self, Master};
 use crate::{
     index::{Index, State},
     md5::Md5,
     record::{Record, RecordRef},
+    volume::Client,
     walk::SHARDS,
 };
 
@@ -198,6 +200,66 @@ fn parse_md5(hex: &str) -> Option<[u8; 16]> {
         out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
     }
     Some(out)
+}
+
+/// Shelves every record through the master's listings (`?list&records`, `?unlinked&records`).
+pub async fn shelve_master(m: &Master, client: &Client, shelf: &mut Shelf) -> anyhow::Result<()> {
+    for (list, state) in [("list", State::Live), ("unlinked", State::Unlinked)] {
+        let mut start = String::new();
+        loop {
+            let target = format!("/?{list}&records&encoding=url&limit={}&start={start}", work::PAGE);
+            let (status, body) = m.call(client, "GET", &target).await?;
+            if status != 200 {
+                bail!("listing records failed: the master answered {status}");
+            }
+            let page: work::Page = serde_json::from_slice(&body).context("bad listing from the master")?;
+            for l in page.keys {
+                let (key, rec) = l.decode()?;
+                shelf.put(&key, state, &rec.encode())?;
+            }
+            if page.next.is_empty() {
+                break;
+            }
+            start = page.next;
+        }
+    }
+    shelf.seal()
+}
+
+/// The replacements being written, as the master lists them (`?pending`).
+pub async fn pending_of_master(m: &Master, client: &Client) -> anyhow::Result<Pending> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        key: String,
+        id: String,
+        volumes: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PendingPage {
+        next: String,
+        keys: Vec<Entry>,
+    }
+    let mut p = Pending::default();
+    let mut start = String::new();
+    loop {
+        let (status, body) = m.call(client, "GET", &format!("/?pending&encoding=url&start={start}")).await?;
+        if status != 200 {
+            bail!("listing replacements being written failed: the master answered {status}");
+        }
+        let page: PendingPage = serde_json::from_slice(&body).context("bad ?pending listing from the master")?;
+        for e in page.keys {
+            let mut key = Vec::new();
+            crate::http::percent_decode(e.key.as_bytes(), &mut key)
+                .map_err(|_| anyhow::anyhow!("bad key {}", e.key))?;
+            p.ids.insert(e.id);
+            p.by_key.insert(key.into_boxed_slice(), e.volumes);
+        }
+        if page.next.is_empty() {
+            break;
+        }
+        start = page.next;
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

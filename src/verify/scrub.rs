@@ -49,7 +49,12 @@ pub fn start(shared: Arc<Shared>) -> anyhow::Result<Option<Scrubber>> {
     std::thread::Builder::new()
         .name("mkv-scrub".into())
         .spawn(move || {
-            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
+            // its own pool for hashing (the copies of a repair hash what they send), one thread:
+            // a background run stays light
+            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(1)))
+                .build();
             match rt {
                 Ok(mut rt) => rt.block_on(schedule(shared, sc)),
                 Err(e) => eprintln!("mkv: scrub: cannot start its runtime ({e}); no scrubs"),

@@ -25,8 +25,10 @@ use crate::{
 /// Attempts for a key another request is writing (`409`) before it counts as failed: about
 /// 10 s in all, longer than any small write holds a key.
 const BUSY_RETRIES: u32 = 40;
-/// Largest piece of a value held while it is hashed.
+/// Largest piece of a value read at once.
 const READ_CHUNK: usize = 1 << 20;
+/// Bytes gathered before they go to the blocking pool to be hashed: few, large jobs.
+const HASH_PIECE: usize = 1 << 20;
 /// Records per listing page read from the master.
 pub const PAGE: usize = 10_000;
 /// Largest answer read from the master (a page of records).
@@ -250,21 +252,42 @@ impl crate::walk::Worker<Job, Done> for Work<'_> {
 }
 
 impl Work<'_> {
-    /// Reads replica `replica` of `key` whole: its MD5 and length.
+    /// Reads replica `replica` of `key` whole: its MD5 and length. The hashing runs on the
+    /// blocking pool, a piece behind the reading, so that reads and hashes of many replicas
+    /// overlap on every core (MD5 runs at ~700 MiB/s on one).
     async fn read(&self, key: &[u8], replica: &str) -> Result<([u8; 16], u64), String> {
         let (server, path) = replica_target(replica, &key_path(key));
         let mut d = self.client.download(self.topo, &server, &path).await.map_err(|e| e.to_string())?;
         if d.status != 200 {
             return Err(format!("volume {server} answered {}", d.status));
         }
-        let mut h = Md5::new();
-        let mut n = 0u64;
+        let mut h = Some(Md5::new());
+        let mut hashing = None;
+        let (mut piece, mut piece_len, mut n) = (Vec::new(), 0, 0u64);
         while let Some(c) = self.client.next_chunk(&mut d, READ_CHUNK).await.map_err(|e| e.to_string())? {
             self.throttle.take(c.len()).await;
-            h.update(&c);
             n += c.len() as u64;
+            piece_len += c.len();
+            piece.push(c);
+            if piece_len >= HASH_PIECE {
+                if let Some(job) = hashing.take() {
+                    h = Some(hashed(job).await?);
+                }
+                let Some(mut hh) = h.take() else { return Err("internal error: no hash state".into()) };
+                let p = std::mem::take(&mut piece);
+                piece_len = 0;
+                hashing = Some(monoio::spawn_blocking(move || {
+                    p.iter().for_each(|c| hh.update(c));
+                    hh
+                }));
+            }
         }
         self.client.finish(d);
+        if let Some(job) = hashing.take() {
+            h = Some(hashed(job).await?);
+        }
+        let Some(mut h) = h else { return Err("internal error: no hash state".into()) };
+        piece.iter().for_each(|c| h.update(c));
         Ok((h.finalize(), n))
     }
 
@@ -345,6 +368,11 @@ impl Work<'_> {
             }
         }
     }
+}
+
+/// The hash state back from the blocking pool.
+async fn hashed(job: monoio::task::JoinHandle<Result<Md5, monoio::blocking::JoinError>>) -> Result<Md5, String> {
+    job.await.map_err(|_| "the hashing pool dropped a job".to_string())
 }
 
 /// Records equal in what a verify judged (the front-end metadata aside).
