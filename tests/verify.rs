@@ -688,3 +688,18 @@ fn the_scrub_finds_and_repairs_in_the_background() {
     assert!(ts >= started, "{ts} {started}");
     assert_whole(&c, &live, &unlinked);
 }
+
+#[test]
+fn replicas_on_volumes_left_out_of_the_list_are_not_vouched_for() {
+    let (mut c, _, _) = filled(10, 0, &[]);
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let on_third = (0..10).filter(|i| lay.files(&format!("/v/{i}")).iter().any(|(v, _)| *v == 2)).count();
+    let (two, db) = (addrs(&c.volumes)[..2].join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &two, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(1), "{err}");
+    let third = c.volumes[2].addr();
+    assert!(err.contains(&format!("{on_third} replicas on {third} (not checked")), "{err}");
+}

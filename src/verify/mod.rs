@@ -276,11 +276,13 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
         report: Report { repair: s.opts.repair, ..Report::default() },
         shown: [0; 6],
         stop: s.stop,
+        unwalked: Default::default(),
     };
     let mut walk = Walk::new(&layout, p, &warnings);
     walk.keep_junk = true;
     walk.run(s.client, s.topo, &gate, s.opts.concurrency, &mut v, &work).await?;
     tmp_files(s, &layout, &gate, &mut v, &work, cutoff).await?;
+    v.unwalked();
     Ok(v.report)
 }
 

@@ -1,7 +1,7 @@
 //! Each shard the walk lists, judged against its records, and the work that follows from
 //! what is wrong: reads (`-deep`), a look again, a repair; then counted and shown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::bail;
 
@@ -73,6 +73,8 @@ pub(super) struct Verifier<'a> {
     /// Examples shown so far, per kind.
     pub(super) shown: [u32; 6],
     pub(super) stop: &'a dyn Fn() -> bool,
+    /// Replicas on volumes the walk does not list, by volume: not checked.
+    pub(super) unwalked: BTreeMap<String, u64>,
 }
 
 impl Consumer for Verifier<'_> {
@@ -208,6 +210,19 @@ impl Consumer for Verifier<'_> {
 }
 
 impl Verifier<'_> {
+    /// Says which replicas could not be checked (a failure: the run cannot vouch for them).
+    pub(super) fn unwalked(&self) {
+        if self.unwalked.is_empty() {
+            return;
+        }
+        let n: u64 = self.unwalked.values().sum();
+        let on: Vec<&str> = self.unwalked.keys().map(String::as_str).collect();
+        self.progress.error(
+            &format!("{n} replicas on {}", on.join(", ")),
+            "not checked: records name these volumes, but they are not in the list walked",
+        );
+    }
+
     /// Whether the volume of `replica` is one the walk lists.
     fn walked(&self, replica: &str) -> bool {
         self.layout.volumes.iter().any(|v| v == server_of(replica))
@@ -238,8 +253,12 @@ impl Verifier<'_> {
     /// A judged key: an item when there is something wrong, or something to read.
     fn add(&mut self, items: &mut Vec<Item>, key: Box<[u8]>, seen: Option<(State, Record)>, j: Judged) {
         self.spared(j.spared);
-        if j.unchecked > 0 {
-            self.progress.note("on volumes not walked", j.unchecked);
+        if let (true, Some((_, rec))) = (j.unchecked > 0, &seen) {
+            let off: Vec<String> =
+                rec.volumes.iter().filter(|v| !self.walked(v)).map(|v| server_of(v).to_string()).collect();
+            for server in off {
+                *self.unwalked.entry(server).or_default() += 1;
+            }
         }
         if j.problems.is_empty() && j.reads.is_empty() {
             return;
