@@ -188,7 +188,16 @@ async fn run_offline(
     }
     let backend = Backend::Local(ctx);
     let client = Client::new();
-    let setup = Setup { cfg: &shared.cfg, opts, client: &client, topo, backend: &backend, progress, stop: &|| false };
+    let setup = Setup {
+        cfg: &shared.cfg,
+        opts,
+        client: &client,
+        topo,
+        backend: &backend,
+        progress,
+        stop: &|| false,
+        quiet: true,
+    };
     check_all(&setup).await
 }
 
@@ -216,7 +225,16 @@ async fn run_online(cfg: &Config, opts: &Options, url: &str, progress: &Progress
         }
     ));
     let backend = Backend::Online(master);
-    let setup = Setup { cfg: &wcfg, opts, client: &client, topo: &topo, backend: &backend, progress, stop: &|| false };
+    let setup = Setup {
+        cfg: &wcfg,
+        opts,
+        client: &client,
+        topo: &topo,
+        backend: &backend,
+        progress,
+        stop: &|| false,
+        quiet: false,
+    };
     check_all(&setup).await
 }
 
@@ -232,6 +250,8 @@ pub struct Setup<'a> {
     pub progress: &'a Progress,
     /// Checked between steps: true ends the run early (an error).
     pub stop: &'a dyn Fn() -> bool,
+    /// Nothing else writes meanwhile (offline).
+    pub quiet: bool,
 }
 
 /// One verify over everything: records, the walk, the `_tmp` folders.
@@ -263,7 +283,13 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
     let gate = Gate::new();
     let layout = discover(s.client, s.topo, &gate, s.cfg).await?;
     let warnings = Warnings::new(p);
-    let work = Work { client: s.client, topo: s.topo, backend: s.backend, throttle: Throttle::new(s.opts.rate) };
+    let work = Work {
+        client: s.client,
+        topo: s.topo,
+        backend: s.backend,
+        throttle: Throttle::new(s.opts.rate),
+        quiet: s.quiet,
+    };
     let mut v = Verifier {
         opts: s.opts,
         shelf: &shelf,

@@ -115,7 +115,16 @@ async fn once(shared: &Shared, backend: &Backend, opts: &Options) -> ScrubState 
     cfg.volumes = topo.volumes.clone();
     let progress = Progress::quiet("mkv: scrub");
     let stop = || shared.stopping();
-    let setup = Setup { cfg: &cfg, opts, client: &ctx.client, topo: &topo, backend, progress: &progress, stop: &stop };
+    let setup = Setup {
+        cfg: &cfg,
+        opts,
+        client: &ctx.client,
+        topo: &topo,
+        backend,
+        progress: &progress,
+        stop: &stop,
+        quiet: false,
+    };
     let result = check_all(&setup).await;
     let summary = progress.end();
     let finished = now_ms() / 1000;

@@ -8,7 +8,7 @@ use anyhow::bail;
 use super::{
     judge::{judge, Judged, Kind, Problem, Rules, Seen},
     records::{Pending, Shelf},
-    work::{Done, Fixed, Job, Unfixed},
+    work::{Done, Fix, Fixed, Job, Unfixed},
     Options, Report,
 };
 use crate::{
@@ -297,10 +297,13 @@ impl Verifier<'_> {
                     v.dedup();
                     v
                 };
-                let suspects = of(|k| k == Kind::Corrupt);
-                let orphans = of(Kind::removes);
-                let markers = item.problems.iter().any(|p| p.kind == Kind::Marker);
-                return Some(Job::Repair { item: item_no, key: item.key.clone(), suspects, orphans, markers });
+                let fix = Fix {
+                    bad: of(Kind::restores),
+                    suspects: of(|k| k == Kind::Corrupt),
+                    orphans: of(Kind::removes),
+                    markers: item.problems.iter().any(|p| p.kind == Kind::Marker),
+                };
+                return Some(Job::Repair { item: item_no, key: item.key.clone(), fix });
             }
         }
         let problems = std::mem::take(&mut item.problems);

@@ -162,10 +162,23 @@ pub enum Job {
     Read { item: u32, key: Box<[u8]>, replica: String },
     /// Look again: is it still wrong, with the record as it is now?
     Check { item: u32, key: Box<[u8]>, seen: Option<(State, Record)>, problems: Vec<Problem> },
-    /// Repair the key: copy again (`suspects` too), markers right, files on `orphans` gone.
-    Repair { item: u32, key: Box<[u8]>, suspects: Vec<String>, orphans: Vec<String>, markers: bool },
+    /// Repair the key.
+    Repair { item: u32, key: Box<[u8]>, fix: Fix },
     /// Delete a file that is no key's (a `_tmp` file, a name no key makes).
     Delete { item: u32, server: String, path: String },
+}
+
+/// What a repair of one key is asked to do.
+#[derive(Debug, Default)]
+pub struct Fix {
+    /// Replicas found missing, short or corrupt.
+    pub bad: Vec<String>,
+    /// Those of them found corrupt (a HEAD cannot tell: the repair must be told).
+    pub suspects: Vec<String>,
+    /// Replicas whose files of the key no record names: deleted.
+    pub orphans: Vec<String>,
+    /// Put the unlink markers right.
+    pub markers: bool,
 }
 
 /// What a job found or did.
@@ -222,6 +235,9 @@ pub struct Work<'a> {
     pub topo: &'a Topology,
     pub backend: &'a Backend,
     pub throttle: Throttle,
+    /// Nothing else writes (offline: the master is stopped, the index is ours): what the
+    /// listings showed is still so, and repairs need not look again (no HEADs).
+    pub quiet: bool,
 }
 
 impl crate::walk::Worker<Job, Done> for Work<'_> {
@@ -234,9 +250,7 @@ impl crate::walk::Worker<Job, Done> for Work<'_> {
             Job::Check { item, key, seen, problems } => {
                 Done::Checked { item, result: self.check(&key, seen, problems).await.map_err(|e| format!("{e:#}")) }
             }
-            Job::Repair { item, key, suspects, orphans, markers } => {
-                Done::Repaired { item, result: self.repair(&key, &suspects, &orphans, markers).await }
-            }
+            Job::Repair { item, key, fix } => Done::Repaired { item, result: self.repair(&key, &fix).await },
             Job::Delete { item, server, path } => {
                 let r = self.client.request(self.topo, &server, "DELETE", &path, Bytes::new()).await;
                 let result = match r {
@@ -344,18 +358,12 @@ impl Work<'_> {
         Ok(still)
     }
 
-    async fn repair(
-        &self,
-        key: &[u8],
-        suspects: &[String],
-        orphans: &[String],
-        markers: bool,
-    ) -> Result<Fixed, Unfixed> {
+    async fn repair(&self, key: &[u8], fix: &Fix) -> Result<Fixed, Unfixed> {
         let mut tries = 0;
         loop {
             let r = match self.backend {
-                Backend::Local(ctx) => local_repair(ctx, key, suspects, orphans, markers).await,
-                Backend::Online(m) => online_repair(m, self.client, key, suspects, orphans, markers).await,
+                Backend::Local(ctx) => local_repair(ctx, key, fix, self.quiet).await,
+                Backend::Online(m) => online_repair(m, self.client, key, fix).await,
             };
             match r {
                 Err(None) if tries < BUSY_RETRIES => {
@@ -380,22 +388,23 @@ fn same_record(a: &Record, b: &Record) -> bool {
     a.volumes == b.volumes && a.size == b.size && a.md5 == b.md5 && a.mtime == b.mtime
 }
 
-/// A repair through the store, under the key's lock. `Err(None)`: the key is busy.
-async fn local_repair(
-    ctx: &Ctx,
-    key: &[u8],
-    suspects: &[String],
-    orphans: &[String],
-    markers: bool,
-) -> Result<Fixed, Option<Unfixed>> {
+/// A repair through the store, under the key's lock (`quiet`: trusting the listing for
+/// which replicas are bad). `Err(None)`: the key is busy.
+async fn local_repair(ctx: &Ctx, key: &[u8], fix: &Fix, quiet: bool) -> Result<Fixed, Option<Unfixed>> {
     let fail = |e: store::Error| match e {
         store::Error::InFlight => None,
         store::Error::NotFound => Some(Unfixed::Gone),
         store::Error::NoGoodReplica => Some(Unfixed::NoGoodReplica),
         e => Some(Unfixed::Failed(e.to_string())),
     };
+    let orphans = &fix.orphans;
     let removed = if orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, key, orphans).await.map_err(fail)? };
-    let done = match repair::one(ctx, key, suspects, markers).await {
+    let done = if quiet && !fix.markers {
+        repair::known(ctx, key, &fix.bad).await
+    } else {
+        repair::one(ctx, key, &fix.suspects, fix.markers).await
+    };
+    let done = match done {
         Ok(d) => d,
         // only files of a key no record names: removing them was the whole job
         Err(store::Error::NotFound) if !orphans.is_empty() => repair::Repaired::default(),
@@ -405,17 +414,10 @@ async fn local_repair(
 }
 
 /// `REPAIR /key?...` on the master. `Err(None)`: `409`, the key is busy.
-async fn online_repair(
-    m: &Master,
-    client: &Client,
-    key: &[u8],
-    suspects: &[String],
-    orphans: &[String],
-    markers: bool,
-) -> Result<Fixed, Option<Unfixed>> {
+async fn online_repair(m: &Master, client: &Client, key: &[u8], fix: &Fix) -> Result<Fixed, Option<Unfixed>> {
     let mut target = encode(key);
     let mut sep = '?';
-    for (name, list) in [("suspects", suspects), ("orphans", orphans)] {
+    for (name, list) in [("suspects", &fix.suspects), ("orphans", &fix.orphans)] {
         if !list.is_empty() {
             target.push(sep);
             target.push_str(name);
@@ -424,7 +426,7 @@ async fn online_repair(
             sep = '&';
         }
     }
-    if markers {
+    if fix.markers {
         target.push(sep);
         target.push_str("markers=1");
     }
