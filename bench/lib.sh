@@ -39,7 +39,7 @@ build_mkv() {
   commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
   [[ -n $(git -C "$root" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] \
     && commit="$commit (+ uncommitted changes in src/)"
-  cp "$root/target/release/mkv" "$tmp/mkv"
+  cp "${CARGO_TARGET_DIR:-$root/target}/release/mkv" "$tmp/mkv"
   mkv=$tmp/mkv
 }
 
