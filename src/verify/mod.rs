@@ -288,6 +288,7 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
         topo: s.topo,
         backend: s.backend,
         throttle: Throttle::new(s.opts.rate),
+        buffers: Default::default(),
         quiet: s.quiet,
     };
     let mut v = Verifier {
