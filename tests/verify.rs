@@ -257,6 +257,29 @@ fn a_wiped_volume_is_found_and_restored_offline() {
 /// copy runs on a thread pool, offline too).
 #[test]
 fn large_values_are_checked_and_repaired_offline() {
+    large_values(&[]);
+}
+
+/// The same where `-deep` hashes each replica on the pool, as on a CPU without AVX-512.
+#[test]
+fn large_values_are_checked_without_the_md5_lanes() {
+    large_values(&[("MKV_MD5_LANES", "off")]);
+}
+
+/// `mkv <args>` with more environment: (exit code, stderr).
+fn run_mkv_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mkv"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mkv");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn large_values(env: &[(&str, &str)]) {
     let c = Cluster::new(3, &FLAGS);
     let big = |i: u8| (0..3_500_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i).collect::<Vec<u8>>();
     for i in 0..3u8 {
@@ -272,13 +295,13 @@ fn large_values_are_checked_and_repaired_offline() {
     let mut b = fs::read(&p).unwrap();
     b[2_000_000] ^= 1; // one bit, in the second MiB
     fs::write(&p, b).unwrap();
-    let (code, err) = verify_offline(&c, &["-deep", "-repair"]);
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &vols, "-db", &db, "-deep", "-repair"];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv_env(&args, env);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(
-        (count(&err, "missing"), count(&err, "corrupt"), count(&err, "repaired")),
-        (Some(1), Some(1), Some(2)),
-        "{err}"
-    );
+    let counts = (count(&err, "missing"), count(&err, "corrupt"), count(&err, "repaired"));
+    assert_eq!(counts, (Some(1), Some(1), Some(2)), "{err}");
     for i in 0..3u8 {
         for (v, rel) in lay.files(&format!("/big/{i}")) {
             assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(i), "/big/{i} on volume {v}");
@@ -287,7 +310,6 @@ fn large_values_are_checked_and_repaired_offline() {
     // an offline rebalance that finds a key in place restores its missing replica too
     let (v, rel) = replica_file(&lay, "/big/2", 1);
     fs::remove_file(path_on(&c, v, &rel)).unwrap();
-    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
     let mut args = vec!["rebalance", "-volumes", &vols, "-db", &db];
     args.extend(FLAGS);
     let (code, err) = run_mkv(&args);

@@ -23,15 +23,18 @@ const SCALAR_RUN: usize = 64;
 /// Lanes of a register.
 const L: usize = 16;
 
-/// Whether this CPU runs sixteen lanes (AVX-512F).
+/// Whether this CPU runs sixteen lanes (AVX-512F), and `MKV_MD5_LANES=off` does not say to
+/// hash one by one anyway (the tests of the other road, on a CPU that has them).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let off = std::env::var_os("MKV_MD5_LANES").is_some_and(|v| v == "off");
+        #[cfg(target_arch = "x86_64")]
+        let has = std::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let has = false;
+        has && !off
+    })
 }
 
 /// Takes each job's blocks into its state: sixteen jobs in step where the CPU can.
