@@ -74,6 +74,19 @@ pub struct Config {
     pub volume_secret: Option<Secret>,
     /// `-sign-redirects`: how long the signed link in a GET's redirect stays valid.
     pub sign_redirects: Option<Duration>,
+    /// `-scrub`: the master verifies and repairs in the background.
+    pub scrub: Option<Scrub>,
+}
+
+/// How the master's background verify runs.
+#[derive(Clone, Debug)]
+pub struct Scrub {
+    /// From the end of one run to the start of the next.
+    pub every: Duration,
+    /// MiB/s of replicas read at most.
+    pub rate: f64,
+    /// Files younger than this are spared.
+    pub grace: Duration,
 }
 
 impl Config {
@@ -206,6 +219,7 @@ mod tests {
             index_cache_mb: 64,
             volume_secret: None,
             sign_redirects: None,
+            scrub: None,
         };
         assert!(c.validate().unwrap_err().contains("-replicas 3"));
         c.replicas = 2;

@@ -12,7 +12,9 @@
 //! - [`store`]: the operations on keys every front end speaks: writes, deletes, moves, locks.
 //! - [`server`]: one monoio runtime per core, the connection loop, the native API, the admin port.
 //! - [`metrics`], [`admin`]: what the master counts, and how an operator reads it.
-//! - [`rebuild`], [`rebalance`]: the batch tools.
+//! - [`walk`]: what every volume holds, from their listings, shard by shard.
+//! - [`rebuild`], [`rebalance`], [`verify`], [`snapshot`]: the batch tools (verify also runs
+//!   in the master, as its scrub).
 //! - [`benchindex`]: bench/'s synthetic index of millions of keys (hidden `bench-index`).
 //! - [`s3`]: S3 on the API port: objects, buckets, listings, multipart; SigV4/SigV2, aws-chunked, XML.
 
@@ -30,8 +32,11 @@ mod rebuild;
 mod record;
 mod s3;
 mod server;
+mod snapshot;
 mod store;
+mod verify;
 mod volume;
+mod walk;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -67,6 +72,10 @@ enum Cmd {
     Rebuild,
     /// Move every key's replicas to where -volumes places them
     Rebalance,
+    /// Compare the index with what the volumes hold (exit 1 when something is wrong); -repair fixes it
+    Verify,
+    /// Have a running master (-online) copy its index into -to DIR
+    Snapshot,
     /// For bench/ only: write -keys records PREFIX0… straight into -db, as the master would
     /// for values of 64 bytes on -volumes (no files are written)
     #[command(hide = true)]
@@ -181,12 +190,30 @@ struct Flags {
     /// rebalance: print what would move, move nothing
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     dry_run: bool,
-    /// rebalance: run against this running master (http://host:port) instead of -db
+    /// rebalance, verify, snapshot: run against this running master (http://host:port) instead of -db
     #[arg(long, global = true, value_name = "URL")]
     online: Option<String>,
-    /// rebuild/rebalance: requests in flight at once
+    /// rebuild/rebalance/verify: requests in flight at once
     #[arg(long, global = true, default_value_t = 256)]
     concurrency: usize,
+    /// verify: read every replica and check its MD5 and size against the record
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    deep: bool,
+    /// verify: repair what was found (copy replicas again, fix markers, delete orphans)
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    repair: bool,
+    /// verify, scrub: files younger than this are spared (a write may be in flight)
+    #[arg(long, global = true, default_value = "1h", value_parser = parse_duration)]
+    grace: std::time::Duration,
+    /// verify -deep, scrub: MiB/s read at most (0: no limit) [default: 0; the scrub: 16]
+    #[arg(long, global = true, value_name = "MiB/s", hide_default_value = true)]
+    rate: Option<f64>,
+    /// snapshot: the folder (new) the master copies its index into
+    #[arg(long, global = true, value_name = "DIR")]
+    to: Option<PathBuf>,
+    /// server: verify -deep -repair in the background every DUR (at -rate, default 16 MiB/s)
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    scrub: Option<std::time::Duration>,
     /// File with the volumes' secret (bin/volume SECRET_FILE): sent to them as X-Mkv-Secret
     #[arg(long, global = true, value_name = "FILE")]
     volume_secret: Option<PathBuf>,
@@ -237,15 +264,36 @@ fn main() -> ExitCode {
         }
     };
     let f = cli.flags;
-    // an online rebalance talks to the master, which owns the index
+    // an online command talks to the master, which owns the index
+    let online_only = matches!(cli.cmd, Cmd::Verify | Cmd::Snapshot) && f.online.is_some();
     let db = match (f.db, &f.online, &cli.cmd) {
+        (Some(_), Some(_), Cmd::Verify | Cmd::Snapshot) => {
+            eprintln!("mkv: -db and -online: give one (-db when the master is stopped, -online while it runs)");
+            return ExitCode::from(2);
+        }
         (Some(db), _, _) => db,
-        (None, Some(_), Cmd::Rebalance) => PathBuf::new(),
+        (None, Some(_), Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) => PathBuf::new(),
+        (None, None, Cmd::Snapshot) => {
+            eprintln!("mkv: snapshot needs -online http://master:port (the running master takes it)");
+            return ExitCode::from(2);
+        }
         (None, _, _) => {
             eprintln!("mkv: -db is required (the RocksDB index folder)");
             return ExitCode::from(2);
         }
     };
+    if matches!(f.rate, Some(r) if !(r >= 0.0 && r.is_finite())) {
+        eprintln!("mkv: -rate must be a number of MiB/s, 0 or more");
+        return ExitCode::from(2);
+    }
+    if f.scrub.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
+        eprintln!("mkv: -scrub must be at least 1s");
+        return ExitCode::from(2);
+    }
+    if matches!(cli.cmd, Cmd::Snapshot) && f.to.is_none() {
+        eprintln!("mkv: snapshot needs -to DIR (a new folder on the master's host)");
+        return ExitCode::from(2);
+    }
     let admin = match f.admin.as_deref() {
         None => None,
         Some("") => Some(None),
@@ -310,10 +358,14 @@ fn main() -> ExitCode {
         index_cache_mb: f.index_cache,
         volume_secret,
         sign_redirects: f.sign_redirects,
+        scrub: f.scrub.map(|every| config::Scrub { every, rate: f.rate.unwrap_or(16.0), grace: f.grace }),
     };
-    if let Err(e) = cfg.validate() {
-        eprintln!("mkv: {e}");
-        return ExitCode::from(2);
+    // an online verify or snapshot takes the volumes from the master
+    if !(online_only && cfg.volumes.is_empty()) {
+        if let Err(e) = cfg.validate() {
+            eprintln!("mkv: {e}");
+            return ExitCode::from(2);
+        }
     }
     volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
     let result = match cli.cmd {
@@ -331,6 +383,25 @@ fn main() -> ExitCode {
             rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency: f.concurrency })
         }
         Cmd::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
+        Cmd::Verify => {
+            let opts = verify::Options {
+                online: f.online,
+                deep: f.deep,
+                repair: f.repair,
+                grace: f.grace,
+                rate: f.rate.unwrap_or(0.0),
+                concurrency: f.concurrency,
+            };
+            match verify::run(cfg, opts) {
+                Ok(true) => Ok(()),
+                // the summary said what is wrong
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
+        Cmd::Snapshot => {
+            snapshot::run(&cfg, f.online.as_deref().unwrap_or(""), f.to.as_deref().unwrap_or(std::path::Path::new("")))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

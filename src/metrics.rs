@@ -145,6 +145,7 @@ impl Registry {
 
 impl Totals {
     /// Requests answered in all.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.requests.iter().map(|r| r.2).sum()
     }

@@ -37,6 +37,8 @@ pub struct Progress {
 struct Shared {
     label: &'static str,
     tty: bool,
+    /// Nothing drawn and no summary printed (a background run reports on its own).
+    quiet: bool,
     began: Instant,
     state: Mutex<State>,
     wake: Condvar,
@@ -75,6 +77,7 @@ impl Progress {
         let shared = Arc::new(Shared {
             label,
             tty,
+            quiet: false,
             began: Instant::now(),
             state: Mutex::new(State { total, ..State::default() }),
             wake: Condvar::new(),
@@ -84,8 +87,27 @@ impl Progress {
         Progress { shared, drawer: Mutex::new(drawer) }
     }
 
+    /// Counts without drawing anything or printing a summary (the master's scrub, which
+    /// logs its own line); lines given to [`Progress::println`] still go out.
+    pub fn quiet(label: &'static str) -> Progress {
+        let shared = Arc::new(Shared {
+            label,
+            tty: false,
+            quiet: true,
+            began: Instant::now(),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        Progress { shared, drawer: Mutex::new(None) }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state()
+    }
+
+    /// The command's name, as lines start with it.
+    pub fn label(&self) -> &'static str {
+        self.shared.label
     }
 
     #[allow(dead_code)] // for commands that learn the total after they start
@@ -155,7 +177,9 @@ impl Progress {
             let _ = h.join();
         }
         let summary = self.summary();
-        self.println(&summary.line());
+        if !self.shared.quiet {
+            self.println(&summary.line());
+        }
         summary
     }
 

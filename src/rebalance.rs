@@ -115,8 +115,13 @@ fn record(progress: &Progress, key: &[u8], r: Result<Outcome, Error>) {
 }
 
 fn runtime() -> anyhow::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
-    // batch work on one thread: the legacy driver needs no io_uring and is plenty here
-    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().context("cannot start the runtime")
+    // batch work on one thread: the legacy driver needs no io_uring and is plenty here; a
+    // pool for the hashing of a replica restored (a key in place whose file is missing)
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(1)))
+        .build()
+        .context("cannot start the runtime")
 }
 
 /// `-online http://host:port`: switch the master to the new volume list (`VOLUMES`), then

@@ -10,7 +10,6 @@ use std::{
         Arc, Mutex,
     },
     thread,
-    time::Duration,
 };
 
 use common::layout::*;

@@ -238,7 +238,7 @@ fn placement(key: &[u8], volumes: &[String], replicas: usize, subvolumes: u32) -
             (h.finalize().into(), v)
         })
         .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     scored
         .into_iter()
         .take(replicas)

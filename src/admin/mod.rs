@@ -21,6 +21,24 @@ pub struct VolumeState {
     pub placed: bool,
 }
 
+/// The last background scrub (`-scrub`): what it found and did.
+#[derive(Clone, Debug, Default)]
+pub struct ScrubState {
+    /// Scrubs finished since the master started.
+    pub runs: u64,
+    /// When the last one ended (Unix seconds) and how long it took.
+    pub finished: u64,
+    pub secs: f64,
+    pub keys: u64,
+    /// Problems found, by kind (every kind, zeros included).
+    pub found: Vec<(&'static str, u64)>,
+    pub repaired: u64,
+    /// Listings, reads or repairs that failed (1 when the run itself failed).
+    pub failures: u64,
+    /// What the run came to, in one line.
+    pub line: String,
+}
+
 /// Everything `/metrics` and the status page show, taken at one moment.
 pub struct Snapshot {
     pub totals: Totals,
@@ -34,7 +52,7 @@ pub struct Snapshot {
     /// None before an earlier snapshot to compare with.
     pub rates: Option<Vec<f64>>,
     pub last_rebalance: Option<String>,
-    pub last_scrub: Option<String>,
+    pub scrub: Option<ScrubState>,
 }
 
 /// The Prometheus text exposition (version 0.0.4) of a snapshot.
@@ -113,9 +131,42 @@ pub fn prometheus(s: &Snapshot) -> String {
             let _ = writeln!(o, "{name} {value}");
         }
     }
+    if let Some(sc) = &s.scrub {
+        scrub(&mut o, sc);
+    }
     family(&mut o, "mkv_build_info", "gauge", "The running version (value 1).");
     let _ = writeln!(o, "mkv_build_info{{version=\"{}\"}} 1", label(s.version));
     o
+}
+
+/// The `-scrub` families: the last run's figures.
+fn scrub(o: &mut String, sc: &ScrubState) {
+    let simple: [(&str, &str, &str, String); 6] = [
+        ("mkv_scrub_runs_total", "counter", "Background scrubs finished since start.", sc.runs.to_string()),
+        (
+            "mkv_scrub_last_run_timestamp_seconds",
+            "gauge",
+            "When the last scrub ended (Unix time).",
+            sc.finished.to_string(),
+        ),
+        ("mkv_scrub_last_duration_seconds", "gauge", "How long the last scrub took.", format!("{:.3}", sc.secs)),
+        ("mkv_scrub_keys", "gauge", "Keys the last scrub checked.", sc.keys.to_string()),
+        ("mkv_scrub_repaired", "gauge", "Problems the last scrub repaired.", sc.repaired.to_string()),
+        (
+            "mkv_scrub_failures",
+            "gauge",
+            "Listings, reads or repairs the last scrub could not do (1: the run failed).",
+            sc.failures.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        family(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
+    family(o, "mkv_scrub_problems", "gauge", "Problems the last scrub found, by kind.");
+    for (kind, n) in &sc.found {
+        let _ = writeln!(o, "mkv_scrub_problems{{kind=\"{}\"}} {n}", label(kind));
+    }
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -155,9 +206,27 @@ mod tests {
             stopping: false,
             rates: None,
             last_rebalance: None,
-            last_scrub: None,
+            scrub: None,
         };
         let text = prometheus(&s);
+        assert!(!text.contains("mkv_scrub"), "no scrub, no scrub figures");
+        let s = Snapshot {
+            scrub: Some(ScrubState {
+                runs: 2,
+                finished: 1_800_000_000,
+                secs: 1.5,
+                keys: 10,
+                found: vec![("missing", 3), ("orphans", 0)],
+                repaired: 3,
+                failures: 0,
+                line: String::new(),
+            }),
+            ..s
+        };
+        let text = prometheus(&s);
+        assert!(text.contains("mkv_scrub_last_run_timestamp_seconds 1800000000\n"), "{text}");
+        assert!(text.contains("mkv_scrub_problems{kind=\"missing\"} 3\n"), "{text}");
+        assert!(text.contains("# TYPE mkv_scrub_runs_total counter\nmkv_scrub_runs_total 2\n"), "{text}");
         assert!(text.contains("mkv_requests_total{method=\"GET\",status=\"302\"} 2"), "{text}");
         assert!(text.contains("mkv_request_duration_seconds_bucket{method=\"GET\",le=\"0.00005\"} 1"), "{text}");
         assert!(text.contains("mkv_request_duration_seconds_bucket{method=\"GET\",le=\"0.001\"} 2"), "{text}");

@@ -136,8 +136,8 @@ pub fn status_page(s: &Snapshot) -> String {
         "<h2>Last events</h2><p>volume change: {}</p>",
         s.last_rebalance.as_deref().map_or("none since start".to_string(), esc)
     );
-    if let Some(scrub) = &s.last_scrub {
-        let _ = write!(o, "<p>scrub: {}</p>", esc(scrub));
+    if let Some(scrub) = &s.scrub {
+        let _ = write!(o, "<p>scrub: {}</p>", esc(&scrub.line));
     }
     o.push_str(
         "<p class=\"muted\">for Prometheus: <a href=\"/metrics\">/metrics</a> · \
@@ -214,7 +214,7 @@ mod tests {
             stopping: false,
             rates: None,
             last_rebalance: None,
-            last_scrub: None,
+            scrub: None,
         };
         status_page(&s)
     }

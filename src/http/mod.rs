@@ -252,6 +252,19 @@ pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Percent-encodes every byte but the unreserved ones and `/` (as S3's `encoding-type=url`):
+/// the result is a valid path, and a query value that [`percent_decode`] gives back whole.
+pub fn percent_encode(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in s {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+        }
+    }
+}
+
 /// The query parameters as `(name, raw value)` pairs.
 pub fn query_pairs(query: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     query.split(|&b| b == b'&').filter(|p| !p.is_empty()).map(|p| match p.iter().position(|&b| b == b'=') {

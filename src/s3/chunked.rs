@@ -85,6 +85,7 @@ impl AwsChunked {
     }
 
     /// Decoded bytes handed out so far.
+    #[cfg(test)]
     pub fn decoded(&self) -> u64 {
         self.decoded
     }

@@ -53,10 +53,12 @@ impl Metadata {
         Ok(Metadata { headers: kept })
     }
 
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 
+    #[cfg(test)]
     pub fn content_type(&self) -> Option<&[u8]> {
         self.get("content-type")
     }

@@ -280,7 +280,7 @@ pub async fn upload_part(
     if let Some(sum) = finished.and_then(|f| f.checksum) {
         response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
     }
-    Ok(Answer { reply: Reply::Body(Vec::new()), status: 200, close: false })
+    Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
 }
 
 #[allow(clippy::too_many_arguments)]

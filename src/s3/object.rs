@@ -95,7 +95,7 @@ pub async fn put(
     if let Some(sum) = finished.and_then(|f| f.checksum) {
         response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
     }
-    Ok(Answer { reply: Reply::Body(Vec::new()), status: 200, close: false })
+    Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
 }
 
 /// The live record of `key` and what S3 stored with it.
@@ -141,7 +141,7 @@ fn not_modified(conn: &mut Conn, req: &Req, rec: &Record, stored: &Stored) -> An
     let tag = format!("\"{}\"", etag(rec, stored));
     response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
     response::header(&mut conn.out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
-    Answer { reply: Reply::Body(Vec::new()), status: 304, close: false }
+    Answer { reply: Reply::Body(Vec::new()), close: false }
 }
 
 pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) -> Result<Answer, Failure> {
@@ -163,7 +163,7 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
         None => rec.size,
     };
     end_head(&mut conn.out, len, req.keep_alive);
-    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, status, close: false })
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, close: false })
 }
 
 /// What S3 says of a key that is not there: `NoSuchBucket` when its bucket is not either.
@@ -208,7 +208,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     };
     end_head(&mut conn.out, len, req.keep_alive);
     let Some(mut d) = opened.body else {
-        return Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, status, close: false });
+        return Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, close: false });
     };
     // the head goes out with the first piece; then each piece as it comes from the volume
     let mut sent = 0u64;
@@ -235,7 +235,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
         ctx.client.finish(d);
     }
     Block::add(&ctx.metrics.bytes_out, sent);
-    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, status, close })
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })
 }
 
 pub async fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object) -> Result<Answer, Failure> {

@@ -71,7 +71,6 @@ impl Req<'_> {
 /// How an S3 request ended, for the connection loop.
 pub struct Answer {
     pub reply: Reply,
-    pub status: u16,
     /// The connection cannot carry another request (a body not read to its end through a
     /// framing error, a stream cut).
     pub close: bool,
@@ -157,11 +156,11 @@ fn error(conn: &mut Conn, e: &S3Error, resource: &[u8], request_id: &str, head_o
     let status = e.status();
     start(conn, status, request_id);
     if !e.has_body() {
-        return Answer { reply: Reply::Body(Vec::new()), status, close };
+        return Answer { reply: Reply::Body(Vec::new()), close };
     }
     response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
     let body = if head_only { Vec::new() } else { xml::error(e, resource, request_id) };
-    Answer { reply: Reply::Body(body), status, close }
+    Answer { reply: Reply::Body(body), close }
 }
 
 /// The status line and the headers every S3 answer carries.
@@ -181,7 +180,7 @@ pub fn ok(conn: &mut Conn, req: &Req, status: u16, xml_body: Option<Vec<u8>>) ->
         }
         None => Vec::new(),
     };
-    Answer { reply: Reply::Body(if req.head_only() { Vec::new() } else { body }), status, close: false }
+    Answer { reply: Reply::Body(if req.head_only() { Vec::new() } else { body }), close: false }
 }
 
 /// What S3 answers for a store's failure.

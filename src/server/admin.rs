@@ -104,7 +104,8 @@ pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, 
 /// `REPAIR /key[?suspects=a,b][&orphans=c,d][&markers=1]`: restores the key's missing or
 /// damaged replicas (`suspects`: found corrupt by reading them) from one that verifies,
 /// removes its files on `orphans` that no record names, and with `markers` puts its unlink
-/// markers right; under the key's lock. `200` with what was done as JSON.
+/// markers right; under the key's lock. `200` with what was done as JSON (`skipped`: replicas
+/// on volumes that could not be asked, left for later).
 async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
     let ctx = &local.ctx;
     let removed = if req.orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, &req.key, &req.orphans).await? };
@@ -114,7 +115,12 @@ async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiE
         Err(crate::store::Error::NotFound) if !req.orphans.is_empty() => Default::default(),
         Err(e) => return Err(e.into()),
     };
-    let body = serde_json::json!({ "restored": done.restored, "markers": done.markers, "orphans": removed });
+    let body = serde_json::json!({
+        "restored": done.restored,
+        "markers": done.markers,
+        "orphans": removed,
+        "skipped": done.skipped,
+    });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
     Ok(Reply::Body(body.to_string().into_bytes()))
@@ -207,6 +213,7 @@ pub fn snapshot(local: &Local) -> Snapshot {
         })
         .collect();
     volumes.sort_by(|a, b| b.placed.cmp(&a.placed).then_with(|| a.name.cmp(&b.name)));
+    let scrub = sh.scrub.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Snapshot {
         totals,
         volumes,
@@ -217,6 +224,6 @@ pub fn snapshot(local: &Local) -> Snapshot {
         stopping: sh.stopping(),
         rates,
         last_rebalance: sh.last_rebalance.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        last_scrub: None,
+        scrub,
     }
 }

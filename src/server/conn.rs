@@ -36,6 +36,8 @@ pub struct Req {
     pub url_encoded: bool,
     /// `records`: a listing gives each key's record, not only its name.
     pub records: bool,
+    /// `?pending`: list the replacements being written.
+    pub pending: bool,
     /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
     /// whether to check the unlink markers.
     pub suspects: Vec<String>,
@@ -71,6 +73,7 @@ impl Req {
         self.limit = None;
         self.url_encoded = false;
         self.records = false;
+        self.pending = false;
         self.suspects.clear();
         self.orphans.clear();
         self.markers = false;
@@ -91,6 +94,7 @@ impl Req {
                     _ => return Err(ApiError::BadQuery("encoding must be 'url'")),
                 },
                 b"records" => self.records = true,
+                b"pending" => self.pending = true,
                 b"suspects" | b"orphans" if method == Method::Repair => {
                     let list = if name == b"suspects" { &mut self.suspects } else { &mut self.orphans };
                     let text = text_param(value)?;
@@ -118,7 +122,7 @@ impl Req {
     /// The request kind, for the metrics.
     fn kind(&self) -> usize {
         match self.method {
-            _ if self.list.is_some() => metrics::LIST,
+            _ if self.list.is_some() || self.pending => metrics::LIST,
             Some(Method::Get) => metrics::GET,
             Some(Method::Head) => metrics::HEAD,
             Some(Method::Put) => metrics::PUT,

@@ -91,6 +91,58 @@ pub async fn list(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, Ap
     Ok(Reply::Streamed { status: 200, keep: req.keep_alive })
 }
 
+/// Most entries of one `?pending` answer (the family is empty but for writes in flight).
+const PENDING_PAGE: usize = 1000;
+
+/// `GET /prefix?pending[&start=K][&limit=N]`: the replacements being written (see
+/// [`crate::record::Pending`]), so that `mkv verify -online` takes neither their `_tmp/<id>`
+/// files nor a half-moved replacement for orphans:
+/// `{"next":"…","keys":[{"key":"…","id":"…","volumes":[…]}]}`, at most 1000 a page.
+pub fn pending(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let limit = match req.limit {
+        None | Some(Ok(0)) => PENDING_PAGE,
+        Some(Ok(n)) => n.min(PENDING_PAGE),
+        Some(Err(())) => return Err(ApiError::BadQuery("limit must be a non-negative integer")),
+    };
+    let index = &local.ctx.shared.index;
+    let from = if req.start > req.key { &req.start } else { &req.key };
+    // a point read each, on a family that holds only writes in flight
+    let keys = index.pending_keys(from, limit + 1)?;
+    let mut body = Vec::with_capacity(256);
+    body.extend_from_slice(b"{\"keys\":[");
+    let mut next: &[u8] = b"";
+    let mut n = 0;
+    for k in keys.iter().take_while(|k| k.starts_with(&req.key)) {
+        if n == limit {
+            next = k;
+            break;
+        }
+        let Some(p) = index.pending(k)? else { continue };
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"key\":");
+        string(&mut body, k, req.url_encoded);
+        body.extend_from_slice(b",\"id\":");
+        string(&mut body, p.id.as_bytes(), false);
+        body.extend_from_slice(b",\"volumes\":[");
+        for (i, v) in p.record.volumes.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            string(&mut body, v.as_bytes(), false);
+        }
+        body.extend_from_slice(b"]}");
+        n += 1;
+    }
+    body.extend_from_slice(b"],\"next\":");
+    string(&mut body, next, req.url_encoded);
+    body.push(b'}');
+    response::start(&mut conn.out, 200);
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body))
+}
+
 /// A listing's bytes on their way out.
 struct Output {
     body: Vec<u8>,
@@ -165,7 +217,7 @@ fn record(out: &mut Vec<u8>, key: &[u8], value: &[u8], url: bool) -> Result<(), 
 pub fn string(out: &mut Vec<u8>, s: &[u8], url: bool) {
     out.push(b'"');
     if url {
-        percent_encode(out, s);
+        crate::http::percent_encode(out, s);
     } else {
         for chunk in s.utf8_chunks() {
             for c in chunk.valid().chars() {
@@ -185,18 +237,6 @@ pub fn string(out: &mut Vec<u8>, s: &[u8], url: bool) {
         }
     }
     out.push(b'"');
-}
-
-/// Percent-encodes every byte but the unreserved ones and `/` (as S3's `encoding-type=url`).
-pub fn percent_encode(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in s {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-        }
-    }
 }
 
 /// Lets the runtime run other tasks before continuing (monoio has no `yield_now`).

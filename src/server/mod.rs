@@ -43,6 +43,8 @@ use crate::{
 
 /// How often replacements left half written are tried again while some remain.
 const RECOVER_EVERY: Duration = Duration::from_secs(30);
+/// How long a stop waits for a scrub in progress to see it and end.
+const SCRUB_END: Duration = Duration::from_secs(5);
 /// Accept backlog of each listener.
 const BACKLOG: i32 = 4096;
 /// Open files kept for the volume side, RocksDB and the admin port when `-max-conns` is
@@ -102,6 +104,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
         eprintln!("mkv: admin on {} (/metrics, /health, status page at /)", a.local_addr()?);
     }
     signals::spawn(signals, shared.clone())?;
+    let scrubber = crate::verify::scrub::start(shared.clone())?;
     // CPU-heavy work that would stall a runtime thread (the MD5 of a large body) runs here
     let pool = Pool(threadpool::Builder::new().num_threads(shared.cfg.threads).thread_name("mkv-pool".into()).build());
     let mut admin = admin;
@@ -122,6 +125,9 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             Ok(r) => r?,
             Err(_) => bail!("a server thread panicked"),
         }
+    }
+    if let Some(s) = scrubber {
+        s.wait(SCRUB_END);
     }
     // a stop: what the threads acknowledged is in the WAL; flushing it now makes the next
     // start skip the WAL replay

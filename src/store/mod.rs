@@ -62,6 +62,8 @@ pub struct Shared {
     pub started: Instant,
     /// One line about the last volume change (for the status page).
     pub last_rebalance: Mutex<Option<String>>,
+    /// What the last background scrub (`-scrub`) found and did.
+    pub scrub: Mutex<Option<crate::admin::ScrubState>>,
 }
 
 impl Shared {
@@ -109,6 +111,7 @@ impl Shared {
             stop: OnceLock::new(),
             started: Instant::now(),
             last_rebalance: Mutex::new(None),
+            scrub: Mutex::new(None),
         })
     }
 

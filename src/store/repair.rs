@@ -1,8 +1,10 @@
 //! A key's replicas made whole again. Each replica is checked (HEAD: there, right size), or
 //! named bad by a deep verify that read it; a bad one is copied again from a replica whose
-//! bytes verify against the record (size and MD5), through a temporary file moved into
-//! place: a corrupt source never spreads and no reader sees a half-written copy. A key with
-//! no replica that verifies is left exactly as it is.
+//! bytes verify against the record (size and MD5): a small value is read whole and checked
+//! before it is written (nginx writes a PUT beside the file and renames it into place), a
+//! larger one goes through a temporary file moved into place once it checked out. Either
+//! way a corrupt source never spreads and no reader sees a half-written copy. A key with no
+//! replica that verifies is left exactly as it is.
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -16,8 +18,12 @@ use crate::{
     index::State,
     placement::{key_path, replica_target, targets, MARKER_DIR, TMP_DIR},
     record::Record,
-    volume::Topology,
+    volume::{self, Topology},
 };
+
+/// A value up to this size is read whole, checked, then written in place: two requests,
+/// not three, and its MD5 is quick enough to compute on the request's thread.
+const SMALL_COPY: u64 = 64 << 10;
 
 /// What a repair did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -26,6 +32,9 @@ pub struct Repaired {
     pub restored: Vec<String>,
     /// Unlink markers written where missing, or removed where the key is live.
     pub markers: usize,
+    /// Replicas on volumes that could not be asked: not checked, not repaired (a caller
+    /// that found them damaged tries again later).
+    pub skipped: Vec<String>,
 }
 
 /// Checks and repairs `key` under its lock. `suspects`: replicas a deep read found corrupt.
@@ -35,6 +44,27 @@ pub async fn one(ctx: &Ctx, key: &[u8], suspects: &[String], markers: bool) -> R
     let topo = ctx.topo();
     let r = restore(ctx, &topo, key, state, &rec, suspects, markers).await?;
     Ok(r)
+}
+
+/// [`one`] for a caller that knows which replicas are bad from a listing no write can have
+/// changed since (an offline verify: the master is stopped, the index is its own): no HEADs.
+/// The others are sources only if their bytes verify, as always.
+pub async fn known(ctx: &Ctx, key: &[u8], bad: &[String]) -> Result<Repaired, Error> {
+    let _claim = ctx.claim(key)?;
+    let (state, rec) = ctx.shared.index.get(key)?.ok_or(Error::NotFound)?;
+    let topo = ctx.topo();
+    let mut bad: Vec<String> = rec.volumes.iter().filter(|r| bad.contains(r)).cloned().collect();
+    let mut good: Vec<String> = rec.volumes.iter().filter(|r| !bad.contains(r)).cloned().collect();
+    if bad.is_empty() {
+        return Ok(Repaired::default());
+    }
+    let path = key_path(key);
+    restore_from(ctx, &topo, &path, &rec, &mut good, &mut bad).await?;
+    if state == State::Unlinked {
+        let m = format!("{MARKER_DIR}{path}");
+        ctx.client.put_all(&topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
+    }
+    Ok(Repaired { restored: bad, ..Repaired::default() })
 }
 
 /// Deletes `key`'s files (value and unlink marker) on `replicas` where neither its record
@@ -75,15 +105,15 @@ pub async fn restore(
     .await;
     let mut bad = Vec::new();
     let mut good = Vec::new();
+    let mut done = Repaired::default();
     for (r, st) in rec.volumes.iter().zip(stats) {
         match st {
             Ok(Some(size)) if size == rec.size && !suspects.contains(r) => good.push(r.clone()),
             Ok(_) => bad.push(r.clone()),
             // a volume that cannot be asked is not repaired now; its replica may be fine
-            Err(_) => {}
+            Err(_) => done.skipped.push(r.clone()),
         }
     }
-    let mut done = Repaired::default();
     if !bad.is_empty() {
         restore_from(ctx, topo, &path, rec, &mut good, &mut bad).await?;
         done.restored = bad;
@@ -112,6 +142,16 @@ async fn restore_from(
         let Some(src) = good.iter().find(|r| topo.is_up(r)).cloned() else {
             return Err(Error::NoGoodReplica);
         };
+        if rec.size <= SMALL_COPY {
+            match read_verified(ctx, topo, &src, path, rec).await? {
+                Some(value) => return Ok(ctx.client.put_all(topo, &targets(bad, path), value).await?),
+                None => {
+                    good.retain(|r| *r != src);
+                    bad.push(src);
+                    continue;
+                }
+            }
+        }
         let id = write::temp_id();
         let temps = targets(bad, &format!("{TMP_DIR}/{id}"));
         match copy_verified(ctx, topo, &src, path, &temps, rec).await {
@@ -128,6 +168,26 @@ async fn restore_from(
             }
         }
     }
+}
+
+/// Reads replica `src` whole (a small value): its bytes when they are the record's value.
+async fn read_verified(
+    ctx: &Ctx,
+    topo: &Topology,
+    src: &str,
+    path: &str,
+    rec: &Record,
+) -> Result<Option<Bytes>, Error> {
+    let (server, spath) = replica_target(src, path);
+    // one byte more than the record's size shows a longer file without reading all of it
+    let (status, body) = match ctx.client.get(topo, &server, &spath, rec.size as usize + 1).await {
+        Ok(r) => r,
+        Err(volume::Error::Protocol(_, "answer too large")) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let whole = status == 200 && body.len() as u64 == rec.size;
+    let same = whole && rec.md5.is_none_or(|m| crate::md5::Md5::digest(&body) == m);
+    Ok(same.then(|| Bytes::from(body)))
 }
 
 /// Streams replica `src` to `temps`; true when what was read is the record's value.

@@ -47,7 +47,7 @@ impl Layout {
     pub fn replicas_of(&self, key: &[u8]) -> Vec<String> {
         let mut scored: Vec<([u8; 16], &String)> =
             self.volumes.iter().map(|v| (md5(&[key, v.as_bytes()].concat()), v)).collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0)); // stable: ties keep the given order
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0)); // stable: ties keep the given order
         scored
             .into_iter()
             .take(self.replicas)

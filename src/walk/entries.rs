@@ -2,7 +2,7 @@
 //! the walk's bounds, and the files it names, turned back into keys and their replicas.
 
 use super::volumes::{hash_prefix, parse_xx, recover_merged, Entry, Spent, LISTING_MAX, MAX_ENTRIES, SHARDS};
-use super::{subtree, Found, ListJob, Walk, QUEUE_MAX, REFUSED};
+use super::{subtree, Found, Junk, ListJob, Rep, Walk, QUEUE_MAX, REFUSED};
 use crate::placement;
 
 /// Longest name (nested folders joined) walked: a symlink loop ends here.
@@ -15,6 +15,9 @@ const SUBTREE_MAX: u32 = 4 * MAX_ENTRIES as u32;
 /// Work one listing may spend putting merged slashes back into its names (bytes of
 /// candidates built, decoded and hashed): no more than reading the largest listing costs.
 const RECOVER_MAX: usize = LISTING_MAX;
+/// Files that are no key's kept per shard (for a verify): a hostile volume could name
+/// millions; the rest are still counted as strays.
+const JUNK_MAX: usize = 4096;
 /// Stray and failure text for a name a listing has twice.
 const TWICE: &str = "listed twice";
 
@@ -61,7 +64,8 @@ impl Walk<'_> {
                 let mut name = String::with_capacity(name_len);
                 name.push_str(&job.dir[job.name_at..]);
                 name.push_str(&e.name);
-                spent |= self.found(job, &name, e.size, &mut budget);
+                let rep = Rep { root: job.root, size: e.size, mtime: e.mtime() };
+                spent |= self.found(job, &name, rep, &mut budget);
             } else {
                 self.stray(job, &e.name, "neither a file nor a folder");
             }
@@ -98,7 +102,12 @@ impl Walk<'_> {
                         return self.queue_full(job);
                     }
                 }
-                None => self.stray(job, &e.name, "not a two-hex-digit folder"),
+                None => {
+                    if e.kind == "file" {
+                        self.junk(job, format!("{}{}", job.dir, e.name), e.mtime());
+                    }
+                    self.stray(job, &e.name, "not a two-hex-digit folder")
+                }
             }
         }
         for (yy, n) in seen.into_iter().enumerate().filter(|(_, n)| *n > 1) {
@@ -116,14 +125,14 @@ impl Walk<'_> {
 
     /// A file named `name` (base64, nested folders joined) in `xx/yy/` of a root. True when
     /// `budget` could not pay for putting merged slashes back into it.
-    fn found(&mut self, job: &ListJob, name: &str, size: u64, budget: &mut usize) -> bool {
+    fn found(&mut self, job: &ListJob, name: &str, rep: Rep, budget: &mut usize) -> bool {
         let (xx, yy) = (job.shard, job.yy);
-        let shard = &mut self.shards[xx as usize];
+        let shard = &mut self.shards[xx as usize].found;
         let decoded = placement::decode_name(name);
         if !job.marker {
             if let Some(f) = decoded.as_deref().and_then(|k| shard.keys.get_mut(k)) {
                 if f.yy == yy {
-                    if !add_replica(&mut f.reps, job.root, size) {
+                    if !add_replica(&mut f.reps, rep) {
                         self.stray(job, name, TWICE);
                     }
                     return false;
@@ -135,27 +144,41 @@ impl Walk<'_> {
             None => match recover_merged(name, [xx, yy], budget) {
                 Ok(Some(k)) => k,
                 Ok(None) => {
+                    self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
                     self.stray(job, name, "not the base64 of a key hashing to its folder");
                     return false;
                 }
                 Err(Spent) => {
+                    self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
                     self.stray(job, name, "not the base64 of a key hashing to its folder (not all tried)");
                     return true;
                 }
             },
         };
-        let shard = &mut self.shards[xx as usize];
+        let shard = &mut self.shards[xx as usize].found;
         if job.marker {
-            // replicas on several volumes each have a marker: one is enough
-            shard.markers.insert(key.into_boxed_slice());
+            // replicas on several volumes each have a marker; a root listed twice counts once
+            let roots = shard.markers.entry(key.into_boxed_slice()).or_default();
+            if !roots.iter().any(|r| r.root == rep.root) {
+                roots.push(rep);
+            }
         } else {
             let f =
                 shard.keys.entry(key.into_boxed_slice()).or_insert_with(|| Found { yy, reps: Vec::with_capacity(3) });
-            if !add_replica(&mut f.reps, job.root, size) {
+            if !add_replica(&mut f.reps, rep) {
                 self.stray(job, name, TWICE);
             }
         }
         false
+    }
+
+    /// A file in the tree that is no key's (`path` on its server): kept with its time, so
+    /// that a verify can tell an old one (an orphan) from one being written.
+    fn junk(&mut self, job: &ListJob, path: String, mtime: i64) {
+        let junk = &mut self.shards[job.shard as usize].found.junk;
+        if self.keep_junk && junk.len() < JUNK_MAX {
+            junk.push(Junk { root: job.root, path, mtime });
+        }
     }
 
     fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
@@ -178,13 +201,13 @@ impl Walk<'_> {
     }
 }
 
-/// Adds a replica on `root`, unless the key has one there already (a listing that names a
+/// Adds a replica, unless the key has one on its root already (a listing that names a
 /// file twice): false then.
-fn add_replica(reps: &mut Vec<(u16, u64)>, root: u16, size: u64) -> bool {
-    if reps.iter().any(|(r, _)| *r == root) {
+fn add_replica(reps: &mut Vec<Rep>, rep: Rep) -> bool {
+    if reps.iter().any(|r| r.root == rep.root) {
         return false;
     }
-    reps.push((root, size));
+    reps.push(rep);
     true
 }
 
@@ -194,10 +217,11 @@ mod tests {
 
     #[test]
     fn a_replica_counts_once_per_root() {
+        let rep = |root, size| Rep { root, size, mtime: 0 };
         let mut reps = Vec::new();
-        assert!(add_replica(&mut reps, 2, 10));
-        assert!(add_replica(&mut reps, 0, 10));
-        assert!(!add_replica(&mut reps, 2, 11));
-        assert_eq!(reps, [(2, 10), (0, 10)]);
+        assert!(add_replica(&mut reps, rep(2, 10)));
+        assert!(add_replica(&mut reps, rep(0, 10)));
+        assert!(!add_replica(&mut reps, rep(2, 11)));
+        assert_eq!(reps, [rep(2, 10), rep(0, 10)]);
     }
 }

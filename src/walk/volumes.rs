@@ -1,5 +1,5 @@
-//! What the volumes hold, as rebuild reads it: which folders hold `xx/yy/` trees, their
-//! nginx JSON listings, values (for `-verify`), and file names turned back into keys.
+//! What the volumes hold, as the walk reads it: which folders hold `xx/yy/` trees, their
+//! nginx JSON listings, values (rebuild's `-verify`), and file names turned back into keys.
 //!
 //! A volume is not trusted: a listing is read and parsed within named bounds (its size, its
 //! entries), and the bodies of large listings in memory at once are limited by a [`Gate`].
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::{
     config::Config,
-    placement::{self, MARKER_DIR},
+    placement::{self, MARKER_DIR, TMP_DIR},
     volume::{self, Client, Topology},
 };
 
@@ -50,6 +50,8 @@ pub struct Root {
     /// Which `xx` folders exist, under the tree and under `_unlinked`.
     pub data: Box<[bool; SHARDS]>,
     pub markers: Box<[bool; SHARDS]>,
+    /// Whether it has a `_tmp` folder (replacements being written, or left behind).
+    pub tmp: bool,
 }
 
 pub struct Layout {
@@ -66,6 +68,16 @@ pub struct Entry<'a> {
     pub kind: Cow<'a, str>,
     #[serde(default)]
     pub size: u64,
+    /// `Wed, 25 Nov 2026 13:11:31 GMT`
+    #[serde(default, borrow)]
+    pub mtime: Option<Cow<'a, str>>,
+}
+
+impl Entry<'_> {
+    /// The entry's last-modified time in Unix seconds; 0 when the listing gives none.
+    pub fn mtime(&self) -> i64 {
+        self.mtime.as_deref().and_then(|m| crate::s3::dates::parse_http_date(m.as_bytes())).unwrap_or(0)
+    }
 }
 
 /// Why a listing's body is refused.
@@ -208,6 +220,7 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
                 prefix,
                 data: Box::new([false; SHARDS]),
                 markers: Box::new([false; SHARDS]),
+                tmp: false,
             }
         };
         if flat {
@@ -234,11 +247,13 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
         let v = &cfg.volumes[r.server];
         let mut data = [false; SHARDS];
         let mut has_markers = false;
+        let mut tmp = false;
         for name in folders(client, topo, gate, v, &format!("{}/", r.prefix)).await? {
             if let Some(xx) = parse_xx(&name) {
                 data[xx as usize] = true;
             }
             has_markers |= is_marker_dir(&name);
+            tmp |= TMP_DIR.strip_prefix('/') == Some(&name);
         }
         let mut markers = [false; SHARDS];
         if has_markers {
@@ -248,13 +263,14 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
                 }
             }
         }
-        anyhow::Ok((data, markers))
+        anyhow::Ok((data, markers, tmp))
     }))
     .await;
     for (r, f) in roots.iter_mut().zip(found) {
-        let (data, markers) = f?;
+        let (data, markers, tmp) = f?;
         *r.data = data;
         *r.markers = markers;
+        r.tmp = tmp;
     }
     Ok(Layout { volumes: cfg.volumes.clone(), roots })
 }
@@ -551,5 +567,7 @@ mod tests {
         let e = parse_listing(body).unwrap();
         assert_eq!((&*e[0].name, &*e[0].kind, e[0].size), ("5d", "directory", 0));
         assert_eq!((&*e[1].name, &*e[1].kind, e[1].size), ("aGVsbG8=", "file", 5));
+        assert_eq!(e[1].mtime(), 1795612291, "nginx's mtime, in Unix seconds");
+        assert_eq!(parse_listing(br#"[{"name":"a","type":"file","size":1}]"#).unwrap()[0].mtime(), 0);
     }
 }

@@ -1,0 +1,534 @@
+//! What a verify does beyond listing, one key at a time: read a replica whole (`-deep`),
+//! look again at what it found (a key written meanwhile is not damage), repair, delete a
+//! file no key owns. Through the index and [`store::repair`] directly (offline, or the
+//! master's own scrub), or through a running master's admin methods (`-online`).
+
+use std::{
+    cell::Cell,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::judge::{Kind, Problem};
+use crate::{
+    index::State,
+    md5::{lanes, Md5},
+    placement::{key_path, replica_target, MARKER_DIR},
+    record::Record,
+    store::{self, repair, Ctx},
+    volume::{Client, Topology},
+};
+
+/// Attempts for a key another request is writing (`409`) before it counts as failed: about
+/// 10 s in all, longer than any small write holds a key.
+const BUSY_RETRIES: u32 = 40;
+/// Largest piece of a value read at once.
+const READ_CHUNK: usize = 1 << 20;
+/// Bytes gathered before they go to the blocking pool to be hashed: few, large jobs.
+const HASH_PIECE: usize = 1 << 20;
+/// Records per listing page read from the master.
+pub const PAGE: usize = 10_000;
+/// Largest answer read from the master (a page of records).
+const ANSWER_MAX: usize = 256 << 20;
+
+/// Where records come from and repairs go.
+pub enum Backend {
+    /// The index itself, and the store's repairs on this thread.
+    Local(Ctx),
+    /// A running master.
+    Online(Master),
+}
+
+/// A running master, spoken to with its admin methods.
+pub struct Master {
+    pub addr: String,
+    /// For the client: the master is no volume, so it is never probed (assumed up).
+    topo: Topology,
+    /// `Authorization: Bearer ...\r\n` with `-admin-token`, else empty.
+    auth: String,
+}
+
+/// What the master's volume list is.
+pub struct Volumes {
+    pub volumes: Vec<String>,
+    pub replicas: usize,
+    pub subvolumes: u32,
+}
+
+impl Master {
+    /// `http://host:port` (the API port, or the admin port).
+    pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Master> {
+        let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        if addr.is_empty() || addr.contains('/') || !addr.contains(':') {
+            bail!("-online wants the master as http://host:port, not '{url}'");
+        }
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        Ok(Master { addr, topo: Topology::new(&[], 1, 1, Duration::from_secs(60), None), auth })
+    }
+
+    /// A whole answer: status and body.
+    pub async fn call(&self, client: &Client, method: &str, target: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+        client
+            .get_with(&self.topo, &self.addr, method, target, self.auth.as_bytes(), ANSWER_MAX)
+            .await
+            .with_context(|| format!("cannot reach the master at {}", self.addr))
+    }
+
+    /// The volume list in force (`VOLUMES /`).
+    pub async fn volumes(&self, client: &Client) -> anyhow::Result<Volumes> {
+        #[derive(Deserialize)]
+        struct Answer {
+            volumes: Vec<String>,
+            replicas: usize,
+            subvolumes: u32,
+        }
+        let (status, body) = self.call(client, "VOLUMES", "/").await?;
+        if status != 200 {
+            bail!("the master refused VOLUMES ({status}): {}", String::from_utf8_lossy(&body).trim());
+        }
+        let a: Answer = serde_json::from_slice(&body).context("bad answer to VOLUMES")?;
+        Ok(Volumes { volumes: a.volumes, replicas: a.replicas, subvolumes: a.subvolumes })
+    }
+
+    /// The record of `key` now, in either state.
+    async fn record(&self, client: &Client, key: &[u8]) -> anyhow::Result<Option<(State, Record)>> {
+        let enc = encode(key);
+        for (list, state) in [("list", State::Live), ("unlinked", State::Unlinked)] {
+            let target = format!("{enc}?{list}&records&encoding=url&limit=1&start={enc}");
+            let (status, body) = self.call(client, "GET", &target).await?;
+            if status != 200 {
+                bail!("the master answered {status} to a listing");
+            }
+            let page: Page = serde_json::from_slice(&body).context("bad listing from the master")?;
+            if let Some(l) = page.keys.into_iter().next() {
+                let (k, rec) = l.decode()?;
+                if k == key {
+                    return Ok(Some((state, rec)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A page of `?list&records&encoding=url`.
+#[derive(Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub next: String,
+    pub keys: Vec<super::records::Listed>,
+}
+
+/// `key` as a request path (and query value).
+pub fn encode(key: &[u8]) -> String {
+    let mut out = Vec::with_capacity(key.len() + 8);
+    crate::http::percent_encode(&mut out, key);
+    // percent_encode leaves only ASCII
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Paces `-deep` reads to `-rate`: each piece read books its time; a reader waits for its
+/// turn. One thread, so a `Cell` holds the schedule.
+pub struct Throttle {
+    /// Bytes per second; 0: no limit.
+    rate: f64,
+    next: Cell<Instant>,
+}
+
+impl Throttle {
+    pub fn new(mib_per_sec: f64) -> Throttle {
+        Throttle { rate: mib_per_sec * (1 << 20) as f64, next: Cell::new(Instant::now()) }
+    }
+
+    async fn take(&self, n: usize) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        let now = Instant::now();
+        let at = self.next.get().max(now);
+        self.next.set(at + Duration::from_secs_f64(n as f64 / self.rate));
+        if at > now {
+            monoio::time::sleep(at - now).await;
+        }
+    }
+}
+
+/// Work on one key (or one file) a verify found something about.
+pub enum Job {
+    /// `-deep`: read a replica whole.
+    Read { item: u32, key: Box<[u8]>, replica: String },
+    /// Look again: is it still wrong, with the record as it is now?
+    Check { item: u32, key: Box<[u8]>, seen: Option<(State, Record)>, problems: Vec<Problem> },
+    /// Repair the key.
+    Repair { item: u32, key: Box<[u8]>, fix: Fix },
+    /// Delete a file that is no key's (a `_tmp` file, a name no key makes).
+    Delete { item: u32, server: String, path: String },
+}
+
+/// What a repair of one key is asked to do.
+#[derive(Debug, Default)]
+pub struct Fix {
+    /// Replicas found missing, short or corrupt.
+    pub bad: Vec<String>,
+    /// Those of them found corrupt (a HEAD cannot tell: the repair must be told).
+    pub suspects: Vec<String>,
+    /// Replicas whose files of the key no record names: deleted.
+    pub orphans: Vec<String>,
+    /// Put the unlink markers right.
+    pub markers: bool,
+}
+
+/// What a job found or did.
+pub enum Done {
+    /// The MD5 and length read.
+    Read {
+        item: u32,
+        replica: String,
+        result: Result<([u8; 16], u64), String>,
+    },
+    /// The problems still there.
+    Checked {
+        item: u32,
+        result: Result<Vec<Problem>, String>,
+    },
+    Repaired {
+        item: u32,
+        result: Result<Fixed, Unfixed>,
+    },
+    /// Whether the file was there.
+    Deleted {
+        item: u32,
+        result: Result<bool, String>,
+    },
+}
+
+/// What a repair did (REPAIR's answer).
+#[derive(Debug, Default, Deserialize)]
+pub struct Fixed {
+    #[serde(default)]
+    pub restored: Vec<String>,
+    #[serde(default)]
+    pub markers: usize,
+    #[serde(default)]
+    pub orphans: usize,
+    #[serde(default)]
+    pub skipped: Vec<String>,
+}
+
+/// Why a repair did not happen.
+#[derive(Debug)]
+pub enum Unfixed {
+    /// The key is gone (deleted meanwhile): nothing to repair.
+    Gone,
+    /// No replica holds the value: left as it is.
+    NoGoodReplica,
+    Failed(String),
+}
+
+/// Does a verify's jobs.
+pub struct Work<'a> {
+    /// The volumes: reads, deletes, and files looked at again.
+    pub client: &'a Client,
+    pub topo: &'a Topology,
+    pub backend: &'a Backend,
+    pub throttle: Throttle,
+    /// Buffers of `-deep` reads, kept for the next ones.
+    pub buffers: Buffers,
+    /// Nothing else writes (offline: the master is stopped, the index is ours): what the
+    /// listings showed is still so, and repairs need not look again (no HEADs).
+    pub quiet: bool,
+}
+
+impl crate::walk::Worker<Job, Done> for Work<'_> {
+    async fn perform(&self, job: Job) -> Done {
+        match job {
+            Job::Read { item, key, replica } => {
+                let result = self.read(&key, &replica).await;
+                Done::Read { item, replica, result }
+            }
+            Job::Check { item, key, seen, problems } => {
+                Done::Checked { item, result: self.check(&key, seen, problems).await.map_err(|e| format!("{e:#}")) }
+            }
+            Job::Repair { item, key, fix } => Done::Repaired { item, result: self.repair(&key, &fix).await },
+            Job::Delete { item, server, path } => {
+                let r = self.client.request(self.topo, &server, "DELETE", &path, Bytes::new()).await;
+                let result = match r {
+                    Ok(200 | 204) => Ok(true),
+                    Ok(404) => Ok(false),
+                    Ok(s) => Err(format!("volume {server} answered {s} to DELETE")),
+                    Err(e) => Err(e.to_string()),
+                };
+                Done::Deleted { item, result }
+            }
+        }
+    }
+}
+
+impl Work<'_> {
+    /// Reads replica `replica` of `key` whole: its MD5 and length. The hashing runs a piece
+    /// behind the reading, off this thread: with AVX-512 on one thread that hashes the pieces
+    /// of many replicas at once in the lanes of a register ([`lanes`]), else on the
+    /// blocking pool, a thread per core (MD5 runs at ~600 MiB/s on one).
+    async fn read(&self, key: &[u8], replica: &str) -> Result<([u8; 16], u64), String> {
+        let (server, path) = replica_target(replica, &key_path(key));
+        let mut d = self.client.download(self.topo, &server, &path).await.map_err(|e| e.to_string())?;
+        if d.status != 200 {
+            return Err(format!("volume {server} answered {}", d.status));
+        }
+        let mut hash = Hashing::new(&self.buffers);
+        let mut n = 0u64;
+        while let Some(c) = self.client.next_chunk(&mut d, READ_CHUNK).await.map_err(|e| e.to_string())? {
+            self.throttle.take(c.len()).await;
+            n += c.len() as u64;
+            hash.add(c, &self.buffers).await?;
+        }
+        self.client.finish(d);
+        Ok((hash.finish(&self.buffers).await?, n))
+    }
+
+    /// The record of `key` now.
+    async fn record(&self, key: &[u8]) -> anyhow::Result<Option<(State, Record)>> {
+        match self.backend {
+            Backend::Local(ctx) => Ok(ctx.shared.index.get(key)?),
+            Backend::Online(m) => m.record(self.client, key).await,
+        }
+    }
+
+    /// The `problems` found with record `seen` that are still there: none if the record
+    /// changed since (the key was written: its files are the new write's business).
+    async fn check(
+        &self,
+        key: &[u8],
+        seen: Option<(State, Record)>,
+        problems: Vec<Problem>,
+    ) -> anyhow::Result<Vec<Problem>> {
+        let now = self.record(key).await?;
+        let same = match (&now, &seen) {
+            (Some((s1, r1)), Some((s2, r2))) => s1 == s2 && same_record(r1, r2),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return Ok(Vec::new());
+        }
+        let path = key_path(key);
+        let marker = format!("{MARKER_DIR}{path}");
+        let mut still = Vec::with_capacity(problems.len());
+        for p in problems {
+            let here = |file: &str| {
+                let (server, file) = replica_target(&p.replica, file);
+                async move { self.client.stat(self.topo, &server, &file).await }
+            };
+            let wrong = match p.kind {
+                Kind::Missing => matches!(here(&path).await, Ok(None)),
+                Kind::Size => matches!((here(&path).await, &now), (Ok(Some(n)), Some((_, r))) if n != r.size),
+                // the same record, and the bytes were read against it
+                Kind::Corrupt => true,
+                Kind::Marker => {
+                    let live = matches!(now, Some((State::Live, _)));
+                    matches!(here(&marker).await, Ok(m) if m.is_some() == live)
+                }
+                Kind::Outside | Kind::Orphan => {
+                    matches!(here(&path).await, Ok(Some(_))) || matches!(here(&marker).await, Ok(Some(_)))
+                }
+            };
+            if wrong {
+                still.push(p);
+            }
+        }
+        Ok(still)
+    }
+
+    async fn repair(&self, key: &[u8], fix: &Fix) -> Result<Fixed, Unfixed> {
+        let mut tries = 0;
+        loop {
+            let r = match self.backend {
+                Backend::Local(ctx) => local_repair(ctx, key, fix, self.quiet).await,
+                Backend::Online(m) => online_repair(m, self.client, key, fix).await,
+            };
+            match r {
+                Err(None) if tries < BUSY_RETRIES => {
+                    tries += 1;
+                    monoio::time::sleep(Duration::from_millis(25 * u64::from(tries.min(10)))).await;
+                }
+                Err(None) => return Err(Unfixed::Failed("another write of it kept it busy: retry later".into())),
+                Err(Some(e)) => return Err(e),
+                Ok(f) => return Ok(f),
+            }
+        }
+    }
+}
+
+/// The MD5 of a value read piece by piece, hashed off the reading thread a piece behind.
+enum Hashing {
+    /// Whole blocks go to the lanes' thread; `buf` gathers the next piece.
+    Lanes {
+        state: [u32; 4],
+        hashed: u64,
+        buf: Vec<u8>,
+        pending: Option<monoio::task::JoinHandle<Option<([u32; 4], Vec<u8>)>>>,
+    },
+    /// Pieces go to the blocking pool, in order.
+    Pool {
+        h: Option<Md5>,
+        piece: Vec<Bytes>,
+        piece_len: usize,
+        pending: Option<monoio::task::JoinHandle<Result<Md5, monoio::blocking::JoinError>>>,
+    },
+}
+
+/// Buffers of `-deep` reads kept for the next ones (a fresh MiB costs page faults).
+pub type Buffers = std::cell::RefCell<Vec<Vec<u8>>>;
+/// Buffers kept at most.
+const BUFFERS_KEPT: usize = 64;
+
+fn take_buffer(buffers: &Buffers) -> Vec<u8> {
+    buffers.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(HASH_PIECE + READ_CHUNK))
+}
+
+fn give_buffer(buffers: &Buffers, mut b: Vec<u8>) {
+    let mut kept = buffers.borrow_mut();
+    if kept.len() < BUFFERS_KEPT && b.capacity() >= HASH_PIECE {
+        b.clear();
+        kept.push(b);
+    }
+}
+
+impl Hashing {
+    fn new(buffers: &Buffers) -> Hashing {
+        if lanes::available() {
+            Hashing::Lanes { state: Md5::INIT, hashed: 0, buf: take_buffer(buffers), pending: None }
+        } else {
+            Hashing::Pool { h: Some(Md5::new()), piece: Vec::new(), piece_len: 0, pending: None }
+        }
+    }
+
+    /// Takes `c` in; a full piece goes off to be hashed once the one before is back.
+    async fn add(&mut self, c: Bytes, buffers: &Buffers) -> Result<(), String> {
+        match self {
+            Hashing::Lanes { state, hashed, buf, pending } => {
+                buf.extend_from_slice(&c);
+                if buf.len() < HASH_PIECE {
+                    return Ok(());
+                }
+                if let Some(p) = pending.take() {
+                    let (s, back) = p.await.ok_or("the hashing thread is gone")?;
+                    *state = s;
+                    give_buffer(buffers, back);
+                }
+                let whole = buf.len() / 64 * 64;
+                let mut next = take_buffer(buffers);
+                next.extend_from_slice(&buf[whole..]);
+                buf.truncate(whole);
+                let piece = std::mem::replace(buf, next);
+                *hashed += piece.len() as u64;
+                *pending = Some(monoio::spawn(lanes::hash_blocks(*state, piece)));
+            }
+            Hashing::Pool { h, piece, piece_len, pending } => {
+                *piece_len += c.len();
+                piece.push(c);
+                if *piece_len < HASH_PIECE {
+                    return Ok(());
+                }
+                if let Some(p) = pending.take() {
+                    *h = Some(p.await.map_err(|_| "the hashing pool dropped a job")?);
+                }
+                let mut hh = h.take().ok_or("internal error: no hash state")?;
+                let p = std::mem::take(piece);
+                *piece_len = 0;
+                *pending = Some(monoio::spawn_blocking(move || {
+                    p.iter().for_each(|c| hh.update(c));
+                    hh
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The MD5 of everything added; its buffers go back to `buffers`.
+    async fn finish(self, buffers: &Buffers) -> Result<[u8; 16], String> {
+        match self {
+            Hashing::Lanes { mut state, hashed, buf, pending } => {
+                if let Some(p) = pending {
+                    let (s, back) = p.await.ok_or("the hashing thread is gone")?;
+                    state = s;
+                    give_buffer(buffers, back);
+                }
+                let mut h = Md5::resume(state, hashed);
+                h.update(&buf);
+                give_buffer(buffers, buf);
+                Ok(h.finalize())
+            }
+            Hashing::Pool { mut h, piece, pending, .. } => {
+                if let Some(p) = pending {
+                    h = Some(p.await.map_err(|_| "the hashing pool dropped a job")?);
+                }
+                let mut h = h.ok_or("internal error: no hash state")?;
+                piece.iter().for_each(|c| h.update(c));
+                Ok(h.finalize())
+            }
+        }
+    }
+}
+
+/// Records equal in what a verify judged (the front-end metadata aside).
+fn same_record(a: &Record, b: &Record) -> bool {
+    a.volumes == b.volumes && a.size == b.size && a.md5 == b.md5 && a.mtime == b.mtime
+}
+
+/// A repair through the store, under the key's lock (`quiet`: trusting the listing for
+/// which replicas are bad). `Err(None)`: the key is busy.
+async fn local_repair(ctx: &Ctx, key: &[u8], fix: &Fix, quiet: bool) -> Result<Fixed, Option<Unfixed>> {
+    let fail = |e: store::Error| match e {
+        store::Error::InFlight => None,
+        store::Error::NotFound => Some(Unfixed::Gone),
+        store::Error::NoGoodReplica => Some(Unfixed::NoGoodReplica),
+        e => Some(Unfixed::Failed(e.to_string())),
+    };
+    let orphans = &fix.orphans;
+    let removed = if orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, key, orphans).await.map_err(fail)? };
+    let done = if quiet && !fix.markers {
+        repair::known(ctx, key, &fix.bad).await
+    } else {
+        repair::one(ctx, key, &fix.suspects, fix.markers).await
+    };
+    let done = match done {
+        Ok(d) => d,
+        // only files of a key no record names: removing them was the whole job
+        Err(store::Error::NotFound) if !orphans.is_empty() => repair::Repaired::default(),
+        Err(e) => return Err(fail(e)),
+    };
+    Ok(Fixed { restored: done.restored, markers: done.markers, orphans: removed, skipped: done.skipped })
+}
+
+/// `REPAIR /key?...` on the master. `Err(None)`: `409`, the key is busy.
+async fn online_repair(m: &Master, client: &Client, key: &[u8], fix: &Fix) -> Result<Fixed, Option<Unfixed>> {
+    let mut target = encode(key);
+    let mut sep = '?';
+    for (name, list) in [("suspects", &fix.suspects), ("orphans", &fix.orphans)] {
+        if !list.is_empty() {
+            target.push(sep);
+            target.push_str(name);
+            target.push('=');
+            target.push_str(&encode(list.join(",").as_bytes()));
+            sep = '&';
+        }
+    }
+    if fix.markers {
+        target.push(sep);
+        target.push_str("markers=1");
+    }
+    let (status, body) =
+        m.call(client, "REPAIR", &target).await.map_err(|e| Some(Unfixed::Failed(format!("{e:#}"))))?;
+    let text = || String::from_utf8_lossy(&body).trim().to_string();
+    match status {
+        200 => serde_json::from_slice(&body).map_err(|e| Some(Unfixed::Failed(format!("bad answer to REPAIR: {e}")))),
+        404 => Err(Some(Unfixed::Gone)),
+        409 => Err(None),
+        503 if text().contains("no replica of this key holds its value") => Err(Some(Unfixed::NoGoodReplica)),
+        s => Err(Some(Unfixed::Failed(format!("the master answered {s} to REPAIR: {}", text())))),
+    }
+}

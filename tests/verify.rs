@@ -1,0 +1,727 @@
+//! `mkv verify` (offline and `-online`), `-repair`, the master's `-scrub`, `mkv snapshot`,
+//! and what they rest on (spread reads, `REBALANCE` restoring a replica, `-sync`), against
+//! real nginx volumes and a real master: damage is made on disk, found with the right
+//! counts, repaired, and the volumes then hold exactly the right files with the right bytes.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use common::layout::*;
+use common::*;
+
+const REPLICAS: usize = 2;
+const SUBVOLUMES: u32 = 2;
+const FLAGS: [&str; 4] = ["-replicas", "2", "-subvolumes", "2"];
+
+fn value_of(key: &str) -> Vec<u8> {
+    format!("{key} is worth keeping; ").repeat(1 + key.len() % 7).into_bytes()
+}
+
+fn addrs(vols: &[Volume]) -> Vec<String> {
+    vols.iter().map(Volume::addr).collect()
+}
+
+fn layout(vols: &[Volume]) -> Layout {
+    Layout { volumes: addrs(vols), replicas: REPLICAS, subvolumes: SUBVOLUMES }
+}
+
+/// Three volumes, a master placing 2 replicas in 2 subvolumes, `n` keys `/v/<i>` written and
+/// every `unlink_every`-th one UNLINKed. Returns the cluster, live and unlinked keys.
+fn filled(n: usize, unlink_every: usize, extra: &[&str]) -> (Cluster, Vec<String>, Vec<String>) {
+    let mut flags = FLAGS.to_vec();
+    flags.extend_from_slice(extra);
+    let c = Cluster::new(3, &flags);
+    let (mut live, mut unlinked) = (vec![], vec![]);
+    for i in 0..n {
+        let key = format!("/v/{i}");
+        let r = request(&c.addr(), "PUT", &key, &[], &value_of(&key));
+        assert_eq!(r.status, 201, "PUT {key}: {r:?}");
+        if unlink_every > 0 && i % unlink_every == unlink_every - 1 {
+            assert_eq!(request(&c.addr(), "UNLINK", &key, &[], b"").status, 204);
+            unlinked.push(key);
+        } else {
+            live.push(key);
+        }
+    }
+    (c, live, unlinked)
+}
+
+/// `mkv verify <args>` offline over the cluster's index (the master must be stopped).
+fn verify_offline(c: &Cluster, args: &[&str]) -> (Option<i32>, String) {
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut all = vec!["verify", "-volumes", &vols, "-db", &db];
+    all.extend(FLAGS);
+    all.extend_from_slice(args);
+    run_mkv(&all)
+}
+
+/// `mkv verify -online http://<master> <args>`.
+fn verify_online(c: &Cluster, args: &[&str]) -> (Option<i32>, String) {
+    let url = format!("http://{}", c.addr());
+    let mut all = vec!["verify", "-online", &url];
+    all.extend_from_slice(args);
+    run_mkv(&all)
+}
+
+/// The summary line (`verify: N keys seen, ...`).
+fn summary(stderr: &str) -> &str {
+    stderr.lines().find(|l| l.contains("keys seen")).unwrap_or_else(|| panic!("no summary in:\n{stderr}"))
+}
+
+/// The count the summary gives `what` (`3 missing` → 3); None when it is not there.
+fn count(stderr: &str, what: &str) -> Option<u64> {
+    summary(stderr).split(", ").find_map(|part| part.strip_suffix(what)?.trim().parse().ok())
+}
+
+/// The file of `key`'s `i`-th replica: (volume index, path under the volume's folder).
+fn replica_file(lay: &Layout, key: &str, i: usize) -> (usize, String) {
+    lay.files(key)[i].clone()
+}
+
+fn path_on(c: &Cluster, vol: usize, rel: &str) -> PathBuf {
+    c.volumes[vol].dir().join(rel)
+}
+
+/// Writes `bytes` at `rel` on volume `vol` (as a careless operator, or bit rot, would).
+fn write_file(c: &Cluster, vol: usize, rel: &str, bytes: &[u8]) {
+    let p = path_on(c, vol, rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, bytes).unwrap();
+}
+
+/// Flips the first byte of a file: same size, other bytes.
+fn flip(path: &Path) {
+    let mut b = fs::read(path).unwrap();
+    b[0] ^= 0xff;
+    fs::write(path, b).unwrap();
+}
+
+/// Deletes everything in a volume's folder but nginx's own dot-folders, at once: each entry
+/// is renamed away first (writes go on meanwhile and would refill a folder being deleted).
+fn wipe(v: &Volume) {
+    for (i, e) in fs::read_dir(v.dir()).unwrap().flatten().enumerate() {
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            let gone = v.dir().join(format!(".wiped-{i}"));
+            fs::rename(e.path(), &gone).unwrap();
+            if gone.is_dir() {
+                fs::remove_dir_all(&gone).unwrap();
+            } else {
+                fs::remove_file(&gone).unwrap();
+            }
+        }
+    }
+}
+
+/// Every replica of every key holds exactly its value, and the volumes hold nothing else.
+fn assert_whole(c: &Cluster, live: &[String], unlinked: &[String]) {
+    let lay = layout(&c.volumes);
+    let l: Vec<&str> = live.iter().map(String::as_str).collect();
+    let u: Vec<&str> = unlinked.iter().map(String::as_str).collect();
+    lay.assert_files(&c.volumes, &l, &u);
+    for key in live.iter().chain(unlinked) {
+        for (v, rel) in lay.files(key) {
+            assert_eq!(fs::read(path_on(c, v, &rel)).unwrap(), value_of(key), "{key} on volume {v} ({rel})");
+        }
+    }
+}
+
+/// The damage of the first tests, one of each kind, made on the volumes' disks:
+/// - `/v/1`: a replica deleted (missing)
+/// - `/v/2`: a replica cut short (size mismatch)
+/// - `/v/3`: a replica's first byte flipped (corrupt: only `-deep` sees it)
+/// - `/v/4`: its value copied to the volume its record does not name (outside record)
+/// - `/v/5` (live): an unlink marker beside a replica (marker wrong)
+/// - `/v/9` (unlinked): a replica's marker deleted (marker wrong)
+/// - `/ghost`: a key's file that no record names (orphan)
+/// - a `_tmp` file no write in flight names (orphan)
+fn damage(c: &Cluster) {
+    let lay = layout(&c.volumes);
+    let (v, rel) = replica_file(&lay, "/v/1", 0);
+    fs::remove_file(path_on(c, v, &rel)).unwrap();
+    let (v, rel) = replica_file(&lay, "/v/2", 1);
+    let p = path_on(c, v, &rel);
+    fs::write(&p, &fs::read(&p).unwrap()[..5]).unwrap();
+    let (v, rel) = replica_file(&lay, "/v/3", 0);
+    flip(&path_on(c, v, &rel));
+    let holders: Vec<usize> = lay.files("/v/4").iter().map(|(v, _)| *v).collect();
+    let other = (0..3).find(|v| !holders.contains(v)).unwrap();
+    write_file(c, other, &format!("sv01{}", key_path("/v/4")), &value_of("/v/4"));
+    let (v, rel) = replica_file(&lay, "/v/5", 0);
+    write_file(c, v, &marker_of(&rel), b"unlinked\n");
+    let (v, rel) = replica_file(&lay, "/v/9", 1);
+    fs::remove_file(path_on(c, v, &marker_of(&rel))).unwrap();
+    write_file(c, 2, &format!("sv00{}", key_path("/ghost")), b"nobody's");
+    write_file(c, 1, "sv01/_tmp/19a0b1c2d3e-1f-0", b"left behind by a crash");
+}
+
+/// Finds, counts and repairs each kind of damage; a second run finds nothing.
+fn each_kind_found_and_repaired(online: bool) {
+    let (mut c, live, unlinked) = filled(20, 10, &[]);
+    assert_eq!(unlinked, ["/v/9", "/v/19"]);
+    let run = |c: &Cluster, args: &[&str]| if online { verify_online(c, args) } else { verify_offline(c, args) };
+    if !online {
+        c.master.kill9();
+    }
+    let (code, err) = run(&c, &[]);
+    assert_eq!(code, Some(0), "a whole cluster: {err}");
+    assert!(err.contains("verify: nothing wrong in 20 keys"), "{err}");
+    assert!(summary(&err).contains("20 keys seen, 18 live, 2 unlinked"), "{err}");
+
+    damage(&c);
+    // the files are new: the default grace (1h) spares those no record names
+    let (code, err) = run(&c, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let want = [("missing", 1), ("size mismatch", 1), ("outside record", 0), ("markers wrong", 1), ("orphans", 0)];
+    for (what, n) in want {
+        assert_eq!(count(&err, what), Some(n), "{what}: {err}");
+    }
+    assert_eq!(count(&err, "spared (younger than -grace)"), Some(4), "{err}");
+
+    let (code, err) = run(&c, &["-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    let want = [("missing", 1), ("size mismatch", 1), ("outside record", 1), ("markers wrong", 2), ("orphans", 2)];
+    for (what, n) in want {
+        assert_eq!(count(&err, what), Some(n), "{what}: {err}");
+    }
+    assert_eq!(count(&err, "corrupt"), None, "corruption needs -deep: {err}");
+    assert!(err.contains("missing: /v/1 on "), "the first examples are named: {err}");
+    assert!(err.contains("7 problems (") && err.contains("mkv verify -repair fixes them"), "{err}");
+
+    let (code, err) = run(&c, &["-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "corrupt"), Some(1), "{err}");
+    assert!(err.contains("corrupt: /v/3 on "), "{err}");
+    assert_eq!(count(&err, "replicas read"), Some(38), "40 replicas, one missing, one short: {err}");
+
+    let (code, err) = run(&c, &["-grace", "0s", "-deep", "-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&err, "repaired"), Some(8), "{err}");
+    assert!(err.contains("8 problems (") && err.contains("all repaired"), "{err}");
+
+    let (code, err) = run(&c, &["-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(0), "a second run finds nothing: {err}");
+    assert_whole(&c, &live, &unlinked);
+    if !online {
+        c.master.restart();
+    }
+    for key in &live {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key), "{key}");
+    }
+    for key in &unlinked {
+        assert_eq!(get(&c.addr(), key).status, 404, "{key} stays unlinked");
+    }
+}
+
+#[test]
+fn offline_verify_finds_counts_and_repairs_each_kind_of_damage() {
+    each_kind_found_and_repaired(false);
+}
+
+#[test]
+fn online_verify_finds_counts_and_repairs_each_kind_of_damage() {
+    each_kind_found_and_repaired(true);
+}
+
+#[test]
+fn a_wiped_volume_is_found_and_restored_offline() {
+    let (mut c, live, unlinked) = filled(60, 7, &[]);
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let on_wiped = live.iter().chain(&unlinked).filter(|k| lay.files(k).iter().any(|(v, _)| *v == 1)).count();
+    assert!(on_wiped > 20, "{on_wiped}");
+    wipe(&c.volumes[1]);
+    let (code, err) = verify_offline(&c, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "missing"), Some(on_wiped as u64), "{err}");
+    let (code, err) = verify_offline(&c, &["-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&err, "repaired"), Some(on_wiped as u64), "{err}");
+    let (code, err) = verify_offline(&c, &["-deep", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_whole(&c, &live, &unlinked);
+}
+
+/// Values of several MiB: read and hashed in pieces, copied again in pieces (the hashing of a
+/// copy runs on a thread pool, offline too).
+#[test]
+fn large_values_are_checked_and_repaired_offline() {
+    large_values(&[]);
+}
+
+/// The same where `-deep` hashes each replica on the pool, as on a CPU without AVX-512.
+#[test]
+fn large_values_are_checked_without_the_md5_lanes() {
+    large_values(&[("MKV_MD5_LANES", "off")]);
+}
+
+/// `mkv <args>` with more environment: (exit code, stderr).
+fn run_mkv_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mkv"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mkv");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn large_values(env: &[(&str, &str)]) {
+    let c = Cluster::new(3, &FLAGS);
+    let big = |i: u8| (0..3_500_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i).collect::<Vec<u8>>();
+    for i in 0..3u8 {
+        assert_eq!(request(&c.addr(), "PUT", &format!("/big/{i}"), &[], &big(i)).status, 201);
+    }
+    let mut c = c;
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let (v, rel) = replica_file(&lay, "/big/0", 0);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    let (v, rel) = replica_file(&lay, "/big/1", 1);
+    let p = path_on(&c, v, &rel);
+    let mut b = fs::read(&p).unwrap();
+    b[2_000_000] ^= 1; // one bit, in the second MiB
+    fs::write(&p, b).unwrap();
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &vols, "-db", &db, "-deep", "-repair"];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv_env(&args, env);
+    assert_eq!(code, Some(0), "{err}");
+    let counts = (count(&err, "missing"), count(&err, "corrupt"), count(&err, "repaired"));
+    assert_eq!(counts, (Some(1), Some(1), Some(2)), "{err}");
+    for i in 0..3u8 {
+        for (v, rel) in lay.files(&format!("/big/{i}")) {
+            assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(i), "/big/{i} on volume {v}");
+        }
+    }
+    // an offline rebalance that finds a key in place restores its missing replica too
+    let (v, rel) = replica_file(&lay, "/big/2", 1);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    let mut args = vec!["rebalance", "-volumes", &vols, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("restored /big/2 on"), "{err}");
+    assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(2));
+}
+
+#[test]
+fn repair_never_deletes_the_last_good_copy() {
+    let (c, live, unlinked) = filled(6, 0, &[]);
+    let lay = layout(&c.volumes);
+    // every replica of /v/2 rotten: nothing to copy from
+    for (v, rel) in lay.files("/v/2") {
+        flip(&path_on(&c, v, &rel));
+    }
+    let rotten: Vec<Vec<u8>> =
+        lay.files("/v/2").iter().map(|(v, rel)| fs::read(path_on(&c, *v, rel)).unwrap()).collect();
+    let (code, err) = verify_online(&c, &["-deep", "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "corrupt"), Some(2), "{err}");
+    assert_eq!(count(&err, "not repaired"), Some(2), "{err}");
+    assert!(err.contains("/v/2 (no replica holds its value (size and MD5): left as it is)"), "named: {err}");
+    // left exactly as it was, and still listed and redirected to
+    let now: Vec<Vec<u8>> = lay.files("/v/2").iter().map(|(v, rel)| fs::read(path_on(&c, *v, rel)).unwrap()).collect();
+    assert_eq!(now, rotten);
+    assert_eq!(get(&c.addr(), "/v/2").status, 302);
+    let others: Vec<String> = live.iter().filter(|k| *k != "/v/2").cloned().collect();
+    for key in &others {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key));
+    }
+    assert!(unlinked.is_empty());
+    // and again: the same, nothing else touched
+    let (code, err) = verify_online(&c, &["-deep", "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "corrupt"), Some(2), "{err}");
+}
+
+/// A writer of `keys` that PUTs, UNLINKs, PUTs again and DELETEs them in turn, retrying
+/// `409` (a repair holds the key), and remembers what was acknowledged last for each.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    failed: Arc<Mutex<Vec<String>>>,
+    /// key → Some(value) when the last acknowledged write was a PUT, None after a DELETE.
+    acked: Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>,
+    writes: Arc<AtomicUsize>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(addr: String, keys: Vec<String>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let acked = Arc::new(Mutex::new(HashMap::new()));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let (s, f, a, w) = (stop.clone(), failed.clone(), acked.clone(), writes.clone());
+        let handle = thread::spawn(move || {
+            let mut round = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                round += 1;
+                for key in &keys {
+                    let value = format!("{key} round {round}; ").repeat(1 + round % 4).into_bytes();
+                    let step = (round + key.len()) % 4;
+                    let (method, body, want) = match step {
+                        0 | 2 => ("PUT", value.clone(), 201),
+                        1 => ("UNLINK", vec![], 204),
+                        _ => ("DELETE", vec![], 204),
+                    };
+                    let mut tries = 0;
+                    let r = loop {
+                        let r = request(&addr, method, key, &[], &body);
+                        if r.status != 409 || tries == 200 {
+                            break r;
+                        }
+                        tries += 1;
+                        thread::sleep(Duration::from_millis(5));
+                    };
+                    let ok = r.status == want
+                        || (method == "PUT" && r.status == 403)
+                        || (method != "PUT" && r.status == 404);
+                    if !ok {
+                        f.lock().unwrap().push(format!("{method} {key}: {} {}", r.status, r.text()));
+                        continue;
+                    }
+                    w.fetch_add(1, Ordering::Relaxed);
+                    let mut acked = a.lock().unwrap();
+                    match (method, r.status) {
+                        ("PUT", 201) => {
+                            acked.insert(key.clone(), Some(value));
+                        }
+                        ("DELETE", 204) => {
+                            acked.insert(key.clone(), None);
+                        }
+                        ("UNLINK", 204) => {
+                            acked.insert(key.clone(), None);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Writer { stop, failed, acked, writes, handle: Some(handle) }
+    }
+
+    fn finish(mut self) -> (Vec<String>, HashMap<String, Option<Vec<u8>>>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        let failed = self.failed.lock().unwrap().clone();
+        let acked = self.acked.lock().unwrap().clone();
+        (failed, acked, self.writes.load(Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn online_repair_under_writes_of_the_same_keys_loses_nothing() {
+    let (c, live, _) = filled(40, 0, &[]);
+    let lay = layout(&c.volumes);
+    // damage on keys the writer rewrites, and on keys it leaves alone
+    for key in ["/v/3", "/v/4", "/v/5", "/v/30", "/v/31"] {
+        let (v, rel) = replica_file(&lay, key, 0);
+        fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    }
+    let busy: Vec<String> = (0..12).map(|i| format!("/v/{i}")).collect();
+    let writer = Writer::start(c.addr(), busy.clone());
+    for _ in 0..4 {
+        let (code, err) = verify_online(&c, &["-repair", "-grace", "0s", "-concurrency", "8"]);
+        assert!(code == Some(0) || code == Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (failed, acked, writes) = writer.finish();
+    assert!(failed.is_empty(), "writes that failed: {failed:?}");
+    assert!(writes > 20, "the writer wrote {writes} times");
+    // every acknowledged PUT reads back, every DELETE or UNLINK is gone
+    for (key, value) in &acked {
+        match value {
+            Some(v) => assert_eq!(&get_follow(&c.addr(), key).body, v, "{key}: an acknowledged PUT"),
+            None => assert_eq!(get(&c.addr(), key).status, 404, "{key}"),
+        }
+    }
+    // keys the writer never touched came through whole
+    for key in live.iter().filter(|k| !busy.contains(k)) {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key), "{key}");
+    }
+    let (code, err) = verify_online(&c, &["-repair", "-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = verify_online(&c, &["-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(0), "quiet now, nothing is wrong: {err}");
+}
+
+#[test]
+fn a_killed_repair_completes_when_run_again() {
+    let (mut c, live, unlinked) = filled(300, 11, &[]);
+    c.master.kill9();
+    wipe(&c.volumes[0]);
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &vols, "-db", &db, "-repair", "-concurrency", "2"];
+    args.extend(FLAGS);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill -9 once some replicas are back, well before all of them are
+    let began = Instant::now();
+    wait_until("the repair to start restoring", TIMEOUT, || c.volumes[0].files().len() >= 10);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let restored = c.volumes[0].files().len();
+    eprintln!("killed after {:?} with {restored} files restored", began.elapsed());
+    let (code, err) = verify_offline(&c, &["-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = verify_offline(&c, &["-deep", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_whole(&c, &live, &unlinked);
+}
+
+#[test]
+fn a_wiped_volume_comes_back_under_reads_and_writes() {
+    let (c, live, _) = filled(80, 0, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // a reader: the master always answers (a 302); following it may land on the wiped
+    // volume before the repair reaches the key (nginx's 404), which is counted
+    let reader = {
+        let (addr, keys, stop) = (c.addr(), live.clone(), stop.clone());
+        thread::spawn(move || {
+            let (mut reads, mut bad, mut misses) = (0, vec![], 0);
+            while !stop.load(Ordering::Relaxed) {
+                for key in &keys {
+                    let r = get(&addr, key);
+                    if r.status != 302 {
+                        bad.push(format!("GET {key}: {}", r.status));
+                        continue;
+                    }
+                    let (host, target) = split_url(r.header("location").unwrap());
+                    let body = get(host, target);
+                    match body.status {
+                        200 if body.body == value_of(key) => {}
+                        404 => misses += 1,
+                        s => bad.push(format!("GET {key} from {host}: {s}")),
+                    }
+                    reads += 1;
+                }
+            }
+            (reads, bad, misses)
+        })
+    };
+    let fresh: Vec<String> = (0..30).map(|i| format!("/w/{i}")).collect();
+    let writer = Writer::start(c.addr(), fresh.clone());
+    thread::sleep(Duration::from_millis(300));
+    wipe(&c.volumes[2]);
+    let (code, err) = verify_online(&c, &["-repair", "-concurrency", "16"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(count(&err, "missing").unwrap() > 20, "{err}");
+    stop.store(true, Ordering::Relaxed);
+    let (reads, bad, misses) = reader.join().unwrap();
+    let (failed, acked, writes) = writer.finish();
+    eprintln!("{reads} reads ({misses} landed on the wiped volume before its repair), {writes} writes");
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(failed.is_empty(), "zero failed writes: {failed:?}");
+    // every key again has all its replicas, with the right bytes
+    let lay = layout(&c.volumes);
+    for key in &live {
+        for (v, rel) in lay.files(key) {
+            assert_eq!(fs::read(path_on(&c, v, &rel)).unwrap(), value_of(key), "{key} on volume {v}");
+        }
+    }
+    for (key, value) in &acked {
+        match value {
+            Some(v) => assert_eq!(&get_follow(&c.addr(), key).body, v, "{key}"),
+            None => assert_eq!(get(&c.addr(), key).status, 404, "{key}"),
+        }
+    }
+    let (code, err) = verify_online(&c, &["-deep", "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = verify_online(&c, &["-deep", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn snapshot_then_restore_serves_every_key_it_held() {
+    let (mut c, live, unlinked) = filled(30, 6, &[]);
+    let snaps = TempDir::new("snap");
+    let to = snaps.path().join("one");
+    let url = format!("http://{}", c.addr());
+    let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", to.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("taken in {}", to.display())) && err.contains("to restore it"), "{err}");
+    let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", to.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "a snapshot goes into a new folder: {err}");
+    assert!(err.contains("exists already"), "{err}");
+    // written after the snapshot: not in it
+    assert_eq!(request(&c.addr(), "PUT", "/after", &[], b"later").status, 201);
+    c.master.kill9();
+
+    let db = snaps.path().join("one");
+    let restored = Master::start_args(TempDir::new("unused"), server_args(&db, &addrs(&c.volumes), &FLAGS));
+    let addr = restored.addr();
+    for key in &live {
+        assert_eq!(get_follow(&addr, key).body, value_of(key), "{key}");
+    }
+    for key in &unlinked {
+        assert_eq!(get(&addr, key).status, 404, "{key}");
+    }
+    assert_eq!(get(&addr, "/after").status, 404);
+    // reconciled with the volumes: /after's files are orphans of the restored index
+    let url = format!("http://{addr}");
+    let (code, err) = run_mkv(&["verify", "-online", &url, "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&err, "orphans"), Some(2), "{err}");
+    let (code, err) = run_mkv(&["verify", "-online", &url, "-deep", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_whole(&c, &live, &unlinked);
+}
+
+#[test]
+fn reads_spread_over_every_live_replica() {
+    let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1"]);
+    assert_eq!(request(&c.addr(), "PUT", "/hot", &[], b"popular").status, 201);
+    let mut hosts = HashSet::new();
+    for _ in 0..30 {
+        let r = get(&c.addr(), "/hot");
+        assert_eq!(r.status, 302);
+        let (host, target) = split_url(r.header("location").unwrap());
+        assert_eq!(get(host, target).body, b"popular");
+        hosts.insert(host.to_string());
+    }
+    let all: HashSet<String> = addrs(&c.volumes).into_iter().collect();
+    assert_eq!(hosts, all, "every replica served some of the reads");
+}
+
+#[test]
+fn rebalance_of_a_key_restores_its_missing_replica() {
+    let (c, _, _) = filled(5, 0, &[]);
+    let lay = layout(&c.volumes);
+    let (v, rel) = replica_file(&lay, "/v/3", 1);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    assert_eq!(request(&c.addr(), "REBALANCE", "/v/3", &[], b"").status, 204);
+    assert_eq!(fs::read(path_on(&c, v, &rel)).unwrap(), value_of("/v/3"), "restored");
+}
+
+#[test]
+fn sync_writes_work() {
+    let c = Cluster::new(3, &["-replicas", "2", "-sync"]);
+    let addr = c.addr();
+    for i in 0..20 {
+        assert_eq!(request(&addr, "PUT", &format!("/s/{i}"), &[], b"synced").status, 201);
+    }
+    assert_eq!(get_follow(&addr, "/s/7").body, b"synced");
+    assert_eq!(request(&addr, "UNLINK", "/s/7", &[], b"").status, 204);
+    assert_eq!(request(&addr, "DELETE", "/s/7", &[], b"").status, 204);
+    assert_eq!(request(&addr, "DELETE", "/s/8", &[], b"").status, 204);
+    assert_eq!(get(&addr, "/s/7").status, 404);
+    assert_eq!(get(&addr, "/s/9").status, 302);
+}
+
+#[test]
+fn offline_verify_refuses_a_running_masters_index() {
+    let (c, _, _) = filled(2, 0, &[]);
+    let (code, err) = verify_offline(&c, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("locked") && err.contains("-online http://"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["verify", "-volumes", "a:1"][..],
+        &["verify", "-online", "http://a:1", "-rate", "-3"],
+        &["verify", "-online", "http://a:1", "-db", "/tmp/x"],
+        &["verify", "-online", "http://a:1", "-grace", "soon"],
+        &["snapshot", "-online", "http://a:1"],
+        &["snapshot", "-to", "/tmp/x"],
+    ] {
+        let (code, err) = run_mkv(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+/// `127.0.0.1:NNNN` from the master's `admin on ...` line.
+fn admin_addr(m: &Master) -> String {
+    let lines = m.lines();
+    let line = lines.iter().find(|l| l.contains("admin on ")).expect("an admin line");
+    let rest = &line[line.find("admin on ").unwrap() + 9..];
+    rest.split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn the_scrub_finds_and_repairs_in_the_background() {
+    let (c, live, unlinked) = filled(12, 6, &["-scrub", "1s", "-grace", "0s"]);
+    let lay = layout(&c.volumes);
+    let (v, rel) = replica_file(&lay, "/v/1", 0);
+    fs::remove_file(path_on(&c, v, &rel)).unwrap();
+    let (v, rel) = replica_file(&lay, "/v/2", 1);
+    flip(&path_on(&c, v, &rel));
+    let admin = admin_addr(&c.master);
+    let started = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    // scrubs run every second: one of them finds each, and repairs it
+    wait_until("the scrub to repair both", Duration::from_secs(30), || {
+        lay.files("/v/1").iter().chain(&lay.files("/v/2")).all(|(v, rel)| {
+            fs::read(path_on(&c, *v, rel)).ok().as_deref()
+                == Some(&value_of(if rel.contains(&key_path("/v/1")[1..]) { "/v/1" } else { "/v/2" })[..])
+        })
+    });
+    // each named in the log as it is repaired, and the run's line after
+    let logged = |c: &Cluster, start: &str| {
+        c.master
+            .lines()
+            .iter()
+            .any(|l| l.starts_with(start) && (l.ends_with("(repaired)") || l.contains("all repaired")))
+    };
+    wait_until("the scrub's lines", Duration::from_secs(10), || {
+        logged(&c, "mkv: scrub: missing: /v/1 on ")
+            && logged(&c, "mkv: scrub: corrupt: /v/2 on ")
+            && logged(&c, "mkv: scrub: ")
+            && c.master.lines().iter().any(|l| l.starts_with("mkv: scrub: ") && l.contains("problems ("))
+    });
+    // the next runs find nothing: their figures in /metrics, their line on the status page
+    wait_until("a clean scrub", Duration::from_secs(30), || {
+        get(&admin, "/").text().contains("scrub: nothing wrong in 12 keys")
+    });
+    let metrics = get(&admin, "/metrics").text();
+    for kind in ["missing", "size mismatch", "corrupt", "outside record", "markers wrong", "orphans"] {
+        assert!(metrics.contains(&format!("mkv_scrub_problems{{kind=\"{kind}\"}} 0\n")), "{kind}: {metrics}");
+    }
+    assert!(metrics.contains("mkv_scrub_failures 0\n") && metrics.contains("mkv_scrub_keys 12\n"), "{metrics}");
+    let runs: u64 =
+        metrics.lines().find_map(|l| l.strip_prefix("mkv_scrub_runs_total ")).and_then(|v| v.parse().ok()).unwrap();
+    assert!(runs >= 2, "{metrics}");
+    let ts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mkv_scrub_last_run_timestamp_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(ts >= started, "{ts} {started}");
+    assert_whole(&c, &live, &unlinked);
+}
+
+#[test]
+fn replicas_on_volumes_left_out_of_the_list_are_not_vouched_for() {
+    let (mut c, _, _) = filled(10, 0, &[]);
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let on_third = (0..10).filter(|i| lay.files(&format!("/v/{i}")).iter().any(|(v, _)| *v == 2)).count();
+    let (two, db) = (addrs(&c.volumes)[..2].join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &two, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(1), "{err}");
+    let third = c.volumes[2].addr();
+    assert!(err.contains(&format!("{on_third} replicas on {third} (not checked")), "{err}");
+}
