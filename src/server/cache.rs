@@ -36,6 +36,9 @@ pub struct Answer {
     /// Each replica: where its name ends in `text`, and its server's health (None: a server
     /// outside the topology, taken as up).
     replicas: Box<[(u16, Option<Arc<Volume>>)]>,
+    /// Reads rotate over the first this many replicas (`-replicas`): a record listing more is
+    /// a key being moved, whose last ones are about to be deleted (see `store::relocate`).
+    spread: u8,
     pub md5: Option<[u8; 16]>,
     pub balanced: bool,
 }
@@ -55,14 +58,14 @@ impl Answer {
         &self.text[start..self.replicas[i].0 as usize]
     }
 
-    /// A replica on a live volume: the one at `turn` (modulo the count), or the next live one
-    /// after it. Callers rotate `turn`, so the reads of a hot key divide among its replicas.
+    /// A replica on a live volume: among the first `spread`, the one at `turn` (modulo) or
+    /// the next live one after it; else the first live one of the rest. Callers rotate
+    /// `turn`, so the reads of a hot key divide among its replicas.
     pub fn live_replica(&self, turn: usize) -> Option<&str> {
         let n = self.replicas.len();
-        (0..n)
-            .map(|i| (turn + i) % n)
-            .find(|&i| self.replicas[i].1.as_ref().is_none_or(|v| v.is_up()))
-            .map(|i| self.replica(i))
+        let spread = (self.spread as usize).clamp(1, n.max(1));
+        let up = |i: &usize| self.replicas[*i].1.as_ref().is_none_or(|v| v.is_up());
+        (0..spread).map(|i| (turn + i) % spread).chain(spread..n).find(up).map(|i| self.replica(i))
     }
 
     fn current(&self, seq: u64, gen: u64) -> bool {
@@ -178,6 +181,7 @@ impl Cache {
             text: text.into_boxed_str(),
             path_len,
             replicas: replicas.into_boxed_slice(),
+            spread: topo.replicas.min(u8::MAX as usize) as u8,
             md5: rec.md5.copied(),
             balanced,
         };
@@ -213,6 +217,26 @@ mod tests {
         assert!(c.get(b"/other", 7, 1).is_none());
     }
 
+    /// Reads rotate over every replica, but never to those a move is about to delete (the
+    /// record lists more than `-replicas` while a key is rebalanced) unless nothing else is up.
+    #[test]
+    fn reads_rotate_over_the_replicas_placement_keeps() {
+        // servers outside the topology have no probe and count as up
+        let topo = Topology::new(&["q:9".into()], 3, 1, std::time::Duration::from_secs(1), None);
+        let names: Vec<String> = ["a:1", "b:2", "c:3", "d:4"].map(String::from).to_vec();
+        let bytes = Record { volumes: names.clone(), size: 1, ..Record::default() }.encode();
+        let mut c = Cache::new(4);
+        let a = c.fill(b"/k", RecordRef::parse(&bytes).unwrap(), &topo, 1, 0);
+        let mut seen: Vec<&str> = (0..30).map(|t| a.live_replica(t).unwrap()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["a:1", "b:2", "c:3"], "d:4 is on its way out");
+        // known volumes never seen up are down: the last one left still serves
+        let topo = Topology::new(&names[..3], 3, 1, std::time::Duration::from_secs(1), None);
+        let a = c.fill(b"/j", RecordRef::parse(&bytes).unwrap(), &topo, 1, 0);
+        assert_eq!((0..4).map(|t| a.live_replica(t)).collect::<Vec<_>>(), [Some("d:4"); 4]);
+    }
+
     #[test]
     fn misses_expire_with_writes_and_stay_apart() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
@@ -237,7 +261,7 @@ mod tests {
     #[test]
     fn redirects_take_turns_over_the_replicas() {
         // servers outside the topology have no probe and count as up
-        let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
+        let topo = Topology::new(&["a:1".into()], 3, 1, std::time::Duration::from_secs(1), None);
         let bytes =
             Record { volumes: vec!["x:1".into(), "y:2".into(), "z:3".into()], size: 1, ..Record::default() }.encode();
         let mut c = Cache::new(1);
