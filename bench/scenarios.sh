@@ -41,7 +41,7 @@ big_mkv() {
 # Two more masters, same binary and flags, each over an index written by `mkv bench-index`
 # (records only: a GET is a 302 and never reaches the volumes): KEYS keys on the reference
 # side, MANY_KEYS on mkv's. Both indexes are made the same way, so only the key count differs.
-# wrk draws each key at random (get.lua RANDOM=1) on both sides: prebuilding 3M requests
+# wrk draws each key at random (get.lua RANDOM_KEYS=1) on both sides: prebuilding 3M requests
 # would take wrk longer than the run.
 get_hit_3m_scenario() {
   local few_port many_port few_pid many_pid n
@@ -68,9 +68,9 @@ get_hit_3m_scenario() {
     w_script=get.lua w_after=
     w_opts=(-t"$WRK_THREADS" -c"$CONNS")
     if [[ $1 == mkv ]]; then
-      w_url=http://127.0.0.1:$g3_many/ w_pid=$g3_many_pid w_env=(KEYS="$MANY_KEYS" KEY_PREFIX=/bench/k RANDOM=1)
+      w_url=http://127.0.0.1:$g3_many/ w_pid=$g3_many_pid w_env=(KEYS="$MANY_KEYS" KEY_PREFIX=/bench/k RANDOM_KEYS=1)
     else
-      w_url=http://127.0.0.1:$g3_few/ w_pid=$g3_few_pid w_env=(KEYS="$KEYS" KEY_PREFIX=/bench/k RANDOM=1)
+      w_url=http://127.0.0.1:$g3_few/ w_pid=$g3_few_pid w_env=(KEYS="$KEYS" KEY_PREFIX=/bench/k RANDOM_KEYS=1)
     fi
   }
   wrk_rounds get_hit_3m

@@ -176,7 +176,8 @@ struct Flags {
     /// Log each request to stderr
     #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     verbose: bool,
-    /// Keys whose GET answer each thread caches (~250 bytes each), and as many keys found missing (0 turns both off)
+    /// Each thread caches the GET answers of the N keys it read last and of up to N more
+    /// (~350 bytes each), and as many keys found missing (0 turns both off)
     #[arg(long, global = true, default_value_t = 131072)]
     cache_keys: usize,
     /// Longest request head (request line + headers) in bytes: 431 beyond

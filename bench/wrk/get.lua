@@ -5,7 +5,7 @@
 --        possible; set: each connection waits that long between requests — a held rate),
 --        PATHS (a file of request paths, one a line: those instead of KEYS keys),
 --        HEADER ("Name: value", sent with every request),
---        RANDOM=1 (each request a key drawn uniformly at random and formatted then: for
+--        RANDOM_KEYS=1 (each request a key drawn uniformly at random and formatted then: for
 --        millions of keys, whose prebuilt requests would take wrk ~10 s and ~500 MB a
 --        thread, while the threads already started send unmeasured requests)
 dofile(os.getenv("BENCH_LUA") .. "/common.lua")
@@ -15,7 +15,7 @@ local prefix = os.getenv("KEY_PREFIX") or "/bench/k"
 local delay_ms = tonumber(os.getenv("DELAY_MS") or "")
 local paths = os.getenv("PATHS")
 local header = os.getenv("HEADER")
-local random = os.getenv("RANDOM") == "1"
+local random = os.getenv("RANDOM_KEYS") == "1" -- not RANDOM: bash makes that one up
 
 local next_id = 0
 function setup(thread)

@@ -226,6 +226,32 @@ impl Conn {
         Ok(())
     }
 
+    /// Moves `n` bytes from `pipe` to the client (the kernel's pages, never this process's
+    /// memory), within `-send-timeout`.
+    pub async fn splice_out(&mut self, pipe: &mut monoio::net::Pipe, mut n: u32) -> Result<(), Error> {
+        use monoio::io::splice::SpliceDestination;
+        self.watched.arm(Wait::Write, self.send_timeout);
+        let mut res = Ok(());
+        while n > 0 {
+            match self.stream.splice_from_pipe(pipe, n).await {
+                Ok(0) => {
+                    res = Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+                    break;
+                }
+                Ok(k) => n -= k,
+                Err(e) => {
+                    res = Err(Error::Io(e));
+                    break;
+                }
+            }
+        }
+        self.watched.disarm();
+        match (res, self.watched.fired()) {
+            (_, Some(Wait::Write)) => Err(Error::Timeout),
+            (r, _) => r,
+        }
+    }
+
     /// Writes `data` whole, within `-send-timeout`.
     pub async fn write<B: monoio::buf::IoBuf + 'static>(&mut self, data: B) -> (Result<(), Error>, B) {
         self.watched.arm(Wait::Write, self.send_timeout);

@@ -28,12 +28,18 @@ use crate::{
         write::{self, Failed, PutOpts, Source},
         Ctx,
     },
+    volume::Client,
 };
 
 /// How long a write waits for another write of the same key to end before `503 SlowDown`.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// Largest piece of a value read from a replica and written to the client at once.
 const PIECE: usize = 256 << 10;
+/// Bodies longer than this are spliced from the volume to the client (below it, the pipe's
+/// two extra system calls cost more than the copy saves).
+const SPLICE_FROM: u64 = 64 << 10;
+/// Most bytes asked of one splice: a pipe's default capacity.
+const SPLICE_PIECE: u32 = 64 << 10;
 
 /// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
 /// last writer wins; the native `409` is for clients that chose to race).
@@ -212,7 +218,33 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     };
     // the head goes out with the first piece; then each piece as it comes from the volume
     let mut sent = 0u64;
+    let mut pipe = None;
     let close = loop {
+        if Client::can_splice(&d) && len > SPLICE_FROM {
+            // the rest goes socket to socket through a pipe: the bytes never enter this
+            // process (copying them in and out cost the master ~0.7 ms per MiB)
+            if pipe.is_none() {
+                match monoio::net::unix::new_pipe() {
+                    Ok(p) => pipe = Some(p),
+                    Err(_) => break true,
+                }
+            }
+            let (r, w) = pipe.as_mut().expect("made above");
+            if !conn.out.is_empty() && conn.flush().await.is_err() {
+                break true;
+            }
+            match ctx.client.splice_chunk(&mut d, w, SPLICE_PIECE).await {
+                Ok(Some(n)) => {
+                    sent += n as u64;
+                    if conn.splice_out(r, n).await.is_err() {
+                        break true;
+                    }
+                    continue;
+                }
+                Ok(None) => break sent != len,
+                Err(_) => break true,
+            }
+        }
         match ctx.client.next_chunk(&mut d, PIECE).await {
             Ok(Some(piece)) => {
                 sent += piece.len() as u64;

@@ -7,10 +7,13 @@
 //! in a set of their own with its own bound, so a flood of random keys churns only that set
 //! and never crowds out real answers.
 //!
-//! Eviction is by two generations: new entries go to the young one; when it is full it
-//! becomes the old one (the previous old one is dropped), and an old entry that is read is
-//! moved back to the young one. So a full cache drops only what was not read during the last
-//! half of its life; a hit in the old generation costs a second lookup.
+//! Eviction is by two generations of `cap` entries each: new entries go to the young one;
+//! when it is full it becomes the old one (the previous old one is dropped), and an old entry
+//! that is read is moved back to the young one. So the `cap` keys read most recently are
+//! always kept (a thread walking a set of `cap` keys over and over hits every time), at most
+//! `2 × cap` are held, and a key is dropped only when it was not read during the last filling
+//! of the young generation; a hit in the old generation costs a second lookup. (With `cap / 2`
+//! a generation, a walk over 100k keys with `cap` 131072 missed about a third of the time.)
 //!
 //! [`Index::seq`]: crate::index::Index::seq
 
@@ -78,12 +81,12 @@ struct Generations<V> {
     young: HashMap<Box<[u8]>, V>,
     old: HashMap<Box<[u8]>, V>,
     /// Entries per generation.
-    half: usize,
+    cap: usize,
 }
 
 impl<V> Generations<V> {
     fn new(cap: usize) -> Generations<V> {
-        Generations { young: HashMap::new(), old: HashMap::new(), half: (cap / 2).max(1) }
+        Generations { young: HashMap::new(), old: HashMap::new(), cap: cap.max(1) }
     }
 
     #[cfg(test)]
@@ -98,7 +101,7 @@ impl<V> Generations<V> {
     }
 
     fn insert(&mut self, key: Box<[u8]>, value: V) -> &V {
-        if self.young.len() >= self.half && !self.young.contains_key(&key) {
+        if self.young.len() >= self.cap && !self.young.contains_key(&key) {
             self.old = std::mem::take(&mut self.young);
         }
         self.old.remove(&key);
@@ -123,8 +126,8 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache of at most `cap` answers and `cap` missing keys (0: nothing is kept, but the
-    /// answer being built).
+    /// A cache that keeps the `cap` answers and the `cap` missing keys read last, and at most
+    /// twice as many of each (0: nothing is kept, but the answer being built).
     pub fn new(cap: usize) -> Cache {
         Cache {
             answers: Generations::new(cap),
@@ -250,7 +253,7 @@ mod tests {
         // a flood of missing keys churns the missing set only
         for i in 0..100u8 {
             c.note_missing(&[i], 0);
-            assert!(c.missing.len() <= 4);
+            assert!(c.missing.len() <= 8);
         }
         assert!(c.get(b"/live", 3, 0).is_some());
         let mut off = Cache::new(0);
@@ -274,6 +277,27 @@ mod tests {
         assert_eq!([a.live_replica(0), a.live_replica(1)], [Some("y:2"), Some("y:2")]);
     }
 
+    /// A thread that reads the same `cap` keys over and over, in any order, always hits.
+    #[test]
+    fn a_walk_over_cap_keys_always_hits() {
+        let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
+        let bytes = Record { volumes: vec!["a:1".into()], size: 1, ..Record::default() }.encode();
+        let cap = 1000u32;
+        let mut c = Cache::new(cap as usize);
+        let mut misses = 0;
+        for round in 0..5 {
+            for i in 0..cap {
+                // a different order each round
+                let k = ((i * 7919 + round * 104_729) % cap).to_be_bytes();
+                if c.get(&k, 0, 0).is_none() && c.revive(&k, 0, 0).is_none() {
+                    misses += 1;
+                    c.fill(&k, RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
+                }
+            }
+        }
+        assert_eq!(misses, cap, "only the first reads miss");
+    }
+
     #[test]
     fn bounded_and_what_is_read_survives() {
         let topo = Topology::new(&["a:1".into()], 1, 1, std::time::Duration::from_secs(1), None);
@@ -282,7 +306,7 @@ mod tests {
         c.fill(b"/hot", RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
         for i in 0..50u8 {
             c.fill(&[i], RecordRef::parse(&bytes).unwrap(), &topo, 0, 0);
-            assert!(c.answers.len() <= 4);
+            assert!(c.answers.len() <= 8);
             // read in every round: it is never the one dropped
             if c.get(b"/hot", 0, 0).is_none() {
                 assert!(c.revive(b"/hot", 0, 0).is_some(), "round {i}");

@@ -353,6 +353,38 @@ impl Client {
         }
     }
 
+    /// Whether the rest of a download's body can be spliced ([`Client::splice_chunk`]): a
+    /// body of known length, not chunked, nothing of it read ahead into the buffer.
+    pub fn can_splice(d: &Download) -> bool {
+        d.chunked.is_none() && d.buf.is_empty() && d.left.is_some()
+    }
+
+    /// Moves up to `max` bytes of a download's body from the volume's socket into `pipe`
+    /// without copying them through this process (`splice`); `None` at the end. Only where
+    /// [`Client::can_splice`] says so.
+    pub async fn splice_chunk(
+        &self,
+        d: &mut Download,
+        pipe: &mut monoio::net::Pipe,
+        max: u32,
+    ) -> Result<Option<u32>, Error> {
+        use monoio::io::splice::SpliceSource;
+        let want = match d.left {
+            Some(0) => return Ok(None),
+            Some(n) => n.min(max as u64) as u32,
+            None => return Err(Error::Protocol(d.leg.server.clone(), "splice of a body of unknown length")),
+        };
+        let n = monoio::time::timeout(d.timeout, d.leg.stream.splice_to_pipe(pipe, want))
+            .await
+            .map_err(|_| Error::Timeout(d.leg.server.clone()))?
+            .map_err(|e| Error::Io(d.leg.server.clone(), e))?;
+        if n == 0 {
+            return Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length"));
+        }
+        d.left = d.left.map(|l| l.saturating_sub(n as u64));
+        Ok(Some(n))
+    }
+
     /// Ends a download; its connection goes back to the pool if the body was read whole.
     pub fn finish(&self, d: Download) {
         let whole = match &d.chunked {
