@@ -322,14 +322,17 @@ def main():
         f"- settings: " + ", ".join(f"{k}={v}" for k, v in s.items()),
         f"- volumes' and index's filesystem: {meta.get('datafs', '?')}",
         "- wrk, the volumes, the reference nginx and the master all share these cores.",
-        "",
     ]
-    # keep the sections other scripts own (bench/rebuild writes "## rebuild", "## rebalance")
+    if meta.get("note"):
+        lines += [f"- {meta['note']}"]
+    lines += [""]
+    # keep the sections other scripts own (bench/rebuild writes "## rebuild", "## rebalance",
+    # bench/verify "## verify")
     import os, re
     kept = ""
     if os.path.exists(md_path):
         old = open(md_path).read()
-        for name in ("rebuild", "rebalance"):
+        for name in ("rebuild", "rebalance", "verify"):
             m = re.search(r"^## " + name + r"\n.*?(?=^## |\Z)", old, flags=re.S | re.M)
             if m:
                 kept += "\n" + m.group(0).rstrip() + "\n"

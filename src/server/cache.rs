@@ -19,7 +19,7 @@
 
 use std::{
     collections::{hash_map::Entry, HashMap},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use crate::{
@@ -84,7 +84,7 @@ struct Generations<V> {
     cap: usize,
 }
 
-impl<V> Generations<V> {
+impl<V: Send + 'static> Generations<V> {
     fn new(cap: usize) -> Generations<V> {
         Generations { young: HashMap::new(), old: HashMap::new(), cap: cap.max(1) }
     }
@@ -102,7 +102,8 @@ impl<V> Generations<V> {
 
     fn insert(&mut self, key: Box<[u8]>, value: V) -> &V {
         if self.young.len() >= self.cap && !self.young.contains_key(&key) {
-            self.old = std::mem::take(&mut self.young);
+            let dropped = std::mem::replace(&mut self.old, std::mem::take(&mut self.young));
+            drop_elsewhere(dropped);
         }
         self.old.remove(&key);
         match self.young.entry(key) {
@@ -113,6 +114,29 @@ impl<V> Generations<V> {
             Entry::Vacant(e) => e.insert(value),
         }
     }
+}
+
+/// Frees a dropped generation on a thread of its own: `cap` entries of two or three
+/// allocations each take milliseconds to free, which the request that caused the turn (and
+/// every request queued behind it on the thread) would otherwise wait out.
+fn drop_elsewhere<T: Send + 'static>(dead: T) {
+    type Dead = Box<dyn Send>;
+    static DROPPER: OnceLock<Option<flume::Sender<Dead>>> = OnceLock::new();
+    let tx = DROPPER.get_or_init(|| {
+        let (tx, rx) = flume::unbounded::<Dead>();
+        let spawned = std::thread::Builder::new().name("mkv-cache-drop".into()).spawn(move || {
+            for dead in rx {
+                drop(dead);
+            }
+        });
+        spawned.ok().map(|_| tx)
+    });
+    let back = match tx {
+        Some(tx) => tx.send(Box::new(dead) as Dead).err(),
+        None => Some(flume::SendError(Box::new(dead) as Dead)),
+    };
+    // no thread to hand it to: freed here, as before
+    drop(back);
 }
 
 pub struct Cache {
