@@ -4,7 +4,7 @@
 mod common;
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -144,13 +144,7 @@ fn a_rebalance_killed_halfway_completes_on_the_second_run() {
     let joined = four.join(",");
     let mut args = vec!["rebalance", "-volumes", &joined, "-db", &db, "-concurrency", "1"];
     args.extend(flags());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mkv(&args, Stdio::null());
     // kill it as soon as the new volume holds a few copies
     wait_until("the first copies on the new volume", TIMEOUT, || vols[3].files().len() >= 10);
     child.kill().unwrap();

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -484,13 +484,7 @@ const TIME_LIMIT: Duration = Duration::from_secs(60);
 /// Panics (after killing it) if it goes over `RSS_LIMIT` or `TIME_LIMIT`.
 fn run_watched(args: &[&str]) -> (Option<i32>, String, u64, Duration) {
     let began = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mkv");
+    let mut child = spawn_mkv(args, Stdio::piped());
     let stderr = child.stderr.take().unwrap();
     let lines = thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     let mut peak = 0;

@@ -467,13 +467,7 @@ fn a_killed_repair_completes_when_run_again() {
     let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
     let mut args = vec!["verify", "-volumes", &vols, "-db", &db, "-repair", "-concurrency", "2"];
     args.extend(FLAGS);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mkv(&args, Stdio::null());
     // kill -9 once some replicas are back, well before all of them are
     let began = Instant::now();
     wait_until("the repair to start restoring", TIMEOUT, || c.volumes[0].files().len() >= 10);

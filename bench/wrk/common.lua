@@ -12,3 +12,17 @@ function done(summary, latency, requests)
     latency.mean, latency.max,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
 end
+
+-- Thread n sends to TARGETS[n mod #TARGETS] (a comma-separated host:port list) when set:
+-- points wrk's thread at it and returns true. Scripts call it from setup().
+next_id = 0
+function spread_over_targets(thread, targets)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  if not targets then return false end
+  local list = {}
+  for t in targets:gmatch("[^,]+") do list[#list + 1] = t end
+  local host, port = list[(next_id - 1) % #list + 1]:match("^(.*):(%d+)$")
+  thread.addr = wrk.lookup(host, port)[1]
+  return true
+end

@@ -17,10 +17,8 @@ local paths = os.getenv("PATHS")
 local header = os.getenv("HEADER")
 local random = os.getenv("RANDOM_KEYS") == "1" -- not RANDOM: bash makes that one up
 
-local next_id = 0
 function setup(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
+  spread_over_targets(thread, nil)
 end
 
 local reqs, i, before, after = {}, 0, nil, nil

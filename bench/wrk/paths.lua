@@ -13,16 +13,8 @@ for line in io.lines(os.getenv("PATHS")) do
   paths[#paths + 1] = line
 end
 
-local next_id = 0
 function setup(thread)
-  thread:set("id", next_id)
-  if targets then
-    local list = {}
-    for t in targets:gmatch("[^,]+") do list[#list + 1] = t end
-    local host, port = list[next_id % #list + 1]:match("^(.*):(%d+)$")
-    thread.addr = wrk.lookup(host, port)[1]
-  end
-  next_id = next_id + 1
+  spread_over_targets(thread, targets)
 end
 
 local i = nil

@@ -12,17 +12,10 @@ local size = tonumber(os.getenv("BODY_SIZE") or "1024")
 local targets = os.getenv("TARGETS")
 local header = os.getenv("HEADER")
 
-local next_id = 0
 function setup(thread)
-  thread:set("id", next_id)
-  if targets then
-    local list = {}
-    for t in targets:gmatch("[^,]+") do list[#list + 1] = t end
-    local host, port = list[next_id % #list + 1]:match("^(.*):(%d+)$")
-    thread.addr = wrk.lookup(host, port)[1]
+  if spread_over_targets(thread, targets) then
     thread:set("direct", true)
   end
-  next_id = next_id + 1
 end
 
 local body, headers, n = nil, nil, 0

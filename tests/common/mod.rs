@@ -405,15 +405,21 @@ pub fn mkv_has_flag(flag: &str) -> bool {
     })
 }
 
-/// Runs `mkv <args>` to completion (killed after `TIMEOUT`): (exit code, stderr).
-pub fn run_mkv(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mkv"))
+/// Starts `mkv <args>` with no stdin, stdout dropped and stderr as given (a test that kills
+/// it midway, or reads its progress as it comes).
+pub fn spawn_mkv(args: &[&str], stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mkv"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .expect("spawn mkv");
+        .expect("spawn mkv")
+}
+
+/// Runs `mkv <args>` to completion (killed after `TIMEOUT`): (exit code, stderr).
+pub fn run_mkv(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = spawn_mkv(args, Stdio::piped());
     let lines = Arc::default();
     drain(child.stderr.take().unwrap(), Arc::clone(&lines));
     if !wait_exit(&mut child, TIMEOUT) {
