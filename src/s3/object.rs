@@ -28,7 +28,6 @@ use crate::{
         write::{self, Failed, PutOpts, Source},
         Ctx,
     },
-    volume::Client,
 };
 
 /// How long a write waits for another write of the same key to end before `503 SlowDown`.
@@ -220,7 +219,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let mut sent = 0u64;
     let mut pipe = None;
     let close = loop {
-        if Client::can_splice(&d) && len > SPLICE_FROM {
+        if d.can_splice() && len > SPLICE_FROM {
             // the rest goes socket to socket through a pipe: the bytes never enter this
             // process (copying them in and out cost the master ~0.7 ms per MiB)
             if pipe.is_none() {

@@ -131,12 +131,10 @@ fn drop_elsewhere<T: Send + 'static>(dead: T) {
         });
         spawned.ok().map(|_| tx)
     });
-    let back = match tx {
-        Some(tx) => tx.send(Box::new(dead) as Dead).err(),
-        None => Some(flume::SendError(Box::new(dead) as Dead)),
-    };
-    // no thread to hand it to: freed here, as before
-    drop(back);
+    // no thread to hand it to (or it is gone): the send's error carries it back, freed here
+    if let Some(tx) = tx {
+        let _ = tx.send(Box::new(dead));
+    }
 }
 
 pub struct Cache {

@@ -64,6 +64,14 @@ pub struct Download {
     timeout: Duration,
 }
 
+impl Download {
+    /// Whether the rest of the body can be spliced ([`Client::splice_chunk`]): a body of
+    /// known length, not chunked, nothing of it read ahead into the buffer.
+    pub fn can_splice(&self) -> bool {
+        self.chunked.is_none() && self.buf.is_empty() && self.left.is_some()
+    }
+}
+
 /// A PUT in progress to several replicas at once.
 pub struct Upload {
     legs: Vec<UploadLeg>,
@@ -353,15 +361,9 @@ impl Client {
         }
     }
 
-    /// Whether the rest of a download's body can be spliced ([`Client::splice_chunk`]): a
-    /// body of known length, not chunked, nothing of it read ahead into the buffer.
-    pub fn can_splice(d: &Download) -> bool {
-        d.chunked.is_none() && d.buf.is_empty() && d.left.is_some()
-    }
-
     /// Moves up to `max` bytes of a download's body from the volume's socket into `pipe`
     /// without copying them through this process (`splice`); `None` at the end. Only where
-    /// [`Client::can_splice`] says so.
+    /// [`Download::can_splice`] says so.
     pub async fn splice_chunk(
         &self,
         d: &mut Download,
