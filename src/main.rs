@@ -25,6 +25,7 @@ mod http;
 mod index;
 mod md5;
 mod metrics;
+mod pipe;
 mod placement;
 mod progress;
 mod rebalance;

@@ -12,7 +12,7 @@ use monoio::{
 };
 
 use super::{parse_head, watch::Wait, Chunked, Error, Framing, Head, Watched};
-use crate::config::Limits;
+use crate::{config::Limits, pipe::Pipe};
 
 /// Read buffer growth step; also the smallest free space a read is given.
 const READ_STEP: usize = 16 << 10;
@@ -226,29 +226,16 @@ impl Conn {
         Ok(())
     }
 
-    /// Moves `n` bytes from `pipe` to the client (the kernel's pages, never this process's
+    /// Moves what `pipe` holds to the client (the kernel's pages, never this process's
     /// memory), within `-send-timeout`.
-    pub async fn splice_out(&mut self, pipe: &mut monoio::net::Pipe, mut n: u32) -> Result<(), Error> {
-        use monoio::io::splice::SpliceDestination;
+    pub async fn splice_out(&mut self, pipe: &mut Pipe) -> Result<(), Error> {
         self.watched.arm(Wait::Write, self.send_timeout);
-        let mut res = Ok(());
-        while n > 0 {
-            match self.stream.splice_from_pipe(pipe, n).await {
-                Ok(0) => {
-                    res = Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
-                    break;
-                }
-                Ok(k) => n -= k,
-                Err(e) => {
-                    res = Err(Error::Io(e));
-                    break;
-                }
-            }
-        }
+        let res = pipe.drain(&self.stream).await;
         self.watched.disarm();
         match (res, self.watched.fired()) {
             (_, Some(Wait::Write)) => Err(Error::Timeout),
-            (r, _) => r,
+            (Ok(()), _) => Ok(()),
+            (Err(e), _) => Err(Error::Io(e)),
         }
     }
 

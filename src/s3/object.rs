@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     http::{response, Body, Conn, Reply},
+    pipe::Pipe,
     index::State,
     metrics::Block,
     record::Record,
@@ -37,8 +38,6 @@ const PIECE: usize = 256 << 10;
 /// Bodies longer than this are spliced from the volume to the client (below it, the pipe's
 /// two extra system calls cost more than the copy saves).
 const SPLICE_FROM: u64 = 64 << 10;
-/// Most bytes asked of one splice: a pipe's default capacity.
-const SPLICE_PIECE: u32 = 64 << 10;
 
 /// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
 /// last writer wins; the native `409` is for clients that chose to race).
@@ -223,19 +222,19 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
             // the rest goes socket to socket through a pipe: the bytes never enter this
             // process (copying them in and out cost the master ~0.7 ms per MiB)
             if pipe.is_none() {
-                match monoio::net::unix::new_pipe() {
+                match Pipe::take() {
                     Ok(p) => pipe = Some(p),
                     Err(_) => break true,
                 }
             }
-            let (r, w) = pipe.as_mut().expect("made above");
+            let p = pipe.as_mut().expect("made above");
             if !conn.out.is_empty() && conn.flush().await.is_err() {
                 break true;
             }
-            match ctx.client.splice_chunk(&mut d, w, SPLICE_PIECE).await {
+            match ctx.client.splice_chunk(&mut d, p, p.cap).await {
                 Ok(Some(n)) => {
                     sent += n as u64;
-                    if conn.splice_out(r, n).await.is_err() {
+                    if conn.splice_out(p).await.is_err() {
                         break true;
                     }
                     continue;
@@ -264,6 +263,9 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     };
     if !close {
         ctx.client.finish(d);
+    }
+    if let Some(p) = pipe {
+        p.give();
     }
     Block::add(&ctx.metrics.bytes_out, sent);
     Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })

@@ -19,6 +19,7 @@ use monoio::{
 };
 
 use super::{Error, Topology, Volume};
+use crate::pipe::Pipe;
 
 /// Idle connections kept per (thread, volume).
 const POOL_MAX: usize = 64;
@@ -364,19 +365,13 @@ impl Client {
     /// Moves up to `max` bytes of a download's body from the volume's socket into `pipe`
     /// without copying them through this process (`splice`); `None` at the end. Only where
     /// [`Download::can_splice`] says so.
-    pub async fn splice_chunk(
-        &self,
-        d: &mut Download,
-        pipe: &mut monoio::net::Pipe,
-        max: u32,
-    ) -> Result<Option<u32>, Error> {
-        use monoio::io::splice::SpliceSource;
+    pub async fn splice_chunk(&self, d: &mut Download, pipe: &mut Pipe, max: usize) -> Result<Option<usize>, Error> {
         let want = match d.left {
             Some(0) => return Ok(None),
-            Some(n) => n.min(max as u64) as u32,
+            Some(n) => n.min(max as u64) as usize,
             None => return Err(Error::Protocol(d.leg.server.clone(), "splice of a body of unknown length")),
         };
-        let n = monoio::time::timeout(d.timeout, d.leg.stream.splice_to_pipe(pipe, want))
+        let n = monoio::time::timeout(d.timeout, pipe.fill(&d.leg.stream, want))
             .await
             .map_err(|_| Error::Timeout(d.leg.server.clone()))?
             .map_err(|e| Error::Io(d.leg.server.clone(), e))?;
