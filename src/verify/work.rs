@@ -19,16 +19,18 @@ use crate::{
     placement::{key_path, replica_target, MARKER_DIR},
     record::Record,
     store::{self, repair, Ctx},
-    volume::{Client, Topology},
+    volume::{Client, Download, Topology},
 };
 
 /// Attempts for a key another request is writing (`409`) before it counts as failed: about
 /// 10 s in all, longer than any small write holds a key.
 const BUSY_RETRIES: u32 = 40;
 /// Largest piece of a value read at once.
-const READ_CHUNK: usize = 1 << 20;
-/// Bytes gathered before they go to the blocking pool to be hashed: few, large jobs.
-const HASH_PIECE: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
+/// Bytes gathered before they go off to be hashed while the next are read: small enough
+/// that a 1 MiB value is read and hashed in step, and that each reader keeps a piece in the
+/// lanes most of the time (an idle lane is work lost), large enough to be few jobs.
+const HASH_PIECE: usize = 256 << 10;
 /// Records per listing page read from the master.
 pub const PAGE: usize = 10_000;
 /// Largest answer read from the master (a page of records).
@@ -268,10 +270,11 @@ impl crate::walk::Worker<Job, Done> for Work<'_> {
 }
 
 impl Work<'_> {
-    /// Reads replica `replica` of `key` whole: its MD5 and length. The hashing runs a piece
-    /// behind the reading, off this thread: with AVX-512 on one thread that hashes the pieces
-    /// of many replicas at once in the lanes of a register ([`lanes`]), else on the
-    /// blocking pool, a thread per core (MD5 runs at ~600 MiB/s on one).
+    /// Reads replica `replica` of `key` whole: its MD5 and length. The bytes are read
+    /// straight into the pieces to hash, and the hashing runs behind the reading, off this
+    /// thread: with AVX-512 on one thread that hashes the pieces of many replicas at once in
+    /// the lanes of a register ([`lanes::Stream`]), else on the blocking pool, a thread per
+    /// core (MD5 runs at ~600 MiB/s on one).
     async fn read(&self, key: &[u8], replica: &str) -> Result<([u8; 16], u64), String> {
         let (server, path) = replica_target(replica, &key_path(key));
         let mut d = self.client.download(self.topo, &server, &path).await.map_err(|e| e.to_string())?;
@@ -280,10 +283,13 @@ impl Work<'_> {
         }
         let mut hash = Hashing::new(&self.buffers);
         let mut n = 0u64;
-        while let Some(c) = self.client.next_chunk(&mut d, READ_CHUNK).await.map_err(|e| e.to_string())? {
-            self.throttle.take(c.len()).await;
-            n += c.len() as u64;
-            hash.add(c, &self.buffers).await?;
+        loop {
+            let k = hash.read(self.client, &mut d, &self.buffers).await?;
+            if k == 0 {
+                break;
+            }
+            self.throttle.take(k).await;
+            n += k as u64;
         }
         self.client.finish(d);
         Ok((hash.finish(&self.buffers).await?, n))
@@ -362,15 +368,10 @@ impl Work<'_> {
     }
 }
 
-/// The MD5 of a value read piece by piece, hashed off the reading thread a piece behind.
+/// The MD5 of a value read piece by piece, hashed off the reading thread behind the reading.
 enum Hashing {
     /// Whole blocks go to the lanes' thread; `buf` gathers the next piece.
-    Lanes {
-        state: [u32; 4],
-        hashed: u64,
-        buf: Vec<u8>,
-        pending: Option<monoio::task::JoinHandle<Option<([u32; 4], Vec<u8>)>>>,
-    },
+    Lanes { stream: lanes::Stream, buf: Vec<u8> },
     /// Pieces go to the blocking pool, in order.
     Pool {
         h: Option<Md5>,
@@ -399,39 +400,42 @@ fn give_buffer(buffers: &Buffers, mut b: Vec<u8>) {
 
 impl Hashing {
     fn new(buffers: &Buffers) -> Hashing {
-        if lanes::available() {
-            Hashing::Lanes { state: Md5::INIT, hashed: 0, buf: take_buffer(buffers), pending: None }
-        } else {
-            Hashing::Pool { h: Some(Md5::new()), piece: Vec::new(), piece_len: 0, pending: None }
+        match lanes::available().then(lanes::Stream::new).flatten() {
+            Some(stream) => Hashing::Lanes { stream, buf: take_buffer(buffers) },
+            None => {
+                Hashing::Pool { h: Some(Md5::new()), piece: Vec::new(), piece_len: 0, pending: None }
+            }
         }
     }
 
-    /// Takes `c` in; a full piece goes off to be hashed once the one before is back.
-    async fn add(&mut self, c: Bytes, buffers: &Buffers) -> Result<(), String> {
+    /// Reads the next bytes of `d` in (straight into the piece being gathered, where the
+    /// lanes hash); a full piece goes off to be hashed once the one before is back. The
+    /// bytes read; 0 at the end.
+    async fn read(&mut self, client: &Client, d: &mut Download, buffers: &Buffers) -> Result<usize, String> {
         match self {
-            Hashing::Lanes { state, hashed, buf, pending } => {
-                buf.extend_from_slice(&c);
+            Hashing::Lanes { stream, buf } => {
+                let room = HASH_PIECE.saturating_sub(buf.len()).max(64);
+                let k = client.read_into(d, buf, room.min(READ_CHUNK)).await.map_err(|e| e.to_string())?;
                 if buf.len() < HASH_PIECE {
-                    return Ok(());
-                }
-                if let Some(p) = pending.take() {
-                    let (s, back) = p.await.ok_or("the hashing thread is gone")?;
-                    *state = s;
-                    give_buffer(buffers, back);
+                    return Ok(k);
                 }
                 let whole = buf.len() / 64 * 64;
                 let mut next = take_buffer(buffers);
                 next.extend_from_slice(&buf[whole..]);
                 buf.truncate(whole);
                 let piece = std::mem::replace(buf, next);
-                *hashed += piece.len() as u64;
-                *pending = Some(monoio::spawn(lanes::hash_blocks(*state, piece)));
+                if let Some(back) = stream.push(piece).await.ok_or("the hashing thread is gone")? {
+                    give_buffer(buffers, back);
+                }
+                Ok(k)
             }
             Hashing::Pool { h, piece, piece_len, pending } => {
-                *piece_len += c.len();
+                let Some(c) = client.next_chunk(d, READ_CHUNK).await.map_err(|e| e.to_string())? else { return Ok(0) };
+                let k = c.len();
+                *piece_len += k;
                 piece.push(c);
                 if *piece_len < HASH_PIECE {
-                    return Ok(());
+                    return Ok(k);
                 }
                 if let Some(p) = pending.take() {
                     *h = Some(p.await.map_err(|_| "the hashing pool dropped a job")?);
@@ -443,20 +447,17 @@ impl Hashing {
                     p.iter().for_each(|c| hh.update(c));
                     hh
                 }));
+                Ok(k)
             }
         }
-        Ok(())
     }
 
     /// The MD5 of everything added; its buffers go back to `buffers`.
     async fn finish(self, buffers: &Buffers) -> Result<[u8; 16], String> {
         match self {
-            Hashing::Lanes { mut state, hashed, buf, pending } => {
-                if let Some(p) = pending {
-                    let (s, back) = p.await.ok_or("the hashing thread is gone")?;
-                    state = s;
-                    give_buffer(buffers, back);
-                }
+            Hashing::Lanes { stream, buf } => {
+                let (state, hashed, back) = stream.finish().await.ok_or("the hashing thread is gone")?;
+                back.into_iter().for_each(|b| give_buffer(buffers, b));
                 let mut h = Md5::resume(state, hashed);
                 h.update(&buf);
                 give_buffer(buffers, buf);

@@ -63,6 +63,8 @@ pub struct Download {
     chunked: Option<crate::http::Chunked>,
     keep: bool,
     timeout: Duration,
+    /// The socket's `SO_RCVLOWAT` as [`Client::read_into`] last set it (1: the kernel's).
+    lowat: usize,
 }
 
 impl Download {
@@ -305,6 +307,7 @@ impl Client {
             chunked,
             keep,
             timeout: topo.timeout,
+            lowat: 1,
         })
     }
 
@@ -362,6 +365,45 @@ impl Client {
         }
     }
 
+    /// Appends up to `max` bytes of a download's body to `buf`, read straight into its spare
+    /// room (no buffer of its own, as [`Client::next_chunk`] makes); `Ok(0)` at the end.
+    pub async fn read_into(&self, d: &mut Download, buf: &mut Vec<u8>, max: usize) -> Result<usize, Error> {
+        if d.chunked.is_some() || !d.buf.is_empty() {
+            let Some(c) = self.next_chunk(d, max).await? else { return Ok(0) };
+            buf.extend_from_slice(&c);
+            return Ok(c.len());
+        }
+        let want = match d.left {
+            Some(0) => return Ok(0),
+            Some(n) => n.min(max as u64) as usize,
+            None => max,
+        };
+        // a read of a long body wakes only once LOWAT bytes are in (or the body's last
+        // ones), not for every few KiB the volume's sendfile gets out: fewer, larger reads
+        // here, and fewer, larger window openings for the volume to send into
+        if let Some(left) = d.left {
+            let lowat = left.min(LOWAT as u64) as usize;
+            if lowat != d.lowat && set_rcvlowat(&d.leg.stream, lowat).is_ok() {
+                d.lowat = lowat;
+            }
+        }
+        let mut v = std::mem::take(buf);
+        let len = v.len();
+        v.reserve(want);
+        let (res, slice) = monoio::time::timeout(d.timeout, d.leg.stream.read(v.slice_mut(len..len + want)))
+            .await
+            .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
+        *buf = slice.into_inner();
+        match res.map_err(|e| Error::Io(d.leg.server.clone(), e))? {
+            0 if d.left.is_none() => Ok(0),
+            0 => Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length")),
+            n => {
+                d.left = d.left.map(|l| l.saturating_sub(n as u64));
+                Ok(n)
+            }
+        }
+    }
+
     /// Moves up to `max` bytes of a download's body from the volume's socket into `pipe`
     /// without copying them through this process (`splice`); `None` at the end. Only where
     /// [`Download::can_splice`] says so.
@@ -388,7 +430,10 @@ impl Client {
             Some(c) => c.is_done(),
             None => d.left == Some(0),
         };
-        if d.keep && whole && d.buf.is_empty() {
+        // a pooled socket must wake for every byte again: a head of 200 bytes never
+        // reaches a low mark set for a body
+        let reset = d.lowat == 1 || set_rcvlowat(&d.leg.stream, 1).is_ok();
+        if d.keep && whole && d.buf.is_empty() && reset {
             self.release(d.leg);
         }
     }
@@ -619,6 +664,29 @@ async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: D
     let (r, _) =
         monoio::time::timeout(t, l.stream.write_all(data)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
     r.map(drop).map_err(|e| Error::Io(l.server.clone(), e))
+}
+
+/// Bytes a long body's read waits for before it wakes ([`Client::read_into`]).
+const LOWAT: usize = 128 << 10;
+
+fn set_rcvlowat(s: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt reads an int from a live local for an fd the stream holds open
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
