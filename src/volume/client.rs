@@ -68,6 +68,18 @@ pub struct Download {
 }
 
 impl Download {
+    /// A read of a long body wakes only once LOWAT bytes are in (or the body's last ones),
+    /// not for every few KiB the volume's sendfile gets out: fewer, larger reads here, and
+    /// fewer, larger window openings for the volume to send into.
+    fn low_mark(&mut self) {
+        if let Some(left) = self.left {
+            let lowat = left.min(LOWAT as u64) as usize;
+            if lowat != self.lowat && set_rcvlowat(&self.leg.stream, lowat).is_ok() {
+                self.lowat = lowat;
+            }
+        }
+    }
+
     /// Whether the rest of the body can be spliced ([`Client::splice_chunk`]): a body of
     /// known length, not chunked, nothing of it read ahead into the buffer.
     pub fn can_splice(&self) -> bool {
@@ -378,15 +390,7 @@ impl Client {
             Some(n) => n.min(max as u64) as usize,
             None => max,
         };
-        // a read of a long body wakes only once LOWAT bytes are in (or the body's last
-        // ones), not for every few KiB the volume's sendfile gets out: fewer, larger reads
-        // here, and fewer, larger window openings for the volume to send into
-        if let Some(left) = d.left {
-            let lowat = left.min(LOWAT as u64) as usize;
-            if lowat != d.lowat && set_rcvlowat(&d.leg.stream, lowat).is_ok() {
-                d.lowat = lowat;
-            }
-        }
+        d.low_mark();
         let mut v = std::mem::take(buf);
         let len = v.len();
         v.reserve(want);
