@@ -719,3 +719,35 @@ fn replicas_on_volumes_left_out_of_the_list_are_not_vouched_for() {
     let third = c.volumes[2].addr();
     assert!(err.contains(&format!("{on_third} replicas on {third} (not checked")), "{err}");
 }
+
+/// A verify killed before it could remove its working folder (records by shard, ~100 bytes a
+/// key in the temp folder) does not leave it for good: the next verify removes the folders of
+/// verifies whose process is gone, and leaves a running one's alone.
+#[test]
+fn a_killed_verifys_working_folder_is_removed_by_the_next() {
+    let (mut c, _live, _unlinked) = filled(20, 0, &[]);
+    c.master.kill9();
+    let tmp = c.master.db().parent().expect("the db's folder").join("tmp");
+    // a process that has ended: its pid is free (and not taken again this soon)
+    let mut gone = Command::new("true").spawn().expect("run true");
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = tmp.join(format!("mkv-verify-{dead}-0"));
+    let running = tmp.join(format!("mkv-verify-{}-3", std::process::id()));
+    let other = tmp.join(format!("mkv-verify-{dead}-notours"));
+    for d in [&stale, &running, &other] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("00"), b"records").unwrap();
+    }
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["verify", "-volumes", &vols, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv_env(&args, &[("TMPDIR", tmp.to_str().unwrap())]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!stale.exists(), "the dead verify's folder is still there");
+    assert!(running.exists(), "a live process's folder was removed");
+    assert!(other.exists(), "a folder not named as a verify's own was removed");
+    // and the verify's own is gone with it
+    let left: Vec<_> = fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}

@@ -42,6 +42,7 @@ impl Shelf {
     pub fn new() -> anyhow::Result<Shelf> {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
+        sweep_dead();
         let dir = std::env::temp_dir().join(format!("mkv-verify-{}-{n}", std::process::id()));
         // left by a run killed earlier under the same pid: ours now
         let _ = fs::remove_dir_all(&dir);
@@ -109,6 +110,23 @@ fn field<'b>(bytes: &'b [u8], at: &mut usize, n: usize) -> Option<&'b [u8]> {
     let b = bytes.get(*at..*at + n)?;
     *at += n;
     Some(b)
+}
+
+/// Removes the working folders of verifies killed before they could (`kill -9`, a crash):
+/// those whose process is gone. Each would otherwise keep ~100 bytes a key in the temp folder
+/// for good. (A folder whose pid lives again in another process stays until that ends.)
+fn sweep_dead() {
+    let Ok(dir) = fs::read_dir(std::env::temp_dir()) else { return };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("mkv-verify-")).and_then(|r| r.split_once('-')) else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.0.parse::<u32>(), pid.1.parse::<u64>()) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 impl Drop for Shelf {
