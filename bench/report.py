@@ -268,6 +268,9 @@ def main():
                      f"{mp[0]['upload']['threads']} in flight) took {listing(float(x['seconds']) for x in mp)} s; the "
                      f"native PUT of the same file {listing(float(x['seconds']) for x in mr)} s; each through a master "
                      f"restarted before it, its VmHWM reset once listening.")
+        if all("complete_seconds" in x["upload"] for x in mp):
+            lines.append(f"  Of the multipart upload, the parts took {listing(float(x['upload']['parts_seconds']) for x in mp)} s "
+                         f"and CompleteMultipartUpload {listing(float(x['upload']['complete_seconds']) for x in mp)} s.")
 
     lat = [x for x in runs if x["scenario"] == "latency"]
     if lat:

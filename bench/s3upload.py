@@ -22,11 +22,25 @@ def main():
                       config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
     # boto3's defaults but for the part size: 10 parts in flight
     cfg = TransferConfig(multipart_threshold=part << 20, multipart_chunksize=part << 20)
+    # when CompleteMultipartUpload goes out and its answer is back: the parts' phase and
+    # Complete's (the master streaming the parts into the key's replicas) apart
+    # (a before-call handler that returns something answers the call in its place: None)
+    marks = {}
+
+    def mark(name):
+        def handler(**_):
+            marks.setdefault(name, time.monotonic())
+        return handler
+
+    s3.meta.events.register("before-call.s3.CompleteMultipartUpload", mark("c0"))
+    s3.meta.events.register("after-call.s3.CompleteMultipartUpload", mark("c1"))
     t0 = time.monotonic()
     s3.upload_file(path, bucket, key, Config=cfg)
     secs = time.monotonic() - t0
     head = s3.head_object(Bucket=bucket, Key=key)
-    print(json.dumps({"seconds": round(secs, 3), "size": head["ContentLength"], "etag": head["ETag"],
+    print(json.dumps({"seconds": round(secs, 3), "parts_seconds": round(marks["c0"] - t0, 3),
+                      "complete_seconds": round(marks["c1"] - marks["c0"], 3),
+                      "size": head["ContentLength"], "etag": head["ETag"],
                       "part_mib": part, "threads": cfg.max_request_concurrency}))
 
 
