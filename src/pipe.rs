@@ -15,7 +15,7 @@ use std::{
 use monoio::net::TcpStream;
 
 /// What a pipe is asked to hold (the kernel's default `/proc/sys/fs/pipe-max-size`); a
-/// smaller pipe is used when it refuses.
+/// smaller pipe is used when it refuses (down to LEAST).
 const WANT: usize = 1 << 20;
 
 pub struct Pipe {
@@ -28,8 +28,12 @@ pub struct Pipe {
 }
 
 /// Empty pipes kept by each thread for its next splice (their making and closing cost four
-/// system calls), at most this many.
-const KEEP: usize = 64;
+/// system calls), at most this many: each counts its full size against the user's pipe
+/// pages (`/proc/sys/fs/pipe-user-pages-soft`, 64 such pipes by default) even when empty.
+const KEEP: usize = 4;
+/// A pipe smaller than this is not worth its system calls (a user past the pipe pages limit
+/// gets 8 KiB ones): the body is copied instead.
+const LEAST: usize = 64 << 10;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -45,9 +49,9 @@ impl Pipe {
     }
 
     /// Keeps an empty pipe for [`Pipe::take`]; one still holding bytes (a splice that
-    /// failed half way) is closed.
+    /// failed half way), or smaller than asked, is closed.
     pub fn give(self) {
-        if self.held == 0 {
+        if self.held == 0 && self.cap >= WANT {
             SPARE.with(|s| {
                 let mut s = s.borrow_mut();
                 if s.len() < KEEP {
@@ -68,8 +72,10 @@ impl Pipe {
         // SAFETY: fcntl on our own fd; a refusal (EPERM past the limit) leaves the default
         unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, WANT as libc::c_int) };
         let cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        let cap = if cap > 0 { cap as usize } else { 64 << 10 };
-        Ok(Pipe { r, w, cap, held: 0 })
+        if cap < LEAST as libc::c_int {
+            return Err(io::Error::other("pipe too small to splice through"));
+        }
+        Ok(Pipe { r, w, cap: cap as usize, held: 0 })
     }
 
     /// Moves at least one and at most `max` bytes (and the pipe's room) from `from` into the
@@ -79,7 +85,6 @@ impl Pipe {
         if want == 0 {
             return Err(io::Error::other("the pipe is full"));
         }
-        nonblocking(from.as_raw_fd())?;
         loop {
             match splice(from.as_raw_fd(), self.w.as_raw_fd(), want) {
                 Ok(n) => {
@@ -92,22 +97,34 @@ impl Pipe {
         }
     }
 
-    /// Moves everything held in the pipe to `to`, waiting for room as needed.
-    pub async fn drain(&mut self, to: &TcpStream) -> io::Result<()> {
-        nonblocking(to.as_raw_fd())?;
-        while self.held > 0 {
+    /// Moves at least one of the bytes the pipe holds to `to` (as many as it takes at once),
+    /// waiting for room as needed; the bytes still held.
+    pub async fn drain_some(&mut self, to: &TcpStream) -> io::Result<usize> {
+        if self.held == 0 {
+            return Ok(0);
+        }
+        loop {
             match splice(self.r.as_raw_fd(), to.as_raw_fd(), self.held) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.held -= n,
+                Ok(n) => {
+                    self.held -= n;
+                    return Ok(self.held);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable(false).await?,
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 }
 
+/// One splice from `from` to `to`, neither blocking: the sockets the ring works on are
+/// blocking (a blocking splice would hold up every connection of this thread), so each is
+/// made non-blocking for the call and set back after it. (io_uring on kernels before ~6.5
+/// answers a readv/writev on a non-blocking socket with EAGAIN instead of waiting, so a
+/// socket must not be left so.)
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    let _a = NonBlocking::set(from)?;
+    let _b = NonBlocking::set(to)?;
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     loop {
         // SAFETY: both fds are open for the call; null offsets (sockets and pipes have none)
@@ -122,18 +139,36 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// A socket the ring works on is blocking, and a blocking socket would make a splice wait
-/// on this thread; io_uring is as happy with a non-blocking one (it polls either way).
-fn nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl reads and sets the flags of an fd the caller holds open
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
+/// An fd made non-blocking until dropped (a pipe's own ends already are: nothing to do).
+struct NonBlocking {
+    fd: RawFd,
+    flags: Option<libc::c_int>,
+}
+
+impl NonBlocking {
+    fn set(fd: RawFd) -> io::Result<NonBlocking> {
+        // SAFETY: fcntl reads and sets the flags of an fd the caller holds open
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK != 0 {
+            return Ok(NonBlocking { fd, flags: None });
+        }
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NonBlocking { fd, flags: Some(flags) })
     }
-    if flags & libc::O_NONBLOCK == 0 && unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
+}
+
+impl Drop for NonBlocking {
+    fn drop(&mut self) {
+        if let Some(flags) = self.flags {
+            // SAFETY: as in `set`; the fd is still open (the guard lives inside one call)
+            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -176,7 +211,7 @@ mod tests {
                 let n = p.fill(&src, body.len() - moved).await.unwrap();
                 assert!(n > 0);
                 moved += n;
-                p.drain(&dst).await.unwrap();
+                while p.drain_some(&dst).await.unwrap() > 0 {}
                 assert_eq!(p.held, 0);
             }
             p.give();
@@ -184,7 +219,10 @@ mod tests {
             assert_eq!((again.cap, again.held), (cap, 0), "the thread's spare pipe comes back");
             let (mut r, got) = receiver.await;
             assert!(got == body, "the bytes arrived changed");
-            // the ring still reads and writes the (now non-blocking) sockets
+            // the sockets are as the ring left them (blocking), and it still reads and writes them
+            for fd in [src.as_raw_fd(), dst.as_raw_fd()] {
+                assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK, 0);
+            }
             let mut s = sender.await;
             let (res, _) = s.write_all(b"ping".to_vec()).await;
             res.unwrap();

@@ -722,32 +722,48 @@ fn replicas_on_volumes_left_out_of_the_list_are_not_vouched_for() {
 
 /// A verify killed before it could remove its working folder (records by shard, ~100 bytes a
 /// key in the temp folder) does not leave it for good: the next verify removes the folders of
-/// verifies whose process is gone, and leaves a running one's alone.
+/// verifies that are gone (their lock file free; without one, their pid free) and leaves a
+/// running one's alone.
 #[test]
 fn a_killed_verifys_working_folder_is_removed_by_the_next() {
+    use std::os::fd::AsRawFd;
     let (mut c, _live, _unlinked) = filled(20, 0, &[]);
     c.master.kill9();
-    let tmp = c.master.db().parent().expect("the db's folder").join("tmp");
+    let tmp = PathBuf::from(format!("{}.tmp", c.master.db().display()));
     // a process that has ended: its pid is free (and not taken again this soon)
     let mut gone = Command::new("true").spawn().expect("run true");
     let dead = gone.id();
     gone.wait().unwrap();
+    let me = std::process::id();
     let stale = tmp.join(format!("mkv-verify-{dead}-0"));
-    let running = tmp.join(format!("mkv-verify-{}-3", std::process::id()));
+    let stale_locked = tmp.join(format!("mkv-verify-{dead}-1"));
+    let held = tmp.join(format!("mkv-verify-{dead}-2"));
+    let running = tmp.join(format!("mkv-verify-{me}-3"));
     let other = tmp.join(format!("mkv-verify-{dead}-notours"));
-    for d in [&stale, &running, &other] {
+    for d in [&stale, &stale_locked, &held, &running, &other] {
         fs::create_dir_all(d).unwrap();
         fs::write(d.join("00"), b"records").unwrap();
     }
+    fs::write(stale_locked.join("lock"), b"").unwrap();
+    // a live verify in another pid namespace: its pid means nothing here, its lock is held
+    let lock = fs::File::create(held.join("lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
     let mut args = vec!["verify", "-volumes", &vols, "-db", &db];
     args.extend(FLAGS);
     let (code, err) = run_mkv_env(&args, &[("TMPDIR", tmp.to_str().unwrap())]);
     assert_eq!(code, Some(0), "{err}");
     assert!(!stale.exists(), "the dead verify's folder is still there");
+    assert!(!stale_locked.exists(), "the dead verify's folder with a free lock is still there");
+    assert!(held.exists(), "a folder whose lock is held was removed");
     assert!(running.exists(), "a live process's folder was removed");
     assert!(other.exists(), "a folder not named as a verify's own was removed");
     // and the verify's own is gone with it
-    let left: Vec<_> = fs::read_dir(&tmp).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert_eq!(left.len(), 2, "{left:?}");
+    let mut left: Vec<_> = fs::read_dir(&tmp).unwrap().flatten().map(|e| e.path()).collect();
+    left.sort();
+    let mut want = vec![held.clone(), running.clone(), other.clone()];
+    want.sort();
+    assert_eq!(left, want);
+    drop(lock);
+    let _ = fs::remove_dir_all(&tmp);
 }

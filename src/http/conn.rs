@@ -227,15 +227,19 @@ impl Conn {
     }
 
     /// Moves what `pipe` holds to the client (the kernel's pages, never this process's
-    /// memory), within `-send-timeout`.
+    /// memory); each step that moves bytes within `-send-timeout`, as each write of a copied
+    /// body must.
     pub async fn splice_out(&mut self, pipe: &mut Pipe) -> Result<(), Error> {
-        self.watched.arm(Wait::Write, self.send_timeout);
-        let res = pipe.drain(&self.stream).await;
-        self.watched.disarm();
-        match (res, self.watched.fired()) {
-            (_, Some(Wait::Write)) => Err(Error::Timeout),
-            (Ok(()), _) => Ok(()),
-            (Err(e), _) => Err(Error::Io(e)),
+        loop {
+            self.watched.arm(Wait::Write, self.send_timeout);
+            let res = pipe.drain_some(&self.stream).await;
+            self.watched.disarm();
+            match (res, self.watched.fired()) {
+                (_, Some(Wait::Write)) => return Err(Error::Timeout),
+                (Ok(0), _) => return Ok(()),
+                (Ok(_), _) => continue,
+                (Err(e), _) => return Err(Error::Io(e)),
+            }
         }
     }
 

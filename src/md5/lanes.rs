@@ -24,8 +24,6 @@ const SCALAR_RUN: usize = 64;
 /// Blocks all lanes take in step before the thread looks for more work (a piece of
 /// `verify -deep`, ~0.6 ms): after a wait for more work, as much work as a wait is worth.
 const STEP_RUN: usize = 4096;
-/// How long the hashing thread waits for more work when too few hashes are going on to run
-/// them in step.
 /// How long the hashing thread waits for more hashes to have work before it runs the lanes
 /// it has: readers are many times slower than a lane, so most of the time most hashes wait
 /// for their next piece, and lanes run in step only as often as they fill. Readers do not

@@ -216,31 +216,27 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     };
     // the head goes out with the first piece; then each piece as it comes from the volume
     let mut sent = 0u64;
-    let mut pipe = None;
+    // None: not tried yet; Some(None): no pipe to be had (out of fds or pipe pages), copy
+    let mut pipe: Option<Option<Pipe>> = None;
     let close = loop {
         if d.can_splice() && len > SPLICE_FROM {
             // the rest goes socket to socket through a pipe: the bytes never enter this
             // process (copying them in and out cost the master ~0.7 ms per MiB)
-            if pipe.is_none() {
-                match Pipe::take() {
-                    Ok(p) => pipe = Some(p),
+            if let Some(p) = pipe.get_or_insert_with(|| Pipe::take().ok()).as_mut() {
+                if !conn.out.is_empty() && conn.flush().await.is_err() {
+                    break true;
+                }
+                match ctx.client.splice_chunk(&mut d, p, p.cap).await {
+                    Ok(Some(n)) => {
+                        sent += n as u64;
+                        if conn.splice_out(p).await.is_err() {
+                            break true;
+                        }
+                        continue;
+                    }
+                    Ok(None) => break sent != len,
                     Err(_) => break true,
                 }
-            }
-            let p = pipe.as_mut().expect("made above");
-            if !conn.out.is_empty() && conn.flush().await.is_err() {
-                break true;
-            }
-            match ctx.client.splice_chunk(&mut d, p, p.cap).await {
-                Ok(Some(n)) => {
-                    sent += n as u64;
-                    if conn.splice_out(p).await.is_err() {
-                        break true;
-                    }
-                    continue;
-                }
-                Ok(None) => break sent != len,
-                Err(_) => break true,
             }
         }
         match ctx.client.next_chunk(&mut d, PIECE).await {
@@ -264,7 +260,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     if !close {
         ctx.client.finish(d);
     }
-    if let Some(p) = pipe {
+    if let Some(Some(p)) = pipe {
         p.give();
     }
     Block::add(&ctx.metrics.bytes_out, sent);

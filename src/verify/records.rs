@@ -36,6 +36,9 @@ pub struct Shelf {
     dir: PathBuf,
     out: Vec<BufWriter<File>>,
     pub keys: u64,
+    /// `dir/lock`, locked (flock) while this shelf lives: how another verify tells a live
+    /// folder from one a killed verify left, in any pid namespace.
+    _lock: File,
 }
 
 impl Shelf {
@@ -47,7 +50,12 @@ impl Shelf {
         // left by a run killed earlier under the same pid: ours now
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir).with_context(|| format!("cannot make a working folder {}", dir.display()))?;
-        let mut shelf = Shelf { dir, out: Vec::with_capacity(SHARDS), keys: 0 };
+        let lock = File::create(dir.join(LOCK)).with_context(|| format!("cannot write in {}", dir.display()))?;
+        // waits out a sweep by another verify that holds it for a moment
+        if !lock_file(&lock, true) {
+            bail!("cannot lock {}", dir.join(LOCK).display());
+        }
+        let mut shelf = Shelf { dir, out: Vec::with_capacity(SHARDS), keys: 0, _lock: lock };
         for s in 0..SHARDS {
             let f = File::create(shelf.path(s)).with_context(|| format!("cannot write in {}", shelf.dir.display()))?;
             shelf.out.push(BufWriter::with_capacity(16 << 10, f));
@@ -112,18 +120,39 @@ fn field<'b>(bytes: &'b [u8], at: &mut usize, n: usize) -> Option<&'b [u8]> {
     Some(b)
 }
 
-/// Removes the working folders of verifies killed before they could (`kill -9`, a crash):
-/// those whose process is gone. Each would otherwise keep ~100 bytes a key in the temp folder
-/// for good. (A folder whose pid lives again in another process stays until that ends.)
+/// The file a live shelf holds locked.
+const LOCK: &str = "lock";
+
+/// An exclusive flock of `f` (waiting for it, or not); released when the file closes or
+/// the process ends.
+fn lock_file(f: &File, wait: bool) -> bool {
+    use std::os::fd::AsRawFd;
+    let how = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    // SAFETY: flock on an fd the File holds open
+    unsafe { libc::flock(f.as_raw_fd(), how) == 0 }
+}
+
+/// Removes the working folders of verifies killed before they could (`kill -9`, a crash),
+/// which would otherwise keep ~100 bytes a key in the temp folder for good: a folder whose
+/// lock file no one holds. One without a lock file (left by a version before it) goes when
+/// its pid names no process here.
 fn sweep_dead() {
     let Ok(dir) = fs::read_dir(std::env::temp_dir()) else { return };
     for e in dir.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("mkv-verify-")).and_then(|r| r.split_once('-')) else {
+        let Some((pid, n)) = name.to_str().and_then(|n| n.strip_prefix("mkv-verify-")).and_then(|r| r.split_once('-'))
+        else {
             continue;
         };
-        let (Ok(pid), Ok(_)) = (pid.0.parse::<u32>(), pid.1.parse::<u64>()) else { continue };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else { continue };
+        let dead = match File::open(e.path().join(LOCK)) {
+            // held by a live shelf, or being taken by a new one (its pid then lives here)
+            Ok(f) => lock_file(&f, false) && !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => {
+                std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            }
+        };
+        if dead {
             let _ = fs::remove_dir_all(e.path());
         }
     }

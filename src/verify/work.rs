@@ -455,7 +455,17 @@ impl Hashing {
     /// The MD5 of everything added; its buffers go back to `buffers`.
     async fn finish(self, buffers: &Buffers) -> Result<[u8; 16], String> {
         match self {
-            Hashing::Lanes { stream, buf } => {
+            Hashing::Lanes { mut stream, mut buf } => {
+                // the tail's whole blocks go to the lanes too, not through one MD5 here
+                let whole = buf.len() / 64 * 64;
+                if whole > 0 {
+                    let rest = buf[whole..].to_vec();
+                    buf.truncate(whole);
+                    if let Some(back) = stream.push(buf).await.ok_or("the hashing thread is gone")? {
+                        give_buffer(buffers, back);
+                    }
+                    buf = rest;
+                }
                 let (state, hashed, back) = stream.finish().await.ok_or("the hashing thread is gone")?;
                 back.into_iter().for_each(|b| give_buffer(buffers, b));
                 let mut h = Md5::resume(state, hashed);

@@ -68,12 +68,12 @@ pub struct Download {
 }
 
 impl Download {
-    /// A read of a long body wakes only once LOWAT bytes are in (or the body's last ones),
-    /// not for every few KiB the volume's sendfile gets out: fewer, larger reads here, and
-    /// fewer, larger window openings for the volume to send into.
-    fn low_mark(&mut self) {
+    /// A read of a long body wakes only once LOWAT bytes are in (or the body's last ones,
+    /// or all the read asks for), not for every few KiB the volume's sendfile gets out:
+    /// fewer, larger reads here, and fewer, larger window openings for the volume to send into.
+    fn low_mark(&mut self, want: usize) {
         if let Some(left) = self.left {
-            let lowat = left.min(LOWAT as u64) as usize;
+            let lowat = left.min(want.min(LOWAT) as u64).max(1) as usize;
             if lowat != self.lowat && set_rcvlowat(&self.leg.stream, lowat).is_ok() {
                 self.lowat = lowat;
             }
@@ -390,7 +390,7 @@ impl Client {
             Some(n) => n.min(max as u64) as usize,
             None => max,
         };
-        d.low_mark();
+        d.low_mark(want);
         let mut v = std::mem::take(buf);
         let len = v.len();
         v.reserve(want);
