@@ -223,19 +223,18 @@ mod tests {
             for fd in [src.as_raw_fd(), dst.as_raw_fd()] {
                 assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK, 0);
             }
-            let mut s = sender.await;
-            let (res, _) = s.write_all(b"ping".to_vec()).await;
-            res.unwrap();
-            let mut src = src;
-            let (res, ping) = src.read_exact(vec![0u8; 4]).await;
-            res.unwrap();
-            assert_eq!(ping, b"ping");
-            let (res, _) = r.write_all(b"pong".to_vec()).await;
-            res.unwrap();
-            let mut dst = dst;
-            let (res, pong) = dst.read_exact(vec![0u8; 4]).await;
-            res.unwrap();
-            assert_eq!(pong, b"pong");
+            let (mut s, mut src, mut dst) = (sender.await, src, dst);
+            say(&mut s, &mut src, b"ping").await;
+            say(&mut r, &mut dst, b"pong").await;
         });
+    }
+
+    /// `word` written to one end through the ring arrives at the other.
+    async fn say(from: &mut TcpStream, to: &mut TcpStream, word: &'static [u8]) {
+        let (res, _) = from.write_all(word.to_vec()).await;
+        res.unwrap();
+        let (res, got) = to.read_exact(vec![0u8; word.len()]).await;
+        res.unwrap();
+        assert_eq!(got, word);
     }
 }
