@@ -2,7 +2,7 @@
 //! through the store's operations, answered with S3's status codes and XML errors.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     path::Path,
     sync::OnceLock,
 };
@@ -48,7 +48,15 @@ pub fn install_keys(path: Option<&Path>) -> Result<(), String> {
 
 thread_local! {
     static SIGNING: RefCell<KeyCache> = RefCell::new(KeyCache::default());
-    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A request id unique in this master's life (`x-amz-request-id`, error bodies): the pid,
+/// read once, and one count for every thread (a count per thread gave the same ids on two).
+fn request_id() -> String {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:X}{n:08X}", PID.get_or_init(std::process::id))
 }
 
 /// An S3 request's head, parsed from the bytes the connection read.
@@ -91,10 +99,7 @@ pub fn is_s3(raw: &[u8]) -> bool {
 pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Body, keep_alive: bool) -> Answer {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
-    let request_id = NEXT_ID.with(|n| {
-        n.set(n.get() + 1);
-        format!("{:X}{:08X}", std::process::id(), n.get())
-    });
+    let request_id = request_id();
     if !matches!(parsed.parse(raw), Ok(httparse::Status::Complete(_))) {
         return error(conn, &S3Error::InvalidRequest("malformed request head"), b"/", &request_id, false, true);
     }
@@ -311,5 +316,21 @@ pub async fn small_body(conn: &mut Conn, body: &mut Body, max: usize) -> Result<
             Ok(None) => return Ok(out),
             Err(e) => return Err(super::body::http_failure(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Two runtime threads never hand out the same request id.
+    #[test]
+    fn request_ids_are_unique_across_threads() {
+        let ids: Vec<String> = (0..2)
+            .map(|_| std::thread::spawn(|| (0..1000).map(|_| super::request_id()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "the same request id twice");
     }
 }
