@@ -233,12 +233,8 @@ impl Conn {
         loop {
             self.watched.arm(Wait::Write, self.send_timeout);
             let res = pipe.drain_some(&self.stream).await;
-            self.watched.disarm();
-            match (res, self.watched.fired()) {
-                (_, Some(Wait::Write)) => return Err(Error::Timeout),
-                (Ok(0), _) => return Ok(()),
-                (Ok(_), _) => continue,
-                (Err(e), _) => return Err(Error::Io(e)),
+            if self.written(res)? == 0 {
+                return Ok(());
             }
         }
     }
@@ -247,13 +243,18 @@ impl Conn {
     pub async fn write<B: monoio::buf::IoBuf + 'static>(&mut self, data: B) -> (Result<(), Error>, B) {
         self.watched.arm(Wait::Write, self.send_timeout);
         let (res, data) = self.stream.write_all(data).await;
+        (self.written(res).map(drop), data)
+    }
+
+    /// Ends a write armed with `-send-timeout`: its result, or `Timeout` if the deadline
+    /// passed under it.
+    fn written<T>(&mut self, res: std::io::Result<T>) -> Result<T, Error> {
         self.watched.disarm();
-        let res = match (res, self.watched.fired()) {
+        match (res, self.watched.fired()) {
             (_, Some(Wait::Write)) => Err(Error::Timeout),
-            (Ok(_), _) => Ok(()),
+            (Ok(v), _) => Ok(v),
             (Err(e), _) => Err(Error::Io(e)),
-        };
-        (res, data)
+        }
     }
 
     /// `100 Continue`, for a client that waits for it before sending the body.

@@ -18,9 +18,9 @@ use super::{
 };
 use crate::{
     http::{response, Body, Conn, Reply},
-    pipe::Pipe,
     index::State,
     metrics::Block,
+    pipe::Pipe,
     record::Record,
     store::{
         self,

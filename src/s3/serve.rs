@@ -1,11 +1,7 @@
 //! One S3 request from its head to its answer: authenticated, parsed into an [`Op`], run
 //! through the store's operations, answered with S3's status codes and XML errors.
 
-use std::{
-    cell::RefCell,
-    path::Path,
-    sync::OnceLock,
-};
+use std::{cell::RefCell, path::Path, sync::OnceLock};
 
 use super::{
     bucket,
@@ -53,7 +49,7 @@ thread_local! {
 /// A request id unique in this master's life (`x-amz-request-id`, error bodies): the pid,
 /// read once, and one count for every thread (a count per thread gave the same ids on two).
 fn request_id() -> String {
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static PID: OnceLock<u32> = OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{:X}{n:08X}", PID.get_or_init(std::process::id))

@@ -145,12 +145,15 @@ fn sweep_dead() {
             continue;
         };
         let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
         let dead = match File::open(e.path().join(LOCK)) {
-            // held by a live shelf, or being taken by a new one (its pid then lives here)
-            Ok(f) => lock_file(&f, false) && !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            Err(_) => {
-                std::path::Path::new("/proc/self").exists() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            }
+            // held by a live shelf (of another pid namespace, or one being made: it is locked
+            // right after its folder)
+            Ok(f) => lock_file(&f, false),
+            // no /proc here: no telling
+            Err(_) => std::path::Path::new("/proc/self").exists(),
         };
         if dead {
             let _ = fs::remove_dir_all(e.path());

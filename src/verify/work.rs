@@ -402,30 +402,20 @@ impl Hashing {
     fn new(buffers: &Buffers) -> Hashing {
         match lanes::available().then(lanes::Stream::new).flatten() {
             Some(stream) => Hashing::Lanes { stream, buf: take_buffer(buffers) },
-            None => {
-                Hashing::Pool { h: Some(Md5::new()), piece: Vec::new(), piece_len: 0, pending: None }
-            }
+            None => Hashing::Pool { h: Some(Md5::new()), piece: Vec::new(), piece_len: 0, pending: None },
         }
     }
 
     /// Reads the next bytes of `d` in (straight into the piece being gathered, where the
-    /// lanes hash); a full piece goes off to be hashed once the one before is back. The
-    /// bytes read; 0 at the end.
+    /// lanes hash); a full piece goes off to be hashed while the reading goes on. The bytes
+    /// read; 0 at the end.
     async fn read(&mut self, client: &Client, d: &mut Download, buffers: &Buffers) -> Result<usize, String> {
         match self {
             Hashing::Lanes { stream, buf } => {
                 let room = HASH_PIECE.saturating_sub(buf.len()).max(64);
                 let k = client.read_into(d, buf, room.min(READ_CHUNK)).await.map_err(|e| e.to_string())?;
-                if buf.len() < HASH_PIECE {
-                    return Ok(k);
-                }
-                let whole = buf.len() / 64 * 64;
-                let mut next = take_buffer(buffers);
-                next.extend_from_slice(&buf[whole..]);
-                buf.truncate(whole);
-                let piece = std::mem::replace(buf, next);
-                if let Some(back) = stream.push(piece).await.ok_or("the hashing thread is gone")? {
-                    give_buffer(buffers, back);
+                if buf.len() >= HASH_PIECE {
+                    hand_over(stream, buf, buffers).await?;
                 }
                 Ok(k)
             }
@@ -457,14 +447,8 @@ impl Hashing {
         match self {
             Hashing::Lanes { mut stream, mut buf } => {
                 // the tail's whole blocks go to the lanes too, not through one MD5 here
-                let whole = buf.len() / 64 * 64;
-                if whole > 0 {
-                    let rest = buf[whole..].to_vec();
-                    buf.truncate(whole);
-                    if let Some(back) = stream.push(buf).await.ok_or("the hashing thread is gone")? {
-                        give_buffer(buffers, back);
-                    }
-                    buf = rest;
+                if buf.len() >= 64 {
+                    hand_over(&mut stream, &mut buf, buffers).await?;
                 }
                 let (state, hashed, back) = stream.finish().await.ok_or("the hashing thread is gone")?;
                 back.into_iter().for_each(|b| give_buffer(buffers, b));
@@ -483,6 +467,20 @@ impl Hashing {
             }
         }
     }
+}
+
+/// Hands the whole blocks of `buf` to the lanes; `buf` becomes a kept buffer holding the
+/// bytes past them.
+async fn hand_over(stream: &mut lanes::Stream, buf: &mut Vec<u8>, buffers: &Buffers) -> Result<(), String> {
+    let whole = buf.len() / 64 * 64;
+    let mut next = take_buffer(buffers);
+    next.extend_from_slice(&buf[whole..]);
+    buf.truncate(whole);
+    let piece = std::mem::replace(buf, next);
+    if let Some(back) = stream.push(piece).await.ok_or("the hashing thread is gone")? {
+        give_buffer(buffers, back);
+    }
+    Ok(())
 }
 
 /// Records equal in what a verify judged (the front-end metadata aside).

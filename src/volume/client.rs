@@ -68,12 +68,19 @@ pub struct Download {
 }
 
 impl Download {
+    /// Bytes the next read of the body may take, at most `max`: 0 at the end of a body of
+    /// known length.
+    fn next_len(&self, max: usize) -> usize {
+        self.left.map_or(max, |n| n.min(max as u64) as usize)
+    }
+
     /// A read of a long body wakes only once LOWAT bytes are in (or the body's last ones,
     /// or all the read asks for), not for every few KiB the volume's sendfile gets out:
     /// fewer, larger reads here, and fewer, larger window openings for the volume to send into.
+    /// `want` is what the read asks ([`Download::next_len`]: never past the body's end).
     fn low_mark(&mut self, want: usize) {
-        if let Some(left) = self.left {
-            let lowat = left.min(want.min(LOWAT) as u64).max(1) as usize;
+        if self.left.is_some() {
+            let lowat = want.clamp(1, LOWAT);
             if lowat != self.lowat && set_rcvlowat(&self.leg.stream, lowat).is_ok() {
                 self.lowat = lowat;
             }
@@ -358,23 +365,12 @@ impl Client {
         if !d.buf.is_empty() {
             return Ok(Some(Bytes::from(std::mem::take(&mut d.buf))));
         }
-        let want = match d.left {
-            Some(0) => return Ok(None),
-            Some(n) => n.min(max as u64) as usize,
-            None => max,
-        };
-        let v = Vec::with_capacity(want);
-        let (res, v) = monoio::time::timeout(d.timeout, d.leg.stream.read(v))
-            .await
-            .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
-        match res.map_err(|e| Error::Io(d.leg.server.clone(), e))? {
-            0 if d.left.is_none() => Ok(None),
-            0 => Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length")),
-            n => {
-                d.left = d.left.map(|l| l.saturating_sub(n as u64));
-                Ok(Some(Bytes::from(v)))
-            }
+        let want = d.next_len(max);
+        if want == 0 {
+            return Ok(None);
         }
+        let mut v = Vec::new();
+        Ok((read_body(d, &mut v, want).await? > 0).then(|| Bytes::from(v)))
     }
 
     /// Appends up to `max` bytes of a download's body to `buf`, read straight into its spare
@@ -385,38 +381,25 @@ impl Client {
             buf.extend_from_slice(&c);
             return Ok(c.len());
         }
-        let want = match d.left {
-            Some(0) => return Ok(0),
-            Some(n) => n.min(max as u64) as usize,
-            None => max,
-        };
-        d.low_mark(want);
-        let mut v = std::mem::take(buf);
-        let len = v.len();
-        v.reserve(want);
-        let (res, slice) = monoio::time::timeout(d.timeout, d.leg.stream.read(v.slice_mut(len..len + want)))
-            .await
-            .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
-        *buf = slice.into_inner();
-        match res.map_err(|e| Error::Io(d.leg.server.clone(), e))? {
-            0 if d.left.is_none() => Ok(0),
-            0 => Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length")),
-            n => {
-                d.left = d.left.map(|l| l.saturating_sub(n as u64));
-                Ok(n)
-            }
+        let want = d.next_len(max);
+        if want == 0 {
+            return Ok(0);
         }
+        d.low_mark(want);
+        read_body(d, buf, want).await
     }
 
     /// Moves up to `max` bytes of a download's body from the volume's socket into `pipe`
     /// without copying them through this process (`splice`); `None` at the end. Only where
     /// [`Download::can_splice`] says so.
     pub async fn splice_chunk(&self, d: &mut Download, pipe: &mut Pipe, max: usize) -> Result<Option<usize>, Error> {
-        let want = match d.left {
-            Some(0) => return Ok(None),
-            Some(n) => n.min(max as u64) as usize,
-            None => return Err(Error::Protocol(d.leg.server.clone(), "splice of a body of unknown length")),
-        };
+        if d.left.is_none() {
+            return Err(Error::Protocol(d.leg.server.clone(), "splice of a body of unknown length"));
+        }
+        let want = d.next_len(max);
+        if want == 0 {
+            return Ok(None);
+        }
         let n = monoio::time::timeout(d.timeout, pipe.fill(&d.leg.stream, want))
             .await
             .map_err(|_| Error::Timeout(d.leg.server.clone()))?
@@ -668,6 +651,26 @@ async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: D
     let (r, _) =
         monoio::time::timeout(t, l.stream.write_all(data)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
     r.map(drop).map_err(|e| Error::Io(l.server.clone(), e))
+}
+
+/// Reads at most `want` (> 0) body bytes of `d` into `buf`'s spare room: the bytes read, 0
+/// at the end of a body without a length.
+async fn read_body(d: &mut Download, buf: &mut Vec<u8>, want: usize) -> Result<usize, Error> {
+    let mut v = std::mem::take(buf);
+    let len = v.len();
+    v.reserve_exact(want);
+    let (res, slice) = monoio::time::timeout(d.timeout, d.leg.stream.read(v.slice_mut(len..len + want)))
+        .await
+        .map_err(|_| Error::Timeout(d.leg.server.clone()))?;
+    *buf = slice.into_inner();
+    match res.map_err(|e| Error::Io(d.leg.server.clone(), e))? {
+        0 if d.left.is_none() => Ok(0),
+        0 => Err(Error::Protocol(d.leg.server.clone(), "body shorter than its Content-Length")),
+        n => {
+            d.left = d.left.map(|l| l.saturating_sub(n as u64));
+            Ok(n)
+        }
+    }
 }
 
 /// Bytes a long body's read waits for before it wakes ([`Client::read_into`]).
