@@ -964,3 +964,52 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     let r = get_follow(&addr, "/big");
     assert!(r.body == *big, "/big after the restart: {} bytes", r.body.len());
 }
+
+/// A connection the kernel hands a thread after the stop began (its listener not yet shut at
+/// its tick) is closed at once, and that thread's listener with it. Before, a thread with no
+/// connection left ended its runtime with the two closes still queued in its ring: the port
+/// kept taking connections that nobody answered until the process exited.
+#[test]
+fn connections_taken_while_stopping_are_closed_at_once() {
+    let mut c = Cluster::new(1, &["-replicas", "1", "-drain", "5s"]);
+    let addr = c.addr();
+    // a PUT trickled over 3 s keeps the master (and one thread) busy through the stop
+    let put = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut cl = Client::connect(&addr);
+            let n = 30 * 64 * 1024;
+            let head = format!("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n");
+            let mut w = cl.stream();
+            w.write_all(head.as_bytes()).unwrap();
+            for _ in 0..30 {
+                w.write_all(&[7u8; 64 * 1024]).unwrap();
+                thread::sleep(Duration::from_millis(100));
+            }
+            cl.try_read_response("PUT").map(|r| r.status)
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let pid = c.master.pid().expect("a running master") as i32;
+    // SAFETY: kill(2) only sends a signal to the master this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let since = Instant::now();
+    let (mut taken, mut open) = (Vec::new(), Vec::new());
+    while since.elapsed() < Duration::from_millis(1500) {
+        match TcpStream::connect(&addr) {
+            Err(_) => thread::sleep(Duration::from_millis(5)),
+            Ok(mut s) => {
+                taken.push(since.elapsed());
+                let r = read_raw(&mut s, Duration::from_millis(500));
+                if !r.closed || !r.bytes.is_empty() {
+                    open.push(format!("{:?} after the stop: {r:?}", since.elapsed()));
+                }
+            }
+        }
+    }
+    let put = put.join().unwrap();
+    let status = c.master.terminate(Duration::from_secs(10));
+    eprintln!("connections taken after the stop at {taken:?}; left open: {open:?}; PUT {put:?}; exit {status:?}");
+    assert!(open.is_empty(), "connections taken after the stop and left open: {open:?}");
+    assert_eq!(put.ok(), Some(201), "the PUT in flight at the stop");
+}

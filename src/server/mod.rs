@@ -252,26 +252,55 @@ async fn serve(
     listener: std::net::TcpListener,
     admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    let listener = TcpListener::from_std(listener)?;
-    let mut fds = vec![listener.as_raw_fd()];
+    let api = Rc::new(TcpListener::from_std(listener)?);
+    let mut listeners = vec![api.clone()];
     let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
     let local = Rc::new(Local { ctx: Ctx::new(shared), cache });
     let watch = Watch::new();
     if let Some(a) = admin {
-        let a = TcpListener::from_std(a)?;
-        fds.push(a.as_raw_fd());
+        let a = Rc::new(TcpListener::from_std(a)?);
+        listeners.push(a.clone());
         monoio::spawn(accept_loop(local.clone(), watch.clone(), a, Port::Admin));
         // one thread settles what a crash left half written, in the background
         let local = local.clone();
         monoio::spawn(async move { recover(&local.ctx).await });
     }
-    monoio::spawn(ticker(local.clone(), watch.clone(), fds));
-    accept_loop(local.clone(), watch.clone(), listener, Port::Api).await;
+    let listeners = Listeners(Rc::new(listeners));
+    monoio::spawn(ticker(local.clone(), watch.clone(), listeners.clone()));
+    accept_loop(local.clone(), watch.clone(), api, Port::Api).await;
+    // the API loop ends on a stop; whatever ended it, this thread's ports take no one more
+    listeners.shut();
     // stopping: the connections finish what they are doing, up to -drain
     while watch.len() > 0 && !local.ctx.shared.drain_over() {
         monoio::time::sleep(TICK).await;
     }
     Ok(())
+}
+
+/// One thread's listeners, shared by its accept loops and its ticker. They stay open (shut,
+/// not closed) until the process exits: a close is queued on the ring and would never be
+/// submitted if this thread's runtime ends first (a task still waiting on an accept keeps
+/// the ring alive and unflushed), and a closed descriptor's number could be reused by
+/// another thread's socket before a later shutdown by number reached it.
+#[derive(Clone)]
+struct Listeners(Rc<Vec<Rc<TcpListener>>>);
+
+impl Listeners {
+    /// Stops taking connections now: those waiting in the backlog are reset, new ones are
+    /// refused, a pending accept fails (which ends its loop). Repeating it is harmless.
+    fn shut(&self) {
+        for l in self.0.iter() {
+            shut(l.as_raw_fd());
+        }
+    }
+}
+
+/// `shutdown(2)` both ways, synchronously: unlike a close on the ring, it takes effect before
+/// this call returns.
+fn shut(fd: std::os::fd::RawFd) {
+    // SAFETY: `fd` is a socket this thread owns and keeps open; shutdown(2) neither frees
+    // nor reuses it.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
 /// Rolls back or forward the replacements a crash (or a failed move) left half written, and
@@ -291,13 +320,17 @@ async fn recover(ctx: &Ctx) {
     }
 }
 
-async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, port: Port) {
+async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: Rc<TcpListener>, port: Port) {
     let sh = &local.ctx.shared;
     let (open, max) = port.conns(sh);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 if sh.stopping() {
+                    // taken before this thread's ticker shut the port: closed at once, and
+                    // the port with it, not left to queued closes (see `Listeners`)
+                    shut(stream.as_raw_fd());
+                    shut(listener.as_raw_fd());
                     break;
                 }
                 if open.fetch_add(1, Ordering::Relaxed) >= max {
@@ -332,18 +365,14 @@ async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: TcpListener, 
 
 /// Every [`TICK`]: fires the connections' passed deadlines; on a stop, shuts the listeners
 /// (a pending accept fails) and drains the connections.
-async fn ticker(local: Rc<Local>, watch: Rc<Watch>, listeners: Vec<std::os::fd::RawFd>) {
+async fn ticker(local: Rc<Local>, watch: Rc<Watch>, listeners: Listeners) {
     let mut stopping = false;
     loop {
         monoio::time::sleep(TICK).await;
         watch.tick();
         if local.ctx.shared.stopping() && !stopping {
             stopping = true;
-            for fd in &listeners {
-                // SAFETY: the listeners live as long as this thread's runtime; shutdown(2)
-                // makes their pending accepts fail, which ends the accept loops.
-                unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
-            }
+            listeners.shut();
             watch.drain();
         }
     }
