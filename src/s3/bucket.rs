@@ -51,7 +51,9 @@ pub fn must_exist(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
 }
 
 /// ListBuckets: buckets made by CreateBucket, and every first path segment holding live
-/// keys (found by seeking from one segment to the next, not by reading every key).
+/// keys (found by seeking from one segment to the next, not by reading every key). An
+/// implicit bucket is dated by the first key met in it (the index keeps no earlier date, and
+/// 1970 makes tools that sort or age buckets misbehave).
 pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Failure> {
     let index = &ctx.shared.index;
     let mut names: Vec<(String, i64)> = Vec::new();
@@ -63,17 +65,17 @@ pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Fai
     loop {
         let next = {
             let mut scan = index.scan(State::Live, b"/", &start);
-            let found = scan.next().map(|(k, _)| k.to_vec());
+            let found = scan.next().map(|(k, v)| (k.to_vec(), RecordRef::parse(v).map(|r| r.mtime).unwrap_or(0)));
             scan.status().map_err(store::Error::from)?;
             found
         };
-        let Some(k) = next else { break };
+        let Some((k, mtime)) = next else { break };
         let rest = &k[1..];
         match rest.iter().position(|&b| b == b'/') {
             Some(i) => {
                 if let Ok(name) = std::str::from_utf8(&rest[..i]) {
                     if super::request::valid_bucket(name) && !names.iter().any(|(n, _)| n == name) {
-                        names.push((name.to_string(), 0));
+                        names.push((name.to_string(), mtime as i64));
                     }
                 }
                 // past every key of this segment: `/NAME0` (`0` follows `/`)

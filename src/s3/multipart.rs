@@ -517,9 +517,10 @@ pub fn list_uploads(
     key_marker: &[u8],
     id_marker: &str,
 ) -> Result<Answer, Failure> {
-    super::bucket::must_exist(ctx, bucket)?;
     let base = format!("/{bucket}/").into_bytes();
     let mut all: Vec<(Vec<u8>, String, u64)> = Vec::new();
+    // a bucket that holds only uploads in progress exists (its uploads are listed)
+    let mut any = false;
     let mut start = b"u/".to_vec();
     loop {
         let page = ctx.shared.index.mp_scan(b"u/", &start, PAGE).map_err(store::Error::from)?;
@@ -530,6 +531,7 @@ pub fn list_uploads(
         for (k, v) in page {
             let Some(u) = Upload::decode(&v) else { continue };
             let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
+            any = true;
             if key.starts_with(&list.prefix) {
                 all.push((key.to_vec(), String::from_utf8_lossy(&k[2..]).into_owned(), u.created_ms));
             }
@@ -537,6 +539,9 @@ pub fn list_uploads(
         if !full {
             break;
         }
+    }
+    if !any {
+        super::bucket::must_exist(ctx, bucket)?;
     }
     all.sort();
     let page = uploads_page(&all, list, key_marker, id_marker);

@@ -49,6 +49,14 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     lp = s3.list_parts(Bucket=B, Key="dir/big.bin", UploadId=uid, PartNumberMarker=2)
     eq([p["PartNumber"] for p in lp["Parts"]], [3], "ListParts page 2")
 
+    # a bucket never created that holds only an upload in progress exists for the listing
+    only = s3.create_multipart_upload(Bucket="uploads-only", Key="k")["UploadId"]
+    eq([(u["Key"], u["UploadId"]) for u in s3.list_multipart_uploads(Bucket="uploads-only")["Uploads"]],
+       [("k", only)], "ListMultipartUploads of a bucket holding only an upload")
+    s3.abort_multipart_upload(Bucket="uploads-only", Key="k", UploadId=only)
+    eq(error_of(s3.list_multipart_uploads, Bucket="uploads-only"), (404, "NoSuchBucket"),
+       "ListMultipartUploads once its only upload is aborted")
+
     lu = s3.list_multipart_uploads(Bucket=B)
     eq(sorted((u["Key"], u["UploadId"]) for u in lu["Uploads"]), sorted([("aborted", gone), ("dir/big.bin", uid)]),
        "ListMultipartUploads")
