@@ -528,3 +528,87 @@ fn a_replacement_whose_move_failed_is_rolled_forward() {
         assert_eq!(std::fs::read(v.dir().join(&files[0])).unwrap(), b"third");
     }
 }
+
+/// A TCP proxy to `upstream` that passes what the master sends at most `step` bytes per
+/// `tick` (its receive buffer kept small, so the master's writes wait on it), as a volume
+/// whose disk writeback throttles it takes a body; answers come back at once.
+fn start_throttled_proxy(upstream: String, step: usize, tick: Duration) -> String {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let small: libc::c_int = 16 << 10;
+    // SAFETY: setsockopt reads an int from a live local; accepted sockets inherit the size
+    unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            thread::spawn(move || {
+                let mut buf = vec![0u8; step];
+                while let Ok(n) = down.read(&mut buf) {
+                    if n == 0 || up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    thread::sleep(tick);
+                }
+                let _ = up.shutdown(std::net::Shutdown::Write);
+            });
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut up2, &mut down2);
+                let _ = down2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
+    // 32 KiB every 50 ms: each 256 KiB piece of the body takes 400 ms to go out, more than
+    // -voltimeout, while the volume takes bytes every 50 ms. Before, a piece had -voltimeout
+    // to go out whole: the PUT failed and the volume was marked down.
+    let vol = Volume::new();
+    let slow = start_throttled_proxy(vol.addr(), 32 << 10, Duration::from_millis(50));
+    let mut m = Master::start_on(&[slow.clone()], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "300ms"]);
+    let addr = m.addr();
+    let body: Vec<u8> = (0..2u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let began = Instant::now();
+    let r = request(&addr, "PUT", "/slow", &[], &body);
+    let took = began.elapsed();
+    let log = m.lines().join("\n");
+    eprintln!("PUT {} after {took:?}; master log:\n{log}", r.status);
+    assert_eq!(r.status, 201, "a PUT to a slow but steady volume: {r:?}");
+    assert!(!log.contains("is down"), "the slow volume was marked down:\n{log}");
+    let files = vol.files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(vol.dir().join(&files[0])).unwrap(), body);
+    m.terminate(Duration::from_secs(5));
+}
+
+#[test]
+fn a_volume_hung_with_the_whole_body_buffered_fails_the_put_soon() {
+    // the body fits in the sockets' buffers, so every write succeeds and only the answer
+    // waits: the wait forgiven while the volume looks up ends once the prober finds it hung
+    let mut c = Cluster::new(1, &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = c.addr();
+    assert_eq!(request(&addr, "PUT", "/warm", &[], b"up").status, 201);
+    c.volumes[0].pause();
+    let began = Instant::now();
+    let r = request(&addr, "PUT", "/hung", &[], &vec![5u8; 512 << 10]);
+    let took = began.elapsed();
+    c.volumes[0].resume();
+    eprintln!("PUT {} after {took:?}", r.status);
+    assert!(r.status >= 500, "a PUT whose volume hung: {r:?}");
+    assert!(took < Duration::from_secs(4), "the PUT took {took:?} to fail");
+    assert_eq!(get(&addr, "/hung").status, 404);
+}

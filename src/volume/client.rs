@@ -13,8 +13,8 @@ use std::{
 use bytes::Bytes;
 use futures_util::future::join_all;
 use monoio::{
-    buf::IoBufMut,
-    io::{AsyncReadRent, AsyncWriteRentExt},
+    buf::{IoBuf, IoBufMut},
+    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
     net::TcpStream,
 };
 
@@ -643,14 +643,28 @@ async fn write_leg(
 
 /// Reads a volume's answer to a request whose body was sent whole, and skips its body.
 async fn read_answer(l: &mut Leased, t: Duration) -> Result<Answer, Error> {
-    let (head, buf) = read_head(&mut l.stream, &l.server, t).await?;
+    let (head, buf) = read_head(&mut l.stream, &l.server, t, l.vol.as_deref()).await?;
     skip_body(&mut l.stream, &l.server, head, buf, t).await
 }
 
-async fn write_to<B: monoio::buf::IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
-    let (r, _) =
-        monoio::time::timeout(t, l.stream.write_all(data)).await.map_err(|_| Error::Timeout(l.server.clone()))?;
-    r.map(drop).map_err(|e| Error::Io(l.server.clone(), e))
+/// Writes all of `data`, allowing `t` for each write to take some bytes rather than for the
+/// whole: a streamed piece of a MiB that a volume takes slowly (its disk throttled by
+/// writeback, 200 ms pauses at a time) is progress, not a hang. A volume that takes nothing
+/// for `t` has stalled.
+async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
+    let len = data.bytes_init();
+    let (mut buf, mut done) = (data, 0);
+    while done < len {
+        let (r, slice) = monoio::time::timeout(t, l.stream.write(buf.slice(done..)))
+            .await
+            .map_err(|_| Error::Stalled(l.server.clone()))?;
+        buf = slice.into_inner();
+        match r.map_err(|e| Error::Io(l.server.clone(), e))? {
+            0 => return Err(Error::Io(l.server.clone(), std::io::ErrorKind::WriteZero.into())),
+            n => done += n,
+        }
+    }
+    Ok(())
 }
 
 /// Reads at most `want` (> 0) body bytes of `d` into `buf`'s spare room: the bytes read, 0
@@ -767,11 +781,13 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 
 async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Result<(Head, Vec<u8>), Error> {
     let _ = (&msg.head, &msg.body); // kept alive by `msg` for the write
+                                    // a body went out: the answer may wait on the volume reading what the sockets buffered
+    let patience = if msg.body.is_empty() { None } else { l.vol.clone() };
     let (res, _) = monoio::time::timeout(t, l.stream.write_vectored_all(msg))
         .await
         .map_err(|_| Error::Timeout(l.server.clone()))?;
     res.map_err(|e| Error::Io(l.server.clone(), e))?;
-    read_head(&mut l.stream, &l.server, t).await
+    read_head(&mut l.stream, &l.server, t, patience.as_deref()).await
 }
 
 fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, ok: &[u16]) -> Result<(), Error> {
@@ -828,10 +844,26 @@ struct Head {
     head_len: usize,
 }
 
+/// Longest wait for the answer to a request with a body while its volume stays up.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Reads one response head; the buffer returned may hold the first body bytes after it.
-async fn read_head(stream: &mut TcpStream, server: &str, t: Duration) -> Result<(Head, Vec<u8>), Error> {
+///
+/// `patience`: the volume took a body. Its last bytes may still sit in the two sockets'
+/// buffers (several MiB on a fast link), which a volume whose disk writeback throttles it
+/// reads slowly: the answer can come seconds after the body went out while the volume is
+/// alive and well. So while no byte of the answer came, each `t` without one is forgiven as
+/// long as the prober still finds the volume up (a hung one is marked down within about
+/// 1.5 s), up to [`ANSWER_PATIENCE`].
+async fn read_head(
+    stream: &mut TcpStream,
+    server: &str,
+    t: Duration,
+    patience: Option<&Volume>,
+) -> Result<(Head, Vec<u8>), Error> {
     let err_io = |e| Error::Io(server.to_string(), e);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let began = Instant::now();
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= MAX_RESPONSE_HEAD {
@@ -840,9 +872,14 @@ async fn read_head(stream: &mut TcpStream, server: &str, t: Duration) -> Result<
             buf.reserve(buf.len());
         }
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, slice) = monoio::time::timeout(t, stream.read(buf.slice_mut(len..cap)))
-            .await
-            .map_err(|_| Error::Timeout(server.to_string()))?;
+        let Ok((res, slice)) = monoio::time::timeout(t, stream.read(buf.slice_mut(len..cap))).await else {
+            // the buffer went with the cancelled read: nothing was in it yet
+            if len == 0 && patience.is_some_and(|v| v.is_up()) && began.elapsed() < ANSWER_PATIENCE {
+                buf = Vec::with_capacity(1024);
+                continue;
+            }
+            return Err(Error::Timeout(server.to_string()));
+        };
         buf = slice.into_inner();
         if res.map_err(err_io)? == 0 {
             return Err(err_io(std::io::ErrorKind::UnexpectedEof.into()));

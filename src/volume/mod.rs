@@ -26,6 +26,10 @@ pub enum Error {
     /// Known down (probe or an earlier failure): not even tried.
     Down(String),
     Timeout(String),
+    /// Took no byte of a body for a whole timeout. Not a sign that the volume is down (a
+    /// volume whose disk is throttled by writeback stalls like this while it still answers
+    /// its probes): the request fails, and the prober alone decides on down.
+    Stalled(String),
     Io(String, io::Error),
     /// The volume answered, but not with success.
     Status(String, u16),
@@ -37,6 +41,7 @@ impl fmt::Display for Error {
         match self {
             Error::Down(v) => write!(f, "volume {v} is down"),
             Error::Timeout(v) => write!(f, "volume {v} did not answer in time"),
+            Error::Stalled(v) => write!(f, "volume {v} took no byte of the body in time (a busy disk?)"),
             Error::Io(v, e) => write!(f, "volume {v}: {e}"),
             Error::Status(v, s) => write!(f, "volume {v} answered {s}"),
             Error::Protocol(v, why) => write!(f, "volume {v}: {why}"),

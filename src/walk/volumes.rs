@@ -312,7 +312,10 @@ impl Failure {
 }
 
 fn failure(e: volume::Error) -> Failure {
-    let unreachable = matches!(e, volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Io(..));
+    let unreachable = matches!(
+        e,
+        volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Stalled(_) | volume::Error::Io(..)
+    );
     Failure { unreachable, refused: false, why: e.to_string() }
 }
 
