@@ -574,12 +574,13 @@ fn start_throttled_proxy(upstream: String, step: usize, tick: Duration) -> Strin
 
 #[test]
 fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
-    // 32 KiB every 50 ms: each 256 KiB piece of the body takes 400 ms to go out, more than
-    // -voltimeout, while the volume takes bytes every 50 ms. Before, a piece had -voltimeout
-    // to go out whole: the PUT failed and the volume was marked down.
+    // 64 KiB every 100 ms: the 2 MiB body takes over 3 s to reach the volume, which takes
+    // bytes every 100 ms. The master's writes end long before (the sockets buffer most of
+    // it), so the answer comes seconds after the body went out. Before, that was a volume
+    // silent past -voltimeout: 504, and the volume marked down.
     let vol = Volume::new();
-    let slow = start_throttled_proxy(vol.addr(), 32 << 10, Duration::from_millis(50));
-    let mut m = Master::start_on(&[slow.clone()], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "300ms"]);
+    let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100));
+    let mut m = Master::start_on(&[slow.clone()], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "500ms"]);
     let addr = m.addr();
     let body: Vec<u8> = (0..2u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let began = Instant::now();

@@ -922,6 +922,8 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
                     Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                         break Ok((since.elapsed(), sent.load(Ordering::Relaxed) >> 20))
                     }
+                    // the handshake met a listener being shut: reset, not taken; try again
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
                     Err(e) => break Err(format!("connect: {e}")),
                     Ok(mut s) => {
                         let r = read_raw(&mut s, Duration::from_secs(1));
