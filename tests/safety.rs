@@ -1015,3 +1015,48 @@ fn connections_taken_while_stopping_are_closed_at_once() {
     assert!(open.is_empty(), "connections taken after the stop and left open: {open:?}");
     assert_eq!(put.ok(), Some(201), "the PUT in flight at the stop");
 }
+
+/// Through the drain the admin port stays open: `/health` answers 503 `stopping` (a load
+/// balancer takes the master out) and `/metrics` answers, while the API port takes no one.
+/// Before, the admin listener was shut with the API one at the first tick of the stop.
+#[test]
+fn health_answers_503_stopping_through_the_drain() {
+    let mut c = Cluster::new(1, &["-replicas", "1", "-drain", "5s"]);
+    let addr = c.addr();
+    let admin = c.master.admin_addr().expect("an admin port");
+    assert_eq!(get(&admin, "/health").status, 200);
+    // a PUT trickled over 2 s keeps the drain going
+    let put = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut cl = Client::connect(&addr);
+            let head = format!("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", 20 * 4096);
+            let mut w = cl.stream();
+            w.write_all(head.as_bytes()).unwrap();
+            for _ in 0..20 {
+                w.write_all(&[3u8; 4096]).unwrap();
+                thread::sleep(Duration::from_millis(100));
+            }
+            cl.try_read_response("PUT").map(|r| r.status)
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let pid = c.master.pid().expect("a running master") as i32;
+    // SAFETY: kill(2) only sends a signal to the master this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    thread::sleep(Duration::from_millis(500)); // past the first tick of every thread
+    let health = get(&admin, "/health");
+    let metrics = get(&admin, "/metrics");
+    let api = TcpStream::connect(&addr).map(|mut s| read_raw(&mut s, Duration::from_millis(300)));
+    let put = put.join().unwrap();
+    let status = c.master.terminate(Duration::from_secs(10));
+    eprintln!("health {health:?}; metrics {}; API {api:?}; PUT {put:?}; exit {status:?}", metrics.status);
+    assert_eq!((health.status, health.text().trim()), (503, "stopping"), "/health during the drain");
+    assert_eq!(metrics.status, 200, "/metrics during the drain");
+    match api {
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset), "{e}"),
+        Ok(r) => assert!(r.closed && r.bytes.is_empty(), "the API port during the drain: {r:?}"),
+    }
+    assert_eq!(put.ok(), Some(201), "the PUT in flight at the stop");
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}

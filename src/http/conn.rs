@@ -33,6 +33,8 @@ pub struct Conn {
     /// Answers waiting to be written; flushed when no complete request is left to parse.
     pub out: Vec<u8>,
     send_timeout: Duration,
+    /// No request head has come yet.
+    fresh: bool,
 }
 
 /// The state of one request body being read.
@@ -119,6 +121,7 @@ impl Conn {
             scanned: 0,
             out: Vec::with_capacity(4096),
             send_timeout: limits.send_timeout,
+            fresh: true,
         }
     }
 
@@ -148,14 +151,20 @@ impl Conn {
                 if over || fresh.contains(&b'\n') {
                     if let Some(h) = parse_head(buffered, limits)? {
                         self.scanned = 0;
+                        self.fresh = false;
                         return Ok(Some(h));
                     }
                 }
                 self.scanned = buffered.len();
                 deadline.get_or_insert(self.watched.now() + limits.header_timeout.as_millis() as u64);
             } else if self.watched.draining() {
-                self.flush().await?;
-                return Ok(None);
+                if !self.fresh {
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                // a connection taken during the stop (the admin port stays open through
+                // it) gets its one request: waited for as a head, not closed as idle
+                deadline.get_or_insert(self.watched.now() + limits.header_timeout.as_millis() as u64);
             }
             // nothing complete left to parse: answers to pipelined requests go out together
             self.flush().await?;

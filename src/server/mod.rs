@@ -253,27 +253,34 @@ async fn serve(
     admin: Option<std::net::TcpListener>,
 ) -> anyhow::Result<()> {
     let api = Rc::new(TcpListener::from_std(listener)?);
-    let mut listeners = vec![api.clone()];
     let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
     let local = Rc::new(Local { ctx: Ctx::new(shared), cache });
     let watch = Watch::new();
-    if let Some(a) = admin {
-        let a = Rc::new(TcpListener::from_std(a)?);
-        listeners.push(a.clone());
-        monoio::spawn(accept_loop(local.clone(), watch.clone(), a, Port::Admin));
-        // one thread settles what a crash left half written, in the background
-        let local = local.clone();
-        monoio::spawn(async move { recover(&local.ctx).await });
-    }
-    let listeners = Listeners(Rc::new(listeners));
+    let admin = match admin {
+        Some(a) => {
+            let a = Rc::new(TcpListener::from_std(a)?);
+            monoio::spawn(accept_loop(local.clone(), watch.clone(), a.clone(), Port::Admin));
+            // one thread settles what a crash left half written, in the background
+            let local = local.clone();
+            monoio::spawn(async move { recover(&local.ctx).await });
+            Some(a)
+        }
+        None => None,
+    };
+    let listeners = Listeners { api: api.clone(), admin };
     monoio::spawn(ticker(local.clone(), watch.clone(), listeners.clone()));
     accept_loop(local.clone(), watch.clone(), api, Port::Api).await;
-    // the API loop ends on a stop; whatever ended it, this thread's ports take no one more
-    listeners.shut();
-    // stopping: the connections finish what they are doing, up to -drain
-    while watch.len() > 0 && !local.ctx.shared.drain_over() {
+    // the API loop ends on a stop; whatever ended it, this thread's API port takes no one more
+    listeners.shut_api();
+    // stopping: the connections finish what they are doing, up to -drain; the thread with the
+    // admin port keeps it open until every thread's are done, so that /health answers 503
+    // (and /metrics answers) through the whole drain
+    let sh = &local.ctx.shared;
+    let others = |l: &Listeners| l.admin.is_some() && sh.conns.load(Ordering::Relaxed) > 0;
+    while (watch.len() > 0 || others(&listeners)) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
     }
+    listeners.shut_all();
     Ok(())
 }
 
@@ -282,15 +289,27 @@ async fn serve(
 /// submitted if this thread's runtime ends first (a task still waiting on an accept keeps
 /// the ring alive and unflushed), and a closed descriptor's number could be reused by
 /// another thread's socket before a later shutdown by number reached it.
+///
+/// Shutting one stops it taking connections at once: those waiting in the backlog are
+/// reset, new ones refused, a pending accept fails (which ends its loop). Repeating it is
+/// harmless.
 #[derive(Clone)]
-struct Listeners(Rc<Vec<Rc<TcpListener>>>);
+struct Listeners {
+    api: Rc<TcpListener>,
+    admin: Option<Rc<TcpListener>>,
+}
 
 impl Listeners {
-    /// Stops taking connections now: those waiting in the backlog are reset, new ones are
-    /// refused, a pending accept fails (which ends its loop). Repeating it is harmless.
-    fn shut(&self) {
-        for l in self.0.iter() {
-            shut(l.as_raw_fd());
+    /// At a stop: clients go elsewhere, the operator's port stays.
+    fn shut_api(&self) {
+        shut(self.api.as_raw_fd());
+    }
+
+    /// At the end of the drain.
+    fn shut_all(&self) {
+        self.shut_api();
+        if let Some(a) = &self.admin {
+            shut(a.as_raw_fd());
         }
     }
 }
@@ -326,7 +345,7 @@ async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: Rc<TcpListene
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if sh.stopping() {
+                if sh.stopping() && port == Port::Api {
                     // taken before this thread's ticker shut the port: closed at once, and
                     // the port with it, not left to queued closes (see `Listeners`)
                     shut(stream.as_raw_fd());
@@ -363,7 +382,7 @@ async fn accept_loop(local: Rc<Local>, watch: Rc<Watch>, listener: Rc<TcpListene
     }
 }
 
-/// Every [`TICK`]: fires the connections' passed deadlines; on a stop, shuts the listeners
+/// Every [`TICK`]: fires the connections' passed deadlines; on a stop, shuts the API listener
 /// (a pending accept fails) and drains the connections.
 async fn ticker(local: Rc<Local>, watch: Rc<Watch>, listeners: Listeners) {
     let mut stopping = false;
@@ -372,7 +391,7 @@ async fn ticker(local: Rc<Local>, watch: Rc<Watch>, listeners: Listeners) {
         watch.tick();
         if local.ctx.shared.stopping() && !stopping {
             stopping = true;
-            listeners.shut();
+            listeners.shut_api();
             watch.drain();
         }
     }
