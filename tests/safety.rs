@@ -1010,7 +1010,7 @@ fn connections_taken_while_stopping_are_closed_at_once() {
         }
     }
     let put = put.join().unwrap();
-    let status = c.master.terminate(Duration::from_secs(10));
+    let status = c.master.wait_exit(Duration::from_secs(10));
     eprintln!("connections taken after the stop at {taken:?}; left open: {open:?}; PUT {put:?}; exit {status:?}");
     assert!(open.is_empty(), "connections taken after the stop and left open: {open:?}");
     assert_eq!(put.ok(), Some(201), "the PUT in flight at the stop");
@@ -1049,7 +1049,7 @@ fn health_answers_503_stopping_through_the_drain() {
     let metrics = get(&admin, "/metrics");
     let api = TcpStream::connect(&addr).map(|mut s| read_raw(&mut s, Duration::from_millis(300)));
     let put = put.join().unwrap();
-    let status = c.master.terminate(Duration::from_secs(10));
+    let status = c.master.wait_exit(Duration::from_secs(10));
     eprintln!("health {health:?}; metrics {}; API {api:?}; PUT {put:?}; exit {status:?}", metrics.status);
     assert_eq!((health.status, health.text().trim()), (503, "stopping"), "/health during the drain");
     assert_eq!(metrics.status, 200, "/metrics during the drain");

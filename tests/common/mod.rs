@@ -346,8 +346,16 @@ impl Master {
     /// SIGTERM (a graceful stop), then waits up to `within` for it to exit: its exit status,
     /// or None if it was still running then (it is then killed).
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        if let Some(c) = &self.child {
+            signal(c.id() as i32, libc::SIGTERM);
+        }
+        self.wait_exit(within)
+    }
+    /// Waits up to `within` for it to exit on its own (a stop the test signalled itself: a
+    /// second SIGTERM would make it exit at once, with 1): its exit status, or None if it was
+    /// still running then (it is then killed).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        signal(child.id() as i32, libc::SIGTERM);
         if wait_exit(&mut child, within) {
             return child.wait().ok();
         }
