@@ -586,7 +586,8 @@ fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
     // silent past -voltimeout: 504, and the volume marked down.
     let vol = Volume::new();
     let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100));
-    let mut m = Master::start_on(&[slow.clone()], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "500ms"]);
+    let mut m =
+        Master::start_on(std::slice::from_ref(&slow), &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "500ms"]);
     let addr = m.addr();
     let body: Vec<u8> = (0..2u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let began = Instant::now();
@@ -606,7 +607,7 @@ fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
 fn a_volume_hung_with_the_whole_body_buffered_fails_the_put_soon() {
     // the body fits in the sockets' buffers, so every write succeeds and only the answer
     // waits: the wait forgiven while the volume looks up ends once the prober finds it hung
-    let mut c = Cluster::new(1, &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let c = Cluster::new(1, &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
     let addr = c.addr();
     assert_eq!(request(&addr, "PUT", "/warm", &[], b"up").status, 201);
     c.volumes[0].pause();

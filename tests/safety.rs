@@ -967,6 +967,22 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     assert!(r.body == *big, "/big after the restart: {} bytes", r.body.len());
 }
 
+/// `PUT /slow` from a thread: `pieces` pieces of `size` bytes, one every 100 ms; its status.
+fn trickled_put(addr: &str, pieces: usize, size: usize) -> thread::JoinHandle<std::io::Result<u16>> {
+    let addr = addr.to_string();
+    thread::spawn(move || {
+        let mut cl = Client::connect(&addr);
+        let head = format!("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", pieces * size);
+        let mut w = cl.stream();
+        w.write_all(head.as_bytes())?;
+        for _ in 0..pieces {
+            w.write_all(&vec![7u8; size])?;
+            thread::sleep(Duration::from_millis(100));
+        }
+        cl.try_read_response("PUT").map(|r| r.status)
+    })
+}
+
 /// A connection the kernel hands a thread after the stop began (its listener not yet shut at
 /// its tick) is closed at once, and that thread's listener with it. Before, a thread with no
 /// connection left ended its runtime with the two closes still queued in its ring: the port
@@ -976,21 +992,7 @@ fn connections_taken_while_stopping_are_closed_at_once() {
     let mut c = Cluster::new(1, &["-replicas", "1", "-drain", "5s"]);
     let addr = c.addr();
     // a PUT trickled over 3 s keeps the master (and one thread) busy through the stop
-    let put = {
-        let addr = addr.clone();
-        thread::spawn(move || {
-            let mut cl = Client::connect(&addr);
-            let n = 30 * 64 * 1024;
-            let head = format!("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n");
-            let mut w = cl.stream();
-            w.write_all(head.as_bytes()).unwrap();
-            for _ in 0..30 {
-                w.write_all(&[7u8; 64 * 1024]).unwrap();
-                thread::sleep(Duration::from_millis(100));
-            }
-            cl.try_read_response("PUT").map(|r| r.status)
-        })
-    };
+    let put = trickled_put(&addr, 30, 64 * 1024);
     thread::sleep(Duration::from_millis(300));
     let pid = c.master.pid().expect("a running master") as i32;
     // SAFETY: kill(2) only sends a signal to the master this test started.
@@ -1026,20 +1028,7 @@ fn health_answers_503_stopping_through_the_drain() {
     let admin = c.master.admin_addr().expect("an admin port");
     assert_eq!(get(&admin, "/health").status, 200);
     // a PUT trickled over 2 s keeps the drain going
-    let put = {
-        let addr = addr.clone();
-        thread::spawn(move || {
-            let mut cl = Client::connect(&addr);
-            let head = format!("PUT /slow HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", 20 * 4096);
-            let mut w = cl.stream();
-            w.write_all(head.as_bytes()).unwrap();
-            for _ in 0..20 {
-                w.write_all(&[3u8; 4096]).unwrap();
-                thread::sleep(Duration::from_millis(100));
-            }
-            cl.try_read_response("PUT").map(|r| r.status)
-        })
-    };
+    let put = trickled_put(&addr, 20, 4096);
     thread::sleep(Duration::from_millis(300));
     let pid = c.master.pid().expect("a running master") as i32;
     // SAFETY: kill(2) only sends a signal to the master this test started.

@@ -276,8 +276,8 @@ async fn serve(
     // admin port keeps it open until every thread's are done, so that /health answers 503
     // (and /metrics answers) through the whole drain
     let sh = &local.ctx.shared;
-    let others = |l: &Listeners| l.admin.is_some() && sh.conns.load(Ordering::Relaxed) > 0;
-    while (watch.len() > 0 || others(&listeners)) && !sh.drain_over() {
+    let admin_here = listeners.admin.is_some();
+    while (watch.len() > 0 || admin_here && sh.conns.load(Ordering::Relaxed) > 0) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
     }
     listeners.shut_all();

@@ -780,9 +780,9 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 }
 
 async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Result<(Head, Vec<u8>), Error> {
-    let _ = (&msg.head, &msg.body); // kept alive by `msg` for the write
-                                    // a body went out: the answer may wait on the volume reading what the sockets buffered
+    // a body went out: the answer may wait on the volume reading what the sockets buffered
     let patience = if msg.body.is_empty() { None } else { l.vol.clone() };
+    let _ = (&msg.head, &msg.body); // kept alive by `msg` for the write
     let (res, _) = monoio::time::timeout(t, l.stream.write_vectored_all(msg))
         .await
         .map_err(|_| Error::Timeout(l.server.clone()))?;
