@@ -64,6 +64,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// How long a stop waits for requests in flight (`-drain`).
     pub drain: Duration,
+    /// How long a key moved by an online rebalance keeps its old replicas (`-move-grace`).
+    pub move_grace: Duration,
     /// Client connections at most (`-max-conns`); 0: from the open-files limit.
     pub max_conns: usize,
     /// Fsync the index's log before answering a write (`-sync`).
@@ -214,6 +216,7 @@ mod tests {
             admin: None,
             admin_token: None,
             drain: Duration::from_secs(10),
+            move_grace: Duration::from_secs(2),
             max_conns: 0,
             sync: false,
             index_cache_mb: 64,

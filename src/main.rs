@@ -137,6 +137,10 @@ struct Flags {
     /// On SIGTERM/SIGINT, time to finish requests in flight before exiting
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     drain: std::time::Duration,
+    /// Online rebalance: how long a moved key's old replicas stay after its record names the
+    /// new ones, so that a client following a redirect answered just before still finds them
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    move_grace: std::time::Duration,
     /// File of S3 credentials, lines 'ACCESS_KEY SECRET_KEY': every S3 request must then be
     /// signed (SigV4, or SigV2 as boto3 presigns by default) by one of them; without it S3
     /// requests are taken unsigned
@@ -378,6 +382,7 @@ fn main() -> ExitCode {
         admin,
         admin_token,
         drain: f.drain,
+        move_grace: f.move_grace,
         max_conns: f.max_conns,
         sync: f.sync,
         index_cache_mb: f.index_cache,

@@ -149,6 +149,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             bail!("the master refused the volume list ({status}): {}", String::from_utf8_lossy(&body).trim());
         }
         progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
+        let failed_before = moves_of(&body)?.1;
         for list in ["list", "unlinked"] {
             let mut start = String::new();
             loop {
@@ -199,7 +200,50 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
                 }
             }
         }
+        // the master deletes moved keys' old replicas after its -move-grace: done when it
+        // has none left to delete
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        let mut said = false;
+        loop {
+            let (status, body) = client.get_with(&topo, &master, "VOLUMES", "/", auth.as_bytes(), 1 << 20).await?;
+            if status != 200 {
+                bail!("asking the master for its moves failed ({status})");
+            }
+            let (pending, failed) = moves_of(&body)?;
+            if pending == 0 {
+                if failed > failed_before {
+                    progress.error(
+                        "old replicas",
+                        &format!(
+                            "the master could not delete the old replicas of {} moved key(s) (its log names \
+                             them); rerun the rebalance",
+                            failed - failed_before
+                        ),
+                    );
+                }
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the master still has the old replicas of {pending} moved key(s) to delete; rerun the rebalance");
+            }
+            if !said {
+                progress
+                    .println(&format!("waiting for the master to delete the old replicas of {pending} moved key(s)"));
+                said = true;
+            }
+            monoio::time::sleep(Duration::from_millis(200)).await;
+        }
         anyhow::Ok(())
     })?;
     progress.finish()
+}
+
+/// How long the end of an online rebalance waits for the master to delete old replicas
+/// (each key's are due `-move-grace` after its move).
+const SETTLE_WAIT: Duration = Duration::from_secs(300);
+
+/// `moves_pending` and `moves_failed` of a `VOLUMES /` answer (0 from a master without them).
+fn moves_of(body: &[u8]) -> anyhow::Result<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(body).context("bad answer to VOLUMES from the master")?;
+    Ok((v["moves_pending"].as_u64().unwrap_or(0), v["moves_failed"].as_u64().unwrap_or(0)))
 }

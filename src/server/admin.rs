@@ -4,6 +4,7 @@
 use std::{
     cell::RefCell,
     collections::VecDeque,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -156,10 +157,15 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
     }
     let topo = ctx.shared.topology();
+    let moves = &ctx.shared.moves;
     let body = serde_json::json!({
         "volumes": topo.volumes,
         "replicas": topo.replicas,
         "subvolumes": topo.subvolumes,
+        // keys moved online whose old replicas wait out -move-grace, and deletions of old
+        // replicas that failed since the start (mkv rebalance -online waits for the first)
+        "moves_pending": moves.pending.load(Ordering::Relaxed),
+        "moves_failed": moves.failed.load(Ordering::Relaxed),
     });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);

@@ -38,7 +38,7 @@ use crate::{
     config::Config,
     http::{watch::TICK, Watch},
     index::Index,
-    store::{write, Ctx, Shared},
+    store::{relocate, write, Ctx, Shared},
 };
 
 /// How often replacements left half written are tried again while some remain.
@@ -254,7 +254,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let api = Rc::new(TcpListener::from_std(listener)?);
     let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
-    let local = Rc::new(Local { ctx: Ctx::new(shared), cache });
+    let local = Rc::new(Local { ctx: Ctx::serving(shared), cache });
     let watch = Watch::new();
     let admin = match admin {
         Some(a) => {
@@ -268,16 +268,22 @@ async fn serve(
         None => None,
     };
     let listeners = Listeners { api: api.clone(), admin };
+    monoio::spawn({
+        let local = local.clone();
+        async move { relocate::retire_loop(&local.ctx).await }
+    });
     monoio::spawn(ticker(local.clone(), watch.clone(), listeners.clone()));
     accept_loop(local.clone(), watch.clone(), api, Port::Api).await;
     // the API loop ends on a stop; whatever ended it, this thread's API port takes no one more
     listeners.shut_api();
-    // stopping: the connections finish what they are doing, up to -drain; the thread with the
-    // admin port keeps it open until every thread's are done, so that /health answers 503
-    // (and /metrics answers) through the whole drain
+    // stopping: the connections finish what they are doing, and the old replicas of keys
+    // moved a moment ago are deleted, up to -drain; the thread with the admin port keeps it
+    // open until every thread's are done, so that /health answers 503 (and /metrics
+    // answers) through the whole drain
     let sh = &local.ctx.shared;
     let admin_here = listeners.admin.is_some();
-    while (watch.len() > 0 || admin_here && sh.conns.load(Ordering::Relaxed) > 0) && !sh.drain_over() {
+    let busy = || watch.len() > 0 || local.ctx.retiring.left() > 0;
+    while (busy() || admin_here && sh.conns.load(Ordering::Relaxed) > 0) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
     }
     listeners.shut_all();

@@ -64,6 +64,8 @@ pub struct Shared {
     pub last_rebalance: Mutex<Option<String>>,
     /// What the last background scrub (`-scrub`) found and did.
     pub scrub: Mutex<Option<crate::admin::ScrubState>>,
+    /// Old replicas of keys an online rebalance moved, still to delete.
+    pub moves: relocate::Moves,
 }
 
 impl Shared {
@@ -111,6 +113,7 @@ impl Shared {
             stop: OnceLock::new(),
             started: Instant::now(),
             last_rebalance: Mutex::new(None),
+            moves: relocate::Moves::default(),
             scrub: Mutex::new(None),
         })
     }
@@ -167,13 +170,24 @@ pub struct Ctx {
     pub client: volume::Client,
     topo: RefCell<(u64, Rc<Topology>)>,
     pub metrics: Arc<metrics::Block>,
+    /// A server's: how long a moved key's old replicas outlive the move ([`Ctx::serving`]);
+    /// None (the batch tools, which no client reads through): deleted at once.
+    pub move_grace: Option<Duration>,
+    pub retiring: relocate::Retiring,
 }
 
 impl Ctx {
     pub fn new(shared: Arc<Shared>) -> Ctx {
         let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
         let metrics = shared.metrics.block();
-        Ctx { shared, client: volume::Client::new(), topo, metrics }
+        Ctx { shared, client: volume::Client::new(), topo, metrics, move_grace: None, retiring: Default::default() }
+    }
+
+    /// A server thread's: clients may hold redirects to a moved key's old replicas, so they
+    /// are deleted after `-move-grace` (by [`relocate::retire_loop`], which the thread runs).
+    pub fn serving(shared: Arc<Shared>) -> Ctx {
+        let grace = shared.cfg.move_grace;
+        Ctx { move_grace: Some(grace), ..Ctx::new(shared) }
     }
 
     /// This thread's copy of the topology, refreshed when it changed.

@@ -5,7 +5,15 @@
 //! (streamed from a live replica) → the record lists new and old → delete the old → the
 //! record lists the new. A rerun finds each key either done or with work left to redo.
 
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::{repair, Ctx, Error};
 use crate::{
@@ -49,30 +57,154 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         return Ok(Outcome::WouldMove(rec.volumes, want));
     }
     let path = key_path(key);
-    let marker = format!("{MARKER_DIR}{path}");
     let missing: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
     if !missing.is_empty() {
         let src = rec.volumes.iter().find(|v| topo.is_up(v)).ok_or(Error::NoLiveReplica)?;
         copy(&ctx.client, &topo, src, &path, &targets(&missing, &path)).await?;
         if state == State::Unlinked {
+            let marker = format!("{MARKER_DIR}{path}");
             ctx.client.put_all(&topo, &targets(&missing, &marker), Bytes::from_static(b"unlinked\n")).await?;
         }
     }
     let extra: Vec<String> = rec.volumes.iter().filter(|v| !want.contains(v)).cloned().collect();
     if !extra.is_empty() {
         // until the old replicas are gone the record names them, so a failure leaves no
-        // unlisted file; new ones first, so GETs go there
+        // unlisted file; new ones first, so GETs go there (reads skip what follows the
+        // first -replicas)
         let both = Record { volumes: want.iter().chain(&extra).cloned().collect(), ..rec.clone() };
         sh.index.set(key, state, &both)?;
-        let mut gone = targets(&extra, &path);
-        if state == State::Unlinked {
-            gone.extend(targets(&extra, &marker));
+        if let Some(grace) = ctx.move_grace {
+            // a server: a redirect answered from the old record a moment ago may still be
+            // on its way to an old replica, so the old ones go after a grace, in the
+            // background (the key is not held meanwhile)
+            ctx.durable().await?;
+            let r = Retire { key: key.to_vec(), due: Instant::now() + grace, both: both.volumes, extra };
+            ctx.retiring.add(&ctx.shared.moves, r);
+            return Ok(Outcome::Moved);
         }
-        ctx.client.delete_all(&topo, &gone).await?;
+        delete_old(ctx, &topo, key, state, &extra).await?;
     }
     sh.index.set(key, state, &Record { volumes: want, ..rec })?;
     ctx.durable().await?;
     Ok(Outcome::Moved)
+}
+
+/// Deletes a moved key's replicas (and unlinked markers) on the volumes it left.
+async fn delete_old(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, extra: &[String]) -> Result<(), Error> {
+    let path = key_path(key);
+    let mut gone = targets(extra, &path);
+    if state == State::Unlinked {
+        gone.extend(targets(extra, &format!("{MARKER_DIR}{path}")));
+    }
+    Ok(ctx.client.delete_all(topo, &gone).await?)
+}
+
+/// A moved key's old replicas, to delete once `due` (see `-move-grace`).
+struct Retire {
+    key: Vec<u8>,
+    due: Instant,
+    /// The record's volumes when they were queued: new, then `extra`.
+    both: Vec<String>,
+    extra: Vec<String>,
+}
+
+/// One server thread's moved keys whose old replicas wait for their grace to pass.
+#[derive(Default)]
+pub struct Retiring {
+    queue: RefCell<VecDeque<Retire>>,
+    /// Keys queued or being deleted: the thread's stop waits for them.
+    left: Cell<usize>,
+}
+
+/// The master's count of old replicas still to delete, all threads (`VOLUMES /` tells it, so
+/// that `mkv rebalance -online` ends once they are gone), and of deletions that failed.
+#[derive(Default)]
+pub struct Moves {
+    pub pending: AtomicUsize,
+    pub failed: AtomicU64,
+}
+
+impl Retiring {
+    fn add(&self, moves: &Moves, r: Retire) {
+        moves.pending.fetch_add(1, Ordering::Relaxed);
+        self.left.set(self.left.get() + 1);
+        self.queue.borrow_mut().push_back(r);
+    }
+
+    /// The next key whose grace is over. Keys are queued in the order they become due, but
+    /// for those put back because a write held them: they wait their turn again.
+    fn next_due(&self, now: Instant) -> Option<Retire> {
+        let mut q = self.queue.borrow_mut();
+        if q.front()?.due <= now {
+            q.pop_front()
+        } else {
+            None
+        }
+    }
+
+    fn done(&self, moves: &Moves) {
+        moves.pending.fetch_sub(1, Ordering::Relaxed);
+        self.left.set(self.left.get() - 1);
+    }
+
+    /// Keys this thread has still to finish.
+    pub fn left(&self) -> usize {
+        self.left.get()
+    }
+}
+
+/// How often a server thread looks for old replicas due for deletion.
+const RETIRE_TICK: Duration = Duration::from_millis(100);
+/// Keys whose old replicas one thread deletes at once.
+const RETIRE_CONCURRENCY: usize = 32;
+/// When a write holds a key, how long until its old replicas are tried again.
+const RETIRE_BUSY: Duration = Duration::from_millis(50);
+
+/// A server thread's background work: deletes the old replicas of the keys it moved once
+/// their grace is over, then the records stop naming them. Runs until the thread ends.
+pub async fn retire_loop(ctx: &Ctx) {
+    loop {
+        monoio::time::sleep(RETIRE_TICK).await;
+        let mut work = FuturesUnordered::new();
+        loop {
+            while work.len() < RETIRE_CONCURRENCY {
+                let Some(r) = ctx.retiring.next_due(Instant::now()) else { break };
+                work.push(retire(ctx, r));
+            }
+            if work.next().await.is_none() {
+                break;
+            }
+        }
+    }
+}
+
+/// Deletes one key's old replicas, unless a write changed the key since it was moved (a
+/// PUT over it removed what it replaced, a DELETE removed every replica its record named).
+async fn retire(ctx: &Ctx, r: Retire) {
+    let Ok(_claim) = ctx.claim(&r.key) else {
+        ctx.retiring.queue.borrow_mut().push_back(Retire { due: Instant::now() + RETIRE_BUSY, ..r });
+        return;
+    };
+    let done = async {
+        let Some((state, rec)) = ctx.shared.index.get(&r.key)? else { return Ok(()) };
+        if rec.volumes != r.both {
+            return Ok(());
+        }
+        delete_old(ctx, &ctx.topo(), &r.key, state, &r.extra).await?;
+        let volumes = rec.volumes.iter().filter(|v| !r.extra.contains(v)).cloned().collect();
+        ctx.shared.index.set(&r.key, state, &Record { volumes, ..rec })?;
+        ctx.durable().await
+    };
+    if let Err(e) = done.await {
+        ctx.shared.moves.failed.fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "mkv: REBALANCE {}: could not delete the old replicas on {} ({e}); its record still \
+             names them (a rerun of the rebalance finishes the move)",
+            r.key.escape_ascii(),
+            r.extra.join(",")
+        );
+    }
+    ctx.retiring.done(&ctx.shared.moves);
 }
 
 /// Streams the file at `path` of replica `src` to every `(server, path)` of `to`.
