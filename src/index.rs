@@ -84,6 +84,9 @@ fn no_space(e: &rocksdb::Error) -> bool {
     e.as_ref().contains("No space left on device")
 }
 
+/// A key and its value, as read from a family.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 pub struct Index {
     inner: Arc<Inner>,
     // No fsync: the WAL is in the OS page cache once write() returns, so a `201` survives
@@ -356,8 +359,8 @@ impl Index {
         self.write(|db, b| keys.iter().for_each(|k| b.delete_cf(db.cf_named(MULTIPART), k)))
     }
 
-    /// Up to `n` multipart entries with `prefix`, from `start` (or the prefix) on.
-    pub fn mp_scan(&self, prefix: &[u8], start: &[u8], n: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    /// Up to `n` multipart entries (key, value) with `prefix`, from `start` (or the prefix) on.
+    pub fn mp_scan(&self, prefix: &[u8], start: &[u8], n: usize) -> Result<Vec<Entry>, Error> {
         let u = self.inner.enter();
         let mut it = u.db.db.raw_iterator_cf(u.db.cf_named(MULTIPART));
         it.seek(if start > prefix { start } else { prefix });

@@ -116,6 +116,8 @@ impl Registry {
         let mut t = Totals { latency: vec![([0; BUCKETS_US.len()], 0); METHODS.len()], ..Totals::default() };
         let mut req = [[0u64; STATUSES.len()]; METHODS.len()];
         for b in &blocks {
+            // `m` indexes five arrays in step
+            #[allow(clippy::needless_range_loop)]
             for m in 0..METHODS.len() {
                 for s in 0..STATUSES.len() {
                     req[m][s] += b.requests[m][s].load(Relaxed);

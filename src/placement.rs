@@ -23,7 +23,7 @@ pub fn key_fits(key: &[u8]) -> bool {
 /// `\xff\xff\xff`) lands, once nginx merges the slashes of its path, on the same file as
 /// another key's.
 pub fn key_unstorable(key: &[u8]) -> Option<&'static str> {
-    if key.len() % 3 == 0 && key.last().is_some_and(|b| b & 0x3f == 0x3f) {
+    if key.len().is_multiple_of(3) && key.last().is_some_and(|b| b & 0x3f == 0x3f) {
         return Some("this key's file name would end in '/' (its base64 does): add or drop a byte");
     }
     let name = STANDARD.encode(key);
@@ -68,7 +68,7 @@ pub fn scores<S: AsRef<str>>(key: &[u8], volumes: &[S], out: &mut Vec<([u8; 16],
         h.update(v.as_ref().as_bytes());
         out.push((h.finalize(), i));
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|s| std::cmp::Reverse(s.0));
 }
 
 /// The subvolume of a replica whose volume scored `score`: its last four bytes, big-endian,

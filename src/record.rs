@@ -164,6 +164,8 @@ impl<'a> RecordRef<'a> {
         volumes_iter(self.volumes)
     }
 
+    // named after what it makes, like `ToOwned`; the borrowed record is read, not consumed
+    #[allow(clippy::wrong_self_convention)]
     pub fn to_owned(&self) -> Record {
         Record {
             volumes: self.volumes().map(str::to_string).collect(),

@@ -242,10 +242,8 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
         match ctx.client.next_chunk(&mut d, PIECE).await {
             Ok(Some(piece)) => {
                 sent += piece.len() as u64;
-                if !conn.out.is_empty() {
-                    if conn.flush().await.is_err() {
-                        break true;
-                    }
+                if !conn.out.is_empty() && conn.flush().await.is_err() {
+                    break true;
                 }
                 let (r, _) = conn.write(piece).await;
                 if r.is_err() {

@@ -2,11 +2,7 @@
 //! second writer gets `409`. Sharded by key hash so cores rarely meet on one mutex; a
 //! shard's mutex is held for a hash-set insert or remove, never across an `.await`.
 
-use std::{
-    collections::HashSet,
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Mutex,
-};
+use std::{collections::HashSet, hash::BuildHasher, sync::Mutex};
 
 pub struct KeyLocks {
     shards: Box<[Mutex<HashSet<Vec<u8>>>]>,
@@ -30,9 +26,7 @@ impl KeyLocks {
 
     /// Claims `key`, or `None` when another request holds it.
     pub fn try_lock(&self, key: &[u8]) -> Option<KeyGuard<'_>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = (h.finish() % self.shards.len() as u64) as usize;
+        let shard = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
         let mut set = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
         if !set.insert(key.to_vec()) {
             return None;
