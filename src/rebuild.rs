@@ -222,7 +222,10 @@ impl Consumer for Build<'_> {
                 ));
             }
             let volumes = f.reps.iter().map(|r| self.layout.roots[r.root as usize].name.clone()).collect();
-            done.push(Done { key, state, rec: Record { volumes, size, ..Record::default() } });
+            // the time S3 shows (Last-Modified) and conditional requests compare: the latest
+            // replica's, to the second as nginx lists it (a PUT writes them all at once)
+            let mtime = f.reps.iter().map(|r| r.mtime.max(0) as u64 * 1000).max().unwrap_or(0);
+            done.push(Done { key, state, rec: Record { volumes, size, mtime, ..Record::default() } });
         }
         let p = self.progress;
         p.count("live", live);

@@ -93,6 +93,15 @@ fn snapshot(addr: &str, keys: &[Vec<u8>]) -> Snapshot {
     Snapshot { live: listing(addr, "list"), unlinked: listing(addr, "unlinked"), records }
 }
 
+/// Each live key's record time (milliseconds), from `?list&records`.
+fn times(addr: &str) -> BTreeMap<String, u64> {
+    let r = get(addr, "/?list&records&limit=0&encoding=url");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("listing JSON");
+    let records = v["records"].as_array().or(v["keys"].as_array()).expect("records");
+    records.iter().map(|r| (r["key"].as_str().unwrap().to_string(), r["mtime"].as_u64().unwrap())).collect()
+}
+
 fn put(addr: &str, key: &[u8]) {
     let r = request(addr, "PUT", &enc(key), &[], &value(key));
     assert_eq!(r.status, 201, "PUT {}: {r:?}", enc(key));
@@ -131,6 +140,7 @@ fn same_as_the_master(subvolumes: &str, verify: bool) {
         assert_eq!(request(&master.addr(), "DELETE", &enc(k), &[], b"").status, 204);
     }
     let before = snapshot(&master.addr(), &keys);
+    let times_before = times(&master.addr());
     assert_eq!(before.records.len(), keys.len() - unlinked.len() - 2);
     assert_eq!(before.unlinked.len(), unlinked.len());
     master.kill9();
@@ -167,6 +177,13 @@ fn same_as_the_master(subvolumes: &str, verify: bool) {
         after.records.values_mut().zip(before.records.values()).for_each(|(a, b)| a.1 = b.1.clone());
     }
     assert_eq!(after, before);
+    // each record's time is its files' (nginx lists them to the second)
+    let times_after = times(&again.addr());
+    assert_eq!(times_after.len(), times_before.len());
+    for (key, t) in &times_after {
+        let was = times_before[key];
+        assert!(*t > 0 && t.abs_diff(was) <= 2000, "{key}: time {t} after the rebuild, {was} before");
+    }
     // unlinked keys came back unlinked: a PUT replaces them, a second one finds them live
     put(&again.addr(), unlinked[0]);
     assert_eq!(get_follow(&again.addr(), &enc(unlinked[0])).body, value(unlinked[0]));
