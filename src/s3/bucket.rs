@@ -154,6 +154,11 @@ fn page(ctx: &Ctx, bucket: &str, list: &ListParams, after: &[u8]) -> Result<Page
         start.push(0);
     }
     let mut p = Page { contents: Vec::new(), prefixes: Vec::new(), truncated: false, last: None };
+    if list.max_keys == 0 {
+        // S3 answers nothing and not truncated: with no token to go on, a client looping on
+        // IsTruncated would never end
+        return Ok(p);
+    }
     let index = &ctx.shared.index;
     'outer: loop {
         let mut scan = index.scan(State::Live, &prefix, &start);

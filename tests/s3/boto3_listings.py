@@ -60,7 +60,12 @@ eq((r["KeyCount"], r["MaxKeys"], r["IsTruncated"]), (len(keys), 1000, False), "v
 # pages of 7, v2 and v1
 eq(v2_all(MaxKeys=7), (keys, [], (len(keys) + 6) // 7), "v2 pages")
 eq(v1_all(MaxKeys=7), (keys, [], (len(keys) + 6) // 7), "v1 pages")
-eq(s3.list_objects_v2(Bucket=B, MaxKeys=0)["KeyCount"], 0, "max-keys=0")
+# max-keys=0: nothing, and not truncated (as S3 answers; a client looping on IsTruncated
+# would otherwise never end, having no token to go on with)
+r = s3.list_objects_v2(Bucket=B, MaxKeys=0)
+eq((r["KeyCount"], r["IsTruncated"], r.get("NextContinuationToken")), (0, False, None), "v2 max-keys=0")
+r = s3.list_objects(Bucket=B, MaxKeys=0, Delimiter="/")
+eq((r.get("Contents"), r["IsTruncated"], r.get("NextMarker")), (None, False, None), "v1 max-keys=0")
 
 # prefix and delimiter
 tops = sorted({k.split("/")[0] + "/" for k in keys if "/" in k}, key=str.encode)
