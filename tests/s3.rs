@@ -946,6 +946,26 @@ fn a_pipelined_put_expecting_100_continue_leaves_the_master_whole() {
 /// A bucket nobody created exists while it holds keys; the clients' "empty it, then remove
 /// it" (`aws s3 rb --force`, `rclone purge`, `s3cmd del -r` + `rb`) ends with DeleteBucket
 /// of a bucket that has just lost its last key, which S3.md answers 204.
+/// -protect guards a live value against the S3 port as against the native one: neither a
+/// delete nor an overwrite (PutObject, CopyObject onto it) goes through until it is UNLINKed.
+#[test]
+fn protect_refuses_s3_overwrites_and_deletes_until_unlinked() {
+    let c = cluster(&["-protect"]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/guard/k", b"first").status, 200);
+    let r = s3_put(&addr, "/guard/k", b"second");
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (403, "AccessDenied"), "{r:?}");
+    assert_eq!(s3_put(&addr, "/guard/other", b"other").status, 200);
+    let copy = request(&addr, "PUT", "/guard/k", &[UNSIGNED, ("x-amz-copy-source", "/guard/other")], b"");
+    assert_eq!(copy.status, 403, "{copy:?}");
+    let r = request(&addr, "DELETE", "/guard/k", &[UNSIGNED], b"");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(s3_get(&addr, "/guard/k").body, b"first");
+    assert_eq!(request(&addr, "UNLINK", "/guard/k", &[], b"").status, 204);
+    assert_eq!(s3_put(&addr, "/guard/k", b"second").status, 200, "an unlinked key can be written again");
+    assert_eq!(s3_get(&addr, "/guard/k").body, b"second");
+}
+
 #[test]
 fn clients_remove_a_bucket_they_never_created() {
     let c = cluster(&[]);

@@ -193,7 +193,9 @@ pub fn store_error(e: store::Error) -> S3Error {
         E::BadKey(_) => S3Error::InvalidArgument(
             "the volumes cannot store this key apart from another (its base64 file name holds '//' or ends in '/')",
         ),
-        E::Protected => S3Error::AccessDenied("the master runs with -protect: UNLINK the key before deleting it"),
+        E::Protected => {
+            S3Error::AccessDenied("the master runs with -protect: UNLINK the key before deleting or replacing it")
+        }
         // clients retry a 503 SlowDown; another write of the key is about to end
         E::InFlight => S3Error::SlowDown,
         E::Exists | E::EmptyBody => S3Error::InternalError("unexpected refusal of an S3 write"),

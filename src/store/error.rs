@@ -50,7 +50,7 @@ impl fmt::Display for Error {
             Error::Volume(e) => write!(f, "{e}"),
             Error::NotFound => write!(f, "no such key"),
             Error::Exists => write!(f, "key exists (DELETE or UNLINK it first)"),
-            Error::Protected => write!(f, "key is protected: UNLINK it before DELETE"),
+            Error::Protected => write!(f, "key is protected: UNLINK it before DELETE (or an S3 overwrite)"),
             Error::InFlight => write!(f, "another write of this key is in flight"),
             Error::EmptyBody => write!(f, "a PUT needs a non-empty body"),
             Error::KeyTooLong => write!(f, "key too long for a file name"),

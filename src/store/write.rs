@@ -100,6 +100,10 @@ pub async fn put<S: Source>(ctx: &Ctx, key: &[u8], src: &mut S, opts: &PutOpts) 
         if !opts.replace_live {
             return Err(Error::Exists.into());
         }
+        // -protect: a live value goes only after an UNLINK, replaced or deleted alike
+        if sh.cfg.protect {
+            return Err(Error::Protected.into());
+        }
     }
     let topo = ctx.topo();
     let replicas = topo.place(key);
