@@ -966,6 +966,46 @@ fn protect_refuses_s3_overwrites_and_deletes_until_unlinked() {
     assert_eq!(s3_get(&addr, "/guard/k").body, b"second");
 }
 
+/// A DeleteObject (or DeleteObjects) of a key whose PutObject is still in flight waits for
+/// it and then deletes, as on S3 (last writer wins), instead of failing with `503 SlowDown`.
+#[test]
+fn a_delete_waits_for_a_put_of_the_same_key_in_flight() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    for (n, multi) in [(0, false), (1, true)] {
+        let key = format!("/racing/k{n}");
+        let mut put = TcpStream::connect(&addr).unwrap();
+        let head = format!(
+            "PUT {key} HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nContent-Length: 10\r\n\r\nfirst"
+        );
+        put.write_all(head.as_bytes()).unwrap();
+        thread::sleep(Duration::from_millis(200)); // the PUT holds the key, its body half sent
+        let deleter = {
+            let addr = addr.clone();
+            let key = key.clone();
+            thread::spawn(move || {
+                if multi {
+                    let body = format!("<Delete><Object><Key>k{n}</Key></Object></Delete>");
+                    let md5 = md5_b64(body.as_bytes());
+                    request(&addr, "POST", "/racing?delete", &[UNSIGNED, ("content-md5", &md5)], body.as_bytes())
+                } else {
+                    request(&addr, "DELETE", &key, &[UNSIGNED], b"")
+                }
+            })
+        };
+        thread::sleep(Duration::from_millis(300));
+        put.write_all(b"half").unwrap();
+        put.write_all(b"!").unwrap();
+        let mut answer = [0u8; 12];
+        put.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200", "the PUT");
+        let r = deleter.join().unwrap();
+        assert!(r.status == 204 || r.status == 200, "{r:?}");
+        assert!(!r.text().contains("<Error>"), "{r:?}");
+        assert_eq!(s3_get(&addr, &key).status, 404, "the delete came last");
+    }
+}
+
 #[test]
 fn clients_remove_a_bucket_they_never_created() {
     let c = cluster(&[]);

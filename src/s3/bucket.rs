@@ -15,7 +15,7 @@ use crate::{
     http::{Body, Conn},
     index::State,
     record::{now_ms, Record, RecordRef},
-    store::{self, remove, Ctx},
+    store::{self, Ctx},
 };
 
 /// Index setting naming a bucket made by CreateBucket (value: its creation time, ms).
@@ -317,7 +317,7 @@ pub async fn delete_objects(
     let mut results: Vec<(Vec<u8>, Option<S3Error>)> = Vec::with_capacity(asked.objects.len());
     for (key, _version) in &asked.objects {
         let native = super::request::Object { bucket: bucket.to_string(), key: key.clone() }.native_key();
-        let r = match remove::delete(ctx, &native, ctx.shared.cfg.protect).await {
+        let r = match super::object::delete_waiting(ctx, &native).await {
             Ok(()) | Err(store::Error::NotFound) => None,
             Err(e) => Some(super::serve::store_error(e)),
         };

@@ -59,6 +59,20 @@ pub async fn put_waiting<S: Source>(
     }
 }
 
+/// Deletes `key`, waiting like [`put_waiting`] while another write of it is in flight (S3
+/// has no `409` for a delete: the client would see a `503 SlowDown`).
+pub async fn delete_waiting(ctx: &Ctx, key: &[u8]) -> Result<(), store::Error> {
+    let began = std::time::Instant::now();
+    loop {
+        match remove::delete(ctx, key, ctx.shared.cfg.protect).await {
+            Err(store::Error::InFlight) if began.elapsed() < BUSY_WAIT => {
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Maps a failed write to its S3 answer: a source failure says what was wrong with the body.
 pub fn write_failure(e: Failed<S3Error>, broken: bool) -> Failure {
     match e {
@@ -266,7 +280,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
 }
 
 pub async fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object) -> Result<Answer, Failure> {
-    match remove::delete(ctx, &obj.native_key(), ctx.shared.cfg.protect).await {
+    match delete_waiting(ctx, &obj.native_key()).await {
         // S3: deleting what is not there succeeds
         Ok(()) | Err(store::Error::NotFound) => Ok(ok(conn, req, 204, None)),
         Err(e) => Err(e.into()),
