@@ -122,10 +122,17 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answe
 /// DeleteBucket: `204` once the bucket holds no key, `409 BucketNotEmpty` while it does. A
 /// bucket nobody created has just lost its last key when clients delete it (`aws s3 rb
 /// --force`, `rclone purge`, `s3cmd rb` empty it first), so it is gone already: `204` too.
-pub fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
-    if has_keys(ctx, bucket)? {
-        return Err(S3Error::BucketNotEmpty.into());
+/// `409 BucketNotEmpty` while `bucket` holds live keys.
+pub fn must_be_empty(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
+    match has_keys(ctx, bucket)? {
+        true => Err(S3Error::BucketNotEmpty.into()),
+        false => Ok(()),
     }
+}
+
+/// DeleteBucket, once its uploads in progress are gone (the caller aborts them).
+pub fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
+    must_be_empty(ctx, bucket)?;
     if created(ctx, bucket)?.is_some() {
         ctx.shared.index.remove_meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
     }

@@ -517,32 +517,12 @@ pub fn list_uploads(
     key_marker: &[u8],
     id_marker: &str,
 ) -> Result<Answer, Failure> {
-    let base = format!("/{bucket}/").into_bytes();
-    let mut all: Vec<(Vec<u8>, String, u64)> = Vec::new();
+    let mut all = uploads_of(ctx, bucket)?;
     // a bucket that holds only uploads in progress exists (its uploads are listed)
-    let mut any = false;
-    let mut start = b"u/".to_vec();
-    loop {
-        let page = ctx.shared.index.mp_scan(b"u/", &start, PAGE).map_err(store::Error::from)?;
-        let Some((k, _)) = page.last() else { break };
-        start = k.clone();
-        start.push(0);
-        let full = page.len() == PAGE;
-        for (k, v) in page {
-            let Some(u) = Upload::decode(&v) else { continue };
-            let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
-            any = true;
-            if key.starts_with(&list.prefix) {
-                all.push((key.to_vec(), String::from_utf8_lossy(&k[2..]).into_owned(), u.created_ms));
-            }
-        }
-        if !full {
-            break;
-        }
-    }
-    if !any {
+    if all.is_empty() {
         super::bucket::must_exist(ctx, bucket)?;
     }
+    all.retain(|(key, _, _)| key.starts_with(&list.prefix));
     all.sort();
     let page = uploads_page(&all, list, key_marker, id_marker);
     let uploads: Vec<xml::Upload> = page
@@ -562,6 +542,40 @@ pub fn list_uploads(
         common_prefixes: &page.prefixes,
     });
     Ok(ok(conn, req, 200, Some(body)))
+}
+
+/// Every upload in progress into `bucket`: (key within the bucket, upload id, time).
+fn uploads_of(ctx: &Ctx, bucket: &str) -> Result<Vec<(Vec<u8>, String, u64)>, Failure> {
+    let base = format!("/{bucket}/").into_bytes();
+    let mut all = Vec::new();
+    let mut start = b"u/".to_vec();
+    loop {
+        let page = ctx.shared.index.mp_scan(b"u/", &start, PAGE).map_err(store::Error::from)?;
+        let Some((k, _)) = page.last() else { break };
+        start = k.clone();
+        start.push(0);
+        let full = page.len() == PAGE;
+        for (k, v) in page {
+            let Some(u) = Upload::decode(&v) else { continue };
+            let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
+            all.push((key.to_vec(), String::from_utf8_lossy(&k[2..]).into_owned(), u.created_ms));
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+/// Aborts every upload in progress into `bucket`: DeleteBucket takes them with it, as S3
+/// does (they would otherwise outlive their bucket, listed and holding part files).
+pub async fn abort_all(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
+    for (_, id, _) in uploads_of(ctx, bucket)? {
+        let _upload = claim(ctx, &lock_name(&id, None)).await?;
+        let have = all_parts(ctx, &id)?;
+        forget(ctx, &id, have).await;
+    }
+    Ok(())
 }
 
 /// One page of ListMultipartUploads.

@@ -236,7 +236,11 @@ async fn dispatch(
         Op::ListBuckets => bucket::list_buckets(ctx, conn, req),
         Op::CreateBucket { bucket } => bucket::create(ctx, conn, req, body, &bucket).await,
         Op::HeadBucket { bucket } => bucket::head(ctx, conn, req, &bucket),
-        Op::DeleteBucket { bucket } => bucket::delete(ctx, conn, req, &bucket),
+        Op::DeleteBucket { bucket } => {
+            bucket::must_be_empty(ctx, &bucket)?;
+            multipart::abort_all(ctx, &bucket).await?;
+            bucket::delete(ctx, conn, req, &bucket)
+        }
         Op::GetBucketLocation { bucket } => {
             bucket::must_exist(ctx, &bucket)?;
             Ok(ok(conn, req, 200, Some(xml::location_constraint(REGION))))

@@ -235,8 +235,10 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
                 "mkv: warning: volume {v} holds {} but -subvolumes is {}: records name the replicas where \
                  they are; `mkv rebalance` moves them to where -subvolumes places them",
                 match (flat, svs.len()) {
-                    (true, 0) => "keys at its top".to_string(),
-                    (true, n) => format!("keys at its top and in {n} subvolume folders"),
+                    // only the walk tells whether the top's xx folders still hold keys (those of
+                    // deleted keys stay behind, empty)
+                    (true, 0) => "key folders at its top".to_string(),
+                    (true, n) => format!("key folders at its top and {n} subvolume folders"),
                     (false, n) => format!("{n} subvolume folders"),
                 },
                 cfg.subvolumes

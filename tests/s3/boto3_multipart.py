@@ -148,5 +148,16 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": c1}, {"PartNumber": 2, "ETag": c2}]})
     eq(body(s3, B, "copied"), whole[:5 * MiB] + b"new value", "an object of copied parts")
 
+    # DeleteBucket takes the uploads in progress into it along, as S3 does: none is listed
+    # after, and none leaves a part file (the test looks)
+    s3.create_bucket(Bucket="mp-doomed")
+    doomed = s3.create_multipart_upload(Bucket="mp-doomed", Key="k")["UploadId"]
+    s3.upload_part(Bucket="mp-doomed", Key="k", UploadId=doomed, PartNumber=1, Body=b"d" * MiB)
+    eq(s3.delete_bucket(Bucket="mp-doomed")["ResponseMetadata"]["HTTPStatusCode"], 204,
+       "DeleteBucket with an upload in progress")
+    eq(error_of(s3.list_multipart_uploads, Bucket="mp-doomed"), (404, "NoSuchBucket"), "uploads of a deleted bucket")
+    eq(error_of(s3.list_parts, Bucket="mp-doomed", Key="k", UploadId=doomed), (404, "NoSuchUpload"),
+       "parts of an upload whose bucket was deleted")
+
 print("UPLOADS", gone, uid, small, over, cp)
 done()
