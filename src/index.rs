@@ -1,6 +1,7 @@
 //! The index: key → [`Record`] in RocksDB, in column family `live` or `unlinked`.
 //! Every state change is one WriteBatch, so a crash leaves a key in exactly one state.
 
+mod counts;
 mod reopen;
 
 use std::{
@@ -11,7 +12,10 @@ use std::{
 
 use rocksdb::{DBPinnableSlice, DBRawIterator, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
-use self::reopen::{free_bytes, Db, Inner, Use, MIN_FREE};
+use self::{
+    counts::Delta,
+    reopen::{free_bytes, Db, Inner, Use, MIN_FREE},
+};
 use crate::record::{Corrupt, Pending, Record, RecordRef};
 
 const LIVE: &str = "live";
@@ -24,6 +28,8 @@ pub const DEFAULT_CACHE_MB: usize = 512;
 const PENDING: &str = "pending";
 /// S3 multipart uploads and their parts, in the S3 layer's own encoding.
 const MULTIPART: &str = "multipart";
+/// The exact number of keys in each state (see [`counts`]).
+const COUNTS: &str = "counts";
 
 /// Which column family a key is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +150,7 @@ impl Index {
                 msg
             })
         })?;
+        counts::init(&db).map_err(|e| fail(format!("cannot count its keys: {e}")))?;
         Ok(Index {
             inner: Arc::new(Inner::new(path, db, cache)),
             wopts: WriteOptions::default(),
@@ -203,12 +210,11 @@ impl Index {
 
     /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        let other = if to == State::Live { State::Unlinked } else { State::Live };
         self.write(|db, b| {
-            if held(db, other, key) {
-                b.delete_cf(db.cf(other), key);
-            }
+            let mut d = Delta::default();
+            moved_in(db, b, &mut d, key, to);
             b.put_cf(db.cf(to), key, rec.encode());
+            d.tally(db, b);
         })?;
         self.bump(key);
         Ok(())
@@ -218,10 +224,18 @@ impl Index {
     /// loses it, with no read to find out.
     pub fn set_from(&self, key: &[u8], from: Option<State>, to: State, rec: &Record) -> Result<(), Error> {
         self.write(|db, b| {
-            if let Some(f) = from.filter(|f| *f != to) {
-                b.delete_cf(db.cf(f), key);
+            let mut d = Delta::default();
+            match from {
+                Some(f) if f == to => {}
+                Some(f) => {
+                    b.delete_cf(db.cf(f), key);
+                    d.add(f, -1);
+                    d.add(to, 1);
+                }
+                None => d.add(to, 1),
             }
             b.put_cf(db.cf(to), key, rec.encode());
+            d.tally(db, b);
         })?;
         self.bump(key);
         Ok(())
@@ -230,11 +244,14 @@ impl Index {
     /// Forgets `key` in both families.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
         self.write(|db, b| {
+            let mut d = Delta::default();
             for state in [State::Live, State::Unlinked] {
                 if held(db, state, key) {
                     b.delete_cf(db.cf(state), key);
+                    d.add(state, -1);
                 }
             }
+            d.tally(db, b);
         })?;
         self.bump(key);
         Ok(())
@@ -261,9 +278,14 @@ impl Index {
     /// Writes many records at once (rebuild): one batch, no per-key round trip.
     pub fn put_many(&self, items: &[(Vec<u8>, State, Record)]) -> Result<(), Error> {
         self.write(|db, b| {
+            let mut d = Delta::default();
             for (key, state, rec) in items {
+                if !held(db, *state, key) {
+                    d.add(*state, 1);
+                }
                 b.put_cf(db.cf(*state), key, rec.encode());
             }
+            d.tally(db, b);
         })?;
         items.iter().for_each(|(key, _, _)| self.bump(key));
         Ok(())
@@ -291,7 +313,7 @@ impl Index {
     pub fn flush(&self) -> Result<(), Error> {
         self.sync()?;
         let u = self.inner.enter();
-        for cf in [LIVE, UNLINKED, PENDING, MULTIPART] {
+        for cf in [LIVE, UNLINKED, PENDING, MULTIPART, COUNTS] {
             u.db.db.flush_cf(u.db.cf_named(cf)).map_err(|e| self.inner.failed(e))?;
         }
         u.db.db.flush().map_err(|e| self.inner.failed(e))
@@ -317,13 +339,12 @@ impl Index {
     /// A replacement is in place: `key` takes `rec` in `to` and its pending entry goes, in
     /// one batch.
     pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        let other = if to == State::Live { State::Unlinked } else { State::Live };
         self.write(|db, b| {
-            if held(db, other, key) {
-                b.delete_cf(db.cf(other), key);
-            }
+            let mut d = Delta::default();
+            moved_in(db, b, &mut d, key, to);
             b.put_cf(db.cf(to), key, rec.encode());
             b.delete_cf(db.cf_named(PENDING), key);
+            d.tally(db, b);
         })?;
         self.bump(key);
         Ok(())
@@ -403,14 +424,15 @@ impl Index {
         self.inner.writable()
     }
 
-    /// RocksDB's own figures, for `/metrics` and the status page (estimates).
+    /// The key counts and RocksDB's own figures, for `/metrics` and the status page.
     pub fn stats(&self) -> Stats {
         let u = self.inner.enter();
         let cf_int = |cf: &str, name: &str| u.db.db.property_int_value_cf(u.db.cf_named(cf), name).ok().flatten();
         let all = |name: &str| [LIVE, UNLINKED, PENDING].iter().filter_map(|cf| cf_int(cf, name)).sum::<u64>();
+        let [live_keys, unlinked_keys] = counts::read(u.db).unwrap_or_default();
         Stats {
-            live_keys: cf_int(LIVE, "rocksdb.estimate-num-keys").unwrap_or(0),
-            unlinked_keys: cf_int(UNLINKED, "rocksdb.estimate-num-keys").unwrap_or(0),
+            live_keys,
+            unlinked_keys,
             sst_bytes: all("rocksdb.total-sst-files-size"),
             memtable_bytes: all("rocksdb.cur-size-all-mem-tables"),
             pending_compaction_bytes: all("rocksdb.estimate-pending-compaction-bytes"),
@@ -429,6 +451,19 @@ impl Index {
     }
 }
 
+/// Before `key` is put in `to`: deletes it from the other family if there, and counts the
+/// key in `to` if it is new there.
+fn moved_in(db: &Db, b: &mut WriteBatch, d: &mut Delta, key: &[u8], to: State) {
+    let other = if to == State::Live { State::Unlinked } else { State::Live };
+    if held(db, other, key) {
+        b.delete_cf(db.cf(other), key);
+        d.add(other, -1);
+    }
+    if !held(db, to, key) {
+        d.add(to, 1);
+    }
+}
+
 /// Whether `state` holds `key`: a delete is added to a batch only then. RocksDB estimates a
 /// family's keys as its entries less twice its deletes, so each blind delete of an absent
 /// key would hide a present one from the key counts (`/metrics`). Writers hold the key's
@@ -438,7 +473,7 @@ fn held(db: &Db, state: State, key: &[u8]) -> bool {
     !matches!(db.db.get_pinned_cf(db.cf(state), key), Ok(None))
 }
 
-/// RocksDB's estimates of the index's size and work.
+/// The index's key counts (exact) and RocksDB's estimates of its size and work.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Stats {
     pub live_keys: u64,
@@ -518,6 +553,32 @@ mod tests {
         idx.remove(b"/c").unwrap();
         let s = idx.stats();
         assert_eq!((s.live_keys, s.unlinked_keys), (2, 0));
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
+
+    /// An index written before the counts existed (no counts record) is counted at its
+    /// first open; rebuild's batches count the keys they add, not those already there.
+    #[test]
+    fn key_counts_of_an_older_index_and_of_batches() {
+        let p = tmp("counts-old");
+        let idx = Index::open(&p).unwrap();
+        let r = Record { volumes: vec!["a:1".into()], size: 3, ..Record::default() };
+        let items: Vec<(Vec<u8>, State, Record)> =
+            (0..7u8).map(|i| (vec![b'/', i], if i < 5 { State::Live } else { State::Unlinked }, r.clone())).collect();
+        idx.put_many(&items).unwrap();
+        idx.put_many(&items[..3]).unwrap();
+        let s = idx.stats();
+        assert_eq!((s.live_keys, s.unlinked_keys), (5, 2));
+        {
+            let u = idx.inner.enter();
+            u.db.db.delete_cf(u.db.cf_named(COUNTS), b"keys").unwrap();
+        }
+        idx.flush().unwrap();
+        drop(idx);
+        let idx = Index::open(&p).unwrap();
+        let s = idx.stats();
+        assert_eq!((s.live_keys, s.unlinked_keys), (5, 2), "counted at open");
         drop(idx);
         std::fs::remove_dir_all(&p).unwrap();
     }

@@ -112,7 +112,7 @@ pub fn prometheus(s: &Snapshot) -> String {
     }
     let ix = &s.index;
     let index: [(&str, &str, String); 5] = [
-        ("mkv_index_keys", "Keys in the index (RocksDB's estimate), by state.", String::new()),
+        ("mkv_index_keys", "Keys in the index, by state.", String::new()),
         ("mkv_index_sst_bytes", "Size of the index's table files.", ix.sst_bytes.to_string()),
         ("mkv_index_memtable_bytes", "Size of the index's memtables.", ix.memtable_bytes.to_string()),
         (

@@ -122,8 +122,7 @@ pub fn status_page(s: &Snapshot) -> String {
          <tr><td>unlinked keys</td><td class=\"n\">{}</td></tr>\
          <tr><td>table files</td><td class=\"n\">{}</td></tr>\
          <tr><td>memtables</td><td class=\"n\">{}</td></tr>\
-         <tr><td>pending compaction</td><td class=\"n\">{}</td></tr></table>\
-         <p class=\"muted\">key counts are RocksDB's estimates</p>",
+         <tr><td>pending compaction</td><td class=\"n\">{}</td></tr></table>",
         count(ix.live_keys),
         count(ix.unlinked_keys),
         bytes(ix.sst_bytes),

@@ -22,7 +22,7 @@ use std::{
 
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DataBlockIndexType, LogLevel, Options, DB};
 
-use super::{no_space, Error, State, LIVE, MULTIPART, PENDING, UNLINKED};
+use super::{counts, no_space, Error, State, COUNTS, LIVE, MULTIPART, PENDING, UNLINKED};
 
 /// Least free space to open the index: an open writes a MANIFEST, an OPTIONS file, a new
 /// WAL and the info log's header before anything else.
@@ -72,7 +72,12 @@ impl Db {
         cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_memtable_prefix_bloom_ratio(0.02);
         cf_opts.set_memtable_whole_key_filtering(true);
-        let cfs = [LIVE, UNLINKED, PENDING, MULTIPART].map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let mut counts_opts = Options::default();
+        counts_opts.set_merge_operator_associative("mkv-counts", counts::merge);
+        let cfs = [LIVE, UNLINKED, PENDING, MULTIPART]
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_opts.clone()))
+            .into_iter()
+            .chain([ColumnFamilyDescriptor::new(COUNTS, counts_opts)]);
         let db = if writable {
             DB::open_cf_descriptors(&opts, path, cfs)?
         } else {
