@@ -348,6 +348,64 @@ fn repair_never_deletes_the_last_good_copy() {
     assert_eq!(count(&err, "corrupt"), Some(2), "{err}");
 }
 
+/// Every replica of a key moved by hand into the other subvolume folder of its volume (a
+/// disk put back in the wrong slot): the only copies left are outside the record. A repair
+/// restores the record's replicas from them and only then deletes them; copies that do not
+/// verify are left where they are, like the key.
+fn copies_outside_the_record(online: bool) {
+    let (mut c, live, unlinked) = filled(6, 0, &[]);
+    let lay = layout(&c.volumes);
+    let elsewhere = |rel: &str| format!("{}{}", if rel.starts_with("sv00") { "sv01" } else { "sv00" }, &rel[4..]);
+    let moved = |key: &str| -> Vec<PathBuf> {
+        lay.files(key)
+            .iter()
+            .map(|(v, rel)| {
+                let to = path_on(&c, *v, &elsewhere(rel));
+                fs::create_dir_all(to.parent().unwrap()).unwrap();
+                fs::rename(path_on(&c, *v, rel), &to).unwrap();
+                to
+            })
+            .collect()
+    };
+    let good = moved("/v/2");
+    let rotten = moved("/v/4");
+    rotten.iter().for_each(|p| flip(p));
+    let rotten_bytes: Vec<Vec<u8>> = rotten.iter().map(|p| fs::read(p).unwrap()).collect();
+    if !online {
+        c.master.kill9();
+    }
+    let run = |c: &Cluster, args: &[&str]| if online { verify_online(c, args) } else { verify_offline(c, args) };
+    let (code, err) = run(&c, &["-deep", "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(1), "/v/4 has no copy that verifies: {err}");
+    assert!(err.contains("/v/4 (no replica holds its value (size and MD5): left as it is)"), "named: {err}");
+    assert!(good.iter().all(|p| !p.exists()), "the strays of /v/2 are deleted once its replicas are back");
+    let now: Vec<Vec<u8>> = rotten.iter().map(|p| fs::read(p).unwrap_or_default()).collect();
+    assert_eq!(now, rotten_bytes, "the strays of /v/4, its only copies, are left as they are");
+    for (v, rel) in lay.files("/v/2") {
+        assert_eq!(fs::read(path_on(&c, v, &rel)).unwrap(), value_of("/v/2"), "/v/2 restored on volume {v}");
+    }
+    // once /v/4's strays are gone by hand, everything else is whole
+    rotten.iter().for_each(|p| fs::remove_file(p).unwrap());
+    let others: Vec<String> = live.iter().filter(|k| *k != "/v/4").cloned().collect();
+    let lay_others: Vec<&str> = others.iter().map(String::as_str).collect();
+    lay.assert_files(&c.volumes, &lay_others, &[]);
+    assert!(unlinked.is_empty());
+    if !online {
+        c.master.restart();
+    }
+    assert_eq!(get_follow(&c.addr(), "/v/2").body, value_of("/v/2"));
+}
+
+#[test]
+fn copies_outside_the_record_restore_it_online_and_are_never_deleted_first() {
+    copies_outside_the_record(true);
+}
+
+#[test]
+fn copies_outside_the_record_restore_it_offline_and_are_never_deleted_first() {
+    copies_outside_the_record(false);
+}
+
 /// A writer of `keys` that PUTs, UNLINKs, PUTs again and DELETEs them in turn, retrying
 /// `409` (a repair holds the key), and remembers what was acknowledged last for each.
 struct Writer {

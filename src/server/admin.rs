@@ -108,14 +108,8 @@ pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, 
 /// markers right; under the key's lock. `200` with what was done as JSON (`skipped`: replicas
 /// on volumes that could not be asked, left for later).
 async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
-    let ctx = &local.ctx;
-    let removed = if req.orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, &req.key, &req.orphans).await? };
-    let done = match repair::one(ctx, &req.key, &req.suspects, req.markers).await {
-        Ok(d) => d,
-        // only stray files of a key no record names: removing them was the whole job
-        Err(crate::store::Error::NotFound) if !req.orphans.is_empty() => Default::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let ask = repair::Ask { suspects: &req.suspects, markers: req.markers, strays: &req.orphans, known_bad: None };
+    let (done, removed) = repair::key(&local.ctx, &req.key, &ask).await?;
     let body = serde_json::json!({
         "restored": done.restored,
         "markers": done.markers,

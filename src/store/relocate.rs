@@ -50,7 +50,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
             return Ok(Outcome::InPlace);
         }
         // in place by the record; the files are asked too, and what is missing restored
-        let r = repair::restore(ctx, &topo, key, state, &rec, &[], false).await?;
+        let r = repair::restore(ctx, &topo, key, state, &rec, &[], false, &[]).await?;
         return Ok(if r.restored.is_empty() { Outcome::InPlace } else { Outcome::Restored(r.restored) });
     }
     if dry_run {

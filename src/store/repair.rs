@@ -37,57 +37,99 @@ pub struct Repaired {
     pub skipped: Vec<String>,
 }
 
-/// Checks and repairs `key` under its lock. `suspects`: replicas a deep read found corrupt.
-pub async fn one(ctx: &Ctx, key: &[u8], suspects: &[String], markers: bool) -> Result<Repaired, Error> {
-    let _claim = ctx.claim(key)?;
-    let (state, rec) = ctx.shared.index.get(key)?.ok_or(Error::NotFound)?;
-    let topo = ctx.topo();
-    let r = restore(ctx, &topo, key, state, &rec, suspects, markers).await?;
-    Ok(r)
+/// What a verify asks done to one key.
+#[derive(Default)]
+pub struct Ask<'a> {
+    /// Replicas a deep read found corrupt (a HEAD cannot tell).
+    pub suspects: &'a [String],
+    /// Put the unlink markers right.
+    pub markers: bool,
+    /// Replicas holding files of the key that its record does not name: deleted once the
+    /// record's replicas are whole, and until then sources to restore them from.
+    pub strays: &'a [String],
+    /// The bad replicas, when a listing no write can have changed since says which (an
+    /// offline verify: the master is stopped, the index is its own): no HEADs.
+    pub known_bad: Option<&'a [String]>,
 }
 
-/// [`one`] for a caller that knows which replicas are bad from a listing no write can have
-/// changed since (an offline verify: the master is stopped, the index is its own): no HEADs.
-/// The others are sources only if their bytes verify, as always.
-pub async fn known(ctx: &Ctx, key: &[u8], bad: &[String]) -> Result<Repaired, Error> {
+/// Repairs `key` under its lock as `ask` says. Returns what was restored and how many
+/// stray replicas were cleared. Strays go last, and only when every replica the record
+/// names is there: a stray may hold the only copy left of the value (a replica moved by
+/// hand, a disk put back in the wrong slot), and is then what the record's are restored
+/// from. A key with no replica that verifies, stray or not, is left exactly as it is.
+pub async fn key(ctx: &Ctx, key: &[u8], ask: &Ask<'_>) -> Result<(Repaired, usize), Error> {
     let _claim = ctx.claim(key)?;
-    let (state, rec) = ctx.shared.index.get(key)?.ok_or(Error::NotFound)?;
     let topo = ctx.topo();
+    let Some((state, rec)) = ctx.shared.index.get(key)? else {
+        if ask.strays.is_empty() {
+            return Err(Error::NotFound);
+        }
+        // no record names the key: its files are orphans
+        let cleared = remove_strays(ctx, &topo, key, &[], ask.strays).await?;
+        return Ok((Repaired::default(), cleared));
+    };
+    let done = match ask.known_bad {
+        Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, ask.strays).await?,
+        _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, ask.strays).await?,
+    };
+    if ask.strays.is_empty() || !done.skipped.is_empty() {
+        // a replica that could not be asked may be missing: the strays stay for next time
+        return Ok((done, 0));
+    }
+    let cleared = remove_strays(ctx, &topo, key, &rec.volumes, ask.strays).await?;
+    Ok((done, cleared))
+}
+
+/// [`restore`] for bad replicas known from the listings.
+async fn known(
+    ctx: &Ctx,
+    topo: &Topology,
+    key: &[u8],
+    state: State,
+    rec: &Record,
+    bad: &[String],
+    spare: &[String],
+) -> Result<Repaired, Error> {
     let mut bad: Vec<String> = rec.volumes.iter().filter(|r| bad.contains(r)).cloned().collect();
     let mut good: Vec<String> = rec.volumes.iter().filter(|r| !bad.contains(r)).cloned().collect();
     if bad.is_empty() {
         return Ok(Repaired::default());
     }
     let path = key_path(key);
-    restore_from(ctx, &topo, &path, &rec, &mut good, &mut bad).await?;
+    restore_from(ctx, topo, &path, rec, &mut good, &mut bad, spare).await?;
     if state == State::Unlinked {
         let m = format!("{MARKER_DIR}{path}");
-        ctx.client.put_all(&topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
+        ctx.client.put_all(topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
     }
     Ok(Repaired { restored: bad, ..Repaired::default() })
 }
 
-/// Deletes `key`'s files (value and unlink marker) on `replicas` where neither its record
-/// nor a replacement being written names them (strays a verify found), under its lock.
-/// Returns how many replicas were cleared.
-pub async fn remove_orphans(ctx: &Ctx, key: &[u8], replicas: &[String]) -> Result<usize, Error> {
-    let _claim = ctx.claim(key)?;
-    let mut named: Vec<String> = ctx.shared.index.get(key)?.map(|(_, r)| r.volumes).unwrap_or_default();
-    if let Some(p) = ctx.shared.index.pending(key)? {
-        named.extend(p.record.volumes);
-    }
-    let stray: Vec<String> = replicas.iter().filter(|r| !named.contains(r)).cloned().collect();
+/// Deletes `key`'s files (value and unlink marker) on `strays` where neither `named` (its
+/// record's replicas) nor a replacement being written names them. Returns how many
+/// replicas were cleared.
+async fn remove_strays(
+    ctx: &Ctx,
+    topo: &Topology,
+    key: &[u8],
+    named: &[String],
+    strays: &[String],
+) -> Result<usize, Error> {
+    let pending = ctx.shared.index.pending(key)?.map(|p| p.record.volumes).unwrap_or_default();
+    let stray: Vec<String> = strays.iter().filter(|r| !named.contains(r) && !pending.contains(r)).cloned().collect();
     if stray.is_empty() {
         return Ok(0);
     }
     let path = key_path(key);
     let mut gone = targets(&stray, &path);
     gone.extend(targets(&stray, &format!("{MARKER_DIR}{path}")));
-    ctx.client.delete_all(&ctx.topo(), &gone).await?;
+    ctx.client.delete_all(topo, &gone).await?;
     Ok(stray.len())
 }
 
-/// [`one`] for a caller that holds the key's lock and read its record.
+/// Checks (HEAD) and repairs the replicas `rec` names, for a caller that holds the key's
+/// lock and read its record. `suspects`: replicas a deep read found corrupt; `spare`:
+/// replicas outside the record holding a copy, tried as sources after the record's own.
+#[allow(clippy::too_many_arguments)]
 pub async fn restore(
     ctx: &Ctx,
     topo: &Topology,
@@ -96,6 +138,7 @@ pub async fn restore(
     rec: &Record,
     suspects: &[String],
     markers: bool,
+    spare: &[String],
 ) -> Result<Repaired, Error> {
     let path = key_path(key);
     let stats = join_all(rec.volumes.iter().map(|r| {
@@ -115,7 +158,7 @@ pub async fn restore(
         }
     }
     if !bad.is_empty() {
-        restore_from(ctx, topo, &path, rec, &mut good, &mut bad).await?;
+        restore_from(ctx, topo, &path, rec, &mut good, &mut bad, spare).await?;
         done.restored = bad;
     }
     if markers {
@@ -129,7 +172,8 @@ pub async fn restore(
 }
 
 /// Copies the value onto every `bad` replica from the first of `good` that verifies; a
-/// source that does not verify joins `bad` (and is restored too).
+/// source that does not verify joins `bad` (and is restored too). When none of `good`
+/// does, `spare` (copies outside the record) are tried the same way.
 async fn restore_from(
     ctx: &Ctx,
     topo: &Topology,
@@ -137,17 +181,29 @@ async fn restore_from(
     rec: &Record,
     good: &mut Vec<String>,
     bad: &mut Vec<String>,
+    spare: &[String],
 ) -> Result<(), Error> {
+    let mut spare: Vec<String> = spare.iter().filter(|r| !rec.volumes.contains(r)).cloned().collect();
     loop {
-        let Some(src) = good.iter().find(|r| topo.is_up(r)).cloned() else {
-            return Err(Error::NoGoodReplica);
+        // the record's own replicas first; a spare that does not verify is only dropped
+        let (src, own) = match good.iter().find(|r| topo.is_up(r)) {
+            Some(r) => (r.clone(), true),
+            None => match spare.iter().position(|r| topo.is_up(r)) {
+                Some(i) => (spare.remove(i), false),
+                None => return Err(Error::NoGoodReplica),
+            },
+        };
+        let drop_src = |good: &mut Vec<String>, bad: &mut Vec<String>| {
+            if own {
+                good.retain(|r| *r != src);
+                bad.push(src.clone());
+            }
         };
         if rec.size <= SMALL_COPY {
             match read_verified(ctx, topo, &src, path, rec).await? {
                 Some(value) => return Ok(ctx.client.put_all(topo, &targets(bad, path), value).await?),
                 None => {
-                    good.retain(|r| *r != src);
-                    bad.push(src);
+                    drop_src(good, bad);
                     continue;
                 }
             }
@@ -159,8 +215,7 @@ async fn restore_from(
             Ok(false) => {
                 // the source's bytes are not the record's: it needs restoring as well
                 let _ = ctx.client.delete_all(topo, &temps).await;
-                good.retain(|r| *r != src);
-                bad.push(src);
+                drop_src(good, bad);
             }
             Err(e) => {
                 let _ = ctx.client.delete_all(topo, &temps).await;

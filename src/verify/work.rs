@@ -497,19 +497,13 @@ async fn local_repair(ctx: &Ctx, key: &[u8], fix: &Fix, quiet: bool) -> Result<F
         store::Error::NoGoodReplica => Some(Unfixed::NoGoodReplica),
         e => Some(Unfixed::Failed(e.to_string())),
     };
-    let orphans = &fix.orphans;
-    let removed = if orphans.is_empty() { 0 } else { repair::remove_orphans(ctx, key, orphans).await.map_err(fail)? };
-    let done = if quiet && !fix.markers {
-        repair::known(ctx, key, &fix.bad).await
-    } else {
-        repair::one(ctx, key, &fix.suspects, fix.markers).await
+    let ask = repair::Ask {
+        suspects: &fix.suspects,
+        markers: fix.markers,
+        strays: &fix.orphans,
+        known_bad: quiet.then_some(fix.bad.as_slice()),
     };
-    let done = match done {
-        Ok(d) => d,
-        // only files of a key no record names: removing them was the whole job
-        Err(store::Error::NotFound) if !orphans.is_empty() => repair::Repaired::default(),
-        Err(e) => return Err(fail(e)),
-    };
+    let (done, removed) = repair::key(ctx, key, &ask).await.map_err(fail)?;
     Ok(Fixed { restored: done.restored, markers: done.markers, orphans: removed, skipped: done.skipped })
 }
 
