@@ -127,6 +127,19 @@ impl Index {
         Self::open_with_cache(path, DEFAULT_CACHE_MB)
     }
 
+    /// [`Index::open`] of an index that must exist already (verify, rebalance): a `-db` that
+    /// holds none is refused, not made empty (a verify `-repair` over an empty index would
+    /// take every file on the volumes for an orphan).
+    pub fn open_existing(path: &Path) -> Result<Index, String> {
+        if !path.join("CURRENT").is_file() {
+            return Err(format!(
+                "no index at {} (a master makes one; `mkv rebuild` makes one from the volumes)",
+                path.display()
+            ));
+        }
+        Self::open(path)
+    }
+
     /// [`Index::open`] with a block cache of `cache_mb` MiB (`-index-cache`).
     pub fn open_with_cache(path: &Path, cache_mb: usize) -> Result<Index, String> {
         let cache = rocksdb::Cache::new_lru_cache(cache_mb.max(1) << 20);

@@ -34,7 +34,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     if let Some(url) = opts.online.clone() {
         return run_online(cfg, &url, opts);
     }
-    let index = Index::open(&cfg.db).map_err(|e| {
+    let index = Index::open_existing(&cfg.db).map_err(|e| {
         anyhow::anyhow!(
             "{e}{}",
             if e.contains("locked") { "; to rebalance a running master use -online http://host:port" } else { "" }

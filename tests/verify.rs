@@ -688,6 +688,37 @@ fn offline_verify_refuses_a_running_masters_index() {
     assert!(err.contains("locked") && err.contains("-online http://"), "{err}");
 }
 
+/// A `-db` that holds no index (a typo) is refused, not made; an index with no keys at all
+/// (a wrong one, or a master just started on the wrong folder) refuses `-repair`, offline
+/// and online: every file on the volumes would look like an orphan. Nothing is deleted.
+#[test]
+fn a_repair_over_no_index_or_an_empty_one_is_refused() {
+    let (mut c, live, unlinked) = filled(4, 0, &[]);
+    c.master.kill9();
+    let vols = addrs(&c.volumes).join(",");
+    let typo = c.master.db().with_extension("typo");
+    let db = typo.display().to_string();
+    let mut args = vec!["verify", "-volumes", &vols, "-db", &db, "-repair", "-grace", "0s"];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no index at"), "{err}");
+    assert!(!typo.exists(), "no index made at a -db that held none");
+    let (code, err) = run_mkv(&["rebalance", "-volumes", &vols, "-db", &db]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no index at"), "{err}");
+    assert_whole(&c, &live, &unlinked);
+
+    // a master on an empty index, over the same volumes
+    let empty = Master::start_on(&addrs(&c.volumes), &FLAGS);
+    let url = format!("http://{}", empty.addr());
+    let (code, err) = run_mkv(&["verify", "-online", &url, "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the index holds no keys"), "{err}");
+    drop(empty);
+    assert_whole(&c, &live, &unlinked);
+}
+
 #[test]
 fn usage_errors_exit_2() {
     for args in [

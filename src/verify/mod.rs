@@ -158,7 +158,7 @@ fn volumes_up(cfg: &Config) -> anyhow::Result<(Topology, volume::Prober)> {
 
 /// The index (refused while a master holds it) and the volumes, all up.
 fn open_offline(cfg: Config) -> anyhow::Result<(Arc<Shared>, Topology, volume::Prober)> {
-    let index = Index::open(&cfg.db).map_err(|e| {
+    let index = Index::open_existing(&cfg.db).map_err(|e| {
         let hint =
             if e.contains("locked") { "; to verify while the master runs use -online http://host:port" } else { "" };
         anyhow::anyhow!("{e}{hint}")
@@ -280,6 +280,13 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
             pending_of_master(m, s.client).await?
         }
     };
+    if s.opts.repair && shelf.keys == 0 {
+        // a wrong -db or master, or an index lost: every file would look like an orphan
+        bail!(
+            "the index holds no keys: a repair would delete every file on the volumes as an orphan; \
+             check -db (or -online), or make the index from the volumes with `mkv rebuild`"
+        );
+    }
     let gate = Gate::new();
     let layout = discover(s.client, s.topo, &gate, s.cfg).await?;
     let warnings = Warnings::new(p);
