@@ -149,6 +149,13 @@ fn check_host_port(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `-online`'s master, `http://host:port` (or `host:port`): its `host:port`.
+pub fn master_addr(url: &str) -> Result<String, String> {
+    let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/');
+    check_host_port(addr).map_err(|_| format!("-online wants the master as http://host:port, not '{url}'"))?;
+    Ok(addr.to_string())
+}
+
 /// Parses a Go duration: `500ms`, `2s`, `1m30s`, `1.5s`, `100us`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration '{s}' (use e.g. 500ms, 2s, 1m)");

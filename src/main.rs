@@ -293,6 +293,20 @@ fn main() -> ExitCode {
         }
     };
     let f = cli.flags;
+    if let Some(url) = &f.online {
+        if !matches!(cli.cmd, Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) {
+            eprintln!("mkv: -online is for verify, rebalance and snapshot (this command works on -db)");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = config::master_addr(url) {
+            eprintln!("mkv: {e}");
+            return ExitCode::from(2);
+        }
+        if f.dry_run {
+            eprintln!("mkv: -dry-run works offline only (it reads the index directly): give -db, not -online");
+            return ExitCode::from(2);
+        }
+    }
     // an online command talks to the master, which owns the index
     let online_only = matches!(cli.cmd, Cmd::Verify | Cmd::Snapshot) && f.online.is_some();
     let db = match (f.db, &f.online, &cli.cmd) {

@@ -144,7 +144,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         let (status, body) = client
             .get_with(&topo, &master, "VOLUMES", &switch, auth.as_bytes(), 1 << 20)
             .await
-            .with_context(|| format!("cannot reach the master at {master}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
         if status != 200 {
             bail!("the master refused the volume list ({status}): {}", String::from_utf8_lossy(&body).trim());
         }
@@ -155,7 +155,10 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             loop {
                 // keys percent-encoded: every key round-trips, UTF-8 or not
                 let page = format!("/?{list}&encoding=url&limit={BATCH}&start={start}");
-                let (status, body) = client.get(&topo, &master, &page, 64 << 20).await?;
+                let (status, body) = client
+                    .get(&topo, &master, &page, 64 << 20)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("listing keys on the master at {master} failed: {}", e.cause()))?;
                 if status != 200 {
                     bail!("listing keys failed ({status})");
                 }
@@ -191,7 +194,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
                         Ok(204) => progress.count("rebalanced", 1),
                         Ok(404) => progress.count("gone", 1),
                         Ok(s) => progress.fail(&k, &format!("master answered {s}")),
-                        Err(e) => progress.fail(&k, &e.to_string()),
+                        Err(e) => progress.fail(&k, &format!("the master at {master}: {}", e.cause())),
                     }
                 }
                 match page["next"].as_str() {
@@ -205,7 +208,10 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + SETTLE_WAIT;
         let mut said = false;
         loop {
-            let (status, body) = client.get_with(&topo, &master, "VOLUMES", "/", auth.as_bytes(), 1 << 20).await?;
+            let (status, body) = client
+                .get_with(&topo, &master, "VOLUMES", "/", auth.as_bytes(), 1 << 20)
+                .await
+                .map_err(|e| anyhow::anyhow!("asking the master at {master} for its moves failed: {}", e.cause()))?;
             if status != 200 {
                 bail!("asking the master for its moves failed ({status})");
             }

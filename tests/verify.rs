@@ -728,11 +728,20 @@ fn usage_errors_exit_2() {
         &["verify", "-online", "http://a:1", "-grace", "soon"],
         &["snapshot", "-online", "http://a:1"],
         &["snapshot", "-to", "/tmp/x"],
+        &["verify", "-online", "notaurl"],
+        &["verify", "-online", "ftp://a:1"],
+        &["rebalance", "-online", "garbage", "-volumes", "a:1"],
+        &["rebalance", "-online", "http://a:1", "-volumes", "a:1", "-dry-run"],
+        &["rebuild", "-volumes", "a:1", "-db", "/tmp/x", "-online", "http://a:1"],
     ] {
         let (code, err) = run_mkv(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
+    // an unreachable master is a master, not a volume
+    let (code, err) = run_mkv(&["verify", "-online", "http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach the master at 127.0.0.1:1") && !err.contains("volume"), "{err}");
 }
 
 /// `127.0.0.1:NNNN` from the master's `admin on ...` line.

@@ -76,7 +76,7 @@ impl Master {
         client
             .get_with(&self.topo, &self.addr, method, target, self.auth.as_bytes(), ANSWER_MAX)
             .await
-            .with_context(|| format!("cannot reach the master at {}", self.addr))
+            .map_err(|e| anyhow::anyhow!("cannot reach the master at {}: {}", self.addr, e.cause()))
     }
 
     /// The volume list in force (`VOLUMES /`).

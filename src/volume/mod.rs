@@ -51,6 +51,21 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// What went wrong, without "volume <name>": for a request to the master (the batch
+    /// tools' `-online`), which the same client sends.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Down(_) => "down".into(),
+            Error::Timeout(_) => "no answer in time".into(),
+            Error::Stalled(_) => "took no byte of the body in time".into(),
+            Error::Io(_, e) => e.to_string(),
+            Error::Status(_, s) => format!("answered {s}"),
+            Error::Protocol(_, why) => why.to_string(),
+        }
+    }
+}
+
 /// Whether a volume coming up is announced on stderr. The master says so; a batch tool
 /// probes quietly first (its stderr is its progress), then turns this on.
 pub static ANNOUNCE_UP: AtomicBool = AtomicBool::new(true);
