@@ -229,6 +229,13 @@ fn rebuild_refuses_an_index_with_keys_unless_forced() {
     assert!(summary(&stderr).contains("2 keys seen, 2 live"), "{stderr}");
     master.restart();
     assert_eq!(listing(&master.addr(), "list"), ["/a", "/c"]);
+
+    // a -db where no index can be: the open's own reason, not "no space left" (a
+    // filesystem without blocks, such as /proc, reports none free)
+    let (code, stderr) = rebuild(&addrs, Path::new("/proc/mkv-index"), &flags);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("no space"), "{stderr}");
 }
 
 #[test]

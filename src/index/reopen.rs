@@ -286,6 +286,11 @@ pub(super) fn free_bytes(path: &Path) -> Option<u64> {
             // statvfs is valid (plain integers).
             let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
             if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+                if st.f_blocks == 0 {
+                    // a filesystem with no blocks at all (/proc, /sys): its "no room" says
+                    // nothing; the open's own error will say why
+                    return None;
+                }
                 // root may also write into the blocks the filesystem reserves for it
                 // SAFETY: geteuid cannot fail.
                 let blocks = if unsafe { libc::geteuid() } == 0 { st.f_bfree } else { st.f_bavail };
