@@ -61,7 +61,7 @@ fn write(
         if batch.len() == BATCH || i + 1 == keys {
             // in key order a memtable insert starts where the last one ended
             batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            index.put_many(&batch)?;
+            index.put_many(&batch, false)?;
             batch.clear();
         }
     }

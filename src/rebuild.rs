@@ -80,7 +80,8 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             for mut batch in rx {
                 // in key order a memtable insert starts where the last one ended
                 batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                index.put_many(&batch)?;
+                // each key once, into the empty index open_empty gave
+                index.put_many(&batch, true)?;
             }
             Ok::<(), crate::index::Error>(())
         });

@@ -72,7 +72,8 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         // unlisted file; new ones first, so GETs go there (reads skip what follows the
         // first -replicas)
         let both = Record { volumes: want.iter().chain(&extra).cloned().collect(), ..rec.clone() };
-        sh.index.set(key, state, &both)?;
+        // the key is in `state` (read under the claim): no read to find where it is
+        sh.index.set_from(key, Some(state), state, &both)?;
         if let Some(grace) = ctx.move_grace {
             // a server: a redirect answered from the old record a moment ago may still be
             // on its way to an old replica, so the old ones go after a grace, in the
@@ -84,7 +85,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         }
         delete_old(ctx, &topo, key, state, &extra).await?;
     }
-    sh.index.set(key, state, &Record { volumes: want, ..rec })?;
+    sh.index.set_from(key, Some(state), state, &Record { volumes: want, ..rec })?;
     ctx.durable().await?;
     Ok(Outcome::Moved)
 }
@@ -192,7 +193,7 @@ async fn retire(ctx: &Ctx, r: Retire) {
         }
         delete_old(ctx, &ctx.topo(), &r.key, state, &r.extra).await?;
         let volumes = rec.volumes.iter().filter(|v| !r.extra.contains(v)).cloned().collect();
-        ctx.shared.index.set(&r.key, state, &Record { volumes, ..rec })?;
+        ctx.shared.index.set_from(&r.key, Some(state), state, &Record { volumes, ..rec })?;
         ctx.durable().await
     };
     if let Err(e) = done.await {
