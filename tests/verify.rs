@@ -709,12 +709,16 @@ fn a_repair_over_no_index_or_an_empty_one_is_refused() {
     assert!(err.contains("no index at"), "{err}");
     assert_whole(&c, &live, &unlinked);
 
-    // a master on an empty index, over the same volumes
-    let empty = Master::start_on(&addrs(&c.volumes), &FLAGS);
+    // a master on an empty index, over the same volumes, scrubbing every second
+    let flags = [&FLAGS[..], &["-scrub", "1s", "-grace", "0s"]].concat();
+    let empty = Master::start_on(&addrs(&c.volumes), &flags);
     let url = format!("http://{}", empty.addr());
     let (code, err) = run_mkv(&["verify", "-online", &url, "-repair", "-grace", "0s"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("the index holds no keys"), "{err}");
+    wait_until("a scrub to run", Duration::from_secs(10), || {
+        empty.lines().iter().any(|l| l.contains("scrub: skipped: the index holds no keys"))
+    });
     drop(empty);
     assert_whole(&c, &live, &unlinked);
 }

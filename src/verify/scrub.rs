@@ -109,6 +109,20 @@ async fn schedule(shared: Arc<Shared>, sc: crate::config::Scrub) {
 /// One scrub over everything.
 async fn once(shared: &Shared, backend: &Backend, opts: &Options) -> ScrubState {
     let Backend::Local(ctx) = backend else { unreachable!("the scrub works on its own index") };
+    if ctx.shared.index.is_empty() {
+        // a new master, or one started on the wrong -db: a repair would take every file on
+        // the volumes for an orphan (check_all refuses it); nothing to check either
+        return ScrubState {
+            runs: 0,
+            finished: now_ms() / 1000,
+            secs: 0.0,
+            keys: 0,
+            found: KINDS.iter().map(|k| (k.name(), 0)).collect(),
+            repaired: 0,
+            failures: 0,
+            line: "scrub: skipped: the index holds no keys (files on the volumes are left alone)".into(),
+        };
+    }
     let topo = ctx.topo();
     // the volume list in force (an online rebalance may have changed it)
     let mut cfg = shared.cfg.clone();
