@@ -319,6 +319,46 @@ fn online_rebalance_serves_gets_and_puts_throughout() {
     check(&master, &vols, &four, &live, &unlinked);
 }
 
+/// A key moved from A to B keeps its old replica on A when, before the grace is over, a
+/// volume change makes placement want A again (here: a second replica): the deletion of
+/// old replicas only takes those placement does not want now.
+#[test]
+fn an_old_replica_wanted_again_within_the_grace_is_kept() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let master = Master::start_on(&four[..3], &["-replicas", "1", "-subvolumes", "1", "-move-grace", "2s"]);
+    let addr = master.addr();
+    let keys: Vec<String> = (0..60).map(|i| format!("/again/{i}")).collect();
+    for key in &keys {
+        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
+    }
+    let lay = |vols: &[String], replicas| Layout { volumes: vols.to_vec(), replicas, subvolumes: 1 };
+    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=1", four.join(",")), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    for key in &keys {
+        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
+    }
+    // within the grace: two replicas each, so placement wants some old replicas again
+    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=2", four.join(",")), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let again: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let (old, new) = (lay(&four[..3], 1).replicas(k), lay(&four, 1).replicas(k));
+            old != new && lay(&four, 2).replicas(k) == [new[0].clone(), old[0].clone()]
+        })
+        .collect();
+    assert!(again.len() >= 3, "too few keys whose old replica is wanted again ({})", again.len());
+    settle(&addr);
+    for key in again {
+        let r = request(&addr, "HEAD", key, &[], b"");
+        assert_eq!(r.header("key-volumes"), Some(lay(&four, 2).replicas(key).join(",").as_str()), "{key}");
+        for (v, rel) in lay(&four, 2).files(key) {
+            assert_eq!(std::fs::read(vols[v].dir().join(&rel)).unwrap(), value_of(key), "{key} on {v}");
+        }
+    }
+}
+
 /// A master stopped right after keys moved still deletes their old replicas (their grace
 /// runs inside the drain) and exits 0; restarted, it names only the new replicas.
 #[test]

@@ -79,7 +79,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
             // on its way to an old replica, so the old ones go after a grace, in the
             // background (the key is not held meanwhile)
             ctx.durable().await?;
-            let r = Retire { key: key.to_vec(), due: Instant::now() + grace, both: both.volumes, extra };
+            let r = Retire { key: key.to_vec(), due: Instant::now() + grace, state, both, extra };
             ctx.retiring.add(&ctx.shared.moves, r);
             return Ok(Outcome::Moved);
         }
@@ -104,8 +104,9 @@ async fn delete_old(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, extra:
 struct Retire {
     key: Vec<u8>,
     due: Instant,
-    /// The record's volumes when they were queued: new, then `extra`.
-    both: Vec<String>,
+    /// The key's state and record when they were queued (volumes: new, then `extra`).
+    state: State,
+    both: Record,
     extra: Vec<String>,
 }
 
@@ -179,8 +180,10 @@ pub async fn retire_loop(ctx: &Ctx) {
     }
 }
 
-/// Deletes one key's old replicas, unless a write changed the key since it was moved (a
-/// PUT over it removed what it replaced, a DELETE removed every replica its record named).
+/// Deletes one key's old replicas, unless anything changed the key since it was moved: a
+/// write (a PUT over it removed what it replaced, a DELETE every replica its record named,
+/// an UNLINK moved it) or a volume change that wants some of them again (those stay, and
+/// the record keeps naming them).
 async fn retire(ctx: &Ctx, r: Retire) {
     let Ok(_claim) = ctx.claim(&r.key) else {
         ctx.retiring.queue.borrow_mut().push_back(Retire { due: Instant::now() + RETIRE_BUSY, ..r });
@@ -188,11 +191,17 @@ async fn retire(ctx: &Ctx, r: Retire) {
     };
     let done = async {
         let Some((state, rec)) = ctx.shared.index.get(&r.key)? else { return Ok(()) };
-        if rec.volumes != r.both {
+        if state != r.state || rec != r.both {
             return Ok(());
         }
-        delete_old(ctx, &ctx.topo(), &r.key, state, &r.extra).await?;
-        let volumes = rec.volumes.iter().filter(|v| !r.extra.contains(v)).cloned().collect();
+        let topo = ctx.topo();
+        let wanted = topo.place(&r.key);
+        let gone: Vec<String> = r.extra.iter().filter(|v| !wanted.contains(v)).cloned().collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        delete_old(ctx, &topo, &r.key, state, &gone).await?;
+        let volumes = rec.volumes.iter().filter(|v| !gone.contains(v)).cloned().collect();
         ctx.shared.index.set_from(&r.key, Some(state), state, &Record { volumes, ..rec })?;
         ctx.durable().await
     };
