@@ -822,6 +822,40 @@ fn replicas_on_volumes_left_out_of_the_list_are_not_vouched_for() {
     assert!(err.contains(&format!("{on_third} replicas on {third} (not checked")), "{err}");
 }
 
+/// An offline repair that does not walk a volume (left out of -volumes) does not vouch for
+/// the replicas its records name there, so it keeps the key's copies outside the record: with
+/// that volume's disk dead, they would be the last ones.
+#[test]
+fn strays_stay_while_a_replica_of_the_record_is_not_looked_at() {
+    let c = Cluster::new(3, &["-replicas", "1", "-subvolumes", "1"]);
+    let key = "/only";
+    assert_eq!(request(&c.addr(), "PUT", key, &[], &value_of(key)).status, 201);
+    let lay = Layout { volumes: addrs(&c.volumes), replicas: 1, subvolumes: 1 };
+    let (x, rel) = lay.files(key)[0].clone();
+    let other = (0..3).find(|v| *v != x).unwrap();
+    write_file(&c, other, &rel, &value_of(key));
+    let mut c = c;
+    c.master.kill9();
+    let walked: Vec<String> = (0..3).filter(|v| *v != x).map(|v| c.volumes[v].addr()).collect();
+    let (vols, db) = (walked.join(","), c.master.db().display().to_string());
+    let (code, err) = run_mkv(&[
+        "verify",
+        "-volumes",
+        &vols,
+        "-db",
+        &db,
+        "-replicas",
+        "1",
+        "-subvolumes",
+        "1",
+        "-repair",
+        "-grace",
+        "0s",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(fs::read(path_on(&c, other, &rel)).ok(), Some(value_of(key)), "the stray is kept: {err}");
+}
+
 /// A verify killed before it could remove its working folder (records by shard, ~100 bytes a
 /// key in the temp folder) does not leave it for good: the next verify removes the folders of
 /// verifies that are gone (their lock file free; without one, their pid free) and leaves a

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     index::State,
-    placement::{key_path, replica_target, targets, MARKER_DIR, TMP_DIR},
+    placement::{key_path, replica_target, server_of, targets, MARKER_DIR, TMP_DIR},
     record::Record,
     volume::{self, Topology},
 };
@@ -68,9 +68,12 @@ pub async fn key(ctx: &Ctx, key: &[u8], ask: &Ask<'_>) -> Result<(Repaired, usiz
         let cleared = remove_strays(ctx, &topo, key, &[], ask.strays).await?;
         return Ok((Repaired::default(), cleared));
     };
+    // copies a replacement being written names hold its new bytes, not the record's value
+    let pending = ctx.shared.index.pending(key)?.map(|p| p.record.volumes).unwrap_or_default();
+    let spare: Vec<String> = ask.strays.iter().filter(|r| !pending.contains(r)).cloned().collect();
     let done = match ask.known_bad {
-        Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, ask.strays).await?,
-        _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, ask.strays).await?,
+        Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, &spare).await?,
+        _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, &spare).await?,
     };
     if ask.strays.is_empty() || !done.skipped.is_empty() {
         // a replica that could not be asked may be missing: the strays stay for next time
@@ -90,10 +93,14 @@ async fn known(
     bad: &[String],
     spare: &[String],
 ) -> Result<Repaired, Error> {
-    let mut bad: Vec<String> = rec.volumes.iter().filter(|r| bad.contains(r)).cloned().collect();
-    let mut good: Vec<String> = rec.volumes.iter().filter(|r| !bad.contains(r)).cloned().collect();
+    // replicas on volumes the run did not walk (left out of -volumes) or that are down were
+    // not looked at: not vouched for, so the strays stay (see `key`)
+    let looked = |r: &String| topo.volumes.iter().any(|v| v == server_of(r)) && topo.is_up(r);
+    let skipped: Vec<String> = rec.volumes.iter().filter(|r| !looked(r)).cloned().collect();
+    let mut bad: Vec<String> = rec.volumes.iter().filter(|r| looked(r) && bad.contains(r)).cloned().collect();
+    let mut good: Vec<String> = rec.volumes.iter().filter(|r| looked(r) && !bad.contains(r)).cloned().collect();
     if bad.is_empty() {
-        return Ok(Repaired::default());
+        return Ok(Repaired { skipped, ..Repaired::default() });
     }
     let path = key_path(key);
     restore_from(ctx, topo, &path, rec, &mut good, &mut bad, spare).await?;
@@ -101,7 +108,7 @@ async fn known(
         let m = format!("{MARKER_DIR}{path}");
         ctx.client.put_all(topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
     }
-    Ok(Repaired { restored: bad, ..Repaired::default() })
+    Ok(Repaired { restored: bad, skipped, ..Repaired::default() })
 }
 
 /// Deletes `key`'s files (value and unlink marker) on `strays` where neither `named` (its
