@@ -149,7 +149,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             bail!("the master refused the volume list ({status}): {}", String::from_utf8_lossy(&body).trim());
         }
         progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
-        let failed_before = moves_of(&body)?.1;
+        let before = moves_of(&body)?;
         for list in ["list", "unlinked"] {
             let mut start = String::new();
             loop {
@@ -205,7 +205,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         }
         // the master deletes moved keys' old replicas after its -move-grace: done when it
         // has none left to delete
-        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        let deadline = std::time::Instant::now() + before.grace + SETTLE_WAIT;
         let mut said = false;
         loop {
             let (status, body) = client
@@ -215,15 +215,21 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             if status != 200 {
                 bail!("asking the master for its moves failed ({status})");
             }
-            let (pending, failed) = moves_of(&body)?;
+            let Moves { pending, failed, started_ms, .. } = moves_of(&body)?;
+            if started_ms != before.started_ms {
+                bail!(
+                    "the master restarted during the rebalance: old replicas of keys it moved may not \
+                     all be deleted; rerun the rebalance to finish them"
+                );
+            }
             if pending == 0 {
-                if failed > failed_before {
+                if failed > before.failed {
                     progress.error(
                         "old replicas",
                         &format!(
                             "the master could not delete the old replicas of {} moved key(s) (its log names \
                              them); rerun the rebalance",
-                            failed - failed_before
+                            failed - before.failed
                         ),
                     );
                 }
@@ -244,12 +250,26 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
     progress.finish()
 }
 
-/// How long the end of an online rebalance waits for the master to delete old replicas
-/// (each key's are due `-move-grace` after its move).
+/// How long the end of an online rebalance waits, beyond the master's `-move-grace`, for it
+/// to delete old replicas.
 const SETTLE_WAIT: Duration = Duration::from_secs(300);
 
-/// `moves_pending` and `moves_failed` of a `VOLUMES /` answer (0 from a master without them).
-fn moves_of(body: &[u8]) -> anyhow::Result<(u64, u64)> {
+/// What a `VOLUMES /` answer says of the master's moves (0 where a master says nothing).
+struct Moves {
+    pending: u64,
+    failed: u64,
+    grace: Duration,
+    /// When the master started: another value means it restarted, its queue lost.
+    started_ms: u64,
+}
+
+fn moves_of(body: &[u8]) -> anyhow::Result<Moves> {
     let v: serde_json::Value = serde_json::from_slice(body).context("bad answer to VOLUMES from the master")?;
-    Ok((v["moves_pending"].as_u64().unwrap_or(0), v["moves_failed"].as_u64().unwrap_or(0)))
+    let n = |name: &str| v[name].as_u64().unwrap_or(0);
+    Ok(Moves {
+        pending: n("moves_pending"),
+        failed: n("moves_failed"),
+        grace: Duration::from_millis(n("move_grace_ms")),
+        started_ms: n("started_ms"),
+    })
 }

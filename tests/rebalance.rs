@@ -359,6 +359,38 @@ fn an_old_replica_wanted_again_within_the_grace_is_kept() {
     }
 }
 
+/// A stop whose -drain ends before the moves' grace says how many keys still name old
+/// replicas (nothing is lost: the records name them, reads skip them, a rerun deletes them).
+#[test]
+fn a_stop_that_cannot_wait_out_the_grace_says_what_it_left() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let flags = ["-replicas", "1", "-subvolumes", "1", "-move-grace", "30s", "-drain", "1s"];
+    let mut master = Master::start_on(&four[..3], &flags);
+    let addr = master.addr();
+    let keys: Vec<String> = (0..20).map(|i| format!("/left/{i}")).collect();
+    for key in &keys {
+        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
+    }
+    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=1", four.join(",")), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    for key in &keys {
+        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&request(&addr, "VOLUMES", "/", &[], b"").body).unwrap();
+    let pending = v["moves_pending"].as_u64().unwrap();
+    assert!(pending > 0, "{v}");
+    let status = master.terminate(std::time::Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let said = master.lines().join("\n");
+    assert!(said.contains("moved key(s) not deleted (-drain is over)"), "{said}");
+    // the records still name both: every key reads from its new place after a restart
+    master.restart_with(&four, &flags[..4]);
+    for key in &keys {
+        assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
+    }
+}
+
 /// A master stopped right after keys moved still deletes their old replicas (their grace
 /// runs inside the drain) and exits 0; restarted, it names only the new replicas.
 #[test]

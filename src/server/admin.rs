@@ -160,6 +160,8 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         // replicas that failed since the start (mkv rebalance -online waits for the first)
         "moves_pending": moves.pending.load(Ordering::Relaxed),
         "moves_failed": moves.failed.load(Ordering::Relaxed),
+        "move_grace_ms": ctx.shared.cfg.move_grace.as_millis() as u64,
+        "started_ms": ctx.shared.started_ms,
     });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);

@@ -283,8 +283,16 @@ async fn serve(
     let sh = &local.ctx.shared;
     let admin_here = listeners.admin.is_some();
     let busy = || watch.len() > 0 || local.ctx.retiring.left() > 0;
-    while (busy() || admin_here && sh.conns.load(Ordering::Relaxed) > 0) && !sh.drain_over() {
+    let others = || sh.conns.load(Ordering::Relaxed) > 0 || sh.moves.pending.load(Ordering::Relaxed) > 0;
+    while (busy() || admin_here && others()) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
+    }
+    let left = local.ctx.retiring.left();
+    if left > 0 {
+        eprintln!(
+            "mkv: stopping with the old replicas of {left} moved key(s) not deleted (-drain is over): their \
+             records still name them; a rerun of the rebalance deletes them"
+        );
     }
     listeners.shut_all();
     Ok(())

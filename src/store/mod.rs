@@ -60,6 +60,8 @@ pub struct Shared {
     /// Set by SIGTERM/SIGINT: stop accepting, finish what is in flight, exit.
     stop: OnceLock<Instant>,
     pub started: Instant,
+    /// The same, in Unix milliseconds (`VOLUMES /` tells it: a batch tool sees a restart).
+    pub started_ms: u64,
     /// One line about the last volume change (for the status page).
     pub last_rebalance: Mutex<Option<String>>,
     /// What the last background scrub (`-scrub`) found and did.
@@ -112,6 +114,7 @@ impl Shared {
             admin_conns: AtomicUsize::new(0),
             stop: OnceLock::new(),
             started: Instant::now(),
+            started_ms: crate::record::now_ms(),
             last_rebalance: Mutex::new(None),
             moves: relocate::Moves::default(),
             scrub: Mutex::new(None),
