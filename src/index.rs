@@ -209,6 +209,15 @@ impl Index {
     /// Writes one batch, filled against the database in use. Refused at once while the disk
     /// is full; the write that finds it full says so, and the index recovers by itself.
     fn write(&self, fill: impl FnOnce(&Db, &mut WriteBatch)) -> Result<(), Error> {
+        self.write_read(|db, b| {
+            fill(db, b);
+            Ok(())
+        })
+    }
+
+    /// [`Index::write`] for a batch whose filling reads the database (where a key is, for the
+    /// counts): a read that fails fails the write, rather than a count going wrong for good.
+    fn write_read(&self, fill: impl FnOnce(&Db, &mut WriteBatch) -> Result<(), Error>) -> Result<(), Error> {
         self.inner.writable()?;
         let u = self.inner.enter();
         if !u.db.writable {
@@ -217,17 +226,18 @@ impl Index {
             return Err(Error::Reopening);
         }
         let mut b = WriteBatch::default();
-        fill(u.db, &mut b);
+        fill(u.db, &mut b)?;
         u.db.db.write_opt(b, &self.wopts).map_err(|e| self.inner.failed(e))
     }
 
     /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        self.write(|db, b| {
+        self.write_read(|db, b| {
             let mut d = Delta::default();
-            moved_in(db, b, &mut d, key, to);
+            moved_in(db, b, &mut d, key, to)?;
             b.put_cf(db.cf(to), key, rec.encode());
             d.tally(db, b);
+            Ok(())
         })?;
         self.bump(key);
         Ok(())
@@ -256,15 +266,16 @@ impl Index {
 
     /// Forgets `key` in both families.
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
-        self.write(|db, b| {
+        self.write_read(|db, b| {
             let mut d = Delta::default();
             for state in [State::Live, State::Unlinked] {
-                if held(db, state, key) {
+                if held(db, state, key)? {
                     b.delete_cf(db.cf(state), key);
                     d.add(state, -1);
                 }
             }
             d.tally(db, b);
+            Ok(())
         })?;
         self.bump(key);
         Ok(())
@@ -292,15 +303,16 @@ impl Index {
     /// trip. `new`: the caller knows no key of them is in the index yet (a rebuild writes
     /// each key once into an empty index), so they are counted without a read each.
     pub fn put_many(&self, items: &[(Vec<u8>, State, Record)], new: bool) -> Result<(), Error> {
-        self.write(|db, b| {
+        self.write_read(|db, b| {
             let mut d = Delta::default();
             for (key, state, rec) in items {
-                if new || !held(db, *state, key) {
+                if new || !held(db, *state, key)? {
                     d.add(*state, 1);
                 }
                 b.put_cf(db.cf(*state), key, rec.encode());
             }
             d.tally(db, b);
+            Ok(())
         })?;
         items.iter().for_each(|(key, _, _)| self.bump(key));
         Ok(())
@@ -354,12 +366,13 @@ impl Index {
     /// A replacement is in place: `key` takes `rec` in `to` and its pending entry goes, in
     /// one batch.
     pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        self.write(|db, b| {
+        self.write_read(|db, b| {
             let mut d = Delta::default();
-            moved_in(db, b, &mut d, key, to);
+            moved_in(db, b, &mut d, key, to)?;
             b.put_cf(db.cf(to), key, rec.encode());
             b.delete_cf(db.cf_named(PENDING), key);
             d.tally(db, b);
+            Ok(())
         })?;
         self.bump(key);
         Ok(())
@@ -468,24 +481,23 @@ impl Index {
 
 /// Before `key` is put in `to`: deletes it from the other family if there, and counts the
 /// key in `to` if it is new there.
-fn moved_in(db: &Db, b: &mut WriteBatch, d: &mut Delta, key: &[u8], to: State) {
+fn moved_in(db: &Db, b: &mut WriteBatch, d: &mut Delta, key: &[u8], to: State) -> Result<(), Error> {
     let other = if to == State::Live { State::Unlinked } else { State::Live };
-    if held(db, other, key) {
+    if held(db, other, key)? {
         b.delete_cf(db.cf(other), key);
         d.add(other, -1);
     }
-    if !held(db, to, key) {
+    if !held(db, to, key)? {
         d.add(to, 1);
     }
+    Ok(())
 }
 
-/// Whether `state` holds `key`: a delete is added to a batch only then. RocksDB estimates a
-/// family's keys as its entries less twice its deletes, so each blind delete of an absent
-/// key would hide a present one from the key counts (`/metrics`). Writers hold the key's
-/// claim, so what this reads stays true until the batch lands; a read that fails counts as
-/// held (a delete too many is harmless).
-fn held(db: &Db, state: State, key: &[u8]) -> bool {
-    !matches!(db.db.get_pinned_cf(db.cf(state), key), Ok(None))
+/// Whether `state` holds `key`, for the key counts: a delete is added to a batch only then,
+/// and a put counts the key only when it is new there. Writers hold the key's claim, so
+/// what this reads stays true until the batch lands.
+fn held(db: &Db, state: State, key: &[u8]) -> Result<bool, Error> {
+    Ok(db.db.get_pinned_cf(db.cf(state), key)?.is_some())
 }
 
 /// The index's key counts (exact) and RocksDB's estimates of its size and work.
