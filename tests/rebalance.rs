@@ -197,19 +197,39 @@ fn settle(addr: &str) {
     }
 }
 
+/// Four volumes, a master on the first three with `flags`, and `n` keys `<prefix><i>` PUT.
+fn three_of_four(flags: &[&str], prefix: &str, n: usize) -> (Vec<Volume>, Vec<String>, Master, Vec<String>) {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let master = Master::start_on(&four[..3], flags);
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for key in &keys {
+        assert_eq!(request(&master.addr(), "PUT", key, &[], &value_of(key)).status, 201, "{key}");
+    }
+    (vols, four, master, keys)
+}
+
+/// Switches the master to `vols` with `replicas` (what `rebalance -online` does first).
+fn switch(addr: &str, vols: &[String], replicas: usize) {
+    let r = request(addr, "VOLUMES", &format!("/?volumes={}&replicas={replicas}", vols.join(",")), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// `REBALANCE` of each key: `204`.
+fn rebalance_each(addr: &str, keys: &[String]) {
+    for key in keys {
+        assert_eq!(request(addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
+    }
+}
+
 /// A redirect answered just before a key moved names an old replica; a client following it
 /// after the move still reads the value (the old replicas outlive the move by -move-grace),
 /// and once the grace is over they are gone and the record names only the new ones.
 #[test]
 fn a_redirect_answered_before_a_move_still_reads_after_it() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let four = addrs(&vols);
-    let master = Master::start_on(&four[..3], &["-replicas", "2", "-subvolumes", "4", "-move-grace", "3s"]);
+    let flags = ["-replicas", "2", "-subvolumes", "4", "-move-grace", "3s"];
+    let (vols, four, master, keys) = three_of_four(&flags, "/moving/", 40);
     let addr = master.addr();
-    let keys: Vec<String> = (0..40).map(|i| format!("/moving/{i}")).collect();
-    for key in &keys {
-        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
-    }
     // every replica's redirect: reads take turns over them
     let mut redirects = Vec::new();
     for key in &keys {
@@ -219,12 +239,9 @@ fn a_redirect_answered_before_a_move_still_reads_after_it() {
             redirects.push((key.clone(), r.header("location").unwrap().to_string()));
         }
     }
-    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=2", four.join(",")), &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
+    switch(&addr, &four, 2);
     let started = std::time::Instant::now();
-    for key in &keys {
-        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
-    }
+    rebalance_each(&addr, &keys);
     let lay = Layout { volumes: four.clone(), replicas: 2, subvolumes: SUBVOLUMES };
     let before = Layout { volumes: four[..3].to_vec(), replicas: 2, subvolumes: SUBVOLUMES };
     let moved = keys.iter().filter(|k| lay.replicas(k) != before.replicas(k)).count();
@@ -324,23 +341,14 @@ fn online_rebalance_serves_gets_and_puts_throughout() {
 /// old replicas only takes those placement does not want now.
 #[test]
 fn an_old_replica_wanted_again_within_the_grace_is_kept() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let four = addrs(&vols);
-    let master = Master::start_on(&four[..3], &["-replicas", "1", "-subvolumes", "1", "-move-grace", "2s"]);
+    let flags = ["-replicas", "1", "-subvolumes", "1", "-move-grace", "2s"];
+    let (vols, four, master, keys) = three_of_four(&flags, "/again/", 60);
     let addr = master.addr();
-    let keys: Vec<String> = (0..60).map(|i| format!("/again/{i}")).collect();
-    for key in &keys {
-        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
-    }
     let lay = |vols: &[String], replicas| Layout { volumes: vols.to_vec(), replicas, subvolumes: 1 };
-    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=1", four.join(",")), &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
-    for key in &keys {
-        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
-    }
+    switch(&addr, &four, 1);
+    rebalance_each(&addr, &keys);
     // within the grace: two replicas each, so placement wants some old replicas again
-    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=2", four.join(",")), &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
+    switch(&addr, &four, 2);
     let again: Vec<&String> = keys
         .iter()
         .filter(|k| {
@@ -363,20 +371,11 @@ fn an_old_replica_wanted_again_within_the_grace_is_kept() {
 /// replicas (nothing is lost: the records name them, reads skip them, a rerun deletes them).
 #[test]
 fn a_stop_that_cannot_wait_out_the_grace_says_what_it_left() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let four = addrs(&vols);
     let flags = ["-replicas", "1", "-subvolumes", "1", "-move-grace", "30s", "-drain", "1s"];
-    let mut master = Master::start_on(&four[..3], &flags);
+    let (_vols, four, mut master, keys) = three_of_four(&flags, "/left/", 20);
     let addr = master.addr();
-    let keys: Vec<String> = (0..20).map(|i| format!("/left/{i}")).collect();
-    for key in &keys {
-        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
-    }
-    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=1", four.join(",")), &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
-    for key in &keys {
-        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
-    }
+    switch(&addr, &four, 1);
+    rebalance_each(&addr, &keys);
     let v: serde_json::Value = serde_json::from_slice(&request(&addr, "VOLUMES", "/", &[], b"").body).unwrap();
     let pending = v["moves_pending"].as_u64().unwrap();
     assert!(pending > 0, "{v}");
@@ -395,19 +394,11 @@ fn a_stop_that_cannot_wait_out_the_grace_says_what_it_left() {
 /// runs inside the drain) and exits 0; restarted, it names only the new replicas.
 #[test]
 fn a_stop_right_after_moves_deletes_the_old_replicas_first() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let four = addrs(&vols);
-    let mut master = Master::start_on(&four[..3], &["-replicas", "2", "-subvolumes", "4", "-move-grace", "1s"]);
+    let flags = ["-replicas", "2", "-subvolumes", "4", "-move-grace", "1s"];
+    let (vols, four, mut master, keys) = three_of_four(&flags, "/stopping/", 30);
     let addr = master.addr();
-    let keys: Vec<String> = (0..30).map(|i| format!("/stopping/{i}")).collect();
-    for key in &keys {
-        assert_eq!(request(&addr, "PUT", key, &[], &value_of(key)).status, 201, "{key}");
-    }
-    let r = request(&addr, "VOLUMES", &format!("/?volumes={}&replicas=2", four.join(",")), &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
-    for key in &keys {
-        assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
-    }
+    switch(&addr, &four, 2);
+    rebalance_each(&addr, &keys);
     let status = master.terminate(std::time::Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     let lay = Layout { volumes: four.clone(), replicas: 2, subvolumes: SUBVOLUMES };
