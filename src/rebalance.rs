@@ -127,13 +127,8 @@ fn runtime() -> anyhow::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::
 /// `-online http://host:port`: switch the master to the new volume list (`VOLUMES`), then
 /// ask it to `REBALANCE` every key, live and unlinked; the master serves throughout.
 fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
-    let master = url.trim_start_matches("http://").trim_end_matches('/').to_string();
-    if master.is_empty() || master.contains('/') {
-        bail!("-online wants the master as http://host:port, not '{url}'");
-    }
-    if opts.dry_run {
-        bail!("-dry-run works offline only (it reads the index directly)");
-    }
+    // main refused a bad URL and -dry-run with -online already (usage errors)
+    let master = crate::config::master_addr(url).map_err(anyhow::Error::msg)?;
     let topo = Topology::new(&[], 1, 1, Duration::from_secs(30), None);
     let progress = Progress::new("rebalance", None);
     let mut rt = runtime()?;

@@ -63,10 +63,7 @@ pub struct Volumes {
 impl Master {
     /// `http://host:port` (the API port, or the admin port).
     pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Master> {
-        let addr = url.trim_start_matches("http://").trim_end_matches('/').to_string();
-        if addr.is_empty() || addr.contains('/') || !addr.contains(':') {
-            bail!("-online wants the master as http://host:port, not '{url}'");
-        }
+        let addr = crate::config::master_addr(url).map_err(anyhow::Error::msg)?;
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         Ok(Master { addr, topo: Topology::new(&[], 1, 1, Duration::from_secs(60), None), auth })
     }
