@@ -60,17 +60,22 @@ pub struct Ask<'a> {
 pub async fn key(ctx: &Ctx, key: &[u8], ask: &Ask<'_>) -> Result<(Repaired, usize), Error> {
     let _claim = ctx.claim(key)?;
     let topo = ctx.topo();
-    let Some((state, rec)) = ctx.shared.index.get(key)? else {
-        if ask.strays.is_empty() {
-            return Err(Error::NotFound);
-        }
+    let record = ctx.shared.index.get(key)?;
+    if record.is_none() && ask.strays.is_empty() {
+        return Err(Error::NotFound);
+    }
+    // copies a replacement being written names are its new bytes: neither strays to delete
+    // nor sources of the record's value
+    let pending = match ask.strays.is_empty() {
+        true => Vec::new(),
+        false => ctx.shared.index.pending(key)?.map(|p| p.record.volumes).unwrap_or_default(),
+    };
+    let spare: Vec<String> = ask.strays.iter().filter(|r| !pending.contains(r)).cloned().collect();
+    let Some((state, rec)) = record else {
         // no record names the key: its files are orphans
-        let cleared = remove_strays(ctx, &topo, key, &[], ask.strays).await?;
+        let cleared = remove_strays(ctx, &topo, key, &[], &spare).await?;
         return Ok((Repaired::default(), cleared));
     };
-    // copies a replacement being written names hold its new bytes, not the record's value
-    let pending = ctx.shared.index.pending(key)?.map(|p| p.record.volumes).unwrap_or_default();
-    let spare: Vec<String> = ask.strays.iter().filter(|r| !pending.contains(r)).cloned().collect();
     let done = match ask.known_bad {
         Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, &spare).await?,
         _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, &spare).await?,
@@ -79,7 +84,7 @@ pub async fn key(ctx: &Ctx, key: &[u8], ask: &Ask<'_>) -> Result<(Repaired, usiz
         // a replica that could not be asked may be missing: the strays stay for next time
         return Ok((done, 0));
     }
-    let cleared = remove_strays(ctx, &topo, key, &rec.volumes, ask.strays).await?;
+    let cleared = remove_strays(ctx, &topo, key, &rec.volumes, &spare).await?;
     Ok((done, cleared))
 }
 
@@ -111,9 +116,9 @@ async fn known(
     Ok(Repaired { restored: bad, skipped, ..Repaired::default() })
 }
 
-/// Deletes `key`'s files (value and unlink marker) on `strays` where neither `named` (its
-/// record's replicas) nor a replacement being written names them. Returns how many
-/// replicas were cleared.
+/// Deletes `key`'s files (value and unlink marker) on `strays` that `named` (its record's
+/// replicas) does not name (the caller left out those a replacement being written names).
+/// Returns how many replicas were cleared.
 async fn remove_strays(
     ctx: &Ctx,
     topo: &Topology,
@@ -121,8 +126,7 @@ async fn remove_strays(
     named: &[String],
     strays: &[String],
 ) -> Result<usize, Error> {
-    let pending = ctx.shared.index.pending(key)?.map(|p| p.record.volumes).unwrap_or_default();
-    let stray: Vec<String> = strays.iter().filter(|r| !named.contains(r) && !pending.contains(r)).cloned().collect();
+    let stray: Vec<String> = strays.iter().filter(|r| !named.contains(r)).cloned().collect();
     if stray.is_empty() {
         return Ok(0);
     }
