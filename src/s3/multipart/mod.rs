@@ -473,10 +473,16 @@ async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
 
 pub async fn abort(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, id: &str) -> Result<Answer, Failure> {
     upload(ctx, obj, id)?;
+    drop_upload(ctx, id).await?;
+    Ok(ok(conn, req, 204, None))
+}
+
+/// Deletes upload `id`'s part files and records, under its lock (Abort, DeleteBucket).
+async fn drop_upload(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     let _upload = claim(ctx, &lock_name(id, None)).await?;
     let have = all_parts(ctx, id)?;
     forget(ctx, id, have).await;
-    Ok(ok(conn, req, 204, None))
+    Ok(())
 }
 
 /// Every upload in progress into `bucket`: (key within the bucket, upload id, time).
@@ -506,9 +512,7 @@ fn uploads_of(ctx: &Ctx, bucket: &str) -> Result<Vec<(Vec<u8>, String, u64)>, Fa
 /// does (they would otherwise outlive their bucket, listed and holding part files).
 pub async fn abort_all(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
     for (_, id, _) in uploads_of(ctx, bucket)? {
-        let _upload = claim(ctx, &lock_name(&id, None)).await?;
-        let have = all_parts(ctx, &id)?;
-        forget(ctx, &id, have).await;
+        drop_upload(ctx, &id).await?;
     }
     Ok(())
 }
