@@ -154,6 +154,10 @@ struct Flags {
     /// key, so size it for the keys read often (512 MiB holds ~6M)
     #[arg(long, global = true, value_name = "MIB", default_value_t = index::DEFAULT_CACHE_MB)]
     index_cache: usize,
+    /// Receive buffer of each connection to a volume, in bytes (0: the kernel's autotuning,
+    /// which lets nginx queue many MiB ahead of a reader and costs both sides CPU)
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = config::DEFAULT_VOLUME_RCVBUF)]
+    volume_rcvbuf: usize,
     /// Client connections open at most [default: the open-files limit less a reserve]
     #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
     max_conns: usize,
@@ -400,6 +404,7 @@ fn main() -> ExitCode {
         max_conns: f.max_conns,
         sync: f.sync,
         index_cache_mb: f.index_cache,
+        volume_rcvbuf: f.volume_rcvbuf,
         volume_secret,
         sign_redirects: f.sign_redirects,
         scrub: f.scrub.map(|every| config::Scrub { every, rate: f.rate.unwrap_or(16.0), grace: f.grace }),

@@ -133,7 +133,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
     let progress = Progress::new("rebalance", None);
     let mut rt = runtime()?;
     rt.block_on(async {
-        let client = Rc::new(Client::new());
+        let client = Rc::new(Client::new(cfg.volume_rcvbuf));
         let switch = format!("/?volumes={}&replicas={}", cfg.volumes.join(","), cfg.replicas);
         let auth = cfg.admin_token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let (status, body) = client

@@ -55,7 +55,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         .enable_timer()
         .build()
         .context("cannot start the runtime")?;
-    let client = Client::new();
+    let client = Client::new(cfg.volume_rcvbuf);
     let gate = Gate::new();
     // the folders first (read-only): a volume that cannot be listed leaves the index alone
     let layout = rt.block_on(discover(&client, &topo, &gate, &cfg))?;

@@ -183,7 +183,8 @@ impl Ctx {
     pub fn new(shared: Arc<Shared>) -> Ctx {
         let topo = RefCell::new((shared.topo_gen.load(Ordering::Acquire), Rc::new((*shared.topology()).clone())));
         let metrics = shared.metrics.block();
-        Ctx { shared, client: volume::Client::new(), topo, metrics, move_grace: None, retiring: Default::default() }
+        let client = volume::Client::new(shared.cfg.volume_rcvbuf);
+        Ctx { shared, client, topo, metrics, move_grace: None, retiring: Default::default() }
     }
 
     /// A server thread's: clients may hold redirects to a moved key's old replicas, so they

@@ -187,7 +187,7 @@ async fn run_offline(
         }
     }
     let backend = Backend::Local(ctx);
-    let client = Client::new();
+    let client = Client::new(shared.cfg.volume_rcvbuf);
     let setup = Setup {
         cfg: &shared.cfg,
         opts,
@@ -203,7 +203,7 @@ async fn run_offline(
 
 async fn run_online(cfg: &Config, opts: &Options, url: &str, progress: &Progress) -> anyhow::Result<Report> {
     let master = Master::new(url, cfg.admin_token.as_deref())?;
-    let client = Client::new();
+    let client = Client::new(cfg.volume_rcvbuf);
     let v = master.volumes(&client).await?;
     let mut wcfg = cfg.clone();
     if cfg.volumes.is_empty() {
