@@ -472,6 +472,9 @@ fn malformed_requests_get_a_4xx_and_others_are_still_served() {
     let bad_chunks = b"PUT /badchunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n";
     let r = raw(&a, bad_chunks, quiet);
     assert_eq!((r.status(), r.closed), (Some(400), true), "bad chunk size: {}", r.text());
+    // an expectation other than 100-continue cannot be met: 417 (RFC 9110), nothing stored
+    let r = raw(&a, b"PUT /expects HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 200-ok\r\n\r\nhi", quiet);
+    assert_eq!(r.status(), Some(417), "Expect: 200-ok: {}", r.text());
 
     let r = request(&a, "PUT", "/toobig", &[], &[b'x'; 1001]);
     assert_eq!(r.status, 413, "{r:?}");

@@ -76,6 +76,8 @@ pub enum Error {
     UriTooLong,
     HeadTooLarge,
     BodyTooLarge,
+    /// An `Expect` other than `100-continue` (RFC 9110: `417`).
+    ExpectationFailed,
     /// The client was too slow (head or body).
     Timeout,
     /// The client went away mid-request.
@@ -90,6 +92,7 @@ impl fmt::Display for Error {
             Error::UriTooLong => write!(f, "request target too long"),
             Error::HeadTooLarge => write!(f, "request head too large"),
             Error::BodyTooLarge => write!(f, "request body too large"),
+            Error::ExpectationFailed => write!(f, "unsupported Expect (only 100-continue is)"),
             Error::Timeout => write!(f, "client too slow"),
             Error::Closed => write!(f, "client closed the connection"),
             Error::Io(e) => write!(f, "client i/o: {e}"),
@@ -179,7 +182,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
             }
         } else if name.eq_ignore_ascii_case("expect") {
             if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
-                return Err(Error::BadRequest("unsupported Expect"));
+                return Err(Error::ExpectationFailed);
             }
             expect_continue = http11;
         }
@@ -296,6 +299,9 @@ mod tests {
                 .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue && !h.keep_alive);
+        // an expectation this server cannot meet is 417, not a malformed request
+        let e = parse("PUT /k HTTP/1.1\r\nContent-Length: 1\r\nExpect: bogus\r\n\r\n").unwrap_err();
+        assert!(matches!(e, Error::ExpectationFailed), "{e}");
         assert_eq!(parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
         assert_eq!(parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
         assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());

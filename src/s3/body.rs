@@ -51,6 +51,7 @@ pub fn http_failure(e: http::Error) -> Failure {
         http::Error::Timeout => S3Error::RequestTimeout,
         http::Error::BodyTooLarge => S3Error::EntityTooLarge,
         http::Error::BadRequest(why) => S3Error::InvalidRequest(why),
+        http::Error::ExpectationFailed => S3Error::InvalidRequest("unsupported Expect"),
         http::Error::Closed | http::Error::Io(_) => S3Error::IncompleteBody,
         http::Error::UriTooLong | http::Error::HeadTooLarge => S3Error::InvalidRequest("request head too large"),
     };

@@ -55,6 +55,7 @@ impl ApiError {
             ApiError::Http(H::UriTooLong) | ApiError::Store(S::KeyTooLong) => 414,
             ApiError::Http(H::HeadTooLarge) => 431,
             ApiError::Http(H::BodyTooLarge) => 413,
+            ApiError::Http(H::ExpectationFailed) => 417,
             ApiError::Http(H::Timeout) => 408,
             // nobody is left to read it, but say what happened
             ApiError::Http(H::Closed | H::Io(_)) => 400,
