@@ -489,10 +489,22 @@ fn start_unmovable_volume() -> (String, Arc<AtomicBool>) {
 
 /// A replacement whose move into place fails on one volume (after the others moved): the
 /// PUT fails, and the master rolls the replacement forward by itself once the volume takes
-/// moves again (here at its restart) — as unlinked, since its client was told it failed —
-/// leaving no temporary file.
+/// moves again (at a restart, or while it runs) — as unlinked, since its client was told it
+/// failed — leaving no temporary file.
 #[test]
-fn a_replacement_whose_move_failed_is_rolled_forward() {
+fn a_replacement_whose_move_failed_is_rolled_forward_at_a_restart() {
+    replacement_whose_move_failed(true);
+}
+
+/// The same without a restart: the master keeps looking for replacements to settle, not
+/// only at its start (it used to stop once none was left, so a move failed later stayed
+/// half done, the key unreadable through S3, until the next restart).
+#[test]
+fn a_replacement_whose_move_failed_is_rolled_forward_while_the_master_runs() {
+    replacement_whose_move_failed(false);
+}
+
+fn replacement_whose_move_failed(restart: bool) {
     let (odd, refuse) = start_unmovable_volume();
     let vols = [Volume::new(), Volume::new()];
     let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
@@ -505,7 +517,9 @@ fn a_replacement_whose_move_failed_is_rolled_forward() {
     assert!(r.status >= 500, "a move refused: {r:?}");
     assert_eq!(get(&addr, "/swap").status, 404, "a failed PUT is not readable");
     refuse.store(false, Ordering::Relaxed);
-    master.restart();
+    if restart {
+        master.restart();
+    }
     let addr = master.addr();
     let size_of = |addr: &str| -> Option<u64> {
         let r = get(addr, "/?unlinked&records");

@@ -19,7 +19,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
@@ -41,8 +41,13 @@ use crate::{
     store::{relocate, write, Ctx, Shared},
 };
 
-/// How often replacements left half written are tried again while some remain.
-const RECOVER_EVERY: Duration = Duration::from_secs(30);
+/// How often the index is looked at for replacements left half written (a failed move
+/// leaves one at any time, not only a crash): a key being moved is unreadable through S3
+/// until it is settled, so one left by a volume that went down is settled this soon after
+/// the volume is back. The look is one seek in a family that is almost always empty.
+const RECOVER_EVERY: Duration = Duration::from_secs(1);
+/// A replacement that cannot be settled yet is reported at most this often.
+const RECOVER_WARN_EVERY: Duration = Duration::from_secs(30);
 /// How long a stop waits for a scrub in progress to see it and end.
 const SCRUB_END: Duration = Duration::from_secs(5);
 /// Accept backlog of each listener.
@@ -336,18 +341,22 @@ fn shut(fd: std::os::fd::RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
-/// Rolls back or forward the replacements a crash (or a failed move) left half written, and
-/// keeps trying while some remain (a volume down at start-up, a key busy).
+/// Rolls back or forward the replacements a crash or a failed move left half written (a
+/// volume down at the move, a key busy), for as long as the server runs.
 async fn recover(ctx: &Ctx) {
-    loop {
-        match write::recover(ctx).await {
-            Ok(0) => {}
-            Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
-            Err(e) => eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); retrying"),
-        }
+    let mut warned: Option<Instant> = None;
+    while !ctx.shared.stopping() {
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
-        if !left || ctx.shared.stopping() {
-            return;
+        if left {
+            match write::recover(ctx).await {
+                Ok(0) => {}
+                Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
+                Err(e) if warned.is_none_or(|t| t.elapsed() >= RECOVER_WARN_EVERY) => {
+                    warned = Some(Instant::now());
+                    eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); retrying");
+                }
+                Err(_) => {}
+            }
         }
         monoio::time::sleep(RECOVER_EVERY).await;
     }
