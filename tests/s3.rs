@@ -712,6 +712,49 @@ fn a_put_cut_half_way_leaves_the_old_value_whole() {
     assert_eq!(s3_get(&addr, "/cut/key").body, b"new");
 }
 
+/// A part still arriving when its upload is aborted or completed (boto3 and the AWS CLI
+/// abort after one part failed while others are in flight): it is refused, and its files do
+/// not outlive the upload (they were left for good: a part of no upload, never deleted).
+#[test]
+fn a_part_arriving_after_its_upload_ended_leaves_nothing() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    for end in ["abort", "complete"] {
+        let r = request(&addr, "POST", "/late/mp?uploads", &[UNSIGNED], b"");
+        let id = xml_field(&r.text(), "UploadId").to_string();
+        let first = pattern(5 << 20, 3);
+        let r = s3_put(&addr, &format!("/late/mp?partNumber=1&uploadId={id}"), &first);
+        assert_eq!(r.status, 200, "{r:?}");
+        let tag = r.header("etag").unwrap().to_string();
+        // part 2: half its body now, the rest once the upload has ended
+        let size = 2 << 20;
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let head = format!(
+            "PUT /late/mp?partNumber=2&uploadId={id} HTTP/1.1\r\nHost: mkv\r\n\
+             x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nContent-Length: {size}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&vec![b'l'; size / 2]).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        let r = if end == "abort" {
+            request(&addr, "DELETE", &format!("/late/mp?uploadId={id}"), &[UNSIGNED], b"")
+        } else {
+            let doc = format!(
+                "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{tag}</ETag></Part>\
+                 </CompleteMultipartUpload>"
+            );
+            request(&addr, "POST", &format!("/late/mp?uploadId={id}"), &[UNSIGNED], doc.as_bytes())
+        };
+        assert!(r.status == 200 || r.status == 204, "{end}: {r:?}");
+        s.write_all(&vec![b'l'; size / 2]).unwrap();
+        let answer = read_until(&mut s, |t| t.contains("</Error>") || t.contains("ETag"));
+        assert!(answer.starts_with("HTTP/1.1 404"), "{end}: the late part: {answer}");
+        assert!(answer.contains("NoSuchUpload"), "{end}: the late part: {answer}");
+        assert_eq!(leftovers(&c), Vec::<String>::new(), "{end}: files left");
+    }
+    assert!(s3_get(&addr, "/late/mp").body == pattern(5 << 20, 3), "the completed object");
+}
+
 #[test]
 fn a_multipart_upload_survives_a_master_restart() {
     let mut c = cluster(&[]);

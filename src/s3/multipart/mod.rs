@@ -248,9 +248,28 @@ async fn write_part<S: Source<Error = S3Error>>(
         }
     };
     let part = Part { size: w.size, md5: w.md5.unwrap_or_default(), mtime_ms: now_ms(), file, replicas };
+    // Abort and Complete hold the upload's lock while they read its parts and forget them:
+    // a part is recorded under that lock and only while the upload still exists, or its
+    // files go (recorded after them, it would be a part of no upload, never deleted)
+    let gone = match claim(ctx, &lock_name(id, None)).await {
+        Ok(held) => match ctx.shared.index.mp_get(&upload_key(id)) {
+            Ok(Some(_)) => Ok(held),
+            Ok(None) => Err(Failed::Source(S3Error::NoSuchUpload)),
+            Err(e) => Err(Failed::Store(store::Error::from(e))),
+        },
+        Err(f) => Err(Failed::Source(f.error)),
+    };
+    let held = match gone {
+        Ok(held) => held,
+        Err(e) => {
+            let _ = ctx.client.delete_all(&topo, &to).await;
+            return Err(e);
+        }
+    };
     let index = &ctx.shared.index;
     let old = index.mp_get(&part_key(id, n)).map_err(store::Error::from)?.and_then(|v| Part::decode(&v));
     index.mp_put(&part_key(id, n), &part.encode()).map_err(store::Error::from)?;
+    drop(held);
     // -sync: a part acknowledged is on disk like a value
     ctx.durable().await?;
     if let Some(old) = old {
