@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::layout::Layout;
 use common::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -753,6 +754,36 @@ fn a_part_arriving_after_its_upload_ended_leaves_nothing() {
         assert_eq!(leftovers(&c), Vec::<String>::new(), "{end}: files left");
     }
     assert!(s3_get(&addr, "/late/mp").body == pattern(5 << 20, 3), "the completed object");
+}
+
+/// GetObjects of one key take turns over its replicas (each GET of a hot key used to read
+/// the first live one): one replica altered on disk (same size) shows in about a third of
+/// the reads, the others in the rest. (A test of turns, not a case verify would miss: a
+/// replica altered so stays unnoticed only until `verify -deep`.)
+#[test]
+fn get_object_reads_take_turns_over_the_replicas() {
+    let c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    let value = pattern(300 << 10, 5);
+    assert_eq!(s3_put(&addr, "/spread/key", &value).status, 200);
+    let files = Layout::of(&c, 3, 1).files("/spread/key");
+    let (i, path) = &files[1];
+    let altered = pattern(300 << 10, 6);
+    fs::write(c.volumes[*i].dir().join(path), &altered).unwrap();
+    let (mut seen_altered, mut seen_value) = (0, 0);
+    for _ in 0..30 {
+        let r = s3_get(&addr, "/spread/key");
+        assert_eq!(r.status, 200, "{r:?}");
+        if r.body == altered {
+            seen_altered += 1;
+        } else if r.body == value {
+            seen_value += 1;
+        }
+    }
+    // each thread takes its own turns (a connection lands on either): a third of its reads,
+    // give or take one, go to each replica
+    assert!((8..=12).contains(&seen_altered), "{seen_altered} of 30 reads of the altered replica");
+    assert_eq!(seen_altered + seen_value, 30);
 }
 
 #[test]

@@ -69,7 +69,9 @@ pub async fn open<E: From<Error>>(
         let topo = ctx.topo();
         let path = key_path(key);
         let mut changed = false;
-        for replica in rec.volumes.iter().filter(|r| topo.is_up(r)) {
+        let order: Vec<String> =
+            spread(&rec.volumes, ctx.shared.cfg.replicas).filter(|r| topo.is_up(r)).cloned().collect();
+        for replica in &order {
             let (server, p) = replica_target(replica, &path);
             let d = match ctx.client.download_with(&topo, &server, "GET", &p, extra.as_bytes()).await {
                 Ok(d) if matches!(d.status, 200 | 206) => d,
@@ -99,6 +101,25 @@ pub async fn open<E: From<Error>>(
         }
     }
     Err(Error::Internal("the key kept being replaced while it was read").into())
+}
+
+/// The replicas of a record in the order one read tries them: reads of a hot key take
+/// turns over the first `replicas` (a record listing more is being moved, and the rest are
+/// about to go: tried last), so they load every volume that holds it, not the first one.
+fn spread(volumes: &[String], replicas: usize) -> impl Iterator<Item = &String> {
+    thread_local! {
+        static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    let n = volumes.len().min(replicas).max(1);
+    let start = TURN.with(|t| {
+        let v = t.get();
+        t.set(v.wrapping_add(1));
+        v % n
+    });
+    volumes[start..n.min(volumes.len())]
+        .iter()
+        .chain(&volumes[..start.min(volumes.len())])
+        .chain(volumes.get(n..).unwrap_or(&[]))
 }
 
 /// Waits (a little) while `key` has a replacement in its moving phase; false if it stays.
@@ -136,5 +157,31 @@ impl Source for Reader<'_> {
 
     fn len(&self) -> Option<u64> {
         self.d.as_ref().map_or(Some(0), |d| d.length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    /// Each of the first `replicas` is tried first in turn; entries past them (a move's
+    /// old replicas) always last; every replica once per read.
+    #[test]
+    fn reads_take_turns_over_the_replicas() {
+        let v: Vec<String> = ["a", "b", "c", "old"].iter().map(|s| s.to_string()).collect();
+        let mut firsts = Vec::new();
+        for _ in 0..6 {
+            let order: Vec<&str> = spread(&v, 3).map(String::as_str).collect();
+            assert_eq!(order.len(), 4);
+            assert_eq!(order[3], "old");
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, ["a", "b", "c", "old"]);
+            firsts.push(order[0]);
+        }
+        firsts.sort();
+        assert_eq!(firsts, ["a", "a", "b", "b", "c", "c"]);
+        assert_eq!(spread(&[], 3).count(), 0);
+        assert_eq!(spread(&v[..1], 3).collect::<Vec<_>>(), [&v[0]]);
     }
 }
