@@ -202,6 +202,13 @@ mod tests {
         for (e, status, code) in cases {
             assert_eq!(e.status_code(), (status, code), "{e:?}");
             assert!(!e.message().is_empty());
+            // the status line names every status an S3 answer can have ("HTTP/1.1 206 Unknown"
+            // before)
+            assert_ne!(crate::http::response::reason(status), "Unknown", "{status}");
+        }
+        // and those answered outside S3's errors: a range read, an unmet Expect
+        for status in [206, 417] {
+            assert_ne!(crate::http::response::reason(status), "Unknown", "{status}");
         }
         assert!(!NotModified.has_body() && NoSuchKey.has_body());
         assert_eq!(NotImplemented("versioning").to_string(), "NotImplemented: versioning");
