@@ -155,11 +155,13 @@ impl ByteRange {
     pub fn parse(v: &[u8]) -> Option<ByteRange> {
         let spec = v.trim_ascii().strip_prefix(b"bytes=")?.trim_ascii();
         let dash = spec.iter().position(|&b| b == b'-')?;
+        // digits only; a number past u64 is as good as u64::MAX (a last byte past any size
+        // means the end, a first one past it is unsatisfiable: 416), not a header to ignore
         let num = |s: &[u8]| -> Option<u64> {
-            if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+            if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            std::str::from_utf8(s).ok()?.parse().ok()
+            Some(s.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
         };
         let (a, b) = (&spec[..dash], &spec[dash + 1..]);
         if a.is_empty() {
@@ -281,6 +283,13 @@ mod tests {
         use ByteRange::*;
         assert_eq!(ByteRange::parse(b"bytes=0-9"), Some(From { first: 0, last: Some(9) }));
         assert_eq!(ByteRange::parse(b"bytes=5-"), Some(From { first: 5, last: None }));
+        // u64::MAX and past it: the end of any object, not an ignored header
+        for last in [&b"18446744073709551615"[..], b"99999999999999999999999"] {
+            let r = ByteRange::parse(&[&b"bytes=0-"[..], last].concat()).unwrap();
+            assert_eq!(r.resolve(10).unwrap(), (0, 9));
+        }
+        let far = ByteRange::parse(b"bytes=99999999999999999999999-").unwrap();
+        assert!(far.resolve(10).is_err(), "a first byte past any size is 416");
         assert_eq!(ByteRange::parse(b"bytes=-3"), Some(Suffix(3)));
         for ignored in [&b"bytes=9-0"[..], b"bytes=0-1,3-4", b"items=0-1", b"bytes=a-b", b"bytes=-", b"bytes=1"] {
             assert_eq!(ByteRange::parse(ignored), None, "{ignored:?}");
