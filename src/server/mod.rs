@@ -342,10 +342,17 @@ fn shut(fd: std::os::fd::RawFd) {
 }
 
 /// Rolls back or forward the replacements a crash or a failed move left half written (a
-/// volume down at the move, a key busy), for as long as the server runs.
+/// volume down at the move, a key busy), and deletes part files of ended S3 uploads a
+/// volume down kept, for as long as the server runs.
 async fn recover(ctx: &Ctx) {
     let mut warned: Option<Instant> = None;
     while !ctx.shared.stopping() {
+        // part files of ended S3 uploads that a volume down kept
+        match crate::s3::multipart::sweep(ctx).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("mkv: deleted the files of {n} part(s) of ended S3 uploads"),
+            Err(e) => eprintln!("mkv: warning: could not sweep ended S3 uploads' part files: {e}"),
+        }
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
         if left {
             match write::recover(ctx).await {

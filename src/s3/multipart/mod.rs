@@ -147,6 +147,47 @@ fn parts_prefix(id: &str) -> Vec<u8> {
     format!("p/{id}/").into_bytes()
 }
 
+/// A part of an ended upload whose files could not all be deleted yet ([`sweep`]), by its
+/// file name (unique to each upload of a part).
+fn leftover_key(p: &Part) -> Vec<u8> {
+    format!("g/{}", p.file).into_bytes()
+}
+
+/// Notes `p`'s files for [`sweep`] when deleting them failed now.
+fn leave_for_sweep(ctx: &Ctx, p: &Part, why: &volume::Error) {
+    eprintln!("mkv: S3 part {}: could not delete its files yet ({why}); retrying in the background", p.file);
+    if let Err(e) = ctx.shared.index.mp_put(&leftover_key(p), &p.encode()) {
+        eprintln!("mkv: S3 part {}: could not keep note of its files: {e}", p.file);
+    }
+}
+
+/// Deletes the files of ended uploads' parts that a volume down kept ([`forget`] noted
+/// them); the server runs it while it runs. How many parts it cleared.
+pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
+    let index = &ctx.shared.index;
+    let mut cleared = 0;
+    let mut start = b"g/".to_vec();
+    loop {
+        let page = index.mp_scan(b"g/", &start, PAGE)?;
+        let Some((k, _)) = page.last() else { break };
+        start = k.clone();
+        start.push(0);
+        let full = page.len() == PAGE;
+        let topo = ctx.topo();
+        for (k, v) in page {
+            let Some(p) = Part::decode(&v) else { continue };
+            if ctx.client.delete_all(&topo, &targets(&p.replicas, &p.path())).await.is_ok() {
+                index.mp_delete(&[k])?;
+                cleared += 1;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(cleared)
+}
+
 fn part_key(id: &str, n: u32) -> Vec<u8> {
     let mut k = parts_prefix(id);
     k.extend_from_slice(&n.to_be_bytes());
@@ -262,7 +303,9 @@ async fn write_part<S: Source<Error = S3Error>>(
     let held = match gone {
         Ok(held) => held,
         Err(e) => {
-            let _ = ctx.client.delete_all(&topo, &to).await;
+            if let Err(why) = ctx.client.delete_all(&topo, &to).await {
+                leave_for_sweep(ctx, &part, &why);
+            }
             return Err(e);
         }
     };
@@ -481,7 +524,9 @@ async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
         files.extend(targets(&p.replicas, &p.path()));
     }
     if let Err(e) = ctx.client.delete_all(&topo, &files).await {
-        eprintln!("mkv: S3 upload {id}: could not delete every part file yet ({e}); mkv verify -repair will");
+        // kept under `g/` (no listing shows them, no upload owns them) until the server's
+        // sweep deletes them: forgotten, they would stay on the volumes for good
+        parts.iter().for_each(|(_, p)| leave_for_sweep(ctx, p, &e));
     }
     let mut keys: Vec<Vec<u8>> = parts.iter().map(|(n, _)| part_key(id, *n)).collect();
     keys.push(upload_key(id));
