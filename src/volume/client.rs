@@ -45,9 +45,16 @@ const MAX_SKIP: u64 = 64 << 10;
 /// One thread's connections to the volumes; every call names the [`Topology`] it works in.
 #[derive(Default)]
 pub struct Client {
-    idle: RefCell<HashMap<String, Vec<(TcpStream, Instant, Instant)>>>,
+    idle: RefCell<HashMap<String, Vec<Idle>>>,
     /// `SO_RCVBUF` of each new connection (`-volume-rcvbuf`); 0: the kernel's autotuning.
     rcvbuf: usize,
+}
+
+/// A pooled connection: since when it is idle, and when it was made.
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+    born: Instant,
 }
 
 /// A connection taken from the pool (or fresh) for one request.
@@ -161,8 +168,10 @@ impl Client {
                     // one that went back to the pool a moment ago is trusted without a peek (a
                     // syscall per request): were it closed after all, the request is retried
                     // once on a fresh connection (see `send`)
-                    Some((s, t, born)) if t.elapsed() < TRUST_IDLE || (t.elapsed() < IDLE_MAX && still_open(&s)) => {
-                        return Ok(Leased { server: server.to_string(), vol, stream: s, reused: true, born })
+                    Some(Idle { stream, since, born })
+                        if since.elapsed() < TRUST_IDLE || (since.elapsed() < IDLE_MAX && still_open(&stream)) =>
+                    {
+                        return Ok(Leased { server: server.to_string(), vol, stream, reused: true, born })
                     }
                     Some(_) => continue,
                     None => break,
@@ -197,7 +206,7 @@ impl Client {
         let mut idle = self.idle.borrow_mut();
         let pool = idle.entry(l.server).or_default();
         if pool.len() < POOL_MAX && l.born.elapsed() < MAX_AGE {
-            pool.push((l.stream, Instant::now(), l.born));
+            pool.push(Idle { stream: l.stream, since: Instant::now(), born: l.born });
         }
     }
 
