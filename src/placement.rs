@@ -104,6 +104,15 @@ pub const MARKER_DIR: &str = "/_unlinked";
 /// moved into place (`/_tmp/<id>`; outside the tree, so rebuild and minikeyvalue ignore it).
 pub const TMP_DIR: &str = "/_tmp";
 
+/// The order in which a read tries a record's `n` replicas: from `turn` (modulo) around the
+/// first `spread` (`-replicas`: a record listing more is a key being moved, whose last ones
+/// are about to be deleted, see `store::relocate`), then the rest. Callers rotate `turn`,
+/// so the reads of a hot key divide among its replicas.
+pub fn read_order(n: usize, spread: usize, turn: usize) -> impl Iterator<Item = usize> {
+    let spread = spread.max(1).min(n);
+    (0..spread).map(move |i| (turn + i) % spread).chain(spread..n)
+}
+
 /// The `(server, path)` to request for file `path` (a key path) of `replica` (`host:port[/svXX]`).
 pub fn replica_target(replica: &str, path: &str) -> (String, String) {
     let server = server_of(replica);

@@ -61,14 +61,10 @@ impl Answer {
         &self.text[start..self.replicas[i].0 as usize]
     }
 
-    /// A replica on a live volume: among the first `spread`, the one at `turn` (modulo) or
-    /// the next live one after it; else the first live one of the rest. Callers rotate
-    /// `turn`, so the reads of a hot key divide among its replicas.
+    /// A replica on a live volume: the first in [`placement::read_order`] from `turn`.
     pub fn live_replica(&self, turn: usize) -> Option<&str> {
-        let n = self.replicas.len();
-        let spread = (self.spread as usize).clamp(1, n.max(1));
         let up = |i: &usize| self.replicas[*i].1.as_ref().is_none_or(|v| v.is_up());
-        (0..spread).map(|i| (turn + i) % spread).chain(spread..n).find(up).map(|i| self.replica(i))
+        placement::read_order(self.replicas.len(), self.spread as usize, turn).find(up).map(|i| self.replica(i))
     }
 
     fn current(&self, seq: u64, gen: u64) -> bool {

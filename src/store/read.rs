@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::{write::Source, Ctx, Error};
 use crate::{
     index::State,
-    placement::{key_path, replica_target},
+    placement::{key_path, read_order, replica_target},
     record::{Phase, Record},
     volume::{self, Client, Download},
 };
@@ -103,23 +103,19 @@ pub async fn open<E: From<Error>>(
     Err(Error::Internal("the key kept being replaced while it was read").into())
 }
 
-/// The replicas of a record in the order one read tries them: reads of a hot key take
-/// turns over the first `replicas` (a record listing more is being moved, and the rest are
-/// about to go: tried last), so they load every volume that holds it, not the first one.
+/// The replicas of a record in the order one read tries them ([`read_order`]), each read
+/// of this thread taking the next turn, so reads of a hot key load every volume that
+/// holds it, not the first one.
 fn spread(volumes: &[String], replicas: usize) -> impl Iterator<Item = &String> {
     thread_local! {
         static TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
-    let n = volumes.len().min(replicas).max(1);
-    let start = TURN.with(|t| {
+    let turn = TURN.with(|t| {
         let v = t.get();
         t.set(v.wrapping_add(1));
-        v % n
+        v
     });
-    volumes[start..n.min(volumes.len())]
-        .iter()
-        .chain(&volumes[..start.min(volumes.len())])
-        .chain(volumes.get(n..).unwrap_or(&[]))
+    read_order(volumes.len(), replicas, turn).map(|i| &volumes[i])
 }
 
 /// Waits (a little) while `key` has a replacement in its moving phase; false if it stays.
