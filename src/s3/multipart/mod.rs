@@ -164,28 +164,34 @@ fn leave_for_sweep(ctx: &Ctx, p: &Part, why: &volume::Error) {
 /// Deletes the files of ended uploads' parts that a volume down kept ([`forget`] noted
 /// them); the server runs it while it runs. How many parts it cleared.
 pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
-    let index = &ctx.shared.index;
     let mut cleared = 0;
-    let mut start = b"g/".to_vec();
+    let topo = ctx.topo();
+    for (k, v) in scan_all(ctx, b"g/")? {
+        let Some(p) = Part::decode(&v) else { continue };
+        if ctx.client.delete_all(&topo, &targets(&p.replicas, &p.path())).await.is_ok() {
+            ctx.shared.index.mp_delete(&[k])?;
+            cleared += 1;
+        }
+    }
+    Ok(cleared)
+}
+
+/// Every record of the multipart family under `prefix`, read a page at a time.
+fn scan_all(ctx: &Ctx, prefix: &[u8]) -> Result<Vec<crate::index::Entry>, store::Error> {
+    let mut all = Vec::new();
+    let mut start = prefix.to_vec();
     loop {
-        let page = index.mp_scan(b"g/", &start, PAGE)?;
+        let page = ctx.shared.index.mp_scan(prefix, &start, PAGE)?;
         let Some((k, _)) = page.last() else { break };
         start = k.clone();
         start.push(0);
         let full = page.len() == PAGE;
-        let topo = ctx.topo();
-        for (k, v) in page {
-            let Some(p) = Part::decode(&v) else { continue };
-            if ctx.client.delete_all(&topo, &targets(&p.replicas, &p.path())).await.is_ok() {
-                index.mp_delete(&[k])?;
-                cleared += 1;
-            }
-        }
+        all.extend(page);
         if !full {
             break;
         }
     }
-    Ok(cleared)
+    Ok(all)
 }
 
 fn part_key(id: &str, n: u32) -> Vec<u8> {
@@ -292,15 +298,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     // Abort and Complete hold the upload's lock while they read its parts and forget them:
     // a part is recorded under that lock and only while the upload still exists, or its
     // files go (recorded after them, it would be a part of no upload, never deleted)
-    let gone = match claim(ctx, &lock_name(id, None)).await {
-        Ok(held) => match ctx.shared.index.mp_get(&upload_key(id)) {
-            Ok(Some(_)) => Ok(held),
-            Ok(None) => Err(Failed::Source(S3Error::NoSuchUpload)),
-            Err(e) => Err(Failed::Store(store::Error::from(e))),
-        },
-        Err(f) => Err(Failed::Source(f.error)),
-    };
-    let held = match gone {
+    let held = match hold_upload(ctx, id).await {
         Ok(held) => held,
         Err(e) => {
             if let Err(why) = ctx.client.delete_all(&topo, &to).await {
@@ -498,6 +496,15 @@ pub async fn complete(
     Ok(ok(conn, req, 200, Some(body)))
 }
 
+/// Upload `id`'s lock, held, while the upload exists (`404 NoSuchUpload` once it ended).
+async fn hold_upload<'a>(ctx: &'a Ctx, id: &str) -> Result<store::KeyGuard<'a>, Failed<S3Error>> {
+    let held = claim(ctx, &lock_name(id, None)).await.map_err(|f| Failed::Source(f.error))?;
+    match ctx.shared.index.mp_get(&upload_key(id)).map_err(store::Error::from)? {
+        Some(_) => Ok(held),
+        None => Err(Failed::Source(S3Error::NoSuchUpload)),
+    }
+}
+
 /// Every part of upload `id`.
 fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, Failure> {
     let mut all = Vec::new();
@@ -515,8 +522,8 @@ fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, Failure> {
     Ok(all)
 }
 
-/// Deletes the part files of an upload, then its records (a file that could not be
-/// deleted is left to `mkv verify`, which finds `_parts` files no upload names).
+/// Deletes the part files of an upload, then its records (files that could not be deleted
+/// are left to [`sweep`]).
 async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
     let topo = ctx.topo();
     let mut files = Vec::new();
@@ -553,21 +560,10 @@ async fn drop_upload(ctx: &Ctx, id: &str) -> Result<(), Failure> {
 fn uploads_of(ctx: &Ctx, bucket: &str) -> Result<Vec<(Vec<u8>, String, u64)>, Failure> {
     let base = format!("/{bucket}/").into_bytes();
     let mut all = Vec::new();
-    let mut start = b"u/".to_vec();
-    loop {
-        let page = ctx.shared.index.mp_scan(b"u/", &start, PAGE).map_err(store::Error::from)?;
-        let Some((k, _)) = page.last() else { break };
-        start = k.clone();
-        start.push(0);
-        let full = page.len() == PAGE;
-        for (k, v) in page {
-            let Some(u) = Upload::decode(&v) else { continue };
-            let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
-            all.push((key.to_vec(), String::from_utf8_lossy(&k[2..]).into_owned(), u.created_ms));
-        }
-        if !full {
-            break;
-        }
+    for (k, v) in scan_all(ctx, b"u/")? {
+        let Some(u) = Upload::decode(&v) else { continue };
+        let Some(key) = u.key.strip_prefix(base.as_slice()) else { continue };
+        all.push((key.to_vec(), String::from_utf8_lossy(&k[2..]).into_owned(), u.created_ms));
     }
     Ok(all)
 }
