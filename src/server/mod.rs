@@ -46,7 +46,8 @@ use crate::{
 /// until it is settled, so one left by a volume that went down is settled this soon after
 /// the volume is back. The look is one seek in a family that is almost always empty.
 const RECOVER_EVERY: Duration = Duration::from_secs(1);
-/// A replacement that cannot be settled yet is reported at most this often.
+/// A replacement that cannot be settled yet (or part files not deleted) is reported at most
+/// this often.
 const RECOVER_WARN_EVERY: Duration = Duration::from_secs(30);
 /// How long a stop waits for a scrub in progress to see it and end.
 const SCRUB_END: Duration = Duration::from_secs(5);
@@ -345,24 +346,27 @@ fn shut(fd: std::os::fd::RawFd) {
 /// volume down at the move, a key busy), and deletes part files of ended S3 uploads a
 /// volume down kept, for as long as the server runs.
 async fn recover(ctx: &Ctx) {
+    // a failure that lasts (a volume down) is said at most every RECOVER_WARN_EVERY
     let mut warned: Option<Instant> = None;
+    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
+        if warned.is_none_or(|t| t.elapsed() >= RECOVER_WARN_EVERY) {
+            warned = Some(Instant::now());
+            eprintln!("mkv: warning: could not {what} yet ({e}); retrying");
+        }
+    };
     while !ctx.shared.stopping() {
         // part files of ended S3 uploads that a volume down kept
         match crate::s3::multipart::sweep(ctx).await {
             Ok(0) => {}
             Ok(n) => eprintln!("mkv: deleted the files of {n} part(s) of ended S3 uploads"),
-            Err(e) => eprintln!("mkv: warning: could not sweep ended S3 uploads' part files: {e}"),
+            Err(e) => warn("sweep ended S3 uploads' part files", &e),
         }
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
         if left {
             match write::recover(ctx).await {
                 Ok(0) => {}
                 Ok(n) => eprintln!("mkv: settled {n} replacement(s) a crash or a failed move left half written"),
-                Err(e) if warned.is_none_or(|t| t.elapsed() >= RECOVER_WARN_EVERY) => {
-                    warned = Some(Instant::now());
-                    eprintln!("mkv: warning: could not settle half-written replacements yet ({e}); retrying");
-                }
-                Err(_) => {}
+                Err(e) => warn("settle half-written replacements", &e),
             }
         }
         monoio::time::sleep(RECOVER_EVERY).await;
