@@ -808,6 +808,32 @@ fn parts_kept_by_a_volume_down_at_abort_are_deleted_when_it_is_back() {
     wait_until("the down volume's part files deleted", TIMEOUT, || leftovers(&c).is_empty());
 }
 
+/// A part uploaded again replaces the first upload's files. Those on a volume down at that
+/// moment stayed for good (the delete's error was dropped); they go once it is back.
+#[test]
+fn a_replaced_parts_files_kept_by_a_volume_down_are_deleted_when_it_is_back() {
+    let mut c = cluster(&["-subvolumes", "1"]);
+    let r = request(&c.addr(), "POST", "/again/mp?uploads", &[UNSIGNED], b"");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    let part = format!("/again/mp?partNumber=1&uploadId={id}");
+    assert_eq!(s3_put(&c.addr(), &part, &pattern(1 << 20, 1)).status, 200);
+    assert_eq!(leftovers(&c).len(), 3, "one part on three volumes");
+    // the part goes again while volume 0 is down: onto the other two, the master's volumes
+    // now (a part is never written to fewer replicas than placed)
+    c.volumes[0].stop();
+    let others: Vec<String> = c.volumes[1..].iter().map(Volume::addr).collect();
+    c.master.restart_with(&others, &["-threads", "2", "-subvolumes", "1", "-replicas", "2"]);
+    let r = s3_put(&c.addr(), &part, &pattern(1 << 20, 2));
+    assert_eq!(r.status, 200, "{r:?}");
+    c.volumes[0].start();
+    wait_until("the replaced part's file deleted from the volume that was down", TIMEOUT, || {
+        !c.volumes[0].files().iter().any(|f| f.contains("_parts/"))
+    });
+    assert_eq!(leftovers(&c).len(), 2, "the new part on the two volumes");
+    let r = s3_get(&c.addr(), &format!("/again/mp?uploadId={id}"));
+    assert_eq!(r.text().matches("<Part>").count(), 1, "{r:?}");
+}
+
 #[test]
 fn a_multipart_upload_survives_a_master_restart() {
     let mut c = cluster(&[]);

@@ -290,7 +290,11 @@ async fn write_part<S: Source<Error = S3Error>>(
     let w = match write::send_all(ctx, &topo, &to, src, true).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = ctx.client.delete_all(&topo, &to).await;
+            if let Err(why) = ctx.client.delete_all(&topo, &to).await {
+                // what some replicas took: a part of no upload, for the sweep to delete
+                let lost = Part { size: 0, md5: [0; 16], mtime_ms: now_ms(), file, replicas };
+                leave_for_sweep(ctx, &lost, &why);
+            }
             return Err(e);
         }
     };
@@ -314,7 +318,9 @@ async fn write_part<S: Source<Error = S3Error>>(
     // -sync: a part acknowledged is on disk like a value
     ctx.durable().await?;
     if let Some(old) = old {
-        let _ = ctx.client.delete_all(&topo, &targets(&old.replicas, &old.path())).await;
+        if let Err(why) = ctx.client.delete_all(&topo, &targets(&old.replicas, &old.path())).await {
+            leave_for_sweep(ctx, &old, &why);
+        }
     }
     Ok(part)
 }
