@@ -549,6 +549,31 @@ fn replacement_whose_move_failed(restart: bool) {
     }
 }
 
+/// While an S3 overwrite's move into place is stuck (a volume refuses it), a GetObject of
+/// the key answers `503 ServiceUnavailable`, which clients retry, not `500`; once the
+/// volume takes moves again the key reads whole.
+#[test]
+fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
+    let (odd, refuse) = start_unmovable_volume();
+    let vols = [Volume::new(), Volume::new()];
+    let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
+    list.push(odd);
+    let master = Master::start_on(&list, &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = master.addr();
+    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    assert_eq!(request(&addr, "PUT", "/stuck", &s3, b"").status, 200);
+    assert_eq!(request(&addr, "PUT", "/stuck/key", &s3, b"the old value").status, 200);
+    let r = request(&addr, "PUT", "/stuck/key", &s3, b"the new, longer value");
+    assert!(r.status >= 500, "a move refused: {r:?}");
+    let r = request(&addr, "GET", "/stuck/key", &s3, b"");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text().contains("<Code>ServiceUnavailable</Code>"), "{r:?}");
+    refuse.store(false, Ordering::Relaxed);
+    wait_until("the key readable again", TIMEOUT, || request(&addr, "GET", "/stuck/key", &s3, b"").status == 200);
+    let body = request(&addr, "GET", "/stuck/key", &s3, b"").body;
+    assert!(body == b"the new, longer value" || body == b"the old value", "mixed bytes: {body:?}");
+}
+
 /// A TCP proxy to `upstream` that passes what the master sends at most `step` bytes per
 /// `tick` (its receive buffer kept small, so the master's writes wait on it), as a volume
 /// whose disk writeback throttles it takes a body; answers come back at once.

@@ -200,6 +200,7 @@ pub fn store_error(e: store::Error) -> S3Error {
         E::InFlight => S3Error::SlowDown,
         E::Exists | E::EmptyBody => S3Error::InternalError("unexpected refusal of an S3 write"),
         E::NoLiveReplica | E::NoGoodReplica => S3Error::ServiceUnavailable("no replica of this object is readable now"),
+        E::Settling => S3Error::ServiceUnavailable("a replacement of this object is still being moved into place"),
         E::Volume(volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Stalled(_)) => {
             S3Error::ServiceUnavailable("a volume server holding this object is down")
         }

@@ -25,6 +25,9 @@ pub enum Error {
     NoLiveReplica,
     /// No replica of the key holds its value (right size and MD5): repair leaves it alone.
     NoGoodReplica,
+    /// A replacement of the key is still being moved into place (a volume refused or
+    /// missed a move; recovery ends it once the volume takes moves): retry later.
+    Settling,
     /// A bug or a lost helper thread: nothing the client can fix.
     Internal(&'static str),
 }
@@ -57,6 +60,7 @@ impl fmt::Display for Error {
             Error::BadKey(why) => write!(f, "{why}"),
             Error::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
             Error::NoGoodReplica => write!(f, "no replica of this key holds its value (size and MD5): left as it is"),
+            Error::Settling => write!(f, "a replacement of this key is still being moved into place"),
             Error::Internal(why) => write!(f, "{why}"),
         }
     }

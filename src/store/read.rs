@@ -48,11 +48,7 @@ pub async fn open<E: From<Error>>(
         // a replacement being moved into place: some replicas may hold the new bytes while
         // the record still names the old ones; wait for its commit (a rename per replica)
         if !settled(ctx, key).await? {
-            return Err(Error::Volume(volume::Error::Protocol(
-                "replicas".into(),
-                "a replacement of this key is still being moved into place",
-            ))
-            .into());
+            return Err(Error::Settling.into());
         }
         let rec = match index.get_pinned(State::Live, key).map_err(Error::from)? {
             Some(p) => p.record().map_err(Error::from)?.to_owned(),
