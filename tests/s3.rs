@@ -834,6 +834,55 @@ fn a_replaced_parts_files_kept_by_a_volume_down_are_deleted_when_it_is_back() {
     assert_eq!(r.text().matches("<Part>").count(), 1, "{r:?}");
 }
 
+/// A GetObject whose replica dies mid-stream goes on from another replica, from the byte
+/// it stopped at: the client gets the whole object (it got a short body and a close).
+#[test]
+fn get_object_goes_on_from_another_replica_when_its_replica_dies_mid_stream() {
+    let mut c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/resume", b"").status, 200);
+    let data = pattern(48 << 20, 9);
+    assert_eq!(s3_put(&addr, "/resume/big", &data).status, 200);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&encode_request("GET", "/resume/big", &[UNSIGNED, ("Connection", "close")], b"")).unwrap();
+    // the head and a little of the body, then no more reading for now: the master's
+    // buffers fill, and the volume it reads from is left in the middle of sending
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while got.len() < (1 << 20) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got[..got.len().min(300)]));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let mut reading = None;
+    wait_until("a volume with bytes queued to the master", TIMEOUT, || {
+        reading = c.volumes.iter().position(|v| sending(&v.addr()));
+        reading.is_some()
+    });
+    c.volumes[reading.unwrap()].stop();
+    s.read_to_end(&mut got).unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = &got[head_end..];
+    assert_eq!(body.len(), data.len(), "the body's length ({head})");
+    assert!(body == data, "the body differs from the object");
+}
+
+/// Whether a socket of the server at `addr` (`host:port`) has bytes queued to send.
+fn sending(addr: &str) -> bool {
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        fs::read_to_string(table).unwrap_or_default().lines().skip(1).any(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let tx = f.get(4).and_then(|q| q.split(':').next()).and_then(|t| u64::from_str_radix(t, 16).ok());
+            local_port == Some(port) && tx.is_some_and(|t| t > 0)
+        })
+    })
+}
+
 #[test]
 fn a_multipart_upload_survives_a_master_restart() {
     let mut c = cluster(&[]);

@@ -216,6 +216,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let status = if range.is_some() { 206 } else { 200 };
     start(conn, status, &req.request_id);
     describe(&mut conn.out, &opened.rec, &stored, read);
+    let (first, last) = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
     let len = match range {
         Some((a, b)) => {
             let cr = format!("bytes {a}-{b}/{}", opened.rec.size);
@@ -232,6 +233,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let mut sent = 0u64;
     // None: not tried yet; Some(None): no pipe to be had (out of fds or pipe pages), copy
     let mut pipe: Option<Option<Pipe>> = None;
+    let mut resumed = 0;
     let close = loop {
         if d.can_splice() && len > SPLICE_FROM {
             // the rest goes socket to socket through a pipe: the bytes never enter this
@@ -249,7 +251,13 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
                         continue;
                     }
                     Ok(None) => break sent != len,
-                    Err(_) => break true,
+                    Err(_) => match take_over(ctx, &key, &opened.rec, (first + sent, last), &mut resumed).await {
+                        Some(next) => {
+                            d = next;
+                            continue;
+                        }
+                        None => break true,
+                    },
                 }
             }
         }
@@ -265,8 +273,10 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
                 }
             }
             Ok(None) => break sent != len,
-            // the volume failed mid-stream: the client sees a short body and a close
-            Err(_) => break true,
+            Err(_) => match take_over(ctx, &key, &opened.rec, (first + sent, last), &mut resumed).await {
+                Some(next) => d = next,
+                None => break true,
+            },
         }
     };
     if !close {
@@ -277,6 +287,26 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     }
     Block::add(&ctx.metrics.bytes_out, sent);
     Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })
+}
+
+/// Times one GetObject goes on from another replica after the one it read failed.
+const RESUMES: usize = 2;
+
+/// The rest of a read (`from..=to`) from another replica after the one being read failed
+/// mid-stream; None when it cannot go on (no other replica, the key replaced, or tried
+/// [`RESUMES`] times): the client then sees a short body and a close.
+async fn take_over(
+    ctx: &Ctx,
+    key: &[u8],
+    rec: &Record,
+    (from, to): (u64, u64),
+    tries: &mut usize,
+) -> Option<crate::volume::Download> {
+    if *tries == RESUMES || from > to {
+        return None;
+    }
+    *tries += 1;
+    store::read::resume(ctx, key, rec, from, to).await.ok()
 }
 
 pub async fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object) -> Result<Answer, Failure> {

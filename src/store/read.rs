@@ -5,7 +5,8 @@
 //! write number is read before the record and again once the replica answered; a move in
 //! between changed it (see [`super::write`]), and the read starts over. A move after the
 //! answer cannot change what nginx already opened. A replica that fails before its first
-//! byte is passed over for the next.
+//! byte is passed over for the next; one that fails mid-stream is taken over by the next
+//! from the byte it stopped at ([`resume`]), while the record is the same.
 
 use bytes::Bytes;
 
@@ -97,6 +98,14 @@ pub async fn open<E: From<Error>>(
         }
     }
     Err(Error::Internal("the key kept being replaced while it was read").into())
+}
+
+/// Opens bytes `from..=to` of `rec` again, on a live replica, after the one being read
+/// failed mid-stream: only while `rec` is still the key's record, or a replacement's bytes
+/// would follow the old ones (the read is cut off then, as it was).
+pub async fn resume(ctx: &Ctx, key: &[u8], rec: &Record, from: u64, to: u64) -> Result<Download, Error> {
+    let same = |now: &Record| if now == rec { Ok(Some((from, to))) } else { Err(Error::NotFound) };
+    open(ctx, key, same).await?.body.ok_or(Error::Internal("a resumed read of an empty value"))
 }
 
 /// The replicas of a record in the order one read tries them ([`read_order`]), each read
