@@ -834,6 +834,69 @@ fn a_replaced_parts_files_kept_by_a_volume_down_are_deleted_when_it_is_back() {
     assert_eq!(r.text().matches("<Part>").count(), 1, "{r:?}");
 }
 
+/// S3's conditional writes hold beyond PutObject: `If-None-Match`/`If-Match` on
+/// CompleteMultipartUpload and on CopyObject's destination, `If-Match` on DeleteObject and
+/// an `<ETag>` in DeleteObjects. They were ignored: the write or delete happened anyway.
+#[test]
+fn conditional_writes_hold_for_copies_completes_and_deletes() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    let tag = |v: &[u8]| format!("\"{}\"", md5_hex(v));
+    assert_eq!(s3_put(&addr, "/cond", b"").status, 200);
+    for (k, v) in [("/cond/a", b"one"), ("/cond/b", b"two"), ("/cond/c", b"six")] {
+        assert_eq!(s3_put(&addr, k, v).status, 200);
+    }
+    // CopyObject's destination
+    let copy =
+        |cond: (&str, &str)| request(&addr, "PUT", "/cond/b", &[UNSIGNED, ("x-amz-copy-source", "/cond/a"), cond], b"");
+    let r = copy(("If-None-Match", "*"));
+    assert_eq!(r.status, 412, "{r:?}");
+    assert!(r.text().contains("<Code>PreconditionFailed</Code>"), "{r:?}");
+    assert_eq!(copy(("If-Match", "\"0123\"")).status, 412);
+    assert_eq!(s3_get(&addr, "/cond/b").body, b"two");
+    assert_eq!(copy(("If-Match", &tag(b"two"))).status, 200);
+    assert_eq!(s3_get(&addr, "/cond/b").body, b"one");
+    // DeleteObject: a wrong ETag keeps the object; a missing object is 204 as ever
+    let delete = |k: &str, etag: &str| request(&addr, "DELETE", k, &[UNSIGNED, ("If-Match", etag)], b"").status;
+    assert_eq!(delete("/cond/a", "\"0123\""), 412);
+    assert_eq!(s3_get(&addr, "/cond/a").status, 200);
+    assert_eq!(delete("/cond/a", &tag(b"one")), 204);
+    assert_eq!(s3_get(&addr, "/cond/a").status, 404);
+    assert_eq!(delete("/cond/a", &tag(b"one")), 204);
+    // DeleteObjects: per object
+    let doc = format!(
+        "<Delete><Object><Key>b</Key><ETag>\"0123\"</ETag></Object><Object><Key>c</Key><ETag>{}</ETag></Object></Delete>",
+        tag(b"six")
+    );
+    let r = request(&addr, "POST", "/cond?delete", &[UNSIGNED], doc.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    assert!(text.contains("<Error><Key>b</Key><Code>PreconditionFailed</Code>"), "{text}");
+    assert!(text.contains("<Deleted><Key>c</Key></Deleted>"), "{text}");
+    assert_eq!(s3_get(&addr, "/cond/b").status, 200);
+    assert_eq!(s3_get(&addr, "/cond/c").status, 404);
+    // CompleteMultipartUpload onto an existing key: refused, the upload stays to be
+    // completed again
+    let r = request(&addr, "POST", "/cond/b?uploads", &[UNSIGNED], b"");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    let r = s3_put(&addr, &format!("/cond/b?partNumber=1&uploadId={id}"), b"seven");
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        r.header("etag").unwrap()
+    );
+    let complete = |cond: &[(&str, &str)]| {
+        let mut headers = vec![UNSIGNED];
+        headers.extend_from_slice(cond);
+        request(&addr, "POST", &format!("/cond/b?uploadId={id}"), &headers, doc.as_bytes())
+    };
+    let r = complete(&[("If-None-Match", "*")]);
+    assert_eq!(r.status, 412, "{r:?}");
+    assert_eq!(s3_get(&addr, "/cond/b").body, b"one");
+    assert_eq!(complete(&[("If-Match", &tag(b"one"))]).status, 200);
+    assert_eq!(s3_get(&addr, "/cond/b").body, b"seven");
+    assert_eq!(leftovers(&c), Vec::<String>::new());
+}
+
 /// A GetObject whose replica dies mid-stream goes on from another replica, from the byte
 /// it stopped at: the client gets the whole object (it got a short body and a close).
 #[test]

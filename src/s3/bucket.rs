@@ -322,13 +322,17 @@ pub async fn delete_objects(
         return Err(S3Error::MalformedXML.into());
     }
     let mut results: Vec<(Vec<u8>, Option<S3Error>)> = Vec::with_capacity(asked.objects.len());
-    for (key, _version) in &asked.objects {
-        let native = super::request::Object { bucket: bucket.to_string(), key: key.clone() }.native_key();
-        let r = match super::object::delete_waiting(ctx, &native).await {
-            Ok(()) | Err(store::Error::NotFound) => None,
-            Err(e) => Some(super::serve::store_error(e)),
+    for o in &asked.objects {
+        let native = super::request::Object { bucket: bucket.to_string(), key: o.key.clone() }.native_key();
+        let write_if = super::meta::Conditions { if_match: o.etag.clone(), ..Default::default() };
+        let r = match super::object::check_write(ctx, &native, &write_if, true) {
+            Err(f) => Some(f.error),
+            Ok(()) => match super::object::delete_waiting(ctx, &native).await {
+                Ok(()) | Err(store::Error::NotFound) => None,
+                Err(e) => Some(super::serve::store_error(e)),
+            },
         };
-        results.push((key.clone(), r));
+        results.push((o.key.clone(), r));
     }
     let outcomes: Vec<xml::Deleted> = results
         .iter()

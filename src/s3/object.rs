@@ -93,13 +93,7 @@ pub async fn put(
     verified: Verified,
 ) -> Result<Answer, Failure> {
     let key = obj.native_key();
-    if !conditions.is_empty() {
-        if let Some((rec, stored)) = live(ctx, &key)? {
-            conditions.check(&etag(&rec, &stored), (rec.mtime / 1000) as i64, false)?;
-        } else if conditions.if_match.is_some() {
-            return Err(S3Error::NoSuchKey.into());
-        }
-    }
+    check_write(ctx, &key, conditions, false)?;
     let payload = Payload::new(&req.headers, verified, false)?;
     let stored = Stored { etag: None, headers: meta.headers };
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
@@ -114,6 +108,21 @@ pub async fn put(
         response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
     }
     Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
+}
+
+/// A write's own preconditions (`If-Match`, `If-None-Match: *`, ...) against the object it
+/// would replace or delete: `412`. `If-Match` of a missing object is `404 NoSuchKey`, but for
+/// a delete (`missing_ok`), which S3 answers `204` then. Checked before the write, not
+/// under its claim: a write that lands in between is not seen (S3 answers `409` there).
+pub fn check_write(ctx: &Ctx, key: &[u8], conditions: &Conditions, missing_ok: bool) -> Result<(), Failure> {
+    if conditions.is_empty() {
+        return Ok(());
+    }
+    match live(ctx, key)? {
+        Some((rec, stored)) => Ok(conditions.check(&etag(&rec, &stored), (rec.mtime / 1000) as i64, false)?),
+        None if conditions.if_match.is_some() && !missing_ok => Err(S3Error::NoSuchKey.into()),
+        None => Ok(()),
+    }
 }
 
 /// The live record of `key` and what S3 stored with it.
@@ -309,7 +318,14 @@ async fn take_over(
     store::read::resume(ctx, key, rec, from, to).await.ok()
 }
 
-pub async fn delete(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object) -> Result<Answer, Failure> {
+pub async fn delete(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    obj: &Object,
+    write_if: &Conditions,
+) -> Result<Answer, Failure> {
+    check_write(ctx, &obj.native_key(), write_if, true)?;
     match delete_waiting(ctx, &obj.native_key()).await {
         // S3: deleting what is not there succeeds
         Ok(()) | Err(store::Error::NotFound) => Ok(ok(conn, req, 204, None)),
@@ -327,7 +343,9 @@ pub async fn copy(
     source: &Object,
     meta: Option<Metadata>,
     conditions: &Conditions,
+    write_if: &Conditions,
 ) -> Result<Answer, Failure> {
+    check_write(ctx, &obj.native_key(), write_if, false)?;
     let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;

@@ -245,11 +245,13 @@ pub enum Op {
         conditions: Conditions,
     },
     /// `meta` is `Some` for `x-amz-metadata-directive: REPLACE`, `None` to copy the source's.
+    /// `conditions` are the source's (`x-amz-copy-source-if-*`), `write_if` the destination's.
     CopyObject {
         obj: Object,
         source: Object,
         meta: Option<Metadata>,
         conditions: Conditions,
+        write_if: Conditions,
     },
     GetObject {
         obj: Object,
@@ -261,6 +263,7 @@ pub enum Op {
     },
     DeleteObject {
         obj: Object,
+        write_if: Conditions,
     },
     CreateMultipartUpload {
         obj: Object,
@@ -284,6 +287,7 @@ pub enum Op {
     CompleteMultipartUpload {
         obj: Object,
         upload_id: String,
+        write_if: Conditions,
     },
     AbortMultipartUpload {
         obj: Object,
@@ -427,6 +431,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
                     source,
                     meta,
                     conditions: Conditions::from_headers(headers, "x-amz-copy-source-"),
+                    write_if: Conditions::from_headers(headers, ""),
                 }
             } else {
                 Op::PutObject {
@@ -438,14 +443,16 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
         }
         "DELETE" => match upload_id {
             Some(upload_id) => Op::AbortMultipartUpload { obj, upload_id },
-            None => Op::DeleteObject { obj },
+            None => Op::DeleteObject { obj, write_if: Conditions::from_headers(headers, "") },
         },
         "POST" if q.has("uploads") => {
             refuse_unsupported(headers)?;
             Op::CreateMultipartUpload { meta: Metadata::from_headers(headers)?, obj }
         }
         "POST" => match upload_id {
-            Some(upload_id) => Op::CompleteMultipartUpload { obj, upload_id },
+            Some(upload_id) => {
+                Op::CompleteMultipartUpload { obj, upload_id, write_if: Conditions::from_headers(headers, "") }
+            }
             None => Op::NotImplemented("POST to an object without ?uploads or ?uploadId"),
         },
         _ => return Err(S3Error::MethodNotAllowed),

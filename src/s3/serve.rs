@@ -258,12 +258,12 @@ async fn dispatch(
         Op::PutObject { obj, meta, conditions } => {
             object::put(ctx, conn, req, body, &obj, meta, &conditions, verified).await
         }
-        Op::CopyObject { obj, source, meta, conditions } => {
-            object::copy(ctx, conn, req, &obj, &source, meta, &conditions).await
+        Op::CopyObject { obj, source, meta, conditions, write_if } => {
+            object::copy(ctx, conn, req, &obj, &source, meta, &conditions, &write_if).await
         }
         Op::GetObject { obj, read } => object::get(ctx, conn, req, &obj, &read).await,
         Op::HeadObject { obj, read } => object::head(ctx, conn, req, &obj, &read),
-        Op::DeleteObject { obj } => object::delete(ctx, conn, req, &obj).await,
+        Op::DeleteObject { obj, write_if } => object::delete(ctx, conn, req, &obj, &write_if).await,
         Op::CreateMultipartUpload { obj, meta } => multipart::create(ctx, conn, req, &obj, meta),
         Op::UploadPart { obj, upload_id, part } => {
             multipart::upload_part(ctx, conn, req, body, &obj, &upload_id, part, verified).await
@@ -271,8 +271,8 @@ async fn dispatch(
         Op::UploadPartCopy { obj, upload_id, part, source, range, conditions } => {
             multipart::upload_part_copy(ctx, conn, req, &obj, &upload_id, part, &source, range, &conditions).await
         }
-        Op::CompleteMultipartUpload { obj, upload_id } => {
-            multipart::complete(ctx, conn, req, body, &obj, &upload_id).await
+        Op::CompleteMultipartUpload { obj, upload_id, write_if } => {
+            multipart::complete(ctx, conn, req, body, &obj, &upload_id, &write_if).await
         }
         Op::AbortMultipartUpload { obj, upload_id } => multipart::abort(ctx, conn, req, &obj, &upload_id).await,
         Op::ListParts { obj, upload_id, max_parts, part_number_marker } => {

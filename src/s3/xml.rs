@@ -537,7 +537,16 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct DeleteRequest {
     pub quiet: bool,
-    pub objects: Vec<(Vec<u8>, Option<String>)>,
+    pub objects: Vec<ToDelete>,
+}
+
+/// One `<Object>` of a DeleteObjects body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ToDelete {
+    pub key: Vec<u8>,
+    pub version: Option<String>,
+    /// `<ETag>`: delete only while the object has it (S3's conditional delete).
+    pub etag: Option<Vec<u8>>,
 }
 
 pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
@@ -555,7 +564,8 @@ pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
     for o in root.children.iter().filter(|c| c.name == "Object") {
         let key = o.child("Key").ok_or(S3Error::MalformedXML)?.text.clone();
         let version = o.child("VersionId").map(|v| String::from_utf8_lossy(v.text_trimmed()).into_owned());
-        objects.push((key, version));
+        let etag = o.child("ETag").map(|e| e.text_trimmed().to_vec());
+        objects.push(ToDelete { key, version, etag });
     }
     if objects.is_empty() || objects.len() > MAX_LIST {
         return Err(S3Error::MalformedXML);

@@ -463,6 +463,7 @@ pub async fn complete(
     body: &mut Body,
     obj: &Object,
     id: &str,
+    write_if: &Conditions,
 ) -> Result<Answer, Failure> {
     let doc = small_body(conn, body, xml::MAX_XML_BODY).await?;
     let asked = xml::parse_complete(&doc)?;
@@ -470,6 +471,8 @@ pub async fn complete(
         return Err(S3Error::MalformedXML.into());
     }
     let u = upload(ctx, obj, id)?;
+    // refused, the upload stays: the client may complete it again or abort it
+    super::object::check_write(ctx, &u.key, write_if, false)?;
     let _upload = claim(ctx, &lock_name(id, None)).await?;
     let have = all_parts(ctx, id)?;
     let mut chosen = Vec::with_capacity(asked.len());

@@ -169,7 +169,10 @@ fn objects() {
     );
     // pyarrow's folder marker
     assert!(matches!(op("PUT", "/b12/dir/", &[]), Ok(Op::PutObject { obj, .. }) if obj.key == b"dir/"));
-    assert_eq!(op("DELETE", "/b12/k", &[]), Ok(Op::DeleteObject { obj: obj("b12", b"k") }));
+    assert_eq!(
+        op("DELETE", "/b12/k", &[]),
+        Ok(Op::DeleteObject { obj: obj("b12", b"k"), write_if: Conditions::default() })
+    );
     let Ok(Op::GetObject { obj: got, read }) = op(
         "GET",
         "/b12/%00%ff?response-content-type=a%2Fb&response-expires=x%0D%0Ay",
@@ -208,12 +211,17 @@ fn objects() {
 #[test]
 fn copies() {
     assert_eq!(
-        op("PUT", "/b12/dst", &[("x-amz-copy-source", "/src1/a%2Bb"), ("x-amz-copy-source-if-match", "\"e\"")]),
+        op(
+            "PUT",
+            "/b12/dst",
+            &[("x-amz-copy-source", "/src1/a%2Bb"), ("x-amz-copy-source-if-match", "\"e\""), ("If-None-Match", "*")]
+        ),
         Ok(Op::CopyObject {
             obj: obj("b12", b"dst"),
             source: obj("src1", b"a+b"),
             meta: None,
-            conditions: Conditions { if_match: Some(b"\"e\"".to_vec()), ..Default::default() }
+            conditions: Conditions { if_match: Some(b"\"e\"".to_vec()), ..Default::default() },
+            write_if: Conditions { if_none_match: Some(b"*".to_vec()), ..Default::default() }
         })
     );
     assert!(matches!(
@@ -285,7 +293,7 @@ fn multipart() {
     assert_eq!(op("PUT", "/b12/big?partNumber=1&uploadId=%2E%2E%2Fx", &[]), Err(S3Error::NoSuchUpload));
     assert_eq!(
         op("POST", "/b12/big?uploadId=u-1", &[]),
-        Ok(Op::CompleteMultipartUpload { obj: o.clone(), upload_id: "u-1".into() })
+        Ok(Op::CompleteMultipartUpload { obj: o.clone(), upload_id: "u-1".into(), write_if: Conditions::default() })
     );
     assert_eq!(
         op("DELETE", "/b12/big?uploadId=u-1", &[]),

@@ -203,13 +203,16 @@ fn complete_bodies() {
 fn delete_bodies() {
     let doc = format!(
         "<Delete xmlns=\"{XMLNS}\"><Quiet>true</Quiet><Object><Key> spaced </Key></Object>\
-         <Object><Key>a&amp;&#x1;&#13;<![CDATA[<c>]]></Key><VersionId>null</VersionId></Object></Delete>"
+         <Object><Key>a&amp;&#x1;&#13;<![CDATA[<c>]]></Key><VersionId>null</VersionId><ETag>\"e\"</ETag></Object></Delete>"
     );
     assert_eq!(
         parse_delete(doc.as_bytes()),
         Ok(DeleteRequest {
             quiet: true,
-            objects: vec![(b" spaced ".to_vec(), None), (b"a&\x01\r<c>".to_vec(), Some("null".into()))]
+            objects: vec![
+                ToDelete { key: b" spaced ".to_vec(), version: None, etag: None },
+                ToDelete { key: b"a&\x01\r<c>".to_vec(), version: Some("null".into()), etag: Some(b"\"e\"".to_vec()) }
+            ]
         })
     );
     assert_eq!(parse_delete(b"<Delete><Object><Key>k</Key></Object></Delete>").map(|d| d.quiet), Ok(false));
