@@ -335,6 +335,7 @@ pub async fn delete(
 
 /// CopyObject: the source streamed from one of its replicas into the destination's
 /// replicas (staged and moved into place if the destination exists).
+#[allow(clippy::too_many_arguments)]
 pub async fn copy(
     ctx: &Ctx,
     conn: &mut Conn,
