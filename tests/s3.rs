@@ -834,6 +834,24 @@ fn a_replaced_parts_files_kept_by_a_volume_down_are_deleted_when_it_is_back() {
     assert_eq!(r.text().matches("<Part>").count(), 1, "{r:?}");
 }
 
+/// A PutObject with 120 user metadata entries (boto3 sends a header each; 600 bytes of
+/// the 2 KiB allowed) is stored and its metadata answered; it was `431` past 64 headers.
+#[test]
+fn many_user_metadata_headers_are_kept() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/many", b"").status, 200);
+    let names: Vec<String> = (0..120).map(|i| format!("x-amz-meta-k{i:03}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    headers.push(UNSIGNED);
+    let r = request(&addr, "PUT", "/many/k", &headers, b"value");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = request(&addr, "HEAD", "/many/k", &[UNSIGNED], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let kept = r.headers.iter().filter(|(n, v)| n.starts_with("x-amz-meta-k") && v == "v").count();
+    assert_eq!(kept, 120, "{r:?}");
+}
+
 /// S3's conditional writes hold beyond PutObject: `If-None-Match`/`If-Match` on
 /// CompleteMultipartUpload and on CopyObject's destination, `If-Match` on DeleteObject and
 /// an `<ETag>` in DeleteObjects. They were ignored: the write or delete happened anyway.

@@ -14,8 +14,12 @@ pub use watch::{Watch, Watched};
 
 use crate::config::Limits;
 
-/// Most headers a request may carry; more is `431`.
-const MAX_HEADERS: usize = 64;
+/// Headers a request head is parsed with on the stack: the usual few. A head with more is
+/// parsed again with room for [`MAX_HEADERS`] on the heap.
+const STACK_HEADERS: usize = 64;
+/// Most headers a request may carry; more is `431`. S3's 2 KiB of user metadata alone can
+/// be ~150 `x-amz-meta-*` headers (boto3 sends one per entry).
+pub const MAX_HEADERS: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -104,8 +108,16 @@ impl std::error::Error for Error {}
 
 /// Parses a request head from `buf`. `Ok(None)`: incomplete, read more.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match parse_with(buf, limits, &mut headers) {
+        // too many headers for the stack (or too large a head: then again so)
+        Err(Error::HeadTooLarge) => parse_with(buf, limits, &mut vec![httparse::EMPTY_HEADER; MAX_HEADERS]),
+        r => r,
+    }
+}
+
+fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Header<'b>]) -> Result<Option<Head>, Error> {
+    let mut req = httparse::Request::new(headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -305,6 +317,22 @@ mod tests {
         assert_eq!(parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
         assert_eq!(parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
         assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    /// A head with more headers than the stack's room is parsed on the heap, up to
+    /// MAX_HEADERS (boto3 sends one header per user metadata entry); past that, 431.
+    #[test]
+    fn many_headers() {
+        let head = |n: usize| {
+            let meta: String = (0..n).map(|i| format!("x-amz-meta-k{i}: v\r\n")).collect();
+            format!("PUT /b/k HTTP/1.1\r\nContent-Length: 1\r\n{meta}\r\nx")
+        };
+        for n in [STACK_HEADERS, STACK_HEADERS + 1, 150, MAX_HEADERS - 1] {
+            let h = parse(&head(n)).unwrap_or_else(|e| panic!("{n} headers: {e}")).unwrap();
+            assert_eq!(h.framing, Framing::Length(1));
+            assert!(h.s3_hint);
+        }
+        assert!(matches!(parse(&head(MAX_HEADERS)), Err(Error::HeadTooLarge)));
     }
 
     #[test]

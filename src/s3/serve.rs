@@ -16,8 +16,8 @@ use crate::{
     index, store, volume,
 };
 
-/// Most headers an S3 request may carry (the native API allows fewer).
-const MAX_HEADERS: usize = 100;
+/// Most headers an S3 request may carry: what the HTTP layer let through.
+const MAX_HEADERS: usize = crate::http::MAX_HEADERS;
 /// The region mkv answers as (GetBucketLocation, and what clients sign for by default).
 pub const REGION: &str = "us-east-1";
 
