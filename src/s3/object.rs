@@ -354,7 +354,7 @@ pub async fn copy(
     })
     .await
     .map_err(|e| match e.error {
-        S3Error::NoSuchKey => Failure::from(S3Error::NoSuchKey),
+        S3Error::NoSuchKey => missing(ctx, source),
         _ => e,
     })?;
     let headers = match meta {

@@ -109,6 +109,8 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(body(s3, B + "-other", "x/y"), value, "copy across buckets")
     eq(error_of(s3.copy_object, Bucket=B, Key="c2", CopySource={"Bucket": B, "Key": "nothing"}),
        (404, "NoSuchKey"), "copy of a missing key")
+    eq(error_of(s3.copy_object, Bucket=B, Key="c2", CopySource={"Bucket": "no-such-bucket", "Key": "k"}),
+       (404, "NoSuchBucket"), "copy from a missing bucket")
 
     # delete: 204, also for a key that is not there
     eq(s3.delete_object(Bucket=B, Key="copy")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteObject")
