@@ -226,13 +226,18 @@ fn parts(ctx: &Ctx, id: &str, after: u32, n: usize) -> Result<Vec<(u32, Part)>, 
         start.push(0);
     }
     let found = ctx.shared.index.mp_scan(&prefix, &start, n).map_err(store::Error::from)?;
-    Ok(found
+    Ok(numbered(&prefix, found))
+}
+
+/// Part records (under `prefix`, an upload's) as their part numbers and parts.
+fn numbered(prefix: &[u8], found: Vec<crate::index::Entry>) -> Vec<(u32, Part)> {
+    found
         .into_iter()
         .filter_map(|(k, v)| {
             let num = u32::from_be_bytes(k.get(prefix.len()..)?.try_into().ok()?);
             Some((num, Part::decode(&v)?))
         })
-        .collect())
+        .collect()
 }
 
 /// Claims a lock name, waiting a little for the holder to finish.
@@ -516,19 +521,8 @@ async fn hold_upload<'a>(ctx: &'a Ctx, id: &str) -> Result<store::KeyGuard<'a>, 
 
 /// Every part of upload `id`.
 fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, Failure> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = parts(ctx, id, after, PAGE)?;
-        let Some((n, _)) = page.last() else { break };
-        after = *n;
-        let full = page.len() == PAGE;
-        all.extend(page);
-        if !full {
-            break;
-        }
-    }
-    Ok(all)
+    let prefix = parts_prefix(id);
+    Ok(numbered(&prefix, scan_all(ctx, &prefix)?))
 }
 
 /// Deletes the part files of an upload, then its records (files that could not be deleted
