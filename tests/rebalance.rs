@@ -173,6 +173,12 @@ fn rebalance_of_one_key_on_the_running_server() {
     assert_eq!(v["volumes"], serde_json::json!(four));
     let bad = request(&addr, "VOLUMES", "/?volumes=just-one:1", &[], b"");
     assert_eq!(bad.status, 400, "3 replicas on 1 volume must be refused: {bad:?}");
+    for query in [format!("/?volumes={}&replicas=abc", four.join(",")), "/?replicas=abc".into(), "/?replicas=2".into()]
+    {
+        // a replica count that is no number, or with no list to place on: not ignored
+        let bad = request(&addr, "VOLUMES", &query, &[], b"");
+        assert_eq!(bad.status, 400, "{query}: {bad:?}");
+    }
     for key in live.iter().chain(&unlinked) {
         assert_eq!(request(&addr, "REBALANCE", key, &[], b"").status, 204, "{key}");
     }

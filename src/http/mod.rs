@@ -247,8 +247,19 @@ pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Decodes a query value onto `out` as form encoders write it (Python's `requests`, Go's
+/// `url.Values`, which minikeyvalue reads with): `%XX`, and `+` for a space. A `+` itself
+/// comes as `%2B`, as [`percent_encode`] writes it.
+pub fn query_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    decode(src, out, true)
+}
+
 /// Percent-decodes `src` onto `out` (`+` stays `+`: this is a path, not a form).
 pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    decode(src, out, false)
+}
+
+fn decode(src: &[u8], out: &mut Vec<u8>, plus_is_space: bool) -> Result<(), Error> {
     let mut i = 0;
     while i < src.len() {
         let b = src[i];
@@ -260,7 +271,7 @@ pub fn percent_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
             }
             i += 3;
         } else {
-            out.push(b);
+            out.push(if b == b'+' && plus_is_space { b' ' } else { b });
             i += 1;
         }
     }

@@ -140,12 +140,16 @@ async fn snapshot_index(local: &Local, conn: &mut Conn, req: &Req) -> Result<Rep
 /// the blocking pool, never on this thread.
 pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
     let ctx = &local.ctx;
+    let replicas = match &req.replicas {
+        None => None,
+        Some(Ok(n)) => Some(*n),
+        Some(Err(())) => return Err(ApiError::BadQuery("replicas must be a positive integer")),
+    };
+    if replicas.is_some() && req.volumes.is_none() {
+        return Err(ApiError::BadQuery("replicas=N goes with volumes=a,b,c (the list to place N replicas on)"));
+    }
     if let Some(list) = &req.volumes {
-        let replicas = match &req.replicas {
-            None => ctx.topo().replicas,
-            Some(Ok(n)) => *n,
-            Some(Err(())) => return Err(ApiError::BadQuery("replicas must be a positive integer")),
-        };
+        let replicas = replicas.unwrap_or(ctx.topo().replicas);
         let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
         let shared = ctx.shared.clone();
         on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;

@@ -87,7 +87,7 @@ impl Req {
                 b"unlinked" => self.list = Some(State::Unlinked),
                 b"start" => {
                     self.start.clear();
-                    http::percent_decode(value, &mut self.start)?;
+                    http::query_decode(value, &mut self.start)?;
                 }
                 b"encoding" => match value {
                     b"url" => self.url_encoded = true,
@@ -104,15 +104,11 @@ impl Req {
                 b"to" if method == Method::Snapshot => self.to = Some(text_param(value)?),
                 b"volumes" if method == Method::Volumes => {
                     let mut v = Vec::new();
-                    http::percent_decode(value, &mut v)?;
+                    http::query_decode(value, &mut v)?;
                     self.volumes = Some(String::from_utf8(v).map_err(|_| ApiError::BadQuery("volumes must be text"))?);
                 }
-                b"replicas" if method == Method::Volumes => {
-                    self.replicas = Some(std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).ok_or(()))
-                }
-                b"limit" => {
-                    self.limit = Some(std::str::from_utf8(value).ok().and_then(|v| v.parse::<usize>().ok()).ok_or(()))
-                }
+                b"replicas" if method == Method::Volumes => self.replicas = Some(count(value)),
+                b"limit" => self.limit = Some(count(value)),
                 _ => {}
             }
         }
@@ -234,10 +230,18 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
     }
 }
 
-/// A percent-encoded query value that must be text.
+/// A query value that must be a number (digits only; past `usize`, the largest).
+fn count(value: &[u8]) -> Result<usize, ()> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    Ok(value.iter().fold(0usize, |n, &d| n.saturating_mul(10).saturating_add((d - b'0') as usize)))
+}
+
+/// A query value that must be text.
 fn text_param(value: &[u8]) -> Result<String, ApiError> {
     let mut v = Vec::new();
-    http::percent_decode(value, &mut v)?;
+    http::query_decode(value, &mut v)?;
     String::from_utf8(v).map_err(|_| ApiError::BadQuery("a query value must be text"))
 }
 
