@@ -879,15 +879,19 @@ struct Head {
 
 /// Longest wait for the answer to a request with a body while its volume stays up.
 const ANSWER_PATIENCE: Duration = Duration::from_secs(60);
+/// How often a wait forgiven past `-voltimeout` asks whether the prober found the volume
+/// down meanwhile: a hung volume fails the request this soon after it is marked down (it
+/// waited a whole `-voltimeout` more, failing a PUT after twice that).
+const PATIENCE_STEP: Duration = Duration::from_millis(100);
 
 /// Reads one response head; the buffer returned may hold the first body bytes after it.
 ///
 /// `patience`: the volume took a body. Its last bytes may still sit in the two sockets'
 /// buffers (several MiB on a fast link), which a volume whose disk writeback throttles it
 /// reads slowly: the answer can come seconds after the body went out while the volume is
-/// alive and well. So while no byte of the answer came, each `t` without one is forgiven as
-/// long as the prober still finds the volume up (a hung one is marked down within about
-/// 1.5 s), up to [`ANSWER_PATIENCE`].
+/// alive and well. So while no byte of the answer came, the wait goes on past `t` as long
+/// as the prober still finds the volume up (a hung one is marked down within about 1.5 s),
+/// looked at every [`PATIENCE_STEP`], up to [`ANSWER_PATIENCE`].
 async fn read_head(
     stream: &mut TcpStream,
     server: &str,
@@ -897,6 +901,7 @@ async fn read_head(
     let err_io = |e| Error::Io(server.to_string(), e);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let began = Instant::now();
+    let mut wait = t;
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= MAX_RESPONSE_HEAD {
@@ -905,10 +910,11 @@ async fn read_head(
             buf.reserve(buf.len());
         }
         let (len, cap) = (buf.len(), buf.capacity());
-        let Ok((res, slice)) = monoio::time::timeout(t, stream.read(buf.slice_mut(len..cap))).await else {
+        let Ok((res, slice)) = monoio::time::timeout(wait, stream.read(buf.slice_mut(len..cap))).await else {
             // the buffer went with the cancelled read: nothing was in it yet
             if len == 0 && patience.is_some_and(|v| v.is_up()) && began.elapsed() < ANSWER_PATIENCE {
                 buf = Vec::with_capacity(1024);
+                wait = PATIENCE_STEP.min(t);
                 continue;
             }
             return Err(Error::Timeout(server.to_string()));
