@@ -85,6 +85,9 @@ fn put_then_get_redirects_to_a_replica_with_every_header_and_files_sit_at_their_
         assert_eq!(get_follow(&c.addr(), key).body, body.as_bytes());
     }
     layout.assert_on_disk(&c, &keys.iter().map(String::as_str).collect::<Vec<_>>());
+    // an absolute-form target, as a proxy sends it (RFC 9112 §3.2.2: servers accept it)
+    let absolute = format!("http://{}{}", c.addr(), keys[0]);
+    assert_redirect(&get(&c.addr(), &absolute), &layout, &keys[0], b"value of /file-0");
 }
 
 #[test]
@@ -489,6 +492,7 @@ fn malformed_requests_get_a_4xx_and_others_are_still_served() {
     assert_eq!((r.status(), r.closed), (Some(400), true), "garbage: {}", r.text());
     let r = raw(&a, b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_millis(500));
     assert_eq!(r.status(), Some(405), "{}", r.text());
+    assert!(r.text().contains("\r\nAllow: GET, HEAD, PUT, DELETE, UNLINK"), "a 405 says what is allowed: {}", r.text());
 
     let huge = format!("GET /fine HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
     let r = raw(&a, huge.as_bytes(), quiet);

@@ -137,7 +137,7 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
     if len > limits.max_head {
         return Err(Error::HeadTooLarge);
     }
-    let path = req.path.unwrap_or("");
+    let path = origin_form(req.path.unwrap_or(""));
     if path.len() > limits.max_uri {
         return Err(Error::UriTooLong);
     }
@@ -239,6 +239,27 @@ fn has_token(v: &[u8], token: &[u8]) -> bool {
     v.split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(token))
 }
 
+/// The path and query of a request target: an absolute-form target (`http://host/k?q`, which
+/// RFC 9112 §3.2.2 has servers accept, as a proxy sends it) loses its scheme and authority.
+pub fn origin_form(target: &str) -> &str {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let Some(rest) = (if lower(7).as_deref() == Some("http://") {
+        Some(&target[7..])
+    } else if lower(8).as_deref() == Some("https://") {
+        Some(&target[8..])
+    } else {
+        None
+    }) else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        // `http://host` or `http://host?q`: no path of its own to give (a slice of the target
+        // is what callers locate in the head), so it stays as it is and is refused
+        _ => target,
+    }
+}
+
 /// Splits a request target into its path and query (without the `?`).
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     match target.iter().position(|&b| b == b'?') {
@@ -328,6 +349,17 @@ mod tests {
         assert_eq!(parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
         assert_eq!(parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
         assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        let h = parse("GET http://localhost:3000/a/b?list HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let raw = "GET http://localhost:3000/a/b?list HTTP/1.1\r\n\r\n";
+        assert_eq!(&raw[h.target.clone()], "/a/b?list");
+        assert_eq!(origin_form("HTTPS://h/k"), "/k");
+        assert_eq!(origin_form("/http://h/k"), "/http://h/k");
+        assert!(parse("GET http://localhost:3000 HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse("GET http://h?q HTTP/1.1\r\n\r\n").is_err());
     }
 
     /// A head with more headers than the stack's room is parsed on the heap, up to

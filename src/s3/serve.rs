@@ -87,7 +87,7 @@ pub fn is_s3(raw: &[u8]) -> bool {
     if !matches!(req.parse(raw), Ok(httparse::Status::Complete(_))) {
         return false;
     }
-    let (path, query) = crate::http::split_target(req.path.unwrap_or("/").as_bytes());
+    let (path, query) = crate::http::split_target(crate::http::origin_form(req.path.unwrap_or("/")).as_bytes());
     request::is_s3(req.method.unwrap_or(""), path, query, &Headers(req.headers))
 }
 
@@ -108,7 +108,7 @@ pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Bod
         conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         let _ = conn.flush().await; // a write that fails fails the answer's too
     }
-    let (path, query) = crate::http::split_target(parsed.path.unwrap_or("/").as_bytes());
+    let (path, query) = crate::http::split_target(crate::http::origin_form(parsed.path.unwrap_or("/")).as_bytes());
     let req = Req {
         method: parsed.method.unwrap_or(""),
         path,

@@ -64,7 +64,7 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Rep
             response::header(&mut conn.out, "Content-Type", &[b"text/html; charset=utf-8"]);
             Ok(Reply::Body(html.into_bytes()))
         }
-        (_, b"/metrics" | b"/health" | b"/") => Err(ApiError::MethodNotAllowed),
+        (_, b"/metrics" | b"/health" | b"/") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
         _ => {
             response::start(&mut conn.out, 404);
             response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
@@ -98,7 +98,7 @@ pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, 
         Some(Method::Volumes) => volumes(local, conn, req).await,
         Some(Method::Repair) => repair(local, conn, req).await,
         Some(Method::Snapshot) => snapshot_index(local, conn, req).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::MethodNotAllowed(super::handlers::KEY_METHODS)),
     }
 }
 

@@ -184,6 +184,9 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                             eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
                         }
                         response::start(&mut conn.out, status);
+                        if let Some(allow) = e.allow() {
+                            response::header(&mut conn.out, "Allow", &[allow.as_bytes()]);
+                        }
                         let msg = if e.silent() { String::new() } else { format!("{e}\n") };
                         if !msg.is_empty() {
                             response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);

@@ -9,7 +9,8 @@ pub enum ApiError {
     /// The client's side: framing, limits, timeouts.
     Http(http::Error),
     Store(store::Error),
-    MethodNotAllowed,
+    /// `405`, with the methods the target takes (its `Allow` header).
+    MethodNotAllowed(&'static str),
     BadQuery(&'static str),
     /// A volume list that does not validate (VOLUMES).
     BadConfig(String),
@@ -71,7 +72,7 @@ impl ApiError {
             ApiError::Store(S::InFlight) => 409,
             ApiError::Store(S::EmptyBody) => 411,
             ApiError::Store(S::BadKey(_)) => 400,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed(_) => 405,
             ApiError::BadQuery(_) | ApiError::BadConfig(_) => 400,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden => 403,
@@ -81,6 +82,14 @@ impl ApiError {
     /// Whether the connection's framing is lost, so it must close after the answer.
     pub fn closes(&self) -> bool {
         matches!(self, ApiError::Http(_))
+    }
+
+    /// The `Allow` header a `405` carries.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            ApiError::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
+        }
     }
 
     /// Whether the answer carries no text (a 404 is empty, as SPEC.md says).
@@ -94,7 +103,7 @@ impl fmt::Display for ApiError {
         match self {
             ApiError::Http(e) => write!(f, "{e}"),
             ApiError::Store(e) => write!(f, "{e}"),
-            ApiError::MethodNotAllowed => write!(f, "method not allowed"),
+            ApiError::MethodNotAllowed(allow) => write!(f, "method not allowed (allowed: {allow})"),
             ApiError::BadQuery(why) => write!(f, "{why}"),
             ApiError::BadConfig(why) => write!(f, "{why}"),
             ApiError::Unauthorized => write!(f, "admin method: missing or wrong Authorization: Bearer token"),

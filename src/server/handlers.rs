@@ -15,6 +15,9 @@ use crate::{
 };
 
 /// Routes one request.
+/// What the native API's port takes (S3's `POST`s aside): a `405`'s `Allow`.
+pub const KEY_METHODS: &str = "GET, HEAD, PUT, DELETE, UNLINK, LIST, REBALANCE, VOLUMES, REPAIR, SNAPSHOT";
+
 pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req, body: &mut Body) -> Result<Reply, ApiError> {
     let ctx = &local.ctx;
     match req.method {
@@ -36,7 +39,7 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req, body: &mut Bo
             empty(conn, 204)
         }
         Some(Method::Volumes | Method::Repair | Method::Snapshot) => admin::method(local, conn, req).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::MethodNotAllowed(KEY_METHODS)),
     }
 }
 
