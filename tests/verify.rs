@@ -636,6 +636,11 @@ fn snapshot_then_restore_serves_every_key_it_held() {
     let (code, err) = run_mkv(&["verify", "-online", &url, "-deep", "-grace", "0s"]);
     assert_eq!(code, Some(0), "{err}");
     assert_whole(&c, &live, &unlinked);
+    // pointed at the admin port by mistake: said so, not "expected value at line 1 column 1"
+    let admin = format!("http://{}", restored.admin_addr().expect("an admin port"));
+    let (code, err) = run_mkv(&["verify", "-online", &admin]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("API address (not its -admin one)"), "{err}");
 }
 
 #[test]

@@ -262,7 +262,7 @@ pub async fn shelve_master(m: &Master, client: &Client, shelf: &mut Shelf) -> an
             if status != 200 {
                 bail!("listing records failed: the master answered {status}");
             }
-            let page: work::Page = serde_json::from_slice(&body).context("bad listing from the master")?;
+            let page = m.listing(&body)?;
             for l in page.keys {
                 let (key, rec) = l.decode()?;
                 shelf.put(&key, state, &rec.encode())?;

@@ -76,6 +76,17 @@ impl Master {
             .map_err(|e| anyhow::anyhow!("cannot reach the master at {}: {}", self.addr, e.cause()))
     }
 
+    /// A page of a listing the master answered. Not one (the `-admin` port answers its
+    /// status page to a listing's GET): says which address was asked.
+    pub fn listing(&self, body: &[u8]) -> anyhow::Result<Page> {
+        serde_json::from_slice(body).with_context(|| {
+            format!(
+                "{} answered a listing with no JSON listing: is it the master's API address (not its -admin one)?",
+                self.addr
+            )
+        })
+    }
+
     /// The volume list in force (`VOLUMES /`).
     pub async fn volumes(&self, client: &Client) -> anyhow::Result<Volumes> {
         #[derive(Deserialize)]
@@ -101,7 +112,7 @@ impl Master {
             if status != 200 {
                 bail!("the master answered {status} to a listing");
             }
-            let page: Page = serde_json::from_slice(&body).context("bad listing from the master")?;
+            let page: Page = self.listing(&body)?;
             if let Some(l) = page.keys.into_iter().next() {
                 let (k, rec) = l.decode()?;
                 if k == key {
