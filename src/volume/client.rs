@@ -5,13 +5,14 @@ use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
     os::fd::AsRawFd,
+    pin::pin,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, select, Either};
 use monoio::{
     buf::{IoBuf, IoBufMut},
     io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
@@ -891,7 +892,7 @@ const PATIENCE_STEP: Duration = Duration::from_millis(100);
 /// reads slowly: the answer can come seconds after the body went out while the volume is
 /// alive and well. So while no byte of the answer came, the wait goes on past `t` as long
 /// as the prober still finds the volume up (a hung one is marked down within about 1.5 s),
-/// looked at every [`PATIENCE_STEP`], up to [`ANSWER_PATIENCE`].
+/// looked at every [`PATIENCE_STEP`] beside one read left running, up to [`ANSWER_PATIENCE`].
 async fn read_head(
     stream: &mut TcpStream,
     server: &str,
@@ -901,7 +902,8 @@ async fn read_head(
     let err_io = |e| Error::Io(server.to_string(), e);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let began = Instant::now();
-    let mut wait = t;
+    // past `t` with no byte while the prober finds the volume up: then the read waits on
+    let mut patient: Option<&Volume> = None;
     loop {
         if buf.len() == buf.capacity() {
             if buf.len() >= MAX_RESPONSE_HEAD {
@@ -910,15 +912,34 @@ async fn read_head(
             buf.reserve(buf.len());
         }
         let (len, cap) = (buf.len(), buf.capacity());
-        let Ok((res, slice)) = monoio::time::timeout(wait, stream.read(buf.slice_mut(len..cap))).await else {
+        let read = stream.read(buf.slice_mut(len..cap));
+        let got = match patient {
+            // not cancelled every step (a cancelled read may drop what it read): the read
+            // runs until it ends, or the volume is found down, or patience ends
+            Some(v) => {
+                let given_up = async {
+                    while v.is_up() && began.elapsed() < ANSWER_PATIENCE {
+                        monoio::time::sleep(PATIENCE_STEP).await;
+                    }
+                };
+                match select(pin!(read), pin!(given_up)).await {
+                    Either::Left((r, _)) => Some(r),
+                    Either::Right(_) => None,
+                }
+            }
+            None => monoio::time::timeout(t, read).await.ok(),
+        };
+        let Some((res, slice)) = got else {
             // the buffer went with the cancelled read: nothing was in it yet
-            if len == 0 && patience.is_some_and(|v| v.is_up()) && began.elapsed() < ANSWER_PATIENCE {
+            if len == 0 && patient.is_none() && patience.is_some_and(|v| v.is_up()) {
                 buf = Vec::with_capacity(1024);
-                wait = PATIENCE_STEP.min(t);
+                patient = patience;
                 continue;
             }
             return Err(Error::Timeout(server.to_string()));
         };
+        // bytes came: the rest of the head is due within `t` again
+        patient = None;
         buf = slice.into_inner();
         if res.map_err(err_io)? == 0 {
             return Err(err_io(std::io::ErrorKind::UnexpectedEof.into()));
