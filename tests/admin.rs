@@ -179,7 +179,7 @@ fn health_follows_the_volumes_and_answers_while_the_api_port_is_full() {
     assert_eq!(health(&admin), (200, "ok: 3 of 3 volumes up\n".to_string()));
     assert_eq!(get(&admin, "/nothing").status, 404);
     let r = request(&admin, "PUT", "/health", &[], b"x");
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "{r:?}");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD, VOLUMES, REPAIR, SNAPSHOT")), "{r:?}");
 
     // the API port full: every -max-conns slot held by an idle client; one more is refused
     let held: Vec<Client> = (0..8).map(|_| Client::connect(&c.addr())).collect();

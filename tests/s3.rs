@@ -915,6 +915,34 @@ fn conditional_writes_hold_for_copies_completes_and_deletes() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+/// A conditional write that meets another write of its key in flight answers `409
+/// ConditionalRequestConflict` (clients retry it): its condition was checked against the
+/// record that write is replacing. It used to wait that write out and go ahead, deleting
+/// the new value its `If-Match` never saw.
+#[test]
+fn a_conditional_write_meeting_a_write_in_flight_is_a_409() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/race", b"").status, 200);
+    assert_eq!(s3_put(&addr, "/race/k", b"old").status, 200);
+    let old = format!("\"{}\"", md5_hex(b"old"));
+    let new = pattern(2 << 20, 3);
+    // a PutObject of the key, half sent: it holds the key while its body comes
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let head = encode_request("PUT", "/race/k", &[UNSIGNED, ("Content-Length", &new.len().to_string())], b"");
+    s.write_all(&head).unwrap();
+    s.write_all(&new[..1 << 20]).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let r = request(&addr, "DELETE", "/race/k", &[UNSIGNED, ("If-Match", &old)], b"");
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.text().contains("<Code>ConditionalRequestConflict</Code>"), "{r:?}");
+    s.write_all(&new[1 << 20..]).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let answer = read_until(&mut s, |t| t.contains("\r\n\r\n"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(s3_get(&addr, "/race/k").body == new, "the new value is kept");
+}
+
 /// A GetObject whose replica dies mid-stream goes on from another replica, from the byte
 /// it stopped at: the client gets the whole object (it got a short body and a close).
 #[test]

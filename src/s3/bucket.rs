@@ -327,9 +327,9 @@ pub async fn delete_objects(
         let write_if = super::meta::Conditions { if_match: o.etag.clone(), ..Default::default() };
         let r = match super::object::check_write(ctx, &native, &write_if, true) {
             Err(f) => Some(f.error),
-            Ok(()) => match super::object::delete_waiting(ctx, &native).await {
+            Ok(()) => match super::object::delete_waiting(ctx, &native, super::object::busy_wait(&write_if)).await {
                 Ok(()) | Err(store::Error::NotFound) => None,
-                Err(e) => Some(super::serve::store_error(e)),
+                Err(e) => Some(super::object::conflict(e.into(), &write_if).error),
             },
         };
         results.push((o.key.clone(), r));

@@ -43,6 +43,8 @@ pub enum S3Error {
     NotModified,
     /// Another write of the same key is in flight (the native API's `409`).
     PreconditionFailed,
+    /// A conditional write that met another write of its key in flight (S3: retry it).
+    ConditionalRequestConflict,
     RequestTimeout,
     RequestTimeTooSkewed,
     ServiceUnavailable(&'static str),
@@ -87,6 +89,7 @@ impl S3Error {
             NotImplemented(_) => (501, "NotImplemented"),
             NotModified => (304, "NotModified"),
             PreconditionFailed => (412, "PreconditionFailed"),
+            ConditionalRequestConflict => (409, "ConditionalRequestConflict"),
             RequestTimeout => (400, "RequestTimeout"),
             RequestTimeTooSkewed => (403, "RequestTimeTooSkewed"),
             ServiceUnavailable(_) => (503, "ServiceUnavailable"),
@@ -144,6 +147,7 @@ impl S3Error {
             NoSuchVersion => "The specified version does not exist (mkv keeps no versions).",
             NotModified => "Not Modified",
             PreconditionFailed => "At least one of the preconditions you specified did not hold.",
+            ConditionalRequestConflict => "A conflicting conditional operation is currently in progress against this resource. Please try again.",
             RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
             RequestTimeTooSkewed => "The difference between the request time and the server's time is too large.",
             SignatureDoesNotMatch => {
@@ -169,7 +173,7 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        let cases: [(S3Error, u16, &str); 28] = [
+        let cases: [(S3Error, u16, &str); 29] = [
             (NoSuchKey, 404, "NoSuchKey"),
             (NoSuchBucket, 404, "NoSuchBucket"),
             (NoSuchUpload, 404, "NoSuchUpload"),
@@ -186,6 +190,7 @@ mod tests {
             (EntityTooLarge, 400, "EntityTooLarge"),
             (InvalidRange, 416, "InvalidRange"),
             (PreconditionFailed, 412, "PreconditionFailed"),
+            (ConditionalRequestConflict, 409, "ConditionalRequestConflict"),
             (NotModified, 304, "NotModified"),
             (MethodNotAllowed, 405, "MethodNotAllowed"),
             (NotImplemented("x"), 501, "NotImplemented"),

@@ -104,6 +104,17 @@ impl Conditions {
         }
     }
 
+    /// A write's own conditions: `If-Match` and `If-None-Match` (S3 reads no date on a write).
+    pub fn for_write(headers: &Headers) -> Conditions {
+        let c = Conditions::from_headers(headers, "");
+        Conditions { if_match: c.if_match, if_none_match: c.if_none_match, ..Conditions::default() }
+    }
+
+    /// A delete's: `If-Match` only, as S3 reads it.
+    pub fn for_delete(headers: &Headers) -> Conditions {
+        Conditions { if_match: Conditions::from_headers(headers, "").if_match, ..Conditions::default() }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Conditions::default()
     }

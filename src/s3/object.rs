@@ -39,19 +39,20 @@ const PIECE: usize = 256 << 10;
 /// two extra system calls cost more than the copy saves).
 const SPLICE_FROM: u64 = 64 << 10;
 
-/// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
-/// last writer wins; the native `409` is for clients that chose to race).
+/// Writes `key` from `src`, waiting up to `busy` while another write of it is in flight
+/// (S3's last writer wins; the native `409` is for clients that chose to race).
 pub async fn put_waiting<S: Source>(
     ctx: &Ctx,
     key: &[u8],
     src: &mut S,
     opts: &PutOpts,
+    busy: Duration,
 ) -> Result<Record, Failed<S::Error>> {
     let began = std::time::Instant::now();
     loop {
         match write::put(ctx, key, src, opts).await {
             // refused at the claim, before any byte was read: safe to try again
-            Err(Failed::Store(store::Error::InFlight)) if began.elapsed() < BUSY_WAIT => {
+            Err(Failed::Store(store::Error::InFlight)) if began.elapsed() < busy => {
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
             r => return r,
@@ -61,11 +62,11 @@ pub async fn put_waiting<S: Source>(
 
 /// Deletes `key`, waiting like [`put_waiting`] while another write of it is in flight (S3
 /// has no `409` for a delete: the client would see a `503 SlowDown`).
-pub async fn delete_waiting(ctx: &Ctx, key: &[u8]) -> Result<(), store::Error> {
+pub async fn delete_waiting(ctx: &Ctx, key: &[u8], busy: Duration) -> Result<(), store::Error> {
     let began = std::time::Instant::now();
     loop {
         match remove::delete(ctx, key, ctx.shared.cfg.protect).await {
-            Err(store::Error::InFlight) if began.elapsed() < BUSY_WAIT => {
+            Err(store::Error::InFlight) if began.elapsed() < busy => {
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
             r => return r,
@@ -98,9 +99,9 @@ pub async fn put(
     let stored = Stored { etag: None, headers: meta.headers };
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
     let mut src = S3Body::new(conn, body, payload);
-    let r = put_waiting(ctx, &key, &mut src, &opts).await;
+    let r = put_waiting(ctx, &key, &mut src, &opts, busy_wait(conditions)).await;
     let (broken, finished) = (src.broken, src.finished.take());
-    let rec = r.map_err(|e| write_failure(e, broken))?;
+    let rec = r.map_err(|e| conflict(write_failure(e, broken), conditions))?;
     start(conn, 200, &req.request_id);
     let tag = format!("\"{}\"", etag(&rec, &Stored::default()));
     response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
@@ -108,6 +109,25 @@ pub async fn put(
         response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
     }
     Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
+}
+
+/// How long a write waits out another write of its key: [`BUSY_WAIT`], but not at all when
+/// it is conditional. Its condition was checked against the record before that write, which
+/// may change it: `409 ConditionalRequestConflict` ([`conflict`]), which S3 clients retry.
+pub fn busy_wait(write_if: &Conditions) -> Duration {
+    if write_if.is_empty() {
+        BUSY_WAIT
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// A conditional write refused because another write of its key was in flight says so.
+pub fn conflict(mut f: Failure, write_if: &Conditions) -> Failure {
+    if !write_if.is_empty() && f.error == S3Error::SlowDown {
+        f.error = S3Error::ConditionalRequestConflict;
+    }
+    f
 }
 
 /// A write's own preconditions (`If-Match`, `If-None-Match: *`, ...) against the object it
@@ -326,10 +346,10 @@ pub async fn delete(
     write_if: &Conditions,
 ) -> Result<Answer, Failure> {
     check_write(ctx, &obj.native_key(), write_if, true)?;
-    match delete_waiting(ctx, &obj.native_key()).await {
+    match delete_waiting(ctx, &obj.native_key(), busy_wait(write_if)).await {
         // S3: deleting what is not there succeeds
         Ok(()) | Err(store::Error::NotFound) => Ok(ok(conn, req, 204, None)),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(conflict(e.into(), write_if)),
     }
 }
 
@@ -364,9 +384,12 @@ pub async fn copy(
     let opts =
         PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
     let mut src = Reader { client: &ctx.client, d: opened.body };
-    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts).await.map_err(|e| match e {
-        Failed::Store(e) => Failure::from(e),
-        Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
+    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts, busy_wait(write_if)).await.map_err(|e| {
+        let f = match e {
+            Failed::Store(e) => Failure::from(e),
+            Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
+        };
+        conflict(f, write_if)
     })?;
     let body = xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64);
     Ok(ok(conn, req, 200, Some(body)))

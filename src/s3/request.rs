@@ -431,28 +431,26 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
                     source,
                     meta,
                     conditions: Conditions::from_headers(headers, "x-amz-copy-source-"),
-                    write_if: Conditions::from_headers(headers, ""),
+                    write_if: Conditions::for_write(headers),
                 }
             } else {
                 Op::PutObject {
                     meta: Metadata::from_headers(headers)?,
-                    conditions: Conditions::from_headers(headers, ""),
+                    conditions: Conditions::for_write(headers),
                     obj,
                 }
             }
         }
         "DELETE" => match upload_id {
             Some(upload_id) => Op::AbortMultipartUpload { obj, upload_id },
-            None => Op::DeleteObject { obj, write_if: Conditions::from_headers(headers, "") },
+            None => Op::DeleteObject { obj, write_if: Conditions::for_delete(headers) },
         },
         "POST" if q.has("uploads") => {
             refuse_unsupported(headers)?;
             Op::CreateMultipartUpload { meta: Metadata::from_headers(headers)?, obj }
         }
         "POST" => match upload_id {
-            Some(upload_id) => {
-                Op::CompleteMultipartUpload { obj, upload_id, write_if: Conditions::from_headers(headers, "") }
-            }
+            Some(upload_id) => Op::CompleteMultipartUpload { obj, upload_id, write_if: Conditions::for_write(headers) },
             None => Op::NotImplemented("POST to an object without ?uploads or ?uploadId"),
         },
         _ => return Err(S3Error::MethodNotAllowed),

@@ -41,6 +41,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What the admin port takes: its pages, and the admin methods (a `405`'s `Allow`).
+const ADMIN_METHODS: &str = "GET, HEAD, VOLUMES, REPAIR, SNAPSHOT";
+
 /// Routes a request on the admin port.
 pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Reply, ApiError> {
     let read = matches!(req.method, Some(Method::Get | Method::Head));
@@ -64,7 +67,7 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Rep
             response::header(&mut conn.out, "Content-Type", &[b"text/html; charset=utf-8"]);
             Ok(Reply::Body(html.into_bytes()))
         }
-        (_, b"/metrics" | b"/health" | b"/") => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+        (_, b"/metrics" | b"/health" | b"/") => Err(ApiError::MethodNotAllowed(ADMIN_METHODS)),
         _ => {
             response::start(&mut conn.out, 404);
             response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
