@@ -16,7 +16,7 @@ use crate::{
         relocate::{self, Outcome},
         Ctx, Error, Shared, REBALANCED_TO,
     },
-    volume::{Client, Topology},
+    volume::{self, Client, Topology},
 };
 
 /// Keys read from the index (or a listing page) per round of work.
@@ -40,7 +40,9 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             if e.contains("locked") { "; to rebalance a running master use -online http://host:port" } else { "" }
         )
     })?;
-    let shared = Arc::new(Shared::new(cfg, index, false)?);
+    // probed as the server's are: a volume marked down by one timeout is found up again
+    // (unprobed, it stayed down for the rest of the run, failing every key it held)
+    let shared = Arc::new(Shared::new(cfg, index, true)?);
     let down: Vec<String> = shared.topology().all().filter(|v| !v.is_up()).map(|v| v.name.clone()).collect();
     if !down.is_empty() {
         bail!("volume(s) {} unreachable: a rebalance needs every target up", down.join(", "));
@@ -49,6 +51,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let mut rt = runtime()?;
     rt.block_on(async {
         let ctx = Rc::new(Ctx::new(shared.clone()));
+        let mut again = Vec::new();
         for state in [State::Live, State::Unlinked] {
             let mut start: Vec<u8> = Vec::new();
             loop {
@@ -66,24 +69,23 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
                     scan.status()?;
                 }
                 let last_page = keys.len() < BATCH || start <= *keys.last().unwrap_or(&start);
-                let mut work = FuturesUnordered::new();
-                let mut it = keys.into_iter();
-                loop {
-                    while work.len() < opts.concurrency {
-                        let Some(k) = it.next() else { break };
-                        let ctx = ctx.clone();
-                        work.push(async move {
-                            let r = relocate::one(&ctx, &k, opts.dry_run).await;
-                            (k, r)
-                        });
-                    }
-                    let Some((k, r)) = work.next().await else { break };
-                    record(&progress, &k, r);
-                }
+                relocate_all(&ctx, keys, &opts, &progress, Some(&mut again)).await;
                 if last_page {
                     break;
                 }
             }
+        }
+        if !again.is_empty() {
+            progress.println(&format!(
+                "trying again {} keys whose volume timed out, dropped the connection or was down",
+                again.len()
+            ));
+            // the fault marked the volume down: the prober finds it up again within a second
+            let began = std::time::Instant::now();
+            while shared.topology().all().any(|v| !v.is_up()) && began.elapsed() < AGAIN_WAIT {
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+            relocate_all(&ctx, std::mem::take(&mut again), &opts, &progress, None).await;
         }
         if !opts.dry_run {
             shared.index.set_meta(REBALANCED_TO, shared.cfg.volumes.join(",").as_bytes())?;
@@ -93,6 +95,44 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     // the next start of the master has no log to replay
     shared.index.flush().context("cannot flush the index")?;
     progress.finish()
+}
+
+/// Keys kept for one more try after the pass ([`relocate_all`]); past that, they fail at once.
+const AGAIN_MAX: usize = 100_000;
+/// Longest wait, before that try, for every volume to be up again.
+const AGAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Relocates `keys`, `-concurrency` at a time. A key whose volume timed out, dropped the
+/// connection or was marked down for it goes to `again` when given (a stall of a second,
+/// seen once in a million keys under load, should not need a rerun); every other outcome is
+/// counted.
+async fn relocate_all(
+    ctx: &Rc<Ctx>,
+    keys: Vec<Vec<u8>>,
+    opts: &Options,
+    progress: &Progress,
+    mut again: Option<&mut Vec<Vec<u8>>>,
+) {
+    let mut work = FuturesUnordered::new();
+    let mut it = keys.into_iter();
+    loop {
+        while work.len() < opts.concurrency {
+            let Some(k) = it.next() else { break };
+            let (ctx, dry_run) = (ctx.clone(), opts.dry_run);
+            work.push(async move {
+                let r = relocate::one(&ctx, &k, dry_run).await;
+                (k, r)
+            });
+        }
+        let Some((k, r)) = work.next().await else { break };
+        match (again.as_deref_mut(), r) {
+            (
+                Some(a),
+                Err(Error::Volume(volume::Error::Timeout(_) | volume::Error::Io(..) | volume::Error::Down(_))),
+            ) if a.len() < AGAIN_MAX => a.push(k),
+            (_, r) => record(progress, &k, r),
+        }
+    }
 }
 
 fn record(progress: &Progress, key: &[u8], r: Result<Outcome, Error>) {

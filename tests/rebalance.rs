@@ -10,6 +10,7 @@ use std::{
         Arc, Mutex,
     },
     thread,
+    time::Duration,
 };
 
 use common::layout::*;
@@ -114,6 +115,71 @@ fn five_to_three_to_five_volumes_loses_nothing_and_leaves_no_stray_file() {
         master.restart_with(to, &flags());
         check(&master, &vols, to, &live, &unlinked);
     }
+}
+
+/// A volume that stalls once past -voltimeout while the keys move (seen once in a million
+/// keys under load): the keys it held up are tried again after the pass, once the prober
+/// finds it up, and the run ends clean. The stalled key failed, and the volume stayed
+/// marked down for the rest of the run (no prober ran), failing every key it held.
+#[test]
+fn a_volume_that_stalls_once_fails_no_key() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let (stalling, armed) = stall_once_proxy(vols[0].addr(), Duration::from_millis(2500));
+    let mut four = addrs(&vols);
+    four[0] = stalling;
+    let mut master = Master::start_on(&four[..3], &flags());
+    let (live, _) = fill(&master, 40);
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    armed.store(true, Ordering::SeqCst);
+    let (code, err) = rebalance(&four, &["-db", &db]);
+    assert!(!armed.load(Ordering::SeqCst), "no GET went through the stalling volume: {err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("trying again "), "{err}");
+    assert!(!err.contains("failed:"), "{err}");
+    master.restart_with(&four, &flags());
+    for key in &live {
+        assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
+    }
+}
+
+/// A TCP proxy to `upstream` that, once armed, holds the first GET it sees for `hold`
+/// before passing it on (and disarms); everything else passes as it comes.
+fn stall_once_proxy(upstream: String, hold: Duration) -> (String, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut client_back, mut up_back) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut up_back, &mut client_back);
+                let _ = client_back.shutdown(std::net::Shutdown::Both);
+            });
+            let arm = arm.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].starts_with(b"GET ") && arm.swap(false, Ordering::SeqCst) {
+                        thread::sleep(hold);
+                    }
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, armed)
 }
 
 #[test]
