@@ -74,11 +74,44 @@ const MONTHS: [&[u8; 3]; 12] =
     [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
 const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 
-/// An HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) → Unix seconds. The other
-/// two obsolete forms are not accepted: a date that does not parse is ignored by the
-/// conditional headers, as RFC 9110 says.
+/// An HTTP date → Unix seconds: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) and the two
+/// obsolete forms. A date that does not parse is ignored by the conditional headers, as
+/// RFC 9110 says.
 pub fn parse_http_date(s: &[u8]) -> Option<i64> {
     let s = s.trim_ascii();
+    // RFC 9110 §5.6.7: a recipient accepts all three forms, though only the first is sent
+    imf_fixdate(s).or_else(|| rfc850(s)).or_else(|| asctime(s))
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`; a two-digit year from 70 is 19xx, else 20xx.
+fn rfc850(s: &[u8]) -> Option<i64> {
+    let comma = s.iter().position(|&b| b == b',')?;
+    let r = s.get(comma + 1..)?.strip_prefix(b" ")?;
+    if r.len() != 22 || r[2] != b'-' || r[6] != b'-' || r[9] != b' ' || r[12] != b':' || r[15] != b':' {
+        return None;
+    }
+    if &r[18..] != b" GMT" {
+        return None;
+    }
+    let yy = digits(&r[7..9])? as i64;
+    let month = MONTHS.iter().position(|m| &r[3..6] == *m)? as u32 + 1;
+    let year = if yy >= 70 { 1900 + yy } else { 2000 + yy };
+    to_unix(year, month, digits(&r[..2])?, digits(&r[10..12])?, digits(&r[13..15])?, digits(&r[16..18])?)
+}
+
+/// C's asctime: `Sun Nov  6 08:49:37 1994` (the day padded with a space).
+fn asctime(s: &[u8]) -> Option<i64> {
+    if s.len() != 24 || s[3] != b' ' || s[7] != b' ' || s[10] != b' ' || s[13] != b':' || s[16] != b':' || s[19] != b' '
+    {
+        return None;
+    }
+    let month = MONTHS.iter().position(|m| &s[4..7] == *m)? as u32 + 1;
+    let day = digits(s[8..10].trim_ascii_start())?;
+    to_unix(digits(&s[20..])? as i64, month, day, digits(&s[11..13])?, digits(&s[14..16])?, digits(&s[17..19])?)
+}
+
+/// IMF-fixdate, the form HTTP sends.
+fn imf_fixdate(s: &[u8]) -> Option<i64> {
     // "Sun, 06 Nov 1994 08:49:37 GMT": the weekday is not checked against the date
     if s.len() != 29 || &s[3..5] != b", " || &s[25..] != b" GMT" || s[7] != b' ' || s[11] != b' ' || s[16] != b' ' {
         return None;
@@ -147,7 +180,13 @@ mod tests {
         assert_eq!(parse_http_date(b"Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
         assert_eq!(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        // the two obsolete forms a recipient must still accept (RFC 9110 §5.6.7)
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 GMT"), Some(784111777));
+        assert_eq!(parse_http_date(b"Sun Nov  6 08:49:37 1994"), Some(784111777));
+        assert_eq!(parse_http_date(b"Thu Feb 29 23:59:59 2024"), Some(1709251199));
+        assert_eq!(parse_http_date(b"Thursday, 29-Feb-24 23:59:59 GMT"), Some(1709251199));
+        assert_eq!(parse_http_date(b"Sunday, 06-Nov-94 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date(b"Sun Nov 6 08:49:37 1994"), None);
         assert_eq!(parse_http_date(b"Sun, 06 Foo 1994 08:49:37 GMT"), None);
         for secs in [0, 951782400, 1369353600, 1709251199, 4102444800] {
             assert_eq!(parse_http_date(http_date(secs).as_bytes()), Some(secs));
