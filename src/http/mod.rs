@@ -270,6 +270,15 @@ pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// A decimal number, digits only (no sign, not empty); past `u64`, `u64::MAX`: a count or
+/// a byte position that large means "all", not a malformed request.
+pub fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
+}
+
 /// Decodes a query value onto `out` as form encoders write it (Python's `requests`, Go's
 /// `url.Values`, which minikeyvalue reads with): `%XX`, and `+` for a space. A `+` itself
 /// comes as `%2B`, as [`percent_encode`] writes it.

@@ -168,12 +168,7 @@ impl ByteRange {
         let dash = spec.iter().position(|&b| b == b'-')?;
         // digits only; a number past u64 is as good as u64::MAX (a last byte past any size
         // means the end, a first one past it is unsatisfiable: 416), not a header to ignore
-        let num = |s: &[u8]| -> Option<u64> {
-            if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            Some(s.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
-        };
+        let num = crate::http::decimal;
         let (a, b) = (&spec[..dash], &spec[dash + 1..]);
         if a.is_empty() {
             return Some(ByteRange::Suffix(num(b)?));

@@ -235,10 +235,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
 
 /// A query value that must be a number (digits only; past `usize`, the largest).
 fn count(value: &[u8]) -> Result<usize, ()> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return Err(());
-    }
-    Ok(value.iter().fold(0usize, |n, &d| n.saturating_mul(10).saturating_add((d - b'0') as usize)))
+    http::decimal(value).map(|n| usize::try_from(n).unwrap_or(usize::MAX)).ok_or(())
 }
 
 /// A query value that must be text.
