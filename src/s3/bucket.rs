@@ -325,13 +325,7 @@ pub async fn delete_objects(
     for o in &asked.objects {
         let native = super::request::Object { bucket: bucket.to_string(), key: o.key.clone() }.native_key();
         let write_if = super::meta::Conditions { if_match: o.etag.clone(), ..Default::default() };
-        let r = match super::object::check_write(ctx, &native, &write_if, true) {
-            Err(f) => Some(f.error),
-            Ok(()) => match super::object::delete_waiting(ctx, &native, super::object::busy_wait(&write_if)).await {
-                Ok(()) | Err(store::Error::NotFound) => None,
-                Err(e) => Some(super::object::conflict(e.into(), &write_if).error),
-            },
-        };
+        let r = super::object::delete_if(ctx, &native, &write_if).await.err().map(|f| f.error);
         results.push((o.key.clone(), r));
     }
     let outcomes: Vec<xml::Deleted> = results

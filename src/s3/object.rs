@@ -39,15 +39,17 @@ const PIECE: usize = 256 << 10;
 /// two extra system calls cost more than the copy saves).
 const SPLICE_FROM: u64 = 64 << 10;
 
-/// Writes `key` from `src`, waiting up to `busy` while another write of it is in flight
-/// (S3's last writer wins; the native `409` is for clients that chose to race).
+/// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
+/// last writer wins; the native `409` is for clients that chose to race), but not when the
+/// write has conditions of its own ([`busy_wait`]).
 pub async fn put_waiting<S: Source>(
     ctx: &Ctx,
     key: &[u8],
     src: &mut S,
     opts: &PutOpts,
-    busy: Duration,
+    write_if: &Conditions,
 ) -> Result<Record, Failed<S::Error>> {
+    let busy = busy_wait(write_if);
     let began = std::time::Instant::now();
     loop {
         match write::put(ctx, key, src, opts).await {
@@ -60,16 +62,20 @@ pub async fn put_waiting<S: Source>(
     }
 }
 
-/// Deletes `key`, waiting like [`put_waiting`] while another write of it is in flight (S3
-/// has no `409` for a delete: the client would see a `503 SlowDown`).
-pub async fn delete_waiting(ctx: &Ctx, key: &[u8], busy: Duration) -> Result<(), store::Error> {
+/// DeleteObject of `key` (also each of DeleteObjects) under its conditions, waiting like
+/// [`put_waiting`] while another write of it is in flight (S3 has no `409` for a plain
+/// delete: the client would see a `503 SlowDown`). Deleting what is not there succeeds.
+pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions) -> Result<(), Failure> {
+    check_write(ctx, key, write_if, true)?;
+    let busy = busy_wait(write_if);
     let began = std::time::Instant::now();
     loop {
         match remove::delete(ctx, key, ctx.shared.cfg.protect).await {
             Err(store::Error::InFlight) if began.elapsed() < busy => {
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
-            r => return r,
+            Ok(()) | Err(store::Error::NotFound) => return Ok(()),
+            Err(e) => return Err(conflict(e.into(), write_if)),
         }
     }
 }
@@ -99,7 +105,7 @@ pub async fn put(
     let stored = Stored { etag: None, headers: meta.headers };
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
     let mut src = S3Body::new(conn, body, payload);
-    let r = put_waiting(ctx, &key, &mut src, &opts, busy_wait(conditions)).await;
+    let r = put_waiting(ctx, &key, &mut src, &opts, conditions).await;
     let (broken, finished) = (src.broken, src.finished.take());
     let rec = r.map_err(|e| conflict(write_failure(e, broken), conditions))?;
     start(conn, 200, &req.request_id);
@@ -114,7 +120,7 @@ pub async fn put(
 /// How long a write waits out another write of its key: [`BUSY_WAIT`], but not at all when
 /// it is conditional. Its condition was checked against the record before that write, which
 /// may change it: `409 ConditionalRequestConflict` ([`conflict`]), which S3 clients retry.
-pub fn busy_wait(write_if: &Conditions) -> Duration {
+fn busy_wait(write_if: &Conditions) -> Duration {
     if write_if.is_empty() {
         BUSY_WAIT
     } else {
@@ -345,12 +351,8 @@ pub async fn delete(
     obj: &Object,
     write_if: &Conditions,
 ) -> Result<Answer, Failure> {
-    check_write(ctx, &obj.native_key(), write_if, true)?;
-    match delete_waiting(ctx, &obj.native_key(), busy_wait(write_if)).await {
-        // S3: deleting what is not there succeeds
-        Ok(()) | Err(store::Error::NotFound) => Ok(ok(conn, req, 204, None)),
-        Err(e) => Err(conflict(e.into(), write_if)),
-    }
+    delete_if(ctx, &obj.native_key(), write_if).await?;
+    Ok(ok(conn, req, 204, None))
 }
 
 /// CopyObject: the source streamed from one of its replicas into the destination's
@@ -384,7 +386,7 @@ pub async fn copy(
     let opts =
         PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
     let mut src = Reader { client: &ctx.client, d: opened.body };
-    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts, busy_wait(write_if)).await.map_err(|e| {
+    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts, write_if).await.map_err(|e| {
         let f = match e {
             Failed::Store(e) => Failure::from(e),
             Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),

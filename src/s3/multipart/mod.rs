@@ -11,7 +11,7 @@ use super::{
     checksum::multipart_etag,
     error::S3Error,
     meta::{Conditions, Metadata},
-    object::{busy_wait, conflict, put_waiting, write_failure},
+    object::{conflict, put_waiting, write_failure},
     payload::Payload,
     request::Object,
     serve::{ok, small_body, start, Answer, Failure, Req},
@@ -502,7 +502,7 @@ pub async fn complete(
     let total = chosen.iter().map(|p| p.size).sum();
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
     let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
-    put_waiting(ctx, &u.key, &mut src, &opts, busy_wait(write_if))
+    put_waiting(ctx, &u.key, &mut src, &opts, write_if)
         .await
         .map_err(|e| conflict(write_failure(e, false), write_if))?;
     // the object is in place: the parts (listed or not) and the upload go
