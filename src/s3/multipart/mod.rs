@@ -161,6 +161,13 @@ fn leave_for_sweep(ctx: &Ctx, p: &Part, why: &volume::Error) {
     }
 }
 
+/// Deletes `p`'s files, or notes them for [`sweep`] when a volume cannot delete them now.
+async fn delete_files(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
+    if let Err(why) = ctx.client.delete_all(topo, &targets(&p.replicas, &p.path())).await {
+        leave_for_sweep(ctx, p, &why);
+    }
+}
+
 /// Deletes the files of ended uploads' parts that a volume down kept ([`forget`] noted
 /// them); the server runs it while it runs. How many parts it cleared.
 pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
@@ -291,28 +298,23 @@ async fn write_part<S: Source<Error = S3Error>>(
         return Err(Failed::Store(store::Error::Volume(volume::Error::Down(server))));
     }
     let file = format!("{id}.{n}.{}", write::temp_id());
-    let to = targets(&replicas, &format!("{PARTS_DIR}/{file}"));
-    let w = match write::send_all(ctx, &topo, &to, src, true).await {
+    let mut part = Part { size: 0, md5: [0; 16], mtime_ms: 0, file, replicas };
+    let w = match write::send_all(ctx, &topo, &targets(&part.replicas, &part.path()), src, true).await {
         Ok(w) => w,
         Err(e) => {
-            if let Err(why) = ctx.client.delete_all(&topo, &to).await {
-                // what some replicas took: a part of no upload, for the sweep to delete
-                let lost = Part { size: 0, md5: [0; 16], mtime_ms: now_ms(), file, replicas };
-                leave_for_sweep(ctx, &lost, &why);
-            }
+            // what some replicas took: a part of no upload
+            delete_files(ctx, &topo, &part).await;
             return Err(e);
         }
     };
-    let part = Part { size: w.size, md5: w.md5.unwrap_or_default(), mtime_ms: now_ms(), file, replicas };
+    (part.size, part.md5, part.mtime_ms) = (w.size, w.md5.unwrap_or_default(), now_ms());
     // Abort and Complete hold the upload's lock while they read its parts and forget them:
     // a part is recorded under that lock and only while the upload still exists, or its
     // files go (recorded after them, it would be a part of no upload, never deleted)
     let held = match hold_upload(ctx, id).await {
         Ok(held) => held,
         Err(e) => {
-            if let Err(why) = ctx.client.delete_all(&topo, &to).await {
-                leave_for_sweep(ctx, &part, &why);
-            }
+            delete_files(ctx, &topo, &part).await;
             return Err(e);
         }
     };
@@ -323,9 +325,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     // -sync: a part acknowledged is on disk like a value
     ctx.durable().await?;
     if let Some(old) = old {
-        if let Err(why) = ctx.client.delete_all(&topo, &targets(&old.replicas, &old.path())).await {
-            leave_for_sweep(ctx, &old, &why);
-        }
+        delete_files(ctx, &topo, &old).await;
     }
     Ok(part)
 }
