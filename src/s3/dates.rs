@@ -87,27 +87,22 @@ pub fn parse_http_date(s: &[u8]) -> Option<i64> {
 fn rfc850(s: &[u8]) -> Option<i64> {
     let comma = s.iter().position(|&b| b == b',')?;
     let r = s.get(comma + 1..)?.strip_prefix(b" ")?;
-    if r.len() != 22 || r[2] != b'-' || r[6] != b'-' || r[9] != b' ' || r[12] != b':' || r[15] != b':' {
-        return None;
-    }
-    if &r[18..] != b" GMT" {
+    if r.len() != 22 || r[2] != b'-' || r[6] != b'-' || r[9] != b' ' || &r[18..] != b" GMT" {
         return None;
     }
     let yy = digits(&r[7..9])? as i64;
-    let month = MONTHS.iter().position(|m| &r[3..6] == *m)? as u32 + 1;
     let year = if yy >= 70 { 1900 + yy } else { 2000 + yy };
-    to_unix(year, month, digits(&r[..2])?, digits(&r[10..12])?, digits(&r[13..15])?, digits(&r[16..18])?)
+    let (h, mi, sec) = clock(&r[10..18])?;
+    to_unix(year, month(&r[3..6])?, digits(&r[..2])?, h, mi, sec)
 }
 
 /// C's asctime: `Sun Nov  6 08:49:37 1994` (the day padded with a space).
 fn asctime(s: &[u8]) -> Option<i64> {
-    if s.len() != 24 || s[3] != b' ' || s[7] != b' ' || s[10] != b' ' || s[13] != b':' || s[16] != b':' || s[19] != b' '
-    {
+    if s.len() != 24 || s[3] != b' ' || s[7] != b' ' || s[10] != b' ' || s[19] != b' ' {
         return None;
     }
-    let month = MONTHS.iter().position(|m| &s[4..7] == *m)? as u32 + 1;
-    let day = digits(s[8..10].trim_ascii_start())?;
-    to_unix(digits(&s[20..])? as i64, month, day, digits(&s[11..13])?, digits(&s[14..16])?, digits(&s[17..19])?)
+    let (h, mi, sec) = clock(&s[11..19])?;
+    to_unix(digits(&s[20..])? as i64, month(&s[4..7])?, digits(s[8..10].trim_ascii_start())?, h, mi, sec)
 }
 
 /// IMF-fixdate, the form HTTP sends.
@@ -116,18 +111,21 @@ fn imf_fixdate(s: &[u8]) -> Option<i64> {
     if s.len() != 29 || &s[3..5] != b", " || &s[25..] != b" GMT" || s[7] != b' ' || s[11] != b' ' || s[16] != b' ' {
         return None;
     }
-    if s[19] != b':' || s[22] != b':' {
+    let (h, mi, sec) = clock(&s[17..25])?;
+    to_unix(digits(&s[12..16])? as i64, month(&s[8..11])?, digits(&s[5..7])?, h, mi, sec)
+}
+
+/// `Nov` → 11.
+fn month(name: &[u8]) -> Option<u32> {
+    MONTHS.iter().position(|m| name == *m).map(|i| i as u32 + 1)
+}
+
+/// `08:49:37` → (8, 49, 37).
+fn clock(t: &[u8]) -> Option<(u32, u32, u32)> {
+    if t.len() != 8 || t[2] != b':' || t[5] != b':' {
         return None;
     }
-    let month = MONTHS.iter().position(|m| &s[8..11] == *m)? as u32 + 1;
-    to_unix(
-        digits(&s[12..16])? as i64,
-        month,
-        digits(&s[5..7])?,
-        digits(&s[17..19])?,
-        digits(&s[20..22])?,
-        digits(&s[23..25])?,
-    )
+    Some((digits(&t[..2])?, digits(&t[3..5])?, digits(&t[6..])?))
 }
 
 /// Unix seconds → IMF-fixdate, for `Last-Modified`.
