@@ -578,7 +578,6 @@ fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
 /// `tick` (its receive buffer kept small, so the master's writes wait on it), as a volume
 /// whose disk writeback throttles it takes a body; answers come back at once.
 fn start_throttled_proxy(upstream: String, step: usize, tick: Duration) -> String {
-    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let small: libc::c_int = 16 << 10;
@@ -592,29 +591,7 @@ fn start_throttled_proxy(upstream: String, step: usize, tick: Duration) -> Strin
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut down) = conn else { continue };
-            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
-            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-            thread::spawn(move || {
-                let mut buf = vec![0u8; step];
-                while let Ok(n) = down.read(&mut buf) {
-                    if n == 0 || up.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                    thread::sleep(tick);
-                }
-                let _ = up.shutdown(std::net::Shutdown::Write);
-            });
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut up2, &mut down2);
-                let _ = down2.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    addr
+    proxy(listener, upstream, step, move |_| thread::sleep(tick))
 }
 
 #[test]

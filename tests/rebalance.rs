@@ -146,37 +146,12 @@ fn a_volume_that_stalls_once_fails_no_key() {
 /// A TCP proxy to `upstream` that, once armed, holds the first GET it sees for `hold`
 /// before passing it on (and disarms); everything else passes as it comes.
 fn stall_once_proxy(upstream: String, hold: Duration) -> (String, Arc<AtomicBool>) {
-    use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let armed = Arc::new(AtomicBool::new(false));
     let arm = armed.clone();
-    thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { continue };
-            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
-            let (mut client_back, mut up_back) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut up_back, &mut client_back);
-                let _ = client_back.shutdown(std::net::Shutdown::Both);
-            });
-            let arm = arm.clone();
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    let n = match client.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if buf[..n].starts_with(b"GET ") && arm.swap(false, Ordering::SeqCst) {
-                        thread::sleep(hold);
-                    }
-                    if up.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = up.shutdown(std::net::Shutdown::Both);
-            });
+    let addr = proxy(listener, upstream, 64 << 10, move |sent| {
+        if sent.starts_with(b"GET ") && arm.swap(false, Ordering::SeqCst) {
+            thread::sleep(hold);
         }
     });
     (addr, armed)

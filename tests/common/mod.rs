@@ -21,6 +21,45 @@ use std::time::{Duration, Instant};
 /// How long a process may take to come up, or a polled condition to become true.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A TCP proxy on `listener` to `upstream`, standing in for a volume that misbehaves: what a
+/// client sends goes up in reads of at most `chunk` bytes, each shown first to `hook` (which
+/// may sleep: a slow or stalling volume); answers come back as they are. Returns its address.
+pub fn proxy(
+    listener: TcpListener,
+    upstream: String,
+    chunk: usize,
+    hook: impl Fn(&[u8]) + Send + Sync + 'static,
+) -> String {
+    let addr = listener.local_addr().unwrap().to_string();
+    let hook = Arc::new(hook);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = TcpStream::connect(&upstream) else { continue };
+            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let hook = hook.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; chunk];
+                while let Ok(n) = down.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    hook(&buf[..n]);
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = up.shutdown(std::net::Shutdown::Write);
+            });
+            thread::spawn(move || {
+                let _ = io::copy(&mut up2, &mut down2);
+                let _ = down2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
 /// A port nobody listens on now and that this test process has not handed out before
 /// (volumes listen with SO_REUSEPORT, so two of them on one port would both start).
 pub fn free_port() -> u16 {
