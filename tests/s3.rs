@@ -943,6 +943,49 @@ fn a_conditional_write_meeting_a_write_in_flight_is_a_409() {
     assert!(s3_get(&addr, "/race/k").body == new, "the new value is kept");
 }
 
+/// A conditional CopyObject whose destination is written while the copy opens its source:
+/// the condition was checked before the copy held the key, so the copy went on over a value
+/// its `If-None-Match: *` never saw. Now the condition is checked under the copy's claim of
+/// the key: the PutObject waits for the copy and replaces its result, never the reverse.
+#[test]
+fn a_copys_condition_holds_while_its_source_is_opened() {
+    let vol = Volume::new();
+    let src_file = common::layout::key_path("/ccp/src");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // the volume takes 1.5 s to answer a GET of the source's file
+    let slow = proxy(listener, vol.addr(), 64 << 10, move |sent| {
+        if sent.starts_with(b"GET ") && String::from_utf8_lossy(sent).contains(&src_file) {
+            thread::sleep(Duration::from_millis(1500));
+        }
+    });
+    let extra = ["-replicas", "1", "-subvolumes", "1", "-threads", "2", "-voltimeout", "5s"];
+    let master = Master::start_on(&[slow], &extra);
+    let addr = master.addr();
+    let r = s3_put(&addr, "/ccp/src", b"copied");
+    assert_eq!(r.status, 200, "{r:?}");
+    let began = Instant::now();
+    let copy = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let h = [UNSIGNED, ("x-amz-copy-source", "/ccp/src"), ("If-None-Match", "*")];
+            let r = request(&addr, "PUT", "/ccp/dst", &h, b"");
+            (r, began.elapsed())
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let put = s3_put(&addr, "/ccp/dst", b"written");
+    let put_at = began.elapsed();
+    let (copy, copy_at) = copy.join().unwrap();
+    assert_eq!(put.status, 200, "{put:?}");
+    match copy.status {
+        // the copy held the key first: the PutObject came after it and replaced it
+        200 => assert!(put_at > copy_at, "the PutObject ({put_at:?}) answered before the copy ({copy_at:?})"),
+        412 => {}
+        _ => panic!("{copy:?}"),
+    }
+    assert_eq!(s3_get(&addr, "/ccp/dst").body, b"written");
+}
+
 /// A GetObject whose replica dies mid-stream goes on from another replica, from the byte
 /// it stopped at: the client gets the whole object (it got a short body and a close).
 #[test]

@@ -26,57 +26,57 @@ use crate::{
         self,
         read::{self, Reader},
         remove,
-        write::{self, Failed, PutOpts, Source},
-        Ctx,
+        write::{self, Failed, PutOpts},
+        Ctx, KeyGuard,
     },
 };
 
 /// How long a write waits for another write of the same key to end before `503 SlowDown`.
-const BUSY_WAIT: Duration = Duration::from_secs(5);
+pub const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// Largest piece of a value read from a replica and written to the client at once.
 const PIECE: usize = 256 << 10;
 /// Bodies longer than this are spliced from the volume to the client (below it, the pipe's
 /// two extra system calls cost more than the copy saves).
 const SPLICE_FROM: u64 = 64 << 10;
 
-/// Writes `key` from `src`, waiting a little while another write of it is in flight (S3's
-/// last writer wins; the native `409` is for clients that chose to race), but not when the
-/// write has conditions of its own ([`busy_wait`]).
-pub async fn put_waiting<S: Source>(
-    ctx: &Ctx,
+/// Claims `key` for a write under its conditions (`If-Match`, `If-None-Match`): waits a
+/// little while another write of it is in flight (S3's last writer wins; the native `409`
+/// is for clients that chose to race), but not when the write is conditional
+/// (`409 ConditionalRequestConflict`, which S3 clients retry). The conditions are checked
+/// under the claim, so no other write can land between the check and this one.
+pub async fn claim_for_write<'a>(
+    ctx: &'a Ctx,
     key: &[u8],
-    src: &mut S,
-    opts: &PutOpts,
     write_if: &Conditions,
-) -> Result<Record, Failed<S::Error>> {
-    let busy = busy_wait(write_if);
+    missing_ok: bool,
+) -> Result<KeyGuard<'a>, Failure> {
+    let wait = if write_if.is_empty() { BUSY_WAIT } else { Duration::ZERO };
+    let held = claim_waiting(ctx, key, wait).await.map_err(|f| conflict(f, write_if))?;
+    check_write(ctx, key, write_if, missing_ok)?;
+    Ok(held)
+}
+
+/// Claims `key` (an object or an upload's lock name), waiting up to `wait` for its holder
+/// to finish: `503 SlowDown` after.
+pub async fn claim_waiting<'a>(ctx: &'a Ctx, key: &[u8], wait: Duration) -> Result<KeyGuard<'a>, Failure> {
     let began = std::time::Instant::now();
     loop {
-        match write::put(ctx, key, src, opts).await {
-            // refused at the claim, before any byte was read: safe to try again
-            Err(Failed::Store(store::Error::InFlight)) if began.elapsed() < busy => {
-                monoio::time::sleep(Duration::from_millis(20)).await;
-            }
-            r => return r,
+        match ctx.claim(key) {
+            Ok(held) => return Ok(held),
+            Err(e) if began.elapsed() >= wait => return Err(e.into()),
+            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }
 
-/// DeleteObject of `key` (also each of DeleteObjects) under its conditions, waiting like
-/// [`put_waiting`] while another write of it is in flight (S3 has no `409` for a plain
-/// delete: the client would see a `503 SlowDown`). Deleting what is not there succeeds.
+/// DeleteObject of `key` (also each of DeleteObjects) under its conditions, claimed as
+/// writes are ([`claim_for_write`]; S3 has no `409` for a plain delete: the client would
+/// see a `503 SlowDown`). Deleting what is not there succeeds.
 pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions) -> Result<(), Failure> {
-    check_write(ctx, key, write_if, true)?;
-    let busy = busy_wait(write_if);
-    let began = std::time::Instant::now();
-    loop {
-        match remove::delete(ctx, key, ctx.shared.cfg.protect).await {
-            Err(store::Error::InFlight) if began.elapsed() < busy => {
-                monoio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(()) | Err(store::Error::NotFound) => return Ok(()),
-            Err(e) => return Err(conflict(e.into(), write_if)),
-        }
+    let held = claim_for_write(ctx, key, write_if, true).await?;
+    match remove::delete_claimed(ctx, held, key, ctx.shared.cfg.protect).await {
+        Ok(()) | Err(store::Error::NotFound) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -100,14 +100,14 @@ pub async fn put(
     verified: Verified,
 ) -> Result<Answer, Failure> {
     let key = obj.native_key();
-    check_write(ctx, &key, conditions, false)?;
     let payload = Payload::new(&req.headers, verified, false)?;
+    let held = claim_for_write(ctx, &key, conditions, false).await?;
     let stored = Stored { etag: None, headers: meta.headers };
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
     let mut src = S3Body::new(conn, body, payload);
-    let r = put_waiting(ctx, &key, &mut src, &opts, conditions).await;
+    let r = write::put_claimed(ctx, held, &key, &mut src, &opts).await;
     let (broken, finished) = (src.broken, src.finished.take());
-    let rec = r.map_err(|e| conflict(write_failure(e, broken), conditions))?;
+    let rec = r.map_err(|e| write_failure(e, broken))?;
     start(conn, 200, &req.request_id);
     let tag = format!("\"{}\"", etag(&rec, &Stored::default()));
     response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
@@ -115,17 +115,6 @@ pub async fn put(
         response::header(&mut conn.out, sum.algorithm().header(), &[sum.to_base64().as_bytes()]);
     }
     Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
-}
-
-/// How long a write waits out another write of its key: [`BUSY_WAIT`], but not at all when
-/// it is conditional. Its condition was checked against the record before that write, which
-/// may change it: `409 ConditionalRequestConflict` ([`conflict`]), which S3 clients retry.
-fn busy_wait(write_if: &Conditions) -> Duration {
-    if write_if.is_empty() {
-        BUSY_WAIT
-    } else {
-        Duration::ZERO
-    }
 }
 
 /// A conditional write refused because another write of its key was in flight says so.
@@ -138,9 +127,8 @@ pub fn conflict(mut f: Failure, write_if: &Conditions) -> Failure {
 
 /// A write's own preconditions (`If-Match`, `If-None-Match: *`, ...) against the object it
 /// would replace or delete: `412`. `If-Match` of a missing object is `404 NoSuchKey`, but for
-/// a delete (`missing_ok`), which S3 answers `204` then. Checked before the write, not
-/// under its claim: a write that lands in between is not seen (S3 answers `409` there).
-pub fn check_write(ctx: &Ctx, key: &[u8], conditions: &Conditions, missing_ok: bool) -> Result<(), Failure> {
+/// a delete (`missing_ok`), which S3 answers `204` then.
+fn check_write(ctx: &Ctx, key: &[u8], conditions: &Conditions, missing_ok: bool) -> Result<(), Failure> {
     if conditions.is_empty() {
         return Ok(());
     }
@@ -368,7 +356,8 @@ pub async fn copy(
     conditions: &Conditions,
     write_if: &Conditions,
 ) -> Result<Answer, Failure> {
-    check_write(ctx, &obj.native_key(), write_if, false)?;
+    let key = obj.native_key();
+    let held = claim_for_write(ctx, &key, write_if, false).await?;
     let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
@@ -386,12 +375,9 @@ pub async fn copy(
     let opts =
         PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
     let mut src = Reader { client: &ctx.client, d: opened.body };
-    let rec = put_waiting(ctx, &obj.native_key(), &mut src, &opts, write_if).await.map_err(|e| {
-        let f = match e {
-            Failed::Store(e) => Failure::from(e),
-            Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
-        };
-        conflict(f, write_if)
+    let rec = write::put_claimed(ctx, held, &key, &mut src, &opts).await.map_err(|e| match e {
+        Failed::Store(e) => Failure::from(e),
+        Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
     })?;
     let body = xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64);
     Ok(ok(conn, req, 200, Some(body)))

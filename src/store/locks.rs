@@ -35,6 +35,13 @@ impl KeyLocks {
     }
 }
 
+impl KeyGuard<'_> {
+    /// The key held.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
 impl Drop for KeyGuard<'_> {
     fn drop(&mut self) {
         let mut set = self.locks.shards[self.shard].lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{Ctx, Error};
+use super::{Ctx, Error, KeyGuard};
 use crate::{
     index::State,
     placement::{key_path, targets, MARKER_DIR, TMP_DIR},
@@ -15,8 +15,14 @@ use crate::{
 /// retry finds it), then every file of the key, then the record. With `protect`, a live
 /// key is refused.
 pub async fn delete(ctx: &Ctx, key: &[u8], protect: bool) -> Result<(), Error> {
+    let claim = ctx.claim(key)?;
+    delete_claimed(ctx, claim, key, protect).await
+}
+
+/// [`delete`] under a claim of `key` its caller took (and may have checked the record under).
+pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect: bool) -> Result<(), Error> {
+    assert_eq!(claim.key(), key, "a delete under another key's claim");
     let sh = &ctx.shared;
-    let _claim = ctx.claim(key)?;
     let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
     if protect && state == State::Live {
         return Err(Error::Protected);

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use futures_util::future::{join, join_all};
 
-use super::{relocate, Ctx, Error};
+use super::{relocate, Ctx, Error, KeyGuard};
 use crate::{
     index::State,
     md5::Md5,
@@ -92,9 +92,23 @@ pub fn check_key(key: &[u8]) -> Result<(), Error> {
 /// Writes `key` from `src`: claims it, writes every replica, then records it live. Returns
 /// the record written.
 pub async fn put<S: Source>(ctx: &Ctx, key: &[u8], src: &mut S, opts: &PutOpts) -> Result<Record, Failed<S::Error>> {
-    let sh = &ctx.shared;
     check_key(key)?;
     let claim = ctx.claim(key)?;
+    put_claimed(ctx, claim, key, src, opts).await
+}
+
+/// [`put`] under a claim of `key` its caller took (and may have checked the record under,
+/// as S3's conditional writes do); the claim is released once the record is written.
+pub async fn put_claimed<S: Source>(
+    ctx: &Ctx,
+    claim: KeyGuard<'_>,
+    key: &[u8],
+    src: &mut S,
+    opts: &PutOpts,
+) -> Result<Record, Failed<S::Error>> {
+    assert_eq!(claim.key(), key, "a write under another key's claim");
+    let sh = &ctx.shared;
+    check_key(key)?;
     let prior = sh.index.get(key)?;
     if let Some((State::Live, _)) = prior {
         if !opts.replace_live {

@@ -11,7 +11,7 @@ use super::{
     checksum::multipart_etag,
     error::S3Error,
     meta::{Conditions, Metadata},
-    object::{conflict, put_waiting, write_failure},
+    object::{claim_for_write, claim_waiting, write_failure, BUSY_WAIT},
     payload::Payload,
     request::Object,
     serve::{ok, small_body, start, Answer, Failure, Req},
@@ -249,13 +249,7 @@ fn numbered(prefix: &[u8], found: Vec<crate::index::Entry>) -> Vec<(u32, Part)> 
 
 /// Claims a lock name, waiting a little for the holder to finish.
 async fn claim<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<store::KeyGuard<'a>, Failure> {
-    for _ in 0..250 {
-        if let Ok(g) = ctx.claim(name) {
-            return Ok(g);
-        }
-        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    Err(S3Error::SlowDown.into())
+    claim_waiting(ctx, name, BUSY_WAIT).await
 }
 
 fn new_upload_id() -> String {
@@ -476,8 +470,6 @@ pub async fn complete(
         return Err(S3Error::MalformedXML.into());
     }
     let u = upload(ctx, obj, id)?;
-    // refused, the upload stays: the client may complete it again or abort it
-    super::object::check_write(ctx, &u.key, write_if, false)?;
     let _upload = claim(ctx, &lock_name(id, None)).await?;
     let have = all_parts(ctx, id)?;
     let mut chosen = Vec::with_capacity(asked.len());
@@ -502,9 +494,9 @@ pub async fn complete(
     let total = chosen.iter().map(|p| p.size).sum();
     let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
     let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
-    put_waiting(ctx, &u.key, &mut src, &opts, write_if)
-        .await
-        .map_err(|e| conflict(write_failure(e, false), write_if))?;
+    // refused, the upload stays: the client may complete it again or abort it
+    let held = claim_for_write(ctx, &u.key, write_if, false).await?;
+    write::put_claimed(ctx, held, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
     // the object is in place: the parts (listed or not) and the upload go
     forget(ctx, id, have).await;
     let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
