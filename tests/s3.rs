@@ -1022,6 +1022,47 @@ fn get_object_goes_on_from_another_replica_when_its_replica_dies_mid_stream() {
     assert!(body == data, "the body differs from the object");
 }
 
+/// A CopyObject whose source replica dies mid-copy goes on from the source's other replica,
+/// from the byte it stopped at: the copy is whole (it was a `500`).
+#[test]
+fn a_copy_goes_on_from_another_replica_when_its_source_replica_dies_mid_stream() {
+    // four volumes, two replicas: a source and a destination on none of the same volumes
+    let mut c = Cluster::new(4, &["-threads", "2", "-replicas", "2", "-subvolumes", "1", "-voltimeout", "10s"]);
+    let vols: Vec<String> = c.volumes.iter().map(Volume::addr).collect();
+    let layout = Layout::of(&c, 2, 1);
+    let src = "/rcopy/src";
+    let on_src = layout.replicas(src);
+    let dst = (0..)
+        .map(|i| format!("/rcopy/dst{i}"))
+        .find(|k| layout.replicas(k).iter().all(|v| !on_src.contains(v)))
+        .unwrap();
+    let addr = c.addr();
+    let data = pattern(48 << 20, 5);
+    assert_eq!(s3_put(&addr, src, &data).status, 200);
+    // the destination's volumes hold still: the copy stops with the source mid-send
+    let dst_vols: Vec<usize> =
+        layout.replicas(&dst).iter().map(|v| vols.iter().position(|a| a == v).unwrap()).collect();
+    for &i in &dst_vols {
+        c.volumes[i].pause();
+    }
+    let copy = {
+        let (addr, dst) = (addr.clone(), dst.clone());
+        thread::spawn(move || request(&addr, "PUT", &dst, &[UNSIGNED, ("x-amz-copy-source", src)], b""))
+    };
+    let mut reading = None;
+    wait_until("a source volume with bytes queued to the master", TIMEOUT, || {
+        reading = (0..vols.len()).find(|&i| on_src.contains(&vols[i]) && sending(&vols[i]));
+        reading.is_some()
+    });
+    c.volumes[reading.unwrap()].stop();
+    for &i in &dst_vols {
+        c.volumes[i].resume();
+    }
+    let r = copy.join().unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(s3_get(&addr, &dst).body == data, "the copy differs from its source");
+}
+
 /// Whether a socket of the server at `addr` (`host:port`) has bytes queued to send.
 fn sending(addr: &str) -> bool {
     let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();

@@ -256,7 +256,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let mut sent = 0u64;
     // None: not tried yet; Some(None): no pipe to be had (out of fds or pipe pages), copy
     let mut pipe: Option<Option<Pipe>> = None;
-    let mut resumed = 0;
+    let mut resume = read::Resume::new(ctx, &key, &opened.rec, (first, last));
     let close = loop {
         if d.can_splice() && len > SPLICE_FROM {
             // the rest goes socket to socket through a pipe: the bytes never enter this
@@ -268,13 +268,14 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
                 match ctx.client.splice_chunk(&mut d, p, p.cap).await {
                     Ok(Some(n)) => {
                         sent += n as u64;
+                        resume.advance(n as u64);
                         if conn.splice_out(p).await.is_err() {
                             break true;
                         }
                         continue;
                     }
                     Ok(None) => break sent != len,
-                    Err(_) => match take_over(ctx, &key, &opened.rec, (first + sent, last), &mut resumed).await {
+                    Err(_) => match resume.take_over().await {
                         Some(next) => {
                             d = next;
                             continue;
@@ -287,6 +288,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
         match ctx.client.next_chunk(&mut d, PIECE).await {
             Ok(Some(piece)) => {
                 sent += piece.len() as u64;
+                resume.advance(piece.len() as u64);
                 if !conn.out.is_empty() && conn.flush().await.is_err() {
                     break true;
                 }
@@ -296,7 +298,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
                 }
             }
             Ok(None) => break sent != len,
-            Err(_) => match take_over(ctx, &key, &opened.rec, (first + sent, last), &mut resumed).await {
+            Err(_) => match resume.take_over().await {
                 Some(next) => d = next,
                 None => break true,
             },
@@ -310,26 +312,6 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     }
     Block::add(&ctx.metrics.bytes_out, sent);
     Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })
-}
-
-/// Times one GetObject goes on from another replica after the one it read failed.
-const RESUMES: usize = 2;
-
-/// The rest of a read (`from..=to`) from another replica after the one being read failed
-/// mid-stream; None when it cannot go on (no other replica, the key replaced, or tried
-/// [`RESUMES`] times): the client then sees a short body and a close.
-async fn take_over(
-    ctx: &Ctx,
-    key: &[u8],
-    rec: &Record,
-    (from, to): (u64, u64),
-    tries: &mut usize,
-) -> Option<crate::volume::Download> {
-    if *tries == RESUMES || from > to {
-        return None;
-    }
-    *tries += 1;
-    store::read::resume(ctx, key, rec, from, to).await.ok()
 }
 
 pub async fn delete(
@@ -358,7 +340,8 @@ pub async fn copy(
 ) -> Result<Answer, Failure> {
     let key = obj.native_key();
     let held = claim_for_write(ctx, &key, write_if, false).await?;
-    let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
+    let source_key = source.native_key();
+    let opened = read::open(ctx, &source_key, |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
         Ok(None)
@@ -374,7 +357,9 @@ pub async fn copy(
     };
     let opts =
         PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
-    let mut src = Reader { client: &ctx.client, d: opened.body };
+    let whole = (0, opened.rec.size.saturating_sub(1));
+    let resume = read::Resume::new(ctx, &source_key, &opened.rec, whole);
+    let mut src = Reader::new(&ctx.client, opened.body).resuming(resume);
     let rec = write::put_claimed(ctx, held, &key, &mut src, &opts).await.map_err(|e| match e {
         Failed::Store(e) => Failure::from(e),
         Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),

@@ -100,12 +100,43 @@ pub async fn open<E: From<Error>>(
     Err(Error::Internal("the key kept being replaced while it was read").into())
 }
 
-/// Opens bytes `from..=to` of `rec` again, on a live replica, after the one being read
-/// failed mid-stream: only while `rec` is still the key's record, or a replacement's bytes
-/// would follow the old ones (the read is cut off then, as it was).
-pub async fn resume(ctx: &Ctx, key: &[u8], rec: &Record, from: u64, to: u64) -> Result<Download, Error> {
-    let same = |now: &Record| if now == rec { Ok(Some((from, to))) } else { Err(Error::NotFound) };
-    open(ctx, key, same).await?.body.ok_or(Error::Internal("a resumed read of an empty value"))
+/// Times one read goes on from another replica after the one it read failed mid-stream.
+const RESUMES: usize = 2;
+
+/// Where a read of a key goes on after its replica failed mid-stream: another live replica,
+/// from the byte it stopped at, at most [`RESUMES`] times and only while the record read is
+/// still the key's (a replacement's bytes must never follow the old ones: the read fails).
+pub struct Resume<'a> {
+    ctx: &'a Ctx,
+    key: &'a [u8],
+    rec: &'a Record,
+    /// The next byte wanted and the last one.
+    at: u64,
+    to: u64,
+    tries: usize,
+}
+
+impl<'a> Resume<'a> {
+    /// A read of bytes `from..=to` of `rec`, the record of `key` it was opened with.
+    pub fn new(ctx: &'a Ctx, key: &'a [u8], rec: &'a Record, (from, to): (u64, u64)) -> Self {
+        Resume { ctx, key, rec, at: from, to, tries: 0 }
+    }
+
+    /// `n` more bytes were read.
+    pub fn advance(&mut self, n: u64) {
+        self.at += n;
+    }
+
+    /// The rest of the read from another replica; None when it cannot go on.
+    pub async fn take_over(&mut self) -> Option<Download> {
+        if self.tries == RESUMES || self.at > self.to {
+            return None;
+        }
+        self.tries += 1;
+        let (rec, range) = (self.rec, (self.at, self.to));
+        let same = |now: &Record| if now == rec { Ok(Some(range)) } else { Err(Error::NotFound) };
+        open(self.ctx, self.key, same).await.ok()?.body
+    }
 }
 
 /// The replicas of a record in the order one read tries them ([`read_order`]), each read
@@ -136,28 +167,57 @@ async fn settled<E: From<Error>>(ctx: &Ctx, key: &[u8]) -> Result<bool, E> {
 
 /// An opened value as a write's source (a copy, a part assembled into an object).
 pub struct Reader<'a> {
-    pub client: &'a Client,
-    pub d: Option<Download>,
+    client: &'a Client,
+    d: Option<Download>,
+    /// The whole length, as the first replica's answer gave it.
+    len: Option<u64>,
+    /// Where the read goes on when its replica fails mid-stream (None: it fails).
+    resume: Option<Resume<'a>>,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `d` (None: an empty value) to its end; a failure of its replica fails it.
+    pub fn new(client: &'a Client, d: Option<Download>) -> Self {
+        let len = d.as_ref().map_or(Some(0), |d| d.length);
+        Reader { client, d, len, resume: None }
+    }
+
+    /// The read goes on from another replica when its replica fails ([`Resume`]).
+    pub fn resuming(self, resume: Resume<'a>) -> Self {
+        Reader { resume: Some(resume), ..self }
+    }
 }
 
 impl Source for Reader<'_> {
     type Error = volume::Error;
 
     async fn next(&mut self, max: usize) -> Result<Option<Bytes>, volume::Error> {
-        let Some(d) = self.d.as_mut() else { return Ok(None) };
-        match self.client.next_chunk(d, max.min(PIECE)).await? {
-            Some(c) => Ok(Some(c)),
-            None => {
-                if let Some(d) = self.d.take() {
-                    self.client.finish(d);
+        loop {
+            let Some(d) = self.d.as_mut() else { return Ok(None) };
+            match self.client.next_chunk(d, max.min(PIECE)).await {
+                Ok(Some(c)) => {
+                    if let Some(r) = self.resume.as_mut() {
+                        r.advance(c.len() as u64);
+                    }
+                    return Ok(Some(c));
                 }
-                Ok(None)
+                Ok(None) => {
+                    if let Some(d) = self.d.take() {
+                        self.client.finish(d);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => match self.resume.as_mut() {
+                    // the length stays the one checked at the start: the rest is its tail
+                    Some(r) => self.d = Some(r.take_over().await.ok_or(e)?),
+                    None => return Err(e),
+                },
             }
         }
     }
 
     fn len(&self) -> Option<u64> {
-        self.d.as_ref().map_or(Some(0), |d| d.length)
+        self.len
     }
 }
 

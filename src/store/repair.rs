@@ -270,7 +270,7 @@ async fn copy_verified(
     if d.status != 200 {
         return Ok(false);
     }
-    let mut from = Reader { client: &ctx.client, d: Some(d) };
+    let mut from = Reader::new(&ctx.client, Some(d));
     match write::send_all(ctx, topo, temps, &mut from, rec.md5.is_some()).await {
         Ok(w) => Ok(w.size == rec.size && (rec.md5.is_none() || w.md5 == rec.md5)),
         Err(Failed::Store(e)) => Err(e),

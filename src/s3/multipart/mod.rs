@@ -364,7 +364,8 @@ pub async fn upload_part_copy(
     conditions: &Conditions,
 ) -> Result<Answer, Failure> {
     let u = upload(ctx, obj, id)?;
-    let opened = read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
+    let source_key = source.native_key();
+    let opened = read::open(ctx, &source_key, |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
         match range {
@@ -374,7 +375,9 @@ pub async fn upload_part_copy(
     })
     .await?;
     let _part = claim(ctx, &lock_name(id, Some(n))).await?;
-    let mut src = Checked(Reader { client: &ctx.client, d: opened.body });
+    let wanted = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
+    let resume = read::Resume::new(ctx, &source_key, &opened.rec, wanted);
+    let mut src = Checked(Reader::new(&ctx.client, opened.body).resuming(resume));
     let part = write_part(ctx, &u, id, n, &mut src).await.map_err(|e| write_failure(e, false))?;
     let body = xml::copy_part_result(&part.etag(), part.mtime_ms as i64);
     Ok(ok(conn, req, 200, Some(body)))
