@@ -325,7 +325,12 @@ pub async fn delete_objects(
     for o in &asked.objects {
         let native = super::request::Object { bucket: bucket.to_string(), key: o.key.clone() }.native_key();
         let write_if = super::meta::Conditions { if_match: o.etag.clone(), ..Default::default() };
-        let r = super::object::delete_if(ctx, &native, &write_if).await.err().map(|f| f.error);
+        // mkv keeps no versions: one asked for is not there (and the live object stays)
+        let r = if o.version.as_deref().is_some_and(|v| v != "null") {
+            Some(S3Error::NoSuchVersion)
+        } else {
+            super::object::delete_if(ctx, &native, &write_if).await.err().map(|f| f.error)
+        };
         results.push((o.key.clone(), r));
     }
     let outcomes: Vec<xml::Deleted> = results

@@ -533,7 +533,7 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
 }
 
 /// A Delete body: the keys (as bytes, untrimmed: a key may end in a space) and `Quiet`.
-/// `<VersionId>` other than `null` is refused per key by the caller; here it is returned.
+/// `<VersionId>` other than `null` is refused per key by the caller (`NoSuchVersion`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct DeleteRequest {
     pub quiet: bool,

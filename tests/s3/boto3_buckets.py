@@ -41,6 +41,11 @@ for k in keys:
 r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": k} for k in keys[:5] + ["d/missing"]]})
 eq(sorted(d["Key"] for d in r["Deleted"]), sorted(keys[:5] + ["d/missing"]), "Deleted")
 eq(r.get("Errors", []), [], "no Errors")
+# mkv keeps no versions: a version asked for is not there, and the live object stays
+r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": keys[5], "VersionId": "3HL4kqtJlcpXro"}]})
+eq([(e["Key"], e["Code"]) for e in r.get("Errors", [])], [(keys[5], "NoSuchVersion")], "a version")
+eq(r.get("Deleted", []), [], "no version deleted")
+eq(s3.head_object(Bucket="implicit", Key=keys[5])["ContentLength"] >= 0, True, "the object is kept")
 r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": k} for k in keys[5:]], "Quiet": True})
 eq((r.get("Deleted", []), r.get("Errors", [])), ([], []), "Quiet: nothing said of what went well")
 eq([o["Key"] for o in s3.list_objects_v2(Bucket="implicit")["Contents"]], ["k"], "what DeleteObjects left")
