@@ -72,6 +72,9 @@ pub struct Config {
     pub drain: Duration,
     /// How long a key moved by an online rebalance keeps its old replicas (`-move-grace`).
     pub move_grace: Duration,
+    /// How long a long S3 write (CompleteMultipartUpload, a copy) may go unanswered before
+    /// its `200` head goes out, and then how often a space follows (`-s3-keepalive`).
+    pub s3_keepalive: Duration,
     /// Client connections at most (`-max-conns`); 0: from the open-files limit.
     pub max_conns: usize,
     /// Fsync the index's log before answering a write (`-sync`).
@@ -139,6 +142,9 @@ impl Config {
         }
         if self.voltimeout.is_zero() {
             return Err("-voltimeout must be more than 0".into());
+        }
+        if self.s3_keepalive.is_zero() {
+            return Err("-s3-keepalive must be more than 0".into());
         }
         if let Some(d) = self.sign_redirects {
             if self.volume_secret.is_none() {
@@ -235,6 +241,7 @@ mod tests {
             admin_token: None,
             drain: Duration::from_secs(10),
             move_grace: Duration::from_secs(2),
+            s3_keepalive: Duration::from_secs(10),
             max_conns: 0,
             sync: false,
             index_cache_mb: 64,

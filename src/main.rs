@@ -146,6 +146,11 @@ struct Flags {
     /// requests are taken unsigned
     #[arg(long, global = true, value_name = "FILE")]
     s3_keys: Option<PathBuf>,
+    /// A long S3 write (CompleteMultipartUpload, CopyObject, UploadPartCopy of gigabytes)
+    /// answers 200 after this and sends a space as often until its outcome (S3 does the
+    /// same), so that clients' read timeouts (botocore's: 60s) do not cut it off
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    s3_keepalive: std::time::Duration,
     /// Fsync the index's write-ahead log before answering a write (group commit), for
     /// deployments that must survive power loss, not only kill -9
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -401,6 +406,7 @@ fn main() -> ExitCode {
         admin_token,
         drain: f.drain,
         move_grace: f.move_grace,
+        s3_keepalive: f.s3_keepalive,
         max_conns: f.max_conns,
         sync: f.sync,
         index_cache_mb: f.index_cache,

@@ -1115,6 +1115,69 @@ fn a_multipart_upload_survives_a_master_restart() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+/// A Complete that runs long is answered `200` early and kept alive with spaces (a client's
+/// read timeout would cut it off: botocore's is 60 s); a Complete sent again, while the
+/// first runs or after it ended, answers as the first did (it was `InvalidPart` while the
+/// first ran, `NoSuchUpload` after).
+#[test]
+fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    // one volume takes each 64 KiB of a write 10 ms late: a 6 MiB Complete runs ~1 s
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let slow = proxy(listener, vols[0].addr(), 64 << 10, |_| thread::sleep(Duration::from_millis(10)));
+    let on = [slow, vols[1].addr(), vols[2].addr()];
+    let master = Master::start_on(&on, &["-threads", "2", "-s3-keepalive", "200ms", "-voltimeout", "5s"]);
+    let addr = master.addr();
+    assert_eq!(s3_put(&addr, "/slowc", b"").status, 200);
+    let r = request(&addr, "POST", "/slowc/k?uploads", &[UNSIGNED], b"");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    let parts = [pattern(5 << 20, 7), pattern(1 << 20, 8)];
+    let mut doc = String::from("<CompleteMultipartUpload>");
+    for (n, data) in parts.iter().enumerate() {
+        let r = s3_put(&addr, &format!("/slowc/k?partNumber={}&uploadId={id}", n + 1), data);
+        assert_eq!(r.status, 200, "{r:?}");
+        doc += &format!("<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>", n + 1, r.header("etag").unwrap());
+    }
+    doc += "</CompleteMultipartUpload>";
+    let path = format!("/slowc/k?uploadId={id}");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&encode_request("POST", &path, &[UNSIGNED], doc.as_bytes())).unwrap();
+    // the same Complete again while the first runs
+    thread::sleep(Duration::from_millis(100));
+    let again = {
+        let (addr, path, doc) = (addr.clone(), path.clone(), doc.clone());
+        thread::spawn(move || request(&addr, "POST", &path, &[UNSIGNED], doc.as_bytes()))
+    };
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let got = String::from_utf8_lossy(&got).to_string();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(head.to_ascii_lowercase().contains("connection: close") && !head.contains("Content-Length"), "{head}");
+    let after = body.strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n").expect(body);
+    let spaces = after.len() - after.trim_start_matches(' ').len();
+    assert!(spaces >= 1, "no space kept the answer alive: {body}");
+    assert!(after.trim_start().starts_with("<CompleteMultipartUploadResult"), "{body}");
+    let digests: Vec<u8> = parts.iter().flat_map(|p| <md5::Md5 as md5::Digest>::digest(p).to_vec()).collect();
+    let want = format!("\"{}-2\"", md5_hex(&digests));
+    assert_eq!(xml_field(after, "ETag").replace("&quot;", "\""), want, "{body}");
+    let r = again.join().unwrap();
+    assert_eq!(r.status, 200, "the Complete sent while the first ran: {r:?}");
+    assert_eq!(xml_field(&r.text(), "ETag").replace("&quot;", "\""), want, "{r:?}");
+    let r = request(&addr, "POST", &path, &[UNSIGNED], doc.as_bytes());
+    assert_eq!(r.status, 200, "the Complete sent after: {r:?}");
+    assert_eq!(xml_field(&r.text(), "ETag").replace("&quot;", "\""), want, "{r:?}");
+    let r = s3_get(&addr, "/slowc/k");
+    assert!(r.body == parts.concat(), "the completed object differs");
+    // other parts than those completed are no upload of this object
+    let other = doc.replace("<PartNumber>2</PartNumber>", "<PartNumber>3</PartNumber>");
+    let other = other.replacen(&md5_hex(&parts[1]), &md5_hex(b"x"), 1);
+    let r = request(&addr, "POST", &path, &[UNSIGNED], other.as_bytes());
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
+}
+
 #[test]
 fn bad_digests_are_400_and_store_nothing() {
     let c = cluster(&[]);

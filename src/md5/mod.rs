@@ -148,6 +148,19 @@ pub(crate) fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
     }
 }
 
+/// 32 hex digits (an MD5 as written in records' listings and ETags) → its 16 bytes.
+pub fn from_hex(hex: &str) -> Option<[u8; 16]> {
+    let b = hex.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Md5;

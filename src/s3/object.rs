@@ -11,7 +11,7 @@ use super::{
     meta::{Conditions, Metadata},
     payload::Payload,
     request::{Object, Read},
-    serve::{ok, start, store_error, Answer, Failure, Req},
+    serve::{ok, patiently, start, store_error, Answer, Failure, Req},
     sigv4::Verified,
     stored::{etag, Stored},
     xml,
@@ -360,10 +360,12 @@ pub async fn copy(
     let whole = (0, opened.rec.size.saturating_sub(1));
     let resume = read::Resume::new(ctx, &source_key, &opened.rec, whole);
     let mut src = Reader::new(&ctx.client, opened.body).resuming(resume);
-    let rec = write::put_claimed(ctx, held, &key, &mut src, &opts).await.map_err(|e| match e {
-        Failed::Store(e) => Failure::from(e),
-        Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
-    })?;
-    let body = xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64);
-    Ok(ok(conn, req, 200, Some(body)))
+    let work = async {
+        let rec = write::put_claimed(ctx, held, &key, &mut src, &opts).await.map_err(|e| match e {
+            Failed::Store(e) => Failure::from(e),
+            Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
+        })?;
+        Ok(xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64))
+    };
+    patiently(ctx, conn, req, work).await
 }

@@ -184,6 +184,54 @@ pub fn ok(conn: &mut Conn, req: &Req, status: u16, xml_body: Option<Vec<u8>>) ->
     Answer { reply: Reply::Body(if req.head_only() { Vec::new() } else { body }), close: false }
 }
 
+/// The XML declaration every S3 document opens with.
+const PROLOG: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+
+/// Runs a write that may take long (a Complete or a copy of gigabytes) and answers with the
+/// document it returns. One still running after `-s3-keepalive` is answered `200` there and
+/// then, with the XML declaration, and a space follows every `-s3-keepalive` until its
+/// outcome (that document, or an `<Error>` one) ends the body, as S3 does: its SDKs look
+/// for an error there, and a client's read timeout (botocore's is 60 s) no longer cuts off
+/// a write that is going well. A client gone meanwhile does not stop the write.
+pub async fn patiently(
+    ctx: &store::Ctx,
+    conn: &mut Conn,
+    req: &Req<'_>,
+    work: impl std::future::Future<Output = Result<Vec<u8>, Failure>>,
+) -> Result<Answer, Failure> {
+    use futures_util::future::{select, Either};
+    let every = ctx.shared.cfg.s3_keepalive;
+    let mut work = std::pin::pin!(work);
+    let mut answered = false;
+    let outcome = loop {
+        match select(work.as_mut(), std::pin::pin!(monoio::time::sleep(every))).await {
+            Either::Left((outcome, _)) => break outcome,
+            Either::Right(_) if !answered => {
+                start(conn, 200, &req.request_id);
+                response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
+                // the length is not known yet: the body ends with the connection
+                conn.out.extend_from_slice(b"Connection: close\r\n\r\n");
+                conn.out.extend_from_slice(PROLOG);
+                answered = true;
+                let _ = conn.flush().await;
+            }
+            Either::Right(_) => {
+                conn.out.push(b' ');
+                let _ = conn.flush().await;
+            }
+        }
+    };
+    if !answered {
+        return outcome.map(|doc| ok(conn, req, 200, Some(doc)));
+    }
+    let doc = match outcome {
+        Ok(doc) => doc,
+        Err(f) => xml::error(&f.error, req.path, &req.request_id),
+    };
+    conn.out.extend_from_slice(doc.strip_prefix(PROLOG).unwrap_or(&doc));
+    Ok(Answer { reply: Reply::Streamed { status: 200, keep: false }, close: true })
+}
+
 /// What S3 answers for a store's failure.
 pub fn store_error(e: store::Error) -> S3Error {
     use store::Error as E;

@@ -233,23 +233,12 @@ impl Listed {
             .map_err(|_| anyhow::anyhow!("bad key in the master's listing: {}", self.key))?;
         let md5 = match self.md5 {
             None => None,
-            Some(hex) => Some(parse_md5(&hex).with_context(|| format!("bad MD5 in the master's listing: {hex}"))?),
+            Some(hex) => {
+                Some(crate::md5::from_hex(&hex).with_context(|| format!("bad MD5 in the master's listing: {hex}"))?)
+            }
         };
         Ok((key, Record { volumes: self.volumes, size: self.size, md5, mtime: self.mtime, meta: Vec::new() }))
     }
-}
-
-/// 32 hex digits → 16 bytes.
-fn parse_md5(hex: &str) -> Option<[u8; 16]> {
-    let b = hex.as_bytes();
-    if b.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, pair) in b.chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Shelves every record through the master's listings (`?list&records`, `?unlinked&records`).
@@ -355,6 +344,6 @@ mod tests {
         let (key, rec) = l.decode().unwrap();
         assert_eq!(key, b"/a b/\xff");
         assert_eq!(rec.md5, Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]));
-        assert!(parse_md5("xyz").is_none());
+        assert!(crate::md5::from_hex("xyz").is_none());
     }
 }

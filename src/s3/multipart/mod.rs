@@ -14,13 +14,14 @@ use super::{
     object::{claim_for_write, claim_waiting, write_failure, BUSY_WAIT},
     payload::Payload,
     request::Object,
-    serve::{ok, small_body, start, Answer, Failure, Req},
+    serve::{ok, patiently, small_body, start, Answer, Failure, Req},
     sigv4::Verified,
     stored::{etag, Stored},
     xml,
 };
 use crate::{
     http::{response, Body, Conn, Reply},
+    index::State,
     placement::targets,
     record::now_ms,
     store::{
@@ -378,9 +379,11 @@ pub async fn upload_part_copy(
     let wanted = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
     let resume = read::Resume::new(ctx, &source_key, &opened.rec, wanted);
     let mut src = Checked(Reader::new(&ctx.client, opened.body).resuming(resume));
-    let part = write_part(ctx, &u, id, n, &mut src).await.map_err(|e| write_failure(e, false))?;
-    let body = xml::copy_part_result(&part.etag(), part.mtime_ms as i64);
-    Ok(ok(conn, req, 200, Some(body)))
+    let work = async {
+        let part = write_part(ctx, &u, id, n, &mut src).await.map_err(|e| write_failure(e, false))?;
+        Ok(xml::copy_part_result(&part.etag(), part.mtime_ms as i64))
+    };
+    patiently(ctx, conn, req, work).await
 }
 
 /// A replica read whose failures read as S3's.
@@ -472,9 +475,47 @@ pub async fn complete(
     if asked.is_empty() {
         return Err(S3Error::MalformedXML.into());
     }
-    let u = upload(ctx, obj, id)?;
+    let answer = |tag: &str| {
+        let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
+        xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, tag)
+    };
+    let mut ended = |f: Failure| match f.error {
+        // a Complete sent again (its answer was lost, or it is still running when the client
+        // gave up and retried) answers as the first did once that one has made the object
+        S3Error::NoSuchUpload => match completed_before(ctx, obj, &asked)? {
+            Some(tag) => Ok(ok(conn, req, 200, Some(answer(&tag)))),
+            None => Err(f),
+        },
+        _ => Err(f),
+    };
     let _upload = claim(ctx, &lock_name(id, None)).await?;
+    let u = match upload(ctx, obj, id) {
+        Ok(u) => u,
+        Err(f) => return ended(f),
+    };
     let have = all_parts(ctx, id)?;
+    let chosen = choose(&have, &asked)?;
+    let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
+    let mut stored = Stored::decode(&u.stored);
+    stored.etag = Some(tag.clone());
+    let total = chosen.iter().map(|p| p.size).sum();
+    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
+    let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
+    // refused, the upload stays: the client may complete it again or abort it
+    let held = claim_for_write(ctx, &u.key, write_if, false).await?;
+    let work = async {
+        write::put_claimed(ctx, held, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
+        // the object is in place: the parts (listed or not) and the upload go
+        forget(ctx, id, have).await;
+        Ok(answer(&tag))
+    };
+    patiently(ctx, conn, req, work).await
+}
+
+/// The parts a Complete names, checked against those uploaded: in ascending order
+/// (`InvalidPartOrder`), each there with the ETag given (`InvalidPart`), all but the last
+/// at least [`MIN_PART`] (`EntityTooSmall`).
+fn choose(have: &[(u32, Part)], asked: &[(u32, String)]) -> Result<Vec<Part>, Failure> {
     let mut chosen = Vec::with_capacity(asked.len());
     let mut last = 0;
     for (i, (n, tag)) in asked.iter().enumerate() {
@@ -491,20 +532,22 @@ pub async fn complete(
         }
         chosen.push(Part { file: p.file.clone(), replicas: p.replicas.clone(), ..*p });
     }
-    let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
-    let mut stored = Stored::decode(&u.stored);
-    stored.etag = Some(tag.trim_matches('"').to_string());
-    let total = chosen.iter().map(|p| p.size).sum();
-    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
-    let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
-    // refused, the upload stays: the client may complete it again or abort it
-    let held = claim_for_write(ctx, &u.key, write_if, false).await?;
-    write::put_claimed(ctx, held, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
-    // the object is in place: the parts (listed or not) and the upload go
-    forget(ctx, id, have).await;
-    let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
-    let body = xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, stored.etag.as_deref().unwrap_or(""));
-    Ok(ok(conn, req, 200, Some(body)))
+    Ok(chosen)
+}
+
+/// The ETag of `obj` when a Complete of the parts `asked` made it (their ETags, the MD5s
+/// of the parts, give the object's), for a Complete whose upload has ended.
+fn completed_before(ctx: &Ctx, obj: &Object, asked: &[(u32, String)]) -> Result<Option<String>, Failure> {
+    let md5s: Option<Vec<[u8; 16]>> =
+        asked.iter().map(|(_, tag)| crate::md5::from_hex(tag.trim_matches('"'))).collect();
+    let Some(md5s) = md5s else { return Ok(None) };
+    let tag = multipart_etag(&md5s);
+    let index = &ctx.shared.index;
+    let Some(p) = index.get_pinned(State::Live, &obj.native_key()).map_err(store::Error::from)? else {
+        return Ok(None);
+    };
+    let stored = Stored::decode(p.record().map_err(store::Error::from)?.meta);
+    Ok((stored.etag.as_deref() == Some(tag.as_str())).then_some(tag))
 }
 
 /// Upload `id`'s lock, held, while the upload exists (`404 NoSuchUpload` once it ended).
