@@ -57,6 +57,15 @@ pub enum Framing {
     Chunked,
 }
 
+/// An `X-Amz-*` header, or one of the `amz-sdk-*` headers the AWS SDKs send with every
+/// request, signed or not (`aws --no-sign-request`, boto3's UNSIGNED): a HEAD or DELETE
+/// such a client sends anonymously carries nothing else S3.md names. No native client sends
+/// either.
+pub fn amz_header(name: &str) -> bool {
+    let n = name.as_bytes();
+    (n.len() > 6 && n[..6].eq_ignore_ascii_case(b"x-amz-")) || (n.len() > 8 && n[..8].eq_ignore_ascii_case(b"amz-sdk-"))
+}
+
 /// A parsed request head; the target is a range into the connection's buffer.
 #[derive(Clone, Debug)]
 pub struct Head {
@@ -64,8 +73,8 @@ pub struct Head {
     pub target: Range<usize>,
     /// The `Authorization` header's value, when sent (admin methods read it).
     pub auth: Option<Range<usize>>,
-    /// An `X-Amz-*`, `Authorization` or `Content-Encoding` header was sent: the request may
-    /// be S3's (the S3 layer decides from the whole head).
+    /// An `X-Amz-*`, `amz-sdk-*`, `Authorization` or `Content-Encoding` header was sent: the
+    /// request may be S3's (the S3 layer decides from the whole head).
     pub s3_hint: bool,
     pub framing: Framing,
     pub keep_alive: bool,
@@ -169,7 +178,7 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
     let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"x-amz-") {
+        if amz_header(name) {
             s3_hint = true;
         } else if name.eq_ignore_ascii_case("authorization") {
             let at = h.value.as_ptr() as usize - base;

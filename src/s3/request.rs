@@ -73,7 +73,7 @@ pub fn is_s3(method: &str, path: &[u8], query: &[u8], headers: &Headers) -> bool
         {
             return true;
         }
-        if name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"x-amz-") {
+        if crate::http::amz_header(name) {
             return true;
         }
         if name.eq_ignore_ascii_case("content-encoding")

@@ -5,6 +5,8 @@ markers, copy, delete. `https` as the first argument: run as botocore does over 
 import contextlib
 import datetime
 
+import botocore
+
 from common import ARGS, Wire, as_over_https, body, client, done, eq, error_of, md5
 
 HTTPS = ARGS[:1] == ["https"]
@@ -119,5 +121,15 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(error_of(s3.head_object, Bucket=B, Key="copy"), (404, "404"), "HEAD after delete")
     eq(error_of(s3.get_object, Bucket="no-such-bucket", Key="k"), (404, "NoSuchBucket"), "GET in a missing bucket")
     eq(error_of(s3.head_object, Bucket="no-such-bucket", Key="k"), (404, "404"), "HEAD in a missing bucket")
+
+    # anonymous, as `aws --no-sign-request` and boto3's UNSIGNED go: nothing S3.md names
+    # marks a HEAD or a DELETE as S3's, but botocore's own amz-sdk-* headers do
+    anon = client(signature_version=botocore.UNSIGNED)
+    anon.put_object(Bucket=B, Key="anon", Body=b"x")
+    eq(anon.head_object(Bucket=B, Key="anon")["ContentLength"], 1, "anonymous HEAD")
+    eq(body(anon, B, "anon"), b"x", "anonymous GET")
+    eq(anon.delete_object(Bucket=B, Key="anon")["ResponseMetadata"]["HTTPStatusCode"], 204, "anonymous DELETE")
+    eq(anon.delete_object(Bucket=B, Key="anon")["ResponseMetadata"]["HTTPStatusCode"], 204, "anonymous DELETE again")
+    eq(error_of(anon.head_object, Bucket=B, Key="anon"), (404, "404"), "anonymous HEAD after delete")
 
 done()

@@ -38,6 +38,10 @@ fn s3_requests_are_recognized() {
     assert!(s3("GET", "/b/k", &[("Authorization", "AWS4-HMAC-SHA256 Credential=a/b/c/s3/aws4_request, …")]));
     assert!(s3("GET", "/b/k", &[("Authorization", "AWS AKID:sig")]));
     assert!(s3("GET", "/b/k", &[("X-Amz-Date", "20130524T000000Z")]));
+    // an SDK's anonymous HEAD or DELETE (`aws --no-sign-request`) carries only these
+    assert!(s3("HEAD", "/b/k", &[("amz-sdk-invocation-id", "5b1a…"), ("amz-sdk-request", "attempt=1")]));
+    assert!(s3("DELETE", "/b/k", &[("Amz-Sdk-Request", "attempt=1")]));
+    assert!(!s3("HEAD", "/b/k", &[("amz-sdk-", "")]));
     assert!(s3("GET", "/b/k", &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]));
     assert!(s3("GET", "/b/k?X-Amz-Signature=ab", &[]));
     assert!(s3("GET", "/b/k?x-amz-credential=ab", &[]));
