@@ -192,6 +192,28 @@ impl ByteRange {
     }
 }
 
+/// `If-Range`: the object a client holds part of, by its ETag or its Last-Modified date.
+/// The Range is served only while the object is still that one; otherwise the answer is
+/// the whole object (RFC 9110 §13.1.5), so that the client never joins bytes of two values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfRange(Vec<u8>);
+
+impl IfRange {
+    pub fn parse(v: &[u8]) -> IfRange {
+        IfRange(v.trim_ascii().to_vec())
+    }
+
+    /// Whether the object (`etag` unquoted, `modified` in Unix seconds) is the one named:
+    /// a strong ETag equal to its own, or a date equal to its Last-Modified. A weak ETag or
+    /// a value that is neither never matches.
+    pub fn holds(&self, etag: &str, modified: i64) -> bool {
+        match self.0.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) {
+            Some(tag) => tag == etag.as_bytes(),
+            None => super::dates::parse_http_date(&self.0) == Some(modified),
+        }
+    }
+}
+
 /// `x-amz-copy-source: [/]bucket/key[?versionId=…]`, percent-encoded. mkv keeps no
 /// versions: a `versionId` other than `null` names nothing.
 pub fn copy_source(v: &[u8]) -> Result<Object, S3Error> {

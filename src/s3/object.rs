@@ -191,7 +191,8 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
         Err(S3Error::NotModified) => return Ok(not_modified(conn, req, &rec, &stored)),
         r => r?,
     }
-    let range = read.range.map(|r| r.resolve(rec.size)).transpose()?;
+    let range = read.range_of(&etag(&rec, &stored), (rec.mtime / 1000) as i64).map(|r| r.resolve(rec.size));
+    let range = range.transpose()?;
     let status = if range.is_some() { 206 } else { 200 };
     start(conn, status, &req.request_id);
     describe(&mut conn.out, &rec, &stored, read);
@@ -221,8 +222,9 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let key = obj.native_key();
     let opened = read::open(ctx, &key, |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
-        read.conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, true)?;
-        Ok(read.range.map(|r| r.resolve(rec.size)).transpose()?)
+        let (tag, modified) = (etag(rec, &stored), (rec.mtime / 1000) as i64);
+        read.conditions.check(&tag, modified, true)?;
+        Ok(read.range_of(&tag, modified).map(|r| r.resolve(rec.size)).transpose()?)
     })
     .await;
     let opened = match opened {
@@ -235,7 +237,8 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
         Err(e) => return Err(e),
     };
     let stored = Stored::decode(&opened.rec.meta);
-    let range = read.range.map(|r| r.resolve(opened.rec.size)).transpose()?;
+    let (tag, modified) = (etag(&opened.rec, &stored), (opened.rec.mtime / 1000) as i64);
+    let range = read.range_of(&tag, modified).map(|r| r.resolve(opened.rec.size)).transpose()?;
     let status = if range.is_some() { 206 } else { 200 };
     start(conn, status, &req.request_id);
     describe(&mut conn.out, &opened.rec, &stored, read);

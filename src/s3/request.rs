@@ -8,7 +8,7 @@
 use base64::Engine;
 
 use super::error::S3Error;
-use super::meta::{copy_source, ByteRange, Conditions, Metadata, MetadataDirective};
+use super::meta::{copy_source, ByteRange, Conditions, IfRange, Metadata, MetadataDirective};
 
 /// S3's own limit on a key's length, in bytes.
 pub const MAX_KEY: usize = 1024;
@@ -190,9 +190,18 @@ pub struct ListParams {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Read {
     pub range: Option<ByteRange>,
+    pub if_range: Option<IfRange>,
     pub conditions: Conditions,
     /// `response-content-type=…` and its kin: (header name, value) to answer with instead.
     pub overrides: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Read {
+    /// The range to serve of the object (`etag` unquoted, `modified` in Unix seconds), as
+    /// its `If-Range` allows: none, the whole object, when that names another.
+    pub fn range_of(&self, etag: &str, modified: i64) -> Option<ByteRange> {
+        self.range.filter(|_| self.if_range.as_ref().is_none_or(|v| v.holds(etag, modified)))
+    }
 }
 
 /// One S3 operation, parsed.
@@ -388,6 +397,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
         "GET" | "HEAD" => {
             let read = Read {
                 range: headers.get("range").and_then(ByteRange::parse),
+                if_range: headers.get("if-range").map(IfRange::parse),
                 conditions: Conditions::from_headers(headers, ""),
                 overrides: overrides(q),
             };
