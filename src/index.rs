@@ -75,7 +75,29 @@ impl std::error::Error for Error {}
 
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
+        if e.kind() == rocksdb::ErrorKind::Corruption {
+            found_corrupt(&e);
+        }
         Error::Db(e)
+    }
+}
+
+/// The first corruption RocksDB reported in this process's index (a damaged table file is
+/// found only when a read reaches it: the master may have started well). One index a
+/// process: the server's; `/health` and the status page say it until a restart.
+static CORRUPTION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn found_corrupt(e: &rocksdb::Error) {
+    let mut first = false;
+    CORRUPTION.get_or_init(|| {
+        first = true;
+        e.to_string()
+    });
+    if first {
+        eprintln!(
+            "mkv: the index is corrupt ({e}): reads that reach the damage fail; restore it from a \
+             snapshot (mkv snapshot) or make a new one from the volumes (mkv rebuild)"
+        );
     }
 }
 
@@ -153,10 +175,11 @@ impl Index {
         }
         let db = Db::open(path, true, &cache).map_err(|e| {
             let msg = e.to_string();
-            fail(if msg.contains("lock") {
-                "it is locked by another process (is another mkv running on it?)".to_string()
-            } else if msg.contains("Corruption") {
+            // a corruption's text may hold "block" and a path may hold anything: its kind first
+            fail(if e.kind() == rocksdb::ErrorKind::Corruption {
                 format!("it is corrupt ({msg})")
+            } else if msg.contains("lock file") || msg.contains("/LOCK:") {
+                "it is locked by another process (is another mkv running on it?)".to_string()
             } else if no_space(&e) {
                 format!("no space left on device ({msg})")
             } else {
@@ -450,6 +473,15 @@ impl Index {
     /// Whether writes are accepted now (not while the disk is full or the index reopens).
     pub fn writable(&self) -> Result<(), Error> {
         self.inner.writable()
+    }
+
+    /// What keeps the index from serving every read and write now, in one line: corruption
+    /// found, a full disk, a reopening; None when nothing does.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(e) = CORRUPTION.get() {
+            return Some(format!("the index is corrupt ({e}): restore a snapshot or run mkv rebuild"));
+        }
+        self.writable().err().map(|e| format!("writes refused: {e}"))
     }
 
     /// The key counts and RocksDB's own figures, for `/metrics` and the status page.

@@ -365,3 +365,76 @@ fn status_page_in_headless_chromium() {
         std::fs::copy(&png, keep).expect("copy the screenshot to MKV_STATUS_PNG");
     }
 }
+
+/// A table file of the index damaged where a read reaches it: RocksDB opens the index (it
+/// checks a table's blocks only when read), the reads that reach the damage fail, and
+/// `/health`, `mkv_index_ok` and the status page say the index is corrupt (they said all was
+/// well, so a load balancer kept sending every read to a master failing them). A table
+/// damaged where the open reads it is a one-line "is corrupt" (it said "locked by another
+/// process").
+#[test]
+fn a_corrupt_index_is_said_by_health_metrics_and_the_status_page() {
+    let (c, admin) = cluster(3, &[]);
+    for i in 0..2000 {
+        assert_eq!(request(&c.addr(), "PUT", &format!("/corrupt/{i:05}"), &[], b"v").status, 201);
+    }
+    let dir = TempDir::new("corrupt");
+    let snap = dir.path().join("snap");
+    let r = request(&admin, "SNAPSHOT", &format!("/?to={}", snap.display()), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let damaged = TempDir::new("damaged");
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in std::fs::read_dir(&snap).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    };
+    // the largest table holds the keys: a few bytes of its first block overwritten
+    let largest = |db: &Path| {
+        let mut tables: Vec<PathBuf> = std::fs::read_dir(db)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+            .collect();
+        tables.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+        tables.pop().expect("no table file in the snapshot")
+    };
+    let overwrite = |file: &Path, at: u64, len: usize| {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&vec![b'X'; len]).unwrap();
+    };
+    let db = damaged.path().join("db");
+    copy(&db);
+    overwrite(&largest(&db), 20, 8);
+    let vols: Vec<String> = c.volumes.iter().map(Volume::addr).collect();
+    let m = Master::start_args(damaged, server_args(&db, &vols, &["-admin", "127.0.0.1:0"]));
+    let admin2 = m.admin_addr().unwrap();
+    assert_eq!(get(&admin2, "/health").status, 200, "nothing read yet");
+    let failed = (0..2000).filter(|i| get(&m.addr(), &format!("/corrupt/{i:05}")).status == 500).count();
+    assert!(failed > 0, "no read reached the damage");
+    let r = get(&admin2, "/health");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text().starts_with("the index is corrupt (Corruption: "), "{r:?}");
+    assert_eq!(must(&metrics(&admin2), "mkv_index_ok"), 0.0);
+    assert!(get(&admin2, "/").text().contains("<b>index failing</b>the index is corrupt"));
+    assert_eq!(must(&metrics(&admin), "mkv_index_ok"), 1.0, "the sound master");
+
+    // damage where the open reads it: a one-line error naming it
+    let dir2 = TempDir::new("damaged2");
+    let db2 = dir2.path().join("db");
+    copy(&db2);
+    for f in std::fs::read_dir(&db2).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "sst") {
+            overwrite(&f, 100, 200);
+        }
+    }
+    let (code, err) =
+        run_mkv(&["server", "-port", "0", "-admin", "", "-db", db2.to_str().unwrap(), "-volumes", &vols.join(",")]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("it is corrupt (Corruption: ") && !err.contains("locked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

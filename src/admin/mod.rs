@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     pub version: &'static str,
     pub stopping: bool,
+    /// What keeps the index from serving (corruption found, a full disk), as `/health` says it.
+    pub index_problem: Option<String>,
     /// Requests per second over the last minute, per method (same order as [`METHODS`]);
     /// None before an earlier snapshot to compare with.
     pub rates: Option<Vec<f64>>,
@@ -111,7 +113,7 @@ pub fn prometheus(s: &Snapshot) -> String {
         let _ = writeln!(o, "mkv_volume_errors_total{{volume=\"{}\"}} {}", label(&v.name), v.errors);
     }
     let ix = &s.index;
-    let index: [(&str, &str, String); 5] = [
+    let index: [(&str, &str, String); 6] = [
         ("mkv_index_keys", "Keys in the index, by state.", String::new()),
         ("mkv_index_sst_bytes", "Size of the index's table files.", ix.sst_bytes.to_string()),
         ("mkv_index_memtable_bytes", "Size of the index's memtables.", ix.memtable_bytes.to_string()),
@@ -121,6 +123,11 @@ pub fn prometheus(s: &Snapshot) -> String {
             ix.pending_compaction_bytes.to_string(),
         ),
         ("mkv_replicas", "Replicas each new key gets.", s.replicas.to_string()),
+        (
+            "mkv_index_ok",
+            "1 while the index serves reads and writes; 0 once found corrupt, or while its disk is full.",
+            u8::from(s.index_problem.is_none()).to_string(),
+        ),
     ];
     for (name, help, value) in index {
         family(&mut o, name, "gauge", help);
@@ -204,6 +211,7 @@ mod tests {
             uptime_secs: 5,
             version: "0.1.0",
             stopping: false,
+            index_problem: None,
             rates: None,
             last_rebalance: None,
             scrub: None,

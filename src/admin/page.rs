@@ -28,6 +28,8 @@ pub fn status_page(s: &Snapshot) -> String {
     let placed_up = s.volumes.iter().filter(|v| v.placed && v.up).count();
     let (state, class, why) = if s.stopping {
         ("stopping", "warn", "finishing the requests in flight, then exiting".to_string())
+    } else if let Some(problem) = &s.index_problem {
+        ("index failing", "bad", esc(problem).to_string())
     } else if placed_up < s.replicas {
         (
             "writes failing",
@@ -211,6 +213,7 @@ mod tests {
             uptime_secs: 5,
             version: "0.1.0",
             stopping: false,
+            index_problem: None,
             rates: None,
             last_rebalance: None,
             scrub: None,

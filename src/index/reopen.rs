@@ -204,7 +204,7 @@ impl Inner {
     /// space starts the recovery.
     pub(super) fn failed(self: &Arc<Self>, e: rocksdb::Error) -> Error {
         if !no_space(&e) {
-            return Error::Db(e);
+            return Error::from(e);
         }
         if self.health.compare_exchange(OK, FULL, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             eprintln!(

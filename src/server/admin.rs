@@ -76,15 +76,16 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req) -> Result<Rep
     }
 }
 
-/// `200` while the master can take writes; `503` while it stops, or with fewer volumes up
-/// than a key needs replicas (every PUT would fail).
+/// `200` while the master can take writes; `503` while it stops, while its index is found
+/// corrupt or refuses writes (a full disk), or with fewer volumes up than a key needs
+/// replicas (every PUT would fail).
 fn health(local: &Local) -> (u16, String) {
     let sh = &local.ctx.shared;
     if sh.stopping() {
         return (503, "stopping".into());
     }
-    if let Err(e) = sh.index.writable() {
-        return (503, format!("writes refused: {e}"));
+    if let Some(problem) = sh.index.problem() {
+        return (503, problem);
     }
     let topo = local.ctx.topo();
     let up = topo.volumes.iter().filter(|v| topo.is_up(v)).count();
@@ -231,6 +232,7 @@ pub fn snapshot(local: &Local) -> Snapshot {
         uptime_secs: sh.started.elapsed().as_secs(),
         version: env!("CARGO_PKG_VERSION"),
         stopping: sh.stopping(),
+        index_problem: sh.index.problem(),
         rates,
         last_rebalance: sh.last_rebalance.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         scrub,
