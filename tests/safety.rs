@@ -146,11 +146,16 @@ fn volumes_switch_needs_a_loopback_peer_or_the_admin_token() {
     let change = format!("/?volumes={other}");
     let r = request(&a, "VOLUMES", &change, &[], b"");
     assert_eq!(r.status, 401, "VOLUMES with -admin-token and no Authorization, even from loopback: {r:?}");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"mkv admin\""), "a 401's challenge: {r:?}");
     let r = request(&a, "VOLUMES", &change, &[("Authorization", "Bearer s3cret-Token-41")], b"");
     assert_eq!(r.status, 401, "VOLUMES with a wrong token: {r:?}");
     let r = request(&a, "VOLUMES", &change, &[("Authorization", "s3cret-Token-42")], b"");
     assert_eq!(r.status, 401, "VOLUMES with the token but not as Bearer: {r:?}");
     assert_eq!(in_force(&a, &right), vols, "a refused VOLUMES changed the volume list");
+    // the scheme's case does not matter (RFC 9110 §11.1); this one changes nothing
+    let same = format!("/?volumes={}", vols.join(","));
+    let r = request(&a, "VOLUMES", &same, &[("Authorization", "bearer  s3cret-Token-42")], b"");
+    assert_eq!(r.status, 200, "VOLUMES with the right token, `bearer` in lower case: {r:?}");
     let r = request(&a, "VOLUMES", &change, &right, b"");
     assert_eq!(r.status, 200, "VOLUMES with the right token: {r:?}");
     assert_eq!(in_force(&a, &right), vols[..2], "the switch with the right token took effect");

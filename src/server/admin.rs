@@ -22,10 +22,18 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Whether the request may use an admin method: with `-admin-token`, it must carry
 /// `Authorization: Bearer <token>` (401 otherwise); without, it must come from this host
 /// (403 otherwise).
+/// The token of an `Authorization: Bearer <token>` value (the scheme's case does not
+/// matter, RFC 9110 §11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ')?;
+    value[..space].eq_ignore_ascii_case(b"bearer").then(|| value[space..].trim_ascii())
+}
+
 pub fn authorize(ctx: &Ctx, req: &Req) -> Result<(), ApiError> {
     match &ctx.shared.cfg.admin_token {
         Some(token) => {
-            let sent = req.auth.as_deref().and_then(|v| v.strip_prefix(b"Bearer ")).map(|t| t.trim_ascii());
+            let sent = req.auth.as_deref().and_then(bearer);
             match sent {
                 Some(t) if same(t, token.as_bytes()) => Ok(()),
                 _ => Err(ApiError::Unauthorized),

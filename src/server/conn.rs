@@ -184,8 +184,8 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                             eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
                         }
                         response::start(&mut conn.out, status);
-                        if let Some(allow) = e.allow() {
-                            response::header(&mut conn.out, "Allow", &[allow.as_bytes()]);
+                        if let Some((name, value)) = e.header() {
+                            response::header(&mut conn.out, name, &[value.as_bytes()]);
                         }
                         let msg = if e.silent() { String::new() } else { format!("{e}\n") };
                         if !msg.is_empty() {

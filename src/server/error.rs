@@ -84,10 +84,11 @@ impl ApiError {
         matches!(self, ApiError::Http(_))
     }
 
-    /// The `Allow` header a `405` carries.
-    pub fn allow(&self) -> Option<&'static str> {
+    /// The header its status requires (RFC 9110): a `405`'s `Allow`, a `401`'s challenge.
+    pub fn header(&self) -> Option<(&'static str, &'static str)> {
         match self {
-            ApiError::MethodNotAllowed(allow) => Some(allow),
+            ApiError::MethodNotAllowed(allow) => Some(("Allow", allow)),
+            ApiError::Unauthorized => Some(("WWW-Authenticate", "Bearer realm=\"mkv admin\"")),
             _ => None,
         }
     }
