@@ -972,6 +972,23 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     assert!(r.body == *big, "/big after the restart: {} bytes", r.body.len());
 }
 
+/// A request still running when `-drain` is over is cut off, and the log says so (it said
+/// `stopped` as after a clean drain); the write leaves no trace.
+#[test]
+fn a_drain_that_runs_out_says_what_it_cut_off() {
+    let mut c = Cluster::new(2, &["-replicas", "2", "-subvolumes", "1", "-drain", "1s"]);
+    let mut s = TcpStream::connect(c.addr()).unwrap();
+    s.write_all(b"PUT /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\nsome").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let status = c.master.terminate(Duration::from_secs(10)).expect("exited");
+    assert_eq!(status.code(), Some(0));
+    let log = c.master.lines().join("\n");
+    assert!(log.contains("-drain is over: 1 connection(s) still in a request are cut off"), "{log}");
+    c.master.restart();
+    assert_eq!(get(&c.addr(), "/cut").status, 404);
+    assert_eq!(get(&c.addr(), "/?unlinked").text(), r#"{"next":"","keys":[]}"#);
+}
+
 /// `PUT /slow` from a thread: `pieces` pieces of `size` bytes, one every 100 ms; its status.
 fn trickled_put(addr: &str, pieces: usize, size: usize) -> thread::JoinHandle<std::io::Result<u16>> {
     let addr = addr.to_string();

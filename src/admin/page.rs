@@ -138,7 +138,8 @@ pub fn status_page(s: &Snapshot) -> String {
         s.last_rebalance.as_deref().map_or("none since start".to_string(), esc)
     );
     if let Some(scrub) = &s.scrub {
-        let _ = write!(o, "<p>scrub: {}</p>", esc(&scrub.line));
+        // the line names itself ("scrub: …")
+        let _ = write!(o, "<p>{}</p>", esc(&scrub.line));
     }
     o.push_str(
         "<p class=\"muted\">for Prometheus: <a href=\"/metrics\">/metrics</a> · \

@@ -293,6 +293,11 @@ async fn serve(
     while (busy() || admin_here && others()) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
     }
+    let cut = watch.len();
+    if cut > 0 {
+        // closed with the runtime: a write cut off leaves no trace (SPEC.md's failed PUT)
+        eprintln!("mkv: -drain is over: {cut} connection(s) still in a request are cut off");
+    }
     let left = local.ctx.retiring.left();
     if left > 0 {
         eprintln!(
