@@ -51,6 +51,19 @@ pub fn now_ms() -> u64 {
 }
 
 impl Record {
+    /// A record that names only where a key's files may be, nothing of a value: a PUT's
+    /// first step (recorded before its replicas are written), or a DELETE's (recorded before
+    /// its files go). Left by one that failed half way, it keeps the key listed under
+    /// `?unlinked` for a DELETE to finish; its files may be partly there, none is missing.
+    pub fn placeholder(volumes: Vec<String>) -> Record {
+        Record { volumes, ..Record::default() }
+    }
+
+    /// Whether this is a [`Record::placeholder`] (a value, even an empty S3 one, has a time).
+    pub fn is_placeholder(&self) -> bool {
+        self.size == 0 && self.md5.is_none() && self.mtime == 0
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out =
             Vec::with_capacity(40 + self.meta.len() + self.volumes.iter().map(|v| v.len() + 1).sum::<usize>());

@@ -43,6 +43,11 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let sh = &ctx.shared;
     let _claim = ctx.claim(key)?;
     let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
+    if state == State::Unlinked && rec.is_placeholder() {
+        // a PUT or DELETE that failed half way: no value to move; its files stay where the
+        // record names them, for the DELETE that finishes it
+        return Ok(Outcome::InPlace);
+    }
     let topo = ctx.topo();
     let want = topo.place(key);
     if rec.volumes == want {

@@ -11,9 +11,10 @@ use crate::{
     record::Record,
 };
 
-/// DELETE: the record goes to `unlinked` first (so a failure leaves it listed, and a
-/// retry finds it), then every file of the key, then the record. With `protect`, a live
-/// key is refused.
+/// DELETE: the record goes to `unlinked` first, as a placeholder (so a failure leaves it
+/// listed, a retry finds it, and verify and repair take its files for a delete's to finish,
+/// not a value's to restore), then every file of the key, then the record. With `protect`,
+/// a live key is refused.
 pub async fn delete(ctx: &Ctx, key: &[u8], protect: bool) -> Result<(), Error> {
     let claim = ctx.claim(key)?;
     delete_claimed(ctx, claim, key, protect).await
@@ -27,8 +28,8 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     if protect && state == State::Live {
         return Err(Error::Protected);
     }
-    if state == State::Live {
-        sh.index.set(key, State::Unlinked, &rec)?;
+    if !(state == State::Unlinked && rec.is_placeholder()) {
+        sh.index.set_from(key, Some(state), State::Unlinked, &Record::placeholder(rec.volumes.clone()))?;
     }
     let path = key_path(key);
     let mut gone = targets(&rec.volumes, &path);

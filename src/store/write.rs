@@ -174,7 +174,7 @@ async fn in_place<S: Source>(
     opts: &PutOpts,
 ) -> Result<Record, Failed<S::Error>> {
     let sh = &ctx.shared;
-    let pending = Record { volumes: replicas.clone(), ..Record::default() };
+    let pending = Record::placeholder(replicas.clone());
     // the key had no record (put() read it under the claim): nothing to delete anywhere
     sh.index.set_from(key, None, State::Unlinked, &pending)?;
     let to = targets(&replicas, &key_path(key));

@@ -86,11 +86,11 @@ pub struct Judged {
     pub unchecked: u64,
 }
 
-/// Whether a record is a PUT's first step: recorded `unlinked` with no size, MD5 or time
-/// before its replicas are written (in flight, or a PUT that failed and left it listed for
-/// a DELETE). Its files may be partly there; nothing about them is wrong.
+/// Whether a record is a PUT's or a DELETE's first step ([`Record::placeholder`], recorded
+/// `unlinked`): in flight, or one that failed and left it listed for a DELETE. Its files
+/// may be partly there; nothing about them is wrong, and nothing is to be restored.
 pub fn unfinished(state: State, rec: &Record) -> bool {
-    state == State::Unlinked && rec.size == 0 && rec.md5.is_none() && rec.mtime == 0
+    state == State::Unlinked && rec.is_placeholder()
 }
 
 /// Judges a key: its record (if any), the replicas a replacement being written names
