@@ -209,7 +209,7 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
 }
 
 /// What S3 says of a key that is not there: `NoSuchBucket` when its bucket is not either.
-fn missing(ctx: &Ctx, obj: &Object) -> Failure {
+pub fn missing(ctx: &Ctx, obj: &Object) -> Failure {
     match super::bucket::must_exist(ctx, &obj.bucket) {
         Ok(()) => S3Error::NoSuchKey.into(),
         Err(e) => e,

@@ -428,7 +428,9 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
                 }
             } else if let Some(source) = source {
                 let meta = match MetadataDirective::from_headers(headers)? {
-                    MetadataDirective::Copy if source == obj => {
+                    // S3 takes a copy onto itself that changes the storage class (mkv keeps
+                    // none: the copy is made all the same), as `aws s3 cp --storage-class` sends
+                    MetadataDirective::Copy if source == obj && !headers.has("x-amz-storage-class") => {
                         return Err(S3Error::InvalidRequest(
                             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
                         ))

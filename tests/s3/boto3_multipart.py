@@ -144,6 +144,13 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(c1, f'"{md5(whole[:5 * MiB])}"', "UploadPartCopy ETag")
     c2 = s3.upload_part_copy(Bucket=B, Key="copied", UploadId=cp, PartNumber=2,
                              CopySource={"Bucket": B, "Key": "small"})["CopyPartResult"]["ETag"]
+    size = len(b"new value")
+    eq(error_of(s3.upload_part_copy, Bucket=B, Key="copied", UploadId=cp, PartNumber=3,
+                CopySource={"Bucket": B, "Key": "small"}, CopySourceRange=f"bytes=0-{size}"),
+       (400, "InvalidArgument"), "a copy range past the source's end")
+    eq(error_of(s3.upload_part_copy, Bucket=B, Key="copied", UploadId=cp, PartNumber=3,
+                CopySource={"Bucket": "no-such-bucket", "Key": "small"}),
+       (404, "NoSuchBucket"), "a copy source in a missing bucket")
     s3.complete_multipart_upload(Bucket=B, Key="copied", UploadId=cp,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": c1}, {"PartNumber": 2, "ETag": c2}]})
     eq(body(s3, B, "copied"), whole[:5 * MiB] + b"new value", "an object of copied parts")

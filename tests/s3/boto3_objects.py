@@ -113,6 +113,11 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
        (404, "NoSuchKey"), "copy of a missing key")
     eq(error_of(s3.copy_object, Bucket=B, Key="c2", CopySource={"Bucket": "no-such-bucket", "Key": "k"}),
        (404, "NoSuchBucket"), "copy from a missing bucket")
+    # onto itself: refused unless something changes; a storage class counts, as in S3
+    eq(error_of(s3.copy_object, Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"}),
+       (400, "InvalidRequest"), "copy onto itself changing nothing")
+    s3.copy_object(Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"}, StorageClass="STANDARD_IA")
+    eq(body(s3, B, "src"), value, "copy onto itself with a storage class")
 
     # delete: 204, also for a key that is not there
     eq(s3.delete_object(Bucket=B, Key="copy")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteObject")

@@ -370,11 +370,19 @@ pub async fn upload_part_copy(
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
         match range {
-            Some((_, b)) if b >= rec.size => Err(S3Error::InvalidRange.into()),
+            // S3's answer here, not a GET's 416
+            Some((_, b)) if b >= rec.size => {
+                Err(S3Error::InvalidArgument("The x-amz-copy-source-range is not within the source object's size")
+                    .into())
+            }
             r => Ok(r),
         }
     })
-    .await?;
+    .await
+    .map_err(|e| match e.error {
+        S3Error::NoSuchKey => super::object::missing(ctx, source),
+        _ => e,
+    })?;
     let _part = claim(ctx, &lock_name(id, Some(n))).await?;
     let wanted = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
     let resume = read::Resume::new(ctx, &source_key, &opened.rec, wanted);
