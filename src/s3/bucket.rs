@@ -54,7 +54,14 @@ pub fn must_exist(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
 /// keys (found by seeking from one segment to the next, not by reading every key). An
 /// implicit bucket is dated by the first key met in it (the index keeps no earlier date, and
 /// 1970 makes tools that sort or age buckets misbehave).
-pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Failure> {
+pub fn list_buckets(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    req: &Req,
+    prefix: &str,
+    max: Option<usize>,
+    after: Option<String>,
+) -> Result<Answer, Failure> {
     let index = &ctx.shared.index;
     let mut names: Vec<(String, i64)> = Vec::new();
     for (name, v) in index.meta_with(BUCKET).map_err(store::Error::from)? {
@@ -89,9 +96,15 @@ pub fn list_buckets(ctx: &Ctx, conn: &mut Conn, req: &Req) -> Result<Answer, Fai
             }
         }
     }
+    names.retain(|(n, _)| n.starts_with(prefix) && after.as_ref().is_none_or(|a| n > a));
     names.sort();
+    let more = max.is_some_and(|m| names.len() > m);
+    names.truncate(max.unwrap_or(usize::MAX));
     let buckets: Vec<xml::Bucket> = names.iter().map(|(n, ms)| xml::Bucket { name: n, created_ms: *ms }).collect();
-    Ok(ok(conn, req, 200, Some(xml::list_buckets(&buckets))))
+    // the token is the last name of this page: the next starts after it
+    let token = more.then(|| names.last().map(|(n, _)| n.as_str())).flatten();
+    let asked = (!prefix.is_empty()).then_some(prefix);
+    Ok(ok(conn, req, 200, Some(xml::list_buckets(&buckets, asked, token))))
 }
 
 pub async fn create(

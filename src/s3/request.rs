@@ -207,7 +207,13 @@ impl Read {
 /// One S3 operation, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    ListBuckets,
+    /// `prefix`, at most `max` (`max-buckets`), after the `continuation-token` (the last
+    /// name of the page before).
+    ListBuckets {
+        prefix: String,
+        max: Option<usize>,
+        after: Option<String>,
+    },
     CreateBucket {
         bucket: String,
     },
@@ -318,7 +324,21 @@ pub fn parse(method: &str, path: &[u8], query: &[u8], headers: &Headers) -> Resu
     let Some(rest) = path.strip_prefix(b"/") else { return Err(S3Error::InvalidURI) };
     if rest.is_empty() {
         return match method {
-            "GET" => Ok(Op::ListBuckets),
+            "GET" => {
+                let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+                let max = match q.get("max-buckets") {
+                    None => None,
+                    Some(_) => match number(&q, "max-buckets", 0)? {
+                        n @ 1..=10_000 => Some(n),
+                        _ => return Err(S3Error::InvalidArgument("max-buckets must be between 1 and 10000")),
+                    },
+                };
+                Ok(Op::ListBuckets {
+                    prefix: q.get("prefix").map(text).unwrap_or_default(),
+                    max,
+                    after: q.get("continuation-token").map(text),
+                })
+            }
             _ => Err(S3Error::MethodNotAllowed),
         };
     }

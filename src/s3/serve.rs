@@ -282,7 +282,7 @@ async fn dispatch(
     verified: Verified,
 ) -> Result<Answer, Failure> {
     match op {
-        Op::ListBuckets => bucket::list_buckets(ctx, conn, req),
+        Op::ListBuckets { prefix, max, after } => bucket::list_buckets(ctx, conn, req, &prefix, max, after),
         Op::CreateBucket { bucket } => bucket::create(ctx, conn, req, body, &bucket).await,
         Op::HeadBucket { bucket } => bucket::head(ctx, conn, req, &bucket),
         Op::DeleteBucket { bucket } => {

@@ -121,7 +121,8 @@ pub struct Bucket<'a> {
     pub created_ms: i64,
 }
 
-pub fn list_buckets(buckets: &[Bucket]) -> Vec<u8> {
+/// ListBuckets: `prefix` echoed when asked for, `token` when there is a next page.
+pub fn list_buckets(buckets: &[Bucket], prefix: Option<&str>, token: Option<&str>) -> Vec<u8> {
     let mut d = Doc::new("ListAllMyBucketsResult");
     d.raw(&format!("<Owner>{OWNER}</Owner><Buckets>"));
     for b in buckets {
@@ -131,6 +132,12 @@ pub fn list_buckets(buckets: &[Bucket]) -> Vec<u8> {
         d.close("Bucket");
     }
     d.close("Buckets");
+    if let Some(t) = token {
+        d.text("ContinuationToken", t.as_bytes());
+    }
+    if let Some(p) = prefix {
+        d.text("Prefix", p.as_bytes());
+    }
     d.end("ListAllMyBucketsResult")
 }
 

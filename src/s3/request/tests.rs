@@ -75,7 +75,13 @@ fn s3_requests_are_recognized() {
 
 #[test]
 fn buckets() {
-    assert_eq!(op("GET", "/", &[]), Ok(Op::ListBuckets));
+    assert_eq!(op("GET", "/", &[]), Ok(Op::ListBuckets { prefix: String::new(), max: None, after: None }));
+    assert_eq!(
+        op("GET", "/?prefix=lo&max-buckets=2&continuation-token=log", &[]),
+        Ok(Op::ListBuckets { prefix: "lo".into(), max: Some(2), after: Some("log".into()) })
+    );
+    assert!(matches!(op("GET", "/?max-buckets=0", &[]), Err(S3Error::InvalidArgument(_))));
+    assert!(matches!(op("GET", "/?max-buckets=10001", &[]), Err(S3Error::InvalidArgument(_))));
     assert_eq!(op("HEAD", "/", &[]), Err(S3Error::MethodNotAllowed));
     assert_eq!(op("PUT", "/photos", &[]), Ok(Op::CreateBucket { bucket: "photos".into() }));
     assert_eq!(op("PUT", "/photos/", &[("x-amz-acl", "private")]), Ok(Op::CreateBucket { bucket: "photos".into() }));

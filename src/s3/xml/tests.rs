@@ -148,7 +148,7 @@ fn other_answers() {
     assert_eq!(body(location_constraint("eu-west-1")), "<LocationConstraint>eu-west-1</LocationConstraint>");
     assert_eq!(body(versioning_configuration()), "<VersioningConfiguration></VersioningConfiguration>");
     let buckets = [Bucket { name: "b12", created_ms: 0 }];
-    assert!(body(list_buckets(&buckets)).contains(
+    assert!(body(list_buckets(&buckets, None, None)).contains(
         "<Buckets><Bucket><Name>b12</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket></Buckets>"
     ));
     assert_eq!(
