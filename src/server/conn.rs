@@ -156,6 +156,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
         let target = conn.head_bytes(&head.target);
         let s3 = port == Port::Api && might_be_s3(&head, target) && s3::serve::is_s3(conn.head_raw(head.len));
         let raw_s3 = s3.then(|| conn.head_raw(head.len).to_vec());
+        let s3_said = raw_s3.as_deref().filter(|_| ctx.shared.cfg.verbose).map(s3_log_line);
         let loaded = if s3 { Ok(()) } else { req.load(&head, &conn) };
         conn.consume(head.len);
         let mut body = Body::new(&head, limits, conn.now());
@@ -221,7 +222,10 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
         metrics::Block::add(&ctx.metrics.bytes_in, (head.len as u64) + body.received());
         metrics::Block::add(&ctx.metrics.bytes_out, conn.out.len().saturating_sub(at) as u64);
         if ctx.shared.cfg.verbose {
-            eprintln!("{:?} {} {status} {took:?}", head.method, req.key.escape_ascii());
+            match &s3_said {
+                Some(said) => eprintln!("{said} {status} {took:?}"),
+                None => eprintln!("{:?} {} {status} {took:?}", head.method, req.key.escape_ascii()),
+            }
         }
         if !keep {
             let _ = conn.flush().await;
@@ -252,6 +256,17 @@ fn might_be_s3(head: &Head, target: &[u8]) -> bool {
         || head.method == Method::Post
         || target.contains(&b'?')
         || (head.method == Method::Put && head.framing == Framing::None && target.ends_with(b"/"))
+}
+
+/// What `-v` says of an S3 request: `S3 <method> <path>`, never its query (a presigned URL
+/// in a log would open the object to whoever reads it, until it expires).
+fn s3_log_line(raw: &[u8]) -> String {
+    let line = raw.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    let mut words = line.split(|&b| b == b' ');
+    let method = words.next().unwrap_or_default();
+    let target = words.next().unwrap_or_default();
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    format!("S3 {} {}", method.escape_ascii(), path.escape_ascii())
 }
 
 fn is_loopback(peer: &SocketAddr) -> bool {
