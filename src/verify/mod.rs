@@ -98,12 +98,13 @@ impl Report {
     pub fn verdict(&self) -> String {
         let n = self.problems();
         let failed = if self.failures > 0 { format!(", {} failed", self.failures) } else { String::new() };
+        let problems = if n == 1 { "1 problem".to_string() } else { format!("{n} problems") };
         match (n, self.repair) {
             (0, _) => format!("nothing wrong in {} keys{failed}", self.keys),
-            (n, false) => format!("{n} problems ({}){failed}; mkv verify -repair fixes them", self.kinds()),
-            (n, true) if self.fixed == n => format!("{n} problems ({}), all repaired{failed}", self.kinds()),
+            (_, false) => format!("{problems} ({}){failed}; mkv verify -repair fixes them", self.kinds()),
+            (n, true) if self.fixed == n => format!("{problems} ({}), all repaired{failed}", self.kinds()),
             (n, true) => {
-                format!("{n} problems ({}), {} repaired, {} not{failed}", self.kinds(), self.fixed, n - self.fixed)
+                format!("{problems} ({}), {} repaired, {} not{failed}", self.kinds(), self.fixed, n - self.fixed)
             }
         }
     }
