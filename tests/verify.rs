@@ -938,3 +938,28 @@ fn a_half_done_delete_is_not_damage_and_repair_does_not_bring_it_back() {
     assert!(lay.files(key).iter().all(|(v, p)| !path_on(&c, *v, p).exists()), "files of the key left");
     assert_eq!(get(&c.addr(), "/v/?unlinked").text(), r#"{"next":"","keys":[]}"#);
 }
+
+/// A folder where a replica's file goes (an operator's `mkdir`, a restore gone wrong): the
+/// replica is missing, online and offline; repair says why it cannot put it back, and does
+/// once the folder is gone. (The folder was skipped as a stray and verify said "nothing
+/// wrong"; repair said "the volume did not answer".)
+#[test]
+fn a_folder_where_a_replica_goes_is_a_missing_replica() {
+    let (c, live, _) = filled(3, 0, &[]);
+    let key = &live[0];
+    let (v, rel) = replica_file(&layout(&c.volumes), key, 0);
+    let file = path_on(&c, v, &rel);
+    fs::remove_file(&file).unwrap();
+    fs::create_dir(&file).unwrap();
+    fs::write(file.join("x"), b"x").unwrap();
+    let (code, err) = verify_online(&c, &["-grace", "0s"]);
+    assert_eq!((code, count(&err, "missing")), (Some(1), Some(1)), "{err}");
+    let (code, err) = verify_online(&c, &["-grace", "0s", "-repair"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a folder stands where a file of this key goes"), "{err}");
+    assert!(file.join("x").exists(), "the operator's folder is left as it is");
+    fs::remove_dir_all(&file).unwrap();
+    let (code, err) = verify_online(&c, &["-grace", "0s", "-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), value_of(key));
+}

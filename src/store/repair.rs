@@ -164,6 +164,8 @@ pub async fn restore(
         match st {
             Ok(Some(size)) if size == rec.size && !suspects.contains(r) => good.push(r.clone()),
             Ok(_) => bad.push(r.clone()),
+            // nothing can be put there until the operator looks
+            Err(e @ volume::Error::Folder(_)) => return Err(e.into()),
             // a volume that cannot be asked is not repaired now; its replica may be fine
             Err(_) => done.skipped.push(r.clone()),
         }

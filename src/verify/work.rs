@@ -337,7 +337,8 @@ impl Work<'_> {
                 async move { self.client.stat(self.topo, &server, &file).await }
             };
             let wrong = match p.kind {
-                Kind::Missing => matches!(here(&path).await, Ok(None)),
+                // a folder where the file goes: missing all the same (repair says so)
+                Kind::Missing => matches!(here(&path).await, Ok(None) | Err(crate::volume::Error::Folder(_))),
                 Kind::Size => matches!((here(&path).await, &now), (Ok(Some(n)), Some((_, r))) if n != r.size),
                 // the same record, and the bytes were read against it
                 Kind::Corrupt => true,

@@ -276,6 +276,8 @@ impl Client {
         match head.status {
             200 => Ok(Some(head.length.ok_or(Error::Protocol(server.to_string(), "HEAD without a Content-Length"))?)),
             404 => Ok(None),
+            // nginx sends a folder's URL without its `/` to the one with it
+            301 => Err(Error::Folder(server.to_string())),
             s => Err(Error::Status(server.to_string(), s)),
         }
     }

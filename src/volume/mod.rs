@@ -34,6 +34,9 @@ pub enum Error {
     /// The volume answered, but not with success.
     Status(String, u16),
     Protocol(String, &'static str),
+    /// A folder stands where a file of a key goes (nginx redirects to it): not mkv's doing,
+    /// and not removed for the operator.
+    Folder(String),
 }
 
 impl fmt::Display for Error {
@@ -45,9 +48,12 @@ impl fmt::Display for Error {
             Error::Io(v, e) => write!(f, "volume {v}: {e}"),
             Error::Status(v, s) => write!(f, "volume {v} answered {s}"),
             Error::Protocol(v, why) => write!(f, "volume {v}: {why}"),
+            Error::Folder(v) => write!(f, "volume {v}: {FOLDER}"),
         }
     }
 }
+
+const FOLDER: &str = "a folder stands where a file of this key goes: remove it by hand, then repair";
 
 impl std::error::Error for Error {}
 
@@ -62,6 +68,7 @@ impl Error {
             Error::Io(_, e) => e.to_string(),
             Error::Status(_, s) => format!("answered {s}"),
             Error::Protocol(_, why) => why.to_string(),
+            Error::Folder(_) => FOLDER.to_string(),
         }
     }
 }
