@@ -505,6 +505,15 @@ impl Index {
         if dir.exists() {
             return Err(format!("{} exists already: a snapshot goes into a new folder", dir.display()));
         }
+        // inside the index's own folder, RocksDB would take it for files of its own
+        let own = std::fs::canonicalize(self.inner.path()).unwrap_or_else(|_| self.inner.path().to_path_buf());
+        if dir.parent().and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p.starts_with(&own)) {
+            return Err(format!(
+                "{} is inside the index's own folder {}: a snapshot goes elsewhere",
+                dir.display(),
+                own.display()
+            ));
+        }
         let u = self.inner.enter();
         let cp = rocksdb::checkpoint::Checkpoint::new(&u.db.db).map_err(|e| format!("cannot snapshot: {e}"))?;
         cp.create_checkpoint(dir).map_err(|e| format!("cannot snapshot into {}: {e}", dir.display()))

@@ -240,10 +240,10 @@ struct Flags {
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     repair: bool,
     /// verify, scrub: files younger than this are spared (a write may be in flight)
-    #[arg(long, global = true, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
     grace: std::time::Duration,
     /// verify -deep, scrub: MiB/s read at most (0: no limit) [default: 0; the scrub: 16]
-    #[arg(long, global = true, value_name = "MiB/s", hide_default_value = true)]
+    #[arg(long, global = true, value_name = "MiB/s", hide_default_value = true, allow_negative_numbers = true)]
     rate: Option<f64>,
     /// snapshot: the folder (new) the master copies its index into
     #[arg(long, global = true, value_name = "DIR")]

@@ -250,6 +250,26 @@ fn taken_explicit_admin_address_is_an_error() {
     assert!(stderr.starts_with("mkv: ") && stderr.contains(&addr), "{stderr}");
 }
 
+/// `-listen` on an address no interface has says so (it asked whether another server ran
+/// there); one taken asks that.
+#[test]
+fn a_listen_address_is_refused_with_its_reason() {
+    let vols = [Volume::new()];
+    let db = TempDir::new("db");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (listen, says) in [
+        ("192.0.2.99:3000", "(no interface of this host has that address)"),
+        (taken.as_str(), "(is another server running there?)"),
+    ] {
+        let args = server_args(db.path(), &[vols[0].addr()], &["-replicas", "1", "-admin", "", "-listen", listen]);
+        let (code, stderr) = run_mkv(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line:\n{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
 #[test]
 fn empty_admin_address_turns_it_off() {
     let vols = [Volume::new()];

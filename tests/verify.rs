@@ -614,6 +614,11 @@ fn snapshot_then_restore_serves_every_key_it_held() {
     let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", to.to_str().unwrap()]);
     assert_eq!(code, Some(1), "a snapshot goes into a new folder: {err}");
     assert!(err.contains("exists already"), "{err}");
+    let inside = c.master.db().join("snap");
+    let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", inside.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "a snapshot inside the index's folder: {err}");
+    assert!(err.contains("inside the index's own folder"), "{err}");
+    assert!(!inside.exists());
     // written after the snapshot: not in it
     assert_eq!(request(&c.addr(), "PUT", "/after", &[], b"later").status, 201);
     c.master.kill9();
@@ -746,6 +751,15 @@ fn usage_errors_exit_2() {
         let (code, err) = run_mkv(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // a negative value is named as a bad value, not taken for a flag
+    for (args, says) in [
+        (&["verify", "-online", "http://a:1", "-rate", "-1"][..], "-rate must be a number of MiB/s"),
+        (&["verify", "-online", "http://a:1", "-grace", "-1s"], "invalid duration '-1s'"),
+    ] {
+        let (code, err) = run_mkv(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("unexpected argument"), "{args:?}: {err}");
     }
     // an unreachable master is a master, not a volume
     let (code, err) = run_mkv(&["verify", "-online", "http://127.0.0.1:1"]);

@@ -140,6 +140,11 @@ fn slot() -> usize {
 }
 
 impl Inner {
+    /// The index's folder, as opened.
+    pub(super) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub(super) fn new(path: &Path, db: Db, cache: Cache) -> Inner {
         Inner {
             path: path.to_path_buf(),

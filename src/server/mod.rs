@@ -167,8 +167,17 @@ fn raise_nofile() -> u64 {
 /// silently, a busy port is detected first with a plain bind.
 fn listen(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
     if addr.port() != 0 {
-        std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen on {addr} (is another server running there?)"))?;
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            let why = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "is another server running there?",
+                std::io::ErrorKind::AddrNotAvailable => "no interface of this host has that address",
+                _ => "",
+            };
+            match why {
+                "" => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+                why => anyhow::anyhow!("cannot listen on {addr}: {e} ({why})"),
+            }
+        })?;
     }
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
