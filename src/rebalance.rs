@@ -148,6 +148,14 @@ fn record(progress: &Progress, key: &[u8], r: Result<Outcome, Error>) {
             progress.println(&format!("would move {name}: {} -> {}", from.join(","), to.join(",")));
             progress.count("would move", 1);
         }
+        Ok(Outcome::Deleted) => {
+            progress.println(&format!("deleted {name}: a PUT or DELETE of it had failed half way"));
+            progress.count("deleted", 1);
+        }
+        Ok(Outcome::WouldDelete) => {
+            progress.println(&format!("would delete {name}: a PUT or DELETE of it had failed half way"));
+            progress.count("would delete", 1);
+        }
         // deleted since it was listed
         Err(Error::NotFound) => progress.count("gone", 1),
         Err(e) => progress.fail(&name, &e.to_string()),

@@ -574,6 +574,36 @@ fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
     assert!(body == b"the new, longer value" || body == b"the old value", "mixed bytes: {body:?}");
 }
 
+/// A DELETE that fails half way (a volume down) over a key whose overwrite is stuck moving:
+/// the replacement goes with the delete, so the master, once moves work again, does not roll
+/// it forward over the delete (it did: the key's record named the new value again, its
+/// deleted replicas "missing" for repair to copy back).
+#[test]
+fn a_delete_that_fails_half_way_drops_a_stuck_replacement() {
+    let (odd, refuse) = start_unmovable_volume();
+    let mut vols = [Volume::new(), Volume::new()];
+    let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
+    list.push(odd);
+    let master = Master::start_on(&list, &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = master.addr();
+    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    assert_eq!(request(&addr, "PUT", "/stuck", &s3, b"").status, 200);
+    assert_eq!(request(&addr, "PUT", "/stuck/key", &s3, b"the old value").status, 200);
+    let r = request(&addr, "PUT", "/stuck/key", &s3, b"the new, longer value");
+    assert!(r.status >= 500, "a move refused: {r:?}");
+    vols[0].stop();
+    let r = request(&addr, "DELETE", "/stuck/key", &[], b"");
+    assert!(r.status >= 500, "a volume down: {r:?}");
+    vols[0].start();
+    refuse.store(false, Ordering::Relaxed);
+    // the master looks for replacements to settle every few seconds
+    thread::sleep(Duration::from_secs(4));
+    let listed: serde_json::Value = serde_json::from_slice(&get(&addr, "/stuck/?unlinked&records").body).unwrap();
+    assert_eq!(listed["keys"][0]["size"], 0, "the record is the delete's placeholder: {listed}");
+    assert_eq!(request(&addr, "DELETE", "/stuck/key", &[], b"").status, 204);
+    assert_eq!(get(&addr, "/stuck/?unlinked").text(), r#"{"next":"","keys":[]}"#);
+}
+
 /// A TCP proxy to `upstream` that passes what the master sends at most `step` bytes per
 /// `tick` (its receive buffer kept small, so the master's writes wait on it), as a volume
 /// whose disk writeback throttles it takes a body; answers come back at once.

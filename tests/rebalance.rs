@@ -457,3 +457,25 @@ fn a_stop_right_after_moves_deletes_the_old_replicas_first() {
         assert_eq!(r.header("key-volumes"), Some(lay.replicas(key).join(",").as_str()), "{key}");
     }
 }
+
+/// A DELETE that failed half way (a volume down) leaves its key under `?unlinked` naming the
+/// volumes its files were on; a rebalance finishes that delete rather than leave the key
+/// naming volumes that may leave the list (its files would be strays nothing deletes).
+#[test]
+fn a_rebalance_finishes_a_delete_that_failed_half_way() {
+    let mut vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let mut master = Master::start_on(&four[..3], &flags());
+    let (mut live, unlinked) = fill(&master, 10);
+    let key = live.remove(0);
+    vols[0].stop();
+    let r = request(&master.addr(), "DELETE", &key, &[], b"");
+    assert!(r.status >= 500, "{r:?}");
+    vols[0].start();
+    master.kill9();
+    let (code, err) = rebalance(&four, &["-db", master.db().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("deleted {key}: a PUT or DELETE of it had failed half way")), "{err}");
+    master.restart_with(&four, &flags());
+    check(&master, &vols, &four, &live, &unlinked);
+}

@@ -36,17 +36,26 @@ pub enum Outcome {
     Moved,
     /// `dry_run`: would move from these replicas to those.
     WouldMove(Vec<String>, Vec<String>),
+    /// A PUT or DELETE that failed half way (its record a placeholder): its files deleted.
+    Deleted,
+    /// `dry_run`: would be [`Outcome::Deleted`].
+    WouldDelete,
 }
 
 /// Moves one key's replicas to where placement wants them now.
 pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error> {
     let sh = &ctx.shared;
-    let _claim = ctx.claim(key)?;
+    let claim = ctx.claim(key)?;
     let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
     if state == State::Unlinked && rec.is_placeholder() {
-        // a PUT or DELETE that failed half way: no value to move; its files stay where the
-        // record names them, for the DELETE that finishes it
-        return Ok(Outcome::InPlace);
+        // a PUT or DELETE that failed half way (one in flight holds the claim): no value to
+        // move, and left where it is it could name volumes leaving the list; the delete is
+        // finished instead, as a DELETE of it would
+        if dry_run {
+            return Ok(Outcome::WouldDelete);
+        }
+        super::remove::delete_claimed(ctx, claim, key, false).await?;
+        return Ok(Outcome::Deleted);
     }
     let topo = ctx.topo();
     let want = topo.place(key);

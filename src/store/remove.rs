@@ -28,9 +28,6 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     if protect && state == State::Live {
         return Err(Error::Protected);
     }
-    if !(state == State::Unlinked && rec.is_placeholder()) {
-        sh.index.set_from(key, Some(state), State::Unlinked, &Record::placeholder(rec.volumes.clone()))?;
-    }
     let path = key_path(key);
     let mut gone = targets(&rec.volumes, &path);
     if state == State::Unlinked {
@@ -38,15 +35,22 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     }
     // a replacement a crash left half done goes with the key
     let pending = sh.index.pending(key)?;
+    let mut volumes = rec.volumes.clone();
     if let Some(p) = &pending {
         gone.extend(targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id)));
         gone.extend(targets(&p.record.volumes, &path));
         gone.extend(targets(&p.old_markers, &format!("{MARKER_DIR}{path}")));
+        volumes.extend(p.record.volumes.iter().filter(|v| !rec.volumes.contains(v)).cloned());
+    }
+    let holder = Record::placeholder(volumes);
+    match &pending {
+        // in the same batch: a recovery must not roll the replacement forward, live, over
+        // a delete that failed half way (its temporary files left are orphans for verify)
+        Some(_) => sh.index.commit_pending(key, State::Unlinked, &holder)?,
+        None if state == State::Unlinked && rec.is_placeholder() => {}
+        None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
     ctx.client.delete_all(&ctx.topo(), &gone).await?;
-    if pending.is_some() {
-        sh.index.remove_pending(key)?;
-    }
     sh.index.remove(key)?;
     ctx.durable().await
 }
