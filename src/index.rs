@@ -507,7 +507,8 @@ impl Index {
         }
         // inside the index's own folder, RocksDB would take it for files of its own
         let own = std::fs::canonicalize(self.inner.path()).unwrap_or_else(|_| self.inner.path().to_path_buf());
-        if dir.parent().and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p.starts_with(&own)) {
+        let parent = std::path::absolute(dir).ok().and_then(|d| d.parent().and_then(|p| std::fs::canonicalize(p).ok()));
+        if parent.is_some_and(|p| p.starts_with(&own)) {
             return Err(format!(
                 "{} is inside the index's own folder {}: a snapshot goes elsewhere",
                 dir.display(),

@@ -1117,14 +1117,21 @@ fn a_multipart_upload_survives_a_master_restart() {
 
 /// A Complete that runs long is answered `200` early and kept alive with spaces (a client's
 /// read timeout would cut it off: botocore's is 60 s); a Complete sent again, while the
-/// first runs or after it ended, answers as the first did (it was `InvalidPart` while the
-/// first ran, `NoSuchUpload` after).
+/// first runs (however long) or after it ended, answers as the first did (it was
+/// `InvalidPart` while the first ran, then `503 SlowDown` past 5 s; `NoSuchUpload` after).
 #[test]
 fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
-    // one volume takes each 64 KiB of a write 10 ms late: a 6 MiB Complete runs ~1 s
+    // once the parts are in, one volume takes each 64 KiB of a write 70 ms late: the 6 MiB
+    // Complete runs ~7 s, longer than a write waits for another (5 s)
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let slow = proxy(listener, vols[0].addr(), 64 << 10, |_| thread::sleep(Duration::from_millis(10)));
+    let late = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let late = late.clone();
+        proxy(listener, vols[0].addr(), 64 << 10, move |_| {
+            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
+        })
+    };
     let on = [slow, vols[1].addr(), vols[2].addr()];
     let master = Master::start_on(&on, &["-threads", "2", "-s3-keepalive", "200ms", "-voltimeout", "5s"]);
     let addr = master.addr();
@@ -1140,6 +1147,7 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     }
     doc += "</CompleteMultipartUpload>";
     let path = format!("/slowc/k?uploadId={id}");
+    late.store(70, Ordering::Relaxed);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.write_all(&encode_request("POST", &path, &[UNSIGNED], doc.as_bytes())).unwrap();
@@ -1170,6 +1178,10 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     assert_eq!(xml_field(&r.text(), "ETag").replace("&quot;", "\""), want, "{r:?}");
     let r = s3_get(&addr, "/slowc/k");
     assert!(r.body == parts.concat(), "the completed object differs");
+    // another upload id with the same parts was never completed: it is no upload at all
+    let r = request(&addr, "POST", "/slowc/k?uploadId=never-made", &[UNSIGNED], doc.as_bytes());
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
     // other parts than those completed are no upload of this object
     let other = doc.replace("<PartNumber>2</PartNumber>", "<PartNumber>3</PartNumber>");
     let other = other.replacen(&md5_hex(&parts[1]), &md5_hex(b"x"), 1);

@@ -201,6 +201,11 @@ pub async fn patiently(
 ) -> Result<Answer, Failure> {
     use futures_util::future::{select, Either};
     let every = ctx.shared.cfg.s3_keepalive;
+    if !reads_errors_in_200(&req.headers) {
+        // answered when done, however long: a success it would misread is worse than a
+        // timeout it reports
+        return work.await.map(|doc| ok(conn, req, 200, Some(doc)));
+    }
     let mut work = std::pin::pin!(work);
     let mut answered = false;
     let outcome = loop {
@@ -226,10 +231,26 @@ pub async fn patiently(
     }
     let doc = match outcome {
         Ok(doc) => doc,
-        Err(f) => xml::error(&f.error, req.path, &req.request_id),
+        Err(f) => {
+            // the status said 200 already: the log says what became of it
+            eprintln!(
+                "mkv: S3 {} {}: failed after its 200 went out: {}",
+                req.method,
+                req.path.escape_ascii(),
+                f.error.code()
+            );
+            xml::error(&f.error, req.path, &req.request_id)
+        }
     };
     conn.out.extend_from_slice(doc.strip_prefix(PROLOG).unwrap_or(&doc));
     Ok(Answer { reply: Reply::Streamed { status: 200, keep: false }, close: true })
+}
+
+/// Whether the client reads an `<Error>` in a `200` answer as the error it is, as S3's own
+/// SDKs do (botocore, the Go and Java SDKs, rclone, s3cmd). The MinIO Python SDK does not:
+/// it would take a failed Complete for a success (its read timeout is 5 minutes anyway).
+fn reads_errors_in_200(headers: &Headers) -> bool {
+    !headers.get("user-agent").is_some_and(|ua| ua.windows(8).any(|w| w.eq_ignore_ascii_case(b"minio-py")))
 }
 
 /// What S3 answers for a store's failure.
@@ -372,6 +393,16 @@ pub async fn small_body(conn: &mut Conn, body: &mut Body, max: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn minio_py_is_not_answered_early() {
+        use super::{reads_errors_in_200, Headers};
+        let h = |ua: &'static str| vec![httparse::Header { name: "User-Agent", value: ua.as_bytes() }];
+        assert!(reads_errors_in_200(&Headers(&h("Boto3/1.44.8 md/Botocore#1.44.8 ua/2.1 os/linux"))));
+        assert!(reads_errors_in_200(&Headers(&h("rclone/v1.60.1-DEV"))));
+        assert!(reads_errors_in_200(&Headers(&[])));
+        assert!(!reads_errors_in_200(&Headers(&h("MinIO (Linux; x86_64) minio-py/7.2.20"))));
+    }
+
     /// Two runtime threads never hand out the same request id.
     #[test]
     fn request_ids_are_unique_across_threads() {

@@ -4,6 +4,8 @@
 //! which no listing shows. Complete streams the parts, in order, into the key's replicas in
 //! bounded memory, then deletes them; Abort deletes them.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use super::{
@@ -21,7 +23,6 @@ use super::{
 };
 use crate::{
     http::{response, Body, Conn, Reply},
-    index::State,
     placement::targets,
     record::now_ms,
     store::{
@@ -172,6 +173,7 @@ async fn delete_files(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
 /// Deletes the files of ended uploads' parts that a volume down kept ([`forget`] noted
 /// them); the server runs it while it runs. How many parts it cleared.
 pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
+    expire_completed(ctx)?;
     let mut cleared = 0;
     let topo = ctx.topo();
     for (k, v) in scan_all(ctx, b"g/")? {
@@ -487,37 +489,98 @@ pub async fn complete(
         let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
         xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, tag)
     };
-    let mut ended = |f: Failure| match f.error {
-        // a Complete sent again (its answer was lost, or it is still running when the client
-        // gave up and retried) answers as the first did once that one has made the object
-        S3Error::NoSuchUpload => match completed_before(ctx, obj, &asked)? {
-            Some(tag) => Ok(ok(conn, req, 200, Some(answer(&tag)))),
-            None => Err(f),
-        },
-        _ => Err(f),
-    };
-    let _upload = claim(ctx, &lock_name(id, None)).await?;
-    let u = match upload(ctx, obj, id) {
-        Ok(u) => u,
-        Err(f) => return ended(f),
-    };
-    let have = all_parts(ctx, id)?;
-    let chosen = choose(&have, &asked)?;
-    let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
-    let mut stored = Stored::decode(&u.stored);
-    stored.etag = Some(tag.clone());
-    let total = chosen.iter().map(|p| p.size).sum();
-    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
-    let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
-    // refused, the upload stays: the client may complete it again or abort it
-    let held = claim_for_write(ctx, &u.key, write_if, false).await?;
+    // all of it answered patiently: a Complete sent again while the first runs (its client
+    // gave up waiting) waits here for it, kept alive, and then answers as it did
     let work = async {
+        let _upload = claim_waiting(ctx, &lock_name(id, None), COMPLETE_WAIT).await?;
+        let u = match upload(ctx, obj, id) {
+            Ok(u) => u,
+            Err(f) => {
+                return match completed_before(ctx, obj, id, &asked)? {
+                    Some(tag) => Ok(answer(&tag)),
+                    None => Err(f),
+                }
+            }
+        };
+        let have = all_parts(ctx, id)?;
+        let chosen = choose(&have, &asked)?;
+        let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
+        let mut stored = Stored::decode(&u.stored);
+        stored.etag = Some(tag.clone());
+        let total = chosen.iter().map(|p| p.size).sum();
+        let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
+        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
+        // refused, the upload stays: the client may complete it again or abort it
+        let held = claim_for_write(ctx, &u.key, write_if, false).await?;
         write::put_claimed(ctx, held, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
-        // the object is in place: the parts (listed or not) and the upload go
+        // the object is in place: what a Complete sent again will answer, then the parts
+        // (listed or not) and the upload go
+        note_completed(ctx, id, &u.key, &tag);
         forget(ctx, id, have).await;
         Ok(answer(&tag))
     };
     patiently(ctx, conn, req, work).await
+}
+
+/// How long a Complete waits for another Complete of its upload to end (it is kept alive
+/// meanwhile, see [`patiently`]); then `503 SlowDown`.
+const COMPLETE_WAIT: Duration = Duration::from_secs(15 * 60);
+/// How long a completed upload is remembered for a Complete sent again.
+const DONE_KEEP: Duration = Duration::from_secs(60 * 60);
+
+/// The record of a completed upload `id`: when, its key, the object's ETag.
+fn done_key(id: &str) -> Vec<u8> {
+    format!("d/{id}").into_bytes()
+}
+
+fn note_completed(ctx: &Ctx, id: &str, key: &[u8], tag: &str) {
+    let mut v = now_ms().to_le_bytes().to_vec();
+    v.push(tag.len().min(255) as u8);
+    v.extend_from_slice(&tag.as_bytes()[..tag.len().min(255)]);
+    v.extend_from_slice(key);
+    if let Err(e) = ctx.shared.index.mp_put(&done_key(id), &v) {
+        eprintln!("mkv: S3 upload {id}: completed, but not noted for a Complete sent again: {e}");
+    }
+}
+
+/// (when, ETag, key) of a completed upload's record.
+fn decode_done(v: &[u8]) -> Option<(u64, &str, &[u8])> {
+    let ms = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
+    let n = *v.get(8)? as usize;
+    let tag = std::str::from_utf8(v.get(9..9 + n)?).ok()?;
+    Some((ms, tag, &v[9 + n..]))
+}
+
+/// The ETag of `obj` when upload `id` completed into it with the parts `asked` (a Complete
+/// sent again, after the first ended): its answer again.
+fn completed_before(ctx: &Ctx, obj: &Object, id: &str, asked: &[(u32, String)]) -> Result<Option<String>, Failure> {
+    let Some(v) = ctx.shared.index.mp_get(&done_key(id)).map_err(store::Error::from)? else { return Ok(None) };
+    let Some((_, tag, key)) = decode_done(&v) else { return Ok(None) };
+    let md5s: Option<Vec<[u8; 16]>> = asked.iter().map(|(_, t)| crate::md5::from_hex(t.trim_matches('"'))).collect();
+    let same_parts = md5s.is_some_and(|m| multipart_etag(&m) == tag);
+    Ok((key == obj.native_key() && same_parts).then(|| tag.to_string()))
+}
+
+/// Forgets completed uploads older than [`DONE_KEEP`] (at most once a minute: the sweep
+/// runs every second).
+fn expire_completed(ctx: &Ctx) -> Result<(), store::Error> {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    if LAST.get().is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return Ok(());
+    }
+    LAST.set(Some(std::time::Instant::now()));
+    let before = now_ms().saturating_sub(DONE_KEEP.as_millis() as u64);
+    let old: Vec<Vec<u8>> = scan_all(ctx, b"d/")?
+        .into_iter()
+        .filter(|(_, v)| decode_done(v).is_none_or(|(ms, _, _)| ms < before))
+        .map(|(k, _)| k)
+        .collect();
+    if !old.is_empty() {
+        ctx.shared.index.mp_delete(&old)?;
+    }
+    Ok(())
 }
 
 /// The parts a Complete names, checked against those uploaded: in ascending order
@@ -541,21 +604,6 @@ fn choose(have: &[(u32, Part)], asked: &[(u32, String)]) -> Result<Vec<Part>, Fa
         chosen.push(Part { file: p.file.clone(), replicas: p.replicas.clone(), ..*p });
     }
     Ok(chosen)
-}
-
-/// The ETag of `obj` when a Complete of the parts `asked` made it (their ETags, the MD5s
-/// of the parts, give the object's), for a Complete whose upload has ended.
-fn completed_before(ctx: &Ctx, obj: &Object, asked: &[(u32, String)]) -> Result<Option<String>, Failure> {
-    let md5s: Option<Vec<[u8; 16]>> =
-        asked.iter().map(|(_, tag)| crate::md5::from_hex(tag.trim_matches('"'))).collect();
-    let Some(md5s) = md5s else { return Ok(None) };
-    let tag = multipart_etag(&md5s);
-    let index = &ctx.shared.index;
-    let Some(p) = index.get_pinned(State::Live, &obj.native_key()).map_err(store::Error::from)? else {
-        return Ok(None);
-    };
-    let stored = Stored::decode(p.record().map_err(store::Error::from)?.meta);
-    Ok((stored.etag.as_deref() == Some(tag.as_str())).then_some(tag))
 }
 
 /// Upload `id`'s lock, held, while the upload exists (`404 NoSuchUpload` once it ended).
