@@ -394,6 +394,41 @@ fn start_cutting_volume() -> (String, Arc<AtomicBool>) {
     (addr, stop)
 }
 
+/// A failed PUT whose clean-up a hung volume kept from deleting its files: the master
+/// deletes them, and the key's placeholder, once the volume is back; with no admin port
+/// too. (It stayed under `?unlinked` for good unless a client sent a DELETE; and without
+/// an admin port the master's background recovery did not run at all.)
+#[test]
+fn the_master_finishes_a_failed_put_a_hung_volume_kept_files_of() {
+    let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s", "-admin", ""]);
+    let addr = c.addr();
+    let total = 16usize << 20;
+    let body: Vec<u8> = (0..total as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut client = Client::connect(&addr);
+    client.send(&encode_request("PUT", "/kept", &[("Content-Length", &total.to_string())], b""));
+    client.send(&body[..4 << 20]);
+    c.volumes[1].pause();
+    let mut writer = client.stream().try_clone().unwrap();
+    let rest = body[4 << 20..].to_vec();
+    let sender = thread::spawn(move || {
+        use std::io::Write;
+        let _ = writer.write_all(&rest);
+    });
+    let r = client.try_read_response("PUT").expect("an answer");
+    assert!(r.status >= 500, "{r:?}");
+    drop(client);
+    let _ = sender.join();
+    assert!(listed(&addr, "unlinked").contains(&"/kept".to_string()), "the clean-up could not reach the volume");
+    c.volumes[1].resume();
+    wait_until("the master to finish the failed PUT", Duration::from_secs(10), || {
+        !listed(&addr, "unlinked").contains(&"/kept".to_string())
+    });
+    for v in &c.volumes {
+        let files = v.files();
+        assert!(files.iter().all(|f| !f.ends_with("L2tlcHQ=")), "{files:?} on {}", v.addr());
+    }
+}
+
 #[test]
 fn a_replica_failing_at_the_end_of_a_streamed_put_leaves_no_file_behind() {
     // the other replicas received the whole body, so their PUTs complete on nginx; whatever

@@ -121,9 +121,10 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             let shared = shared.clone();
             let pool = pool.clone();
             let admin = if i == 0 { admin.take() } else { None };
+            let first = i == 0;
             std::thread::Builder::new()
                 .name(format!("mkv-{i}"))
-                .spawn(move || run_thread(shared, l, admin, uring, pool))
+                .spawn(move || run_thread(shared, l, admin, first, uring, pool))
         })
         .collect::<Result<_, _>>()?;
     for t in threads {
@@ -230,6 +231,7 @@ fn run_thread(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     admin: Option<std::net::TcpListener>,
+    first: bool,
     uring: bool,
     pool: Pool,
 ) -> anyhow::Result<()> {
@@ -244,12 +246,12 @@ fn run_thread(
             .attach_thread_pool(Box::new(pool.clone()))
             .build();
         match rt {
-            Ok(mut rt) => return rt.block_on(serve(shared, listener, admin)),
+            Ok(mut rt) => return rt.block_on(serve(shared, listener, admin, first)),
             Err(e) => eprintln!("mkv: io_uring runtime failed ({e}); falling back to epoll"),
         }
     }
     let mut rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().attach_thread_pool(Box::new(pool)).build()?;
-    rt.block_on(serve(shared, listener, admin))
+    rt.block_on(serve(shared, listener, admin, first))
 }
 
 /// The threads every runtime hands `spawn_blocking` work to, named so profiles tell them apart.
@@ -262,10 +264,13 @@ impl ThreadPool for Pool {
     }
 }
 
+/// One thread's server; the `first` also settles, in the background, what failed writes
+/// and crashes left half done ([`recover`]).
 async fn serve(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     admin: Option<std::net::TcpListener>,
+    first: bool,
 ) -> anyhow::Result<()> {
     let api = Rc::new(TcpListener::from_std(listener)?);
     let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
@@ -275,13 +280,16 @@ async fn serve(
         Some(a) => {
             let a = Rc::new(TcpListener::from_std(a)?);
             monoio::spawn(accept_loop(local.clone(), watch.clone(), a.clone(), Port::Admin));
-            // one thread settles what a crash left half written, in the background
-            let local = local.clone();
-            monoio::spawn(async move { recover(&local.ctx).await });
             Some(a)
         }
         None => None,
     };
+    if first {
+        // with or without an admin port (it ran only beside one: `-admin ''` left crashes'
+        // half-written replacements and ended uploads' part files for good)
+        let local = local.clone();
+        monoio::spawn(async move { recover(&local.ctx).await });
+    }
     let listeners = Listeners { api: api.clone(), admin };
     monoio::spawn({
         let local = local.clone();
@@ -374,6 +382,18 @@ async fn recover(ctx: &Ctx) {
             Ok(0) => {}
             Ok(n) => eprintln!("mkv: deleted the files of {n} part(s) of ended S3 uploads"),
             Err(e) => warn("sweep ended S3 uploads' part files", &e),
+        }
+        // failed PUTs whose files a volume down kept
+        match crate::store::remove::finish(ctx).await {
+            (0, None) => {}
+            (n, e) => {
+                if n > 0 {
+                    eprintln!("mkv: deleted {n} failed PUT(s) whose files a volume down had kept");
+                }
+                if let Some(e) = e {
+                    warn("delete the files of failed PUTs", &e);
+                }
+            }
         }
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
         if left {

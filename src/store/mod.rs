@@ -68,6 +68,9 @@ pub struct Shared {
     pub scrub: Mutex<Option<crate::admin::ScrubState>>,
     /// Old replicas of keys an online rebalance moved, still to delete.
     pub moves: relocate::Moves,
+    /// Keys whose failed PUT could not remove its files (its placeholder is listed under
+    /// `?unlinked`): the server deletes them once the volumes let it ([`remove::finish`]).
+    pub failed_puts: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Shared {
@@ -117,6 +120,7 @@ impl Shared {
             started_ms: crate::record::now_ms(),
             last_rebalance: Mutex::new(None),
             moves: relocate::Moves::default(),
+            failed_puts: Mutex::default(),
             scrub: Mutex::new(None),
         })
     }

@@ -55,6 +55,38 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     ctx.durable().await
 }
 
+/// Deletes what failed PUTs could not ([`Shared::failed_puts`]), as a DELETE would, while
+/// each key is still the placeholder its PUT left (a PUT since replaced it, a DELETE ended
+/// it); one busy or whose volume is still down waits for the next call. A failed DELETE's
+/// key is left to its client's retry, which SPEC.md promises it. Returns how many went, and
+/// the last failure.
+///
+/// [`Shared::failed_puts`]: super::Shared
+pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
+    let keys: Vec<Vec<u8>> = ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    let (mut done, mut last) = (0, None);
+    for key in keys {
+        let outcome = match ctx.claim(&key) {
+            Err(_) => continue, // a write of it in flight: its business first
+            Ok(claim) => match ctx.shared.index.get(&key) {
+                Ok(Some((State::Unlinked, rec))) if rec.is_placeholder() => {
+                    delete_claimed(ctx, claim, &key, false).await.map(|()| true)
+                }
+                Ok(_) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+        };
+        match outcome {
+            Ok(deleted) => {
+                done += usize::from(deleted);
+                ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    (done, last)
+}
+
 /// UNLINK: a marker beside each replica, then one batch moves the record to `unlinked`.
 /// Returns the record.
 pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {

@@ -194,10 +194,14 @@ async fn in_place<S: Source>(
                         eprintln!("mkv: PUT {}: {e}", key.escape_ascii());
                     }
                 }
-                Err(e) => eprintln!(
-                    "mkv: PUT {} failed and its replicas could not be removed ({e}); it is listed under ?unlinked",
-                    key.escape_ascii()
-                ),
+                Err(e) => {
+                    eprintln!(
+                        "mkv: PUT {} failed and its replicas could not be removed yet ({e}); it is listed under \
+                         ?unlinked until the master can",
+                        key.escape_ascii()
+                    );
+                    sh.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
+                }
             }
             Err(e)
         }
