@@ -584,11 +584,10 @@ fn replacement_whose_move_failed(restart: bool) {
     }
 }
 
-/// While an S3 overwrite's move into place is stuck (a volume refuses it), a GetObject of
-/// the key answers `503 ServiceUnavailable`, which clients retry, not `500`; once the
-/// volume takes moves again the key reads whole.
-#[test]
-fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
+/// Two volumes and one that refuses moves (until the flag is cleared), under a master; S3
+/// `/stuck/key` written, then overwritten with its move into place refused on the odd
+/// volume: a replacement stuck in its moving phase.
+fn stuck_overwrite() -> ([Volume; 2], Master, Arc<AtomicBool>) {
     let (odd, refuse) = start_unmovable_volume();
     let vols = [Volume::new(), Volume::new()];
     let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
@@ -600,6 +599,17 @@ fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
     assert_eq!(request(&addr, "PUT", "/stuck/key", &s3, b"the old value").status, 200);
     let r = request(&addr, "PUT", "/stuck/key", &s3, b"the new, longer value");
     assert!(r.status >= 500, "a move refused: {r:?}");
+    (vols, master, refuse)
+}
+
+/// While an S3 overwrite's move into place is stuck (a volume refuses it), a GetObject of
+/// the key answers `503 ServiceUnavailable`, which clients retry, not `500`; once the
+/// volume takes moves again the key reads whole.
+#[test]
+fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
+    let (_vols, master, refuse) = stuck_overwrite();
+    let addr = master.addr();
+    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
     let r = request(&addr, "GET", "/stuck/key", &s3, b"");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.text().contains("<Code>ServiceUnavailable</Code>"), "{r:?}");
@@ -615,23 +625,14 @@ fn a_get_while_an_overwrite_is_stuck_moving_answers_503() {
 /// deleted replicas "missing" for repair to copy back).
 #[test]
 fn a_delete_that_fails_half_way_drops_a_stuck_replacement() {
-    let (odd, refuse) = start_unmovable_volume();
-    let mut vols = [Volume::new(), Volume::new()];
-    let mut list: Vec<String> = vols.iter().map(Volume::addr).collect();
-    list.push(odd);
-    let master = Master::start_on(&list, &["-replicas", "3", "-subvolumes", "1"]);
+    let (mut vols, master, refuse) = stuck_overwrite();
     let addr = master.addr();
-    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
-    assert_eq!(request(&addr, "PUT", "/stuck", &s3, b"").status, 200);
-    assert_eq!(request(&addr, "PUT", "/stuck/key", &s3, b"the old value").status, 200);
-    let r = request(&addr, "PUT", "/stuck/key", &s3, b"the new, longer value");
-    assert!(r.status >= 500, "a move refused: {r:?}");
     vols[0].stop();
     let r = request(&addr, "DELETE", "/stuck/key", &[], b"");
     assert!(r.status >= 500, "a volume down: {r:?}");
     vols[0].start();
     refuse.store(false, Ordering::Relaxed);
-    // the master looks for replacements to settle every few seconds
+    // the master looks for replacements to settle every second
     thread::sleep(Duration::from_secs(4));
     let listed: serde_json::Value = serde_json::from_slice(&get(&addr, "/stuck/?unlinked&records").body).unwrap();
     assert_eq!(listed["keys"][0]["size"], 0, "the record is the delete's placeholder: {listed}");
