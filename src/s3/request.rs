@@ -51,7 +51,7 @@ const S3_PARAMS: &[&str] = &[
     "object-lock", "legal-hold", "retention", "requestPayment", "accelerate", "analytics", "inventory", "metrics",
     "intelligent-tiering", "ownershipControls", "publicAccessBlock", "restore", "select", "select-type", "torrent",
     "attributes", "response-content-type", "response-content-language", "response-expires", "response-cache-control",
-    "response-content-disposition", "response-content-encoding", "x-id", "AWSAccessKeyId",
+    "response-content-disposition", "response-content-encoding", "x-id", "AWSAccessKeyId", "renameObject",
 ];
 
 /// Sub-resources mkv does not implement, for any method (versioning and location are
@@ -61,7 +61,7 @@ const UNSUPPORTED: &[&str] = &[
     "acl", "tagging", "policy", "policyStatus", "lifecycle", "cors", "website", "logging", "notification",
     "replication", "encryption", "object-lock", "legal-hold", "retention", "requestPayment", "accelerate",
     "analytics", "inventory", "metrics", "intelligent-tiering", "ownershipControls", "publicAccessBlock", "restore",
-    "select", "torrent", "attributes", "versions",
+    "select", "torrent", "attributes", "versions", "renameObject",
 ];
 
 /// Whether a request is an S3 request (S3.md's rule); every other request stays native.
@@ -359,13 +359,13 @@ pub fn parse(method: &str, path: &[u8], query: &[u8], headers: &Headers) -> Resu
         return Ok(Op::NotImplemented(sub));
     }
     if key.is_empty() {
-        bucket_op(method, bucket, &q)
+        bucket_op(method, bucket, &q, headers)
     } else {
         object_op(method, Object { bucket, key }, &q, headers)
     }
 }
 
-fn bucket_op(method: &str, bucket: String, q: &Query) -> Result<Op, S3Error> {
+fn bucket_op(method: &str, bucket: String, q: &Query, headers: &Headers) -> Result<Op, S3Error> {
     Ok(match method {
         "GET" if q.has("location") => Op::GetBucketLocation { bucket },
         "GET" if q.has("versioning") => Op::GetBucketVersioning { bucket },
@@ -392,7 +392,14 @@ fn bucket_op(method: &str, bucket: String, q: &Query) -> Result<Op, S3Error> {
         },
         "HEAD" => Op::HeadBucket { bucket },
         "PUT" if q.has("versioning") => Op::NotImplemented("PutBucketVersioning: mkv keeps no versions"),
+        "PUT" if headers.get("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.eq_ignore_ascii_case(b"true")) => {
+            Op::NotImplemented("object lock")
+        }
         "PUT" => Op::CreateBucket { bucket },
+        // a sub-resource's DELETE (DeleteBucketVersioning is no S3 call) must not take the bucket
+        "DELETE" if ["versioning", "location", "uploads", "delete"].iter().any(|s| q.has(s)) => {
+            return Err(S3Error::MethodNotAllowed)
+        }
         "DELETE" => Op::DeleteBucket { bucket },
         "POST" if q.has("delete") => Op::DeleteObjects { bucket },
         "POST" => Op::NotImplemented("POST object (browser form upload)"),
@@ -448,8 +455,8 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
                 }
             } else if let Some(source) = source {
                 let meta = match MetadataDirective::from_headers(headers)? {
-                    // S3 takes a copy onto itself that changes the storage class (mkv keeps
-                    // none: the copy is made all the same), as `aws s3 cp --storage-class` sends
+                    // S3 takes a copy onto itself that names a storage class (only STANDARD
+                    // passes `refuse_unsupported`), as `aws s3 cp --storage-class` sends
                     MetadataDirective::Copy if source == obj && !headers.has("x-amz-storage-class") => {
                         return Err(S3Error::InvalidRequest(
                             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.",
@@ -492,7 +499,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
 /// Write headers whose promise mkv cannot keep: refused rather than silently dropped.
 /// (`x-amz-acl` is not among them: S3.md has it accepted and ignored.)
 fn refuse_unsupported(headers: &Headers) -> Result<(), S3Error> {
-    for (name, _) in headers.iter() {
+    for (name, value) in headers.iter() {
         let n = name.to_ascii_lowercase();
         let what = if n.starts_with("x-amz-server-side-encryption")
             || n.starts_with("x-amz-copy-source-server-side-encryption")
@@ -506,6 +513,14 @@ fn refuse_unsupported(headers: &Headers) -> Result<(), S3Error> {
             "ACL grants"
         } else if n == "x-amz-website-redirect-location" {
             "website redirects"
+        } else if n == "x-amz-write-offset-bytes" {
+            // an append: taken as a PutObject, it would replace the object with its tail
+            "appends (x-amz-write-offset-bytes)"
+        } else if n == "x-amz-rename-source" {
+            "RenameObject"
+        } else if n == "x-amz-storage-class" && value.trim_ascii() != b"STANDARD" {
+            // GLACIER and its kin promise another kind of keeping: mkv has one, STANDARD
+            "storage classes other than STANDARD"
         } else {
             continue;
         };

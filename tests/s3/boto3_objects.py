@@ -116,8 +116,25 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     # onto itself: refused unless something changes; a storage class counts, as in S3
     eq(error_of(s3.copy_object, Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"}),
        (400, "InvalidRequest"), "copy onto itself changing nothing")
-    s3.copy_object(Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"}, StorageClass="STANDARD_IA")
+    s3.copy_object(Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"}, StorageClass="STANDARD")
     eq(body(s3, B, "src"), value, "copy onto itself with a storage class")
+
+    # what would be a wrong success is refused, and the object stays as it was: a storage
+    # class mkv does not keep, an append (taken as a PutObject it replaced the object with
+    # its tail), a RenameObject (taken as a PutObject it emptied the destination)
+    eq(error_of(s3.copy_object, Bucket=B, Key="src", CopySource={"Bucket": B, "Key": "src"},
+                StorageClass="GLACIER"), (501, "NotImplemented"), "copy onto itself to GLACIER")
+    eq(error_of(s3.put_object, Bucket=B, Key="src", Body=b"cold", StorageClass="DEEP_ARCHIVE"),
+       (501, "NotImplemented"), "PutObject to DEEP_ARCHIVE")
+    eq(error_of(s3.put_object, Bucket=B, Key="src", Body=b"tail", WriteOffsetBytes=len(value)),
+       (501, "NotImplemented"), "an append")
+    s3.put_object(Bucket=B, Key="renamed", Body=b"kept")
+    eq(error_of(s3.rename_object, Bucket=B, Key="renamed", RenameSource=f"{B}/src"),
+       (501, "NotImplemented"), "RenameObject")
+    eq((body(s3, B, "src"), body(s3, B, "renamed")), (value, b"kept"), "what the refused writes named")
+    eq(error_of(s3.create_bucket, Bucket=B + "-locked", ObjectLockEnabledForBucket=True),
+       (501, "NotImplemented"), "a bucket with object lock")
+    eq(error_of(s3.head_bucket, Bucket=B + "-locked"), (404, "404"), "the refused bucket is not made")
 
     # delete: 204, also for a key that is not there
     eq(s3.delete_object(Bucket=B, Key="copy")["ResponseMetadata"]["HTTPStatusCode"], 204, "DeleteObject")

@@ -93,6 +93,12 @@ fn buckets() {
     assert_eq!(op("POST", "/photos?delete", &[]), Ok(Op::DeleteObjects { bucket: "photos".into() }));
     assert!(matches!(op("POST", "/photos", &[]), Ok(Op::NotImplemented(_))));
     assert_eq!(op("PATCH", "/photos", &[]), Err(S3Error::MethodNotAllowed));
+    // a sub-resource's DELETE is no DeleteBucket
+    assert_eq!(op("DELETE", "/photos?versioning", &[]), Err(S3Error::MethodNotAllowed));
+    assert!(matches!(
+        op("PUT", "/photos", &[("x-amz-bucket-object-lock-enabled", "true")]),
+        Ok(Op::NotImplemented("object lock"))
+    ));
     for sub in ["acl", "policy", "lifecycle", "cors", "tagging", "versions", "website"] {
         assert_eq!(
             op("GET", &format!("/photos?{sub}"), &[]),
@@ -199,6 +205,9 @@ fn objects() {
     assert_eq!(op("HEAD", "/b12/k?versionId=abc", &[]), Err(S3Error::NoSuchVersion));
     assert!(matches!(op("GET", "/b12/k?partNumber=1", &[]), Ok(Op::NotImplemented(_))));
     assert!(matches!(op("GET", "/b12/k?acl", &[]), Ok(Op::NotImplemented("acl"))));
+    assert!(matches!(op("PUT", "/b12/k?renameObject", &[]), Ok(Op::NotImplemented("renameObject"))));
+    assert!(s3("PUT", "/b12/k?renameObject", &[]));
+    assert!(matches!(op("PUT", "/b12/k", &[("x-amz-storage-class", "STANDARD")]), Ok(Op::PutObject { .. })));
     assert_eq!(op("GET", &format!("/b12/{}", "k".repeat(1025)), &[]), Err(S3Error::KeyTooLong));
     assert_eq!(op("GET", "/b12/a%2", &[]), Err(S3Error::InvalidURI));
     for (name, value) in [
@@ -207,6 +216,9 @@ fn objects() {
         ("x-amz-tagging", "a=b"),
         ("x-amz-object-lock-mode", "GOVERNANCE"),
         ("x-amz-grant-read", "id=x"),
+        ("x-amz-write-offset-bytes", "6"),
+        ("x-amz-rename-source", "b12/src"),
+        ("x-amz-storage-class", "GLACIER"),
     ] {
         assert!(
             matches!(
