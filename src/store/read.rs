@@ -93,7 +93,9 @@ pub async fn open<E: From<Error>>(
             }
             return Ok(Opened { rec, body: Some(d) });
         }
-        if !changed {
+        // no replica had it: a DELETE (or a replacement) since the record was read takes
+        // its files away, and the key is looked up again rather than called broken
+        if !changed && index.seq(key) == before {
             return Err(last.into());
         }
     }
