@@ -856,6 +856,31 @@ fn parts_kept_by_a_volume_down_at_abort_are_deleted_when_it_is_back() {
     wait_until("the down volume's part files deleted", TIMEOUT, || leftovers(&c).is_empty());
 }
 
+/// A Complete whose part files are gone from every volume (a snapshot restored, a volume
+/// emptied) while every volume answers was `503 ServiceUnavailable`, which SDKs retry for
+/// ever: it is a final `400 InvalidPart`, and the upload stays for an Abort.
+#[test]
+fn a_complete_whose_parts_are_gone_from_every_volume_is_invalid_part() {
+    let c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    let r = request(&addr, "POST", "/lost/mp?uploads", &[UNSIGNED], b"");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    let r = s3_put(&addr, &format!("/lost/mp?partNumber=1&uploadId={id}"), &pattern(1 << 20, 1));
+    let etag = r.header("etag").unwrap().to_string();
+    for v in &c.volumes {
+        for f in v.files().iter().filter(|f| f.contains("_parts/")) {
+            std::fs::remove_file(v.dir().join(f)).unwrap();
+        }
+    }
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{etag}</ETag></Part></CompleteMultipartUpload>"
+    );
+    let r = request(&addr, "POST", &format!("/lost/mp?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (400, "InvalidPart"), "{r:?}");
+    assert_eq!(request(&addr, "GET", &format!("/lost/mp?uploadId={id}"), &[UNSIGNED], b"").status, 200);
+    assert_eq!(s3_get(&addr, "/lost/mp").status, 404);
+}
+
 /// A part uploaded again replaces the first upload's files. Those on a volume down at that
 /// moment stayed for good (the delete's error was dropped); they go once it is back.
 #[test]

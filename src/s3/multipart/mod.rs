@@ -422,16 +422,23 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Opens part `i` on the first replica that answers.
+    /// Opens part `i` on the first replica that answers. A part every replica of which
+    /// answered that it has no such file (a snapshot restored, a volume emptied) will not
+    /// come back by retrying: `InvalidPart`, final; anything else may pass: `503`.
     async fn open(&self, i: usize) -> Result<Download, S3Error> {
         let p = &self.parts[i];
         let topo = self.ctx.topo();
+        let mut gone = 0;
         for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
             let (server, path) = crate::placement::replica_target(r, &p.path());
             match self.ctx.client.download(&topo, &server, &path).await {
                 Ok(d) if d.status == 200 && d.length == Some(p.size) => return Ok(d),
+                Ok(d) if d.status == 404 => gone += 1,
                 _ => continue,
             }
+        }
+        if gone == p.replicas.len() {
+            return Err(S3Error::InvalidPart);
         }
         Err(S3Error::ServiceUnavailable("no replica of a part is readable now"))
     }
