@@ -143,9 +143,15 @@ fn volume_stop_and_start_keep_port_and_data() {
     assert!(!process_exists(-pid), "an nginx worker outlived its master");
     assert!(std::net::TcpStream::connect(&a).is_err(), "port still open after stop");
 
+    // what an nginx killed mid-body leaves: its body's temp file, never deleted by anyone
+    let stale = dir.join(".tmp/body/0000000233");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, b"half a body").unwrap();
     v.start();
     assert_eq!((v.addr(), v.dir().to_path_buf()), (a.clone(), dir));
     assert_eq!(get(&a, "/x/y").body, b"kept");
+    assert!(!stale.exists(), "a dead nginx's body temp file outlived the restart");
+    assert_eq!(request(&a, "PUT", "/x/z", &[], b"after").status, 201, "the temp folder is made again");
 }
 
 #[test]
