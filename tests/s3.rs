@@ -1266,6 +1266,31 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
 /// `If-Range` serves the Range only while the object is the one the client named (by its
 /// ETag or Last-Modified), else the whole object: a resumed download never joins bytes of
 /// two values. It was ignored: the Range was served over a replaced object.
+/// A `416` said no `Content-Range: bytes */SIZE` (what a resuming client reads the size
+/// from), and a `304` said `Content-Length: 0` of a 10-byte object (a cache refreshing its
+/// headers from it would cut its copy).
+#[test]
+fn a_416_says_the_size_and_a_304_no_length() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/edges/k", b"0123456789").status, 200);
+    for method in ["GET", "HEAD"] {
+        let r = request(&addr, method, "/edges/k", &[UNSIGNED, ("Range", "bytes=20-")], b"");
+        assert_eq!((r.status, r.header("content-range")), (416, Some("bytes */10")), "{method} {r:?}");
+        if method == "GET" {
+            assert_eq!(xml_field(&r.text(), "Code"), "InvalidRange");
+        }
+    }
+    let tag = request(&addr, "HEAD", "/edges/k", &[UNSIGNED], b"").header("etag").unwrap().to_string();
+    let mut client = Client::connect(&addr);
+    for method in ["GET", "HEAD", "GET"] {
+        let r = client.request(method, "/edges/k", &[UNSIGNED, ("If-None-Match", &tag)], b"");
+        assert_eq!((r.status, r.header("content-length")), (304, None), "{method} {r:?}");
+    }
+    // and the connection goes on after them
+    assert_eq!(client.request("GET", "/edges/k", &[UNSIGNED], b"").body, b"0123456789");
+}
+
 #[test]
 fn if_range_serves_the_range_only_of_the_object_named() {
     let c = cluster(&[]);

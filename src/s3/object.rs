@@ -176,13 +176,27 @@ fn end_head(out: &mut Vec<u8>, len: u64, keep: bool) {
     out.extend_from_slice(if keep { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
 }
 
-/// `304` for a read whose `If-None-Match`/`If-Modified-Since` says the client has it.
+/// `304` for a read whose `If-None-Match`/`If-Modified-Since` says the client has it. No
+/// `Content-Length`: a cache refreshing its copy's headers from a 304 would take a `0` for
+/// the object's (RFC 9110 §8.6 allows only the 200's own).
 fn not_modified(conn: &mut Conn, req: &Req, rec: &Record, stored: &Stored) -> Answer {
     start(conn, 304, &req.request_id);
     let tag = format!("\"{}\"", etag(rec, stored));
     response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
     response::header(&mut conn.out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
-    Answer { reply: Reply::Body(Vec::new()), close: false }
+    conn.out.extend_from_slice(if req.keep_alive { b"\r\n" as &[u8] } else { b"Connection: close\r\n\r\n" });
+    Answer { reply: Reply::Streamed { status: 304, keep: req.keep_alive }, close: false }
+}
+
+/// `416` for a range no byte of which exists, with the `Content-Range: bytes */SIZE` that
+/// tells a resuming client how much there is (RFC 9110 §15.5.17).
+fn unsatisfiable(conn: &mut Conn, req: &Req, size: u64) -> Answer {
+    start(conn, 416, &req.request_id);
+    response::header(&mut conn.out, "Content-Range", &[format!("bytes */{size}").as_bytes()]);
+    response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
+    let body =
+        if req.head_only() { Vec::new() } else { super::xml::error(&S3Error::InvalidRange, req.path, &req.request_id) };
+    Answer { reply: Reply::Body(body), close: false }
 }
 
 pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) -> Result<Answer, Failure> {
@@ -192,7 +206,10 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
         r => r?,
     }
     let range = read.range_of(&etag(&rec, &stored), (rec.mtime / 1000) as i64).map(|r| r.resolve(rec.size));
-    let range = range.transpose()?;
+    let range = match range.transpose() {
+        Err(S3Error::InvalidRange) => return Ok(unsatisfiable(conn, req, rec.size)),
+        r => r?,
+    };
     let status = if range.is_some() { 206 } else { 200 };
     start(conn, status, &req.request_id);
     describe(&mut conn.out, &rec, &stored, read);
@@ -234,6 +251,10 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
             return Ok(not_modified(conn, req, &rec, &stored));
         }
         Err(Failure { error: S3Error::NoSuchKey, .. }) => return Err(missing(ctx, obj)),
+        Err(Failure { error: S3Error::InvalidRange, .. }) => {
+            let (rec, _) = live(ctx, &key)?.ok_or(S3Error::NoSuchKey)?;
+            return Ok(unsatisfiable(conn, req, rec.size));
+        }
         Err(e) => return Err(e),
     };
     let stored = Stored::decode(&opened.rec.meta);
