@@ -11,7 +11,7 @@ use super::{
     meta::{Conditions, Metadata},
     payload::Payload,
     request::{Object, Read},
-    serve::{ok, patiently, start, store_error, Answer, Failure, Req},
+    serve::{error_answer, ok, patiently, start, store_error, Answer, Failure, Req},
     sigv4::Verified,
     stored::{etag, Stored},
     xml,
@@ -191,12 +191,9 @@ fn not_modified(conn: &mut Conn, req: &Req, rec: &Record, stored: &Stored) -> An
 /// `416` for a range no byte of which exists, with the `Content-Range: bytes */SIZE` that
 /// tells a resuming client how much there is (RFC 9110 §15.5.17).
 fn unsatisfiable(conn: &mut Conn, req: &Req, size: u64) -> Answer {
-    start(conn, 416, &req.request_id);
+    let answer = error_answer(conn, req, &S3Error::InvalidRange, false);
     response::header(&mut conn.out, "Content-Range", &[format!("bytes */{size}").as_bytes()]);
-    response::header(&mut conn.out, "Content-Type", &[b"application/xml"]);
-    let body =
-        if req.head_only() { Vec::new() } else { super::xml::error(&S3Error::InvalidRange, req.path, &req.request_id) };
-    Answer { reply: Reply::Body(body), close: false }
+    answer
 }
 
 pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) -> Result<Answer, Failure> {

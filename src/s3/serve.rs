@@ -149,7 +149,8 @@ impl From<store::Error> for Failure {
     }
 }
 
-fn error_answer(conn: &mut Conn, req: &Req, e: &S3Error, close: bool) -> Answer {
+/// The answer to `req` that `e` is (the one place S3 errors are written).
+pub fn error_answer(conn: &mut Conn, req: &Req, e: &S3Error, close: bool) -> Answer {
     error(conn, e, req.path, &req.request_id, req.head_only(), close)
 }
 
