@@ -298,6 +298,24 @@ fn a_large_put_streams_to_every_replica() {
     assert_eq!(get_follow(&addr, "/chunked").body, &body[..3 << 20]);
 }
 
+/// Starts a PUT of `total` bytes to `key`, pauses `c`'s second volume once `first` of them
+/// went, and sends the rest from another thread (the master stops reading once it gives
+/// up); returns the client, to read the answer, and that thread.
+fn put_with_volume_1_hung(c: &Cluster, key: &str, total: usize, first: usize) -> (Client, thread::JoinHandle<()>) {
+    let body: Vec<u8> = (0..total as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut client = Client::connect(&c.addr());
+    client.send(&encode_request("PUT", key, &[("Content-Length", &total.to_string())], b""));
+    client.send(&body[..first]);
+    c.volumes[1].pause();
+    let mut writer = client.stream().try_clone().unwrap();
+    let rest = body[first..].to_vec();
+    let sender = thread::spawn(move || {
+        use std::io::Write;
+        let _ = writer.write_all(&rest);
+    });
+    (client, sender)
+}
+
 #[test]
 fn a_volume_hung_mid_stream_fails_the_put_and_leaves_it_deletable() {
     // each replica of a streamed PUT has its own writer: one that stops answering must fail
@@ -305,20 +323,8 @@ fn a_volume_hung_mid_stream_fails_the_put_and_leaves_it_deletable() {
     let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s"]);
     let addr = c.addr();
     assert_eq!(request(&addr, "PUT", "/bystander", &[], b"still here").status, 201);
-    let total = 64usize << 20;
-    let body: Vec<u8> = (0..total as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let mut client = Client::connect(&addr);
-    client.send(&encode_request("PUT", "/stuck", &[("Content-Length", &total.to_string())], b""));
-    client.send(&body[..8 << 20]);
-    c.volumes[1].pause();
+    let (mut client, sender) = put_with_volume_1_hung(&c, "/stuck", 64 << 20, 8 << 20);
     let began = Instant::now();
-    // the rest goes from another thread: the master stops reading once it gives up
-    let mut writer = client.stream().try_clone().unwrap();
-    let rest = body[8 << 20..].to_vec();
-    let sender = thread::spawn(move || {
-        use std::io::Write;
-        let _ = writer.write_all(&rest);
-    });
     // the master keeps serving everyone else meanwhile
     let r = get(&addr, "/bystander");
     assert_eq!(r.status, 302, "{r:?}");
@@ -402,18 +408,7 @@ fn start_cutting_volume() -> (String, Arc<AtomicBool>) {
 fn the_master_finishes_a_failed_put_a_hung_volume_kept_files_of() {
     let c = Cluster::new(3, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s", "-admin", ""]);
     let addr = c.addr();
-    let total = 16usize << 20;
-    let body: Vec<u8> = (0..total as u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let mut client = Client::connect(&addr);
-    client.send(&encode_request("PUT", "/kept", &[("Content-Length", &total.to_string())], b""));
-    client.send(&body[..4 << 20]);
-    c.volumes[1].pause();
-    let mut writer = client.stream().try_clone().unwrap();
-    let rest = body[4 << 20..].to_vec();
-    let sender = thread::spawn(move || {
-        use std::io::Write;
-        let _ = writer.write_all(&rest);
-    });
+    let (mut client, sender) = put_with_volume_1_hung(&c, "/kept", 16 << 20, 4 << 20);
     let r = client.try_read_response("PUT").expect("an answer");
     assert!(r.status >= 500, "{r:?}");
     drop(client);
