@@ -170,13 +170,13 @@ fn listen(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListene
     if addr.port() != 0 {
         std::net::TcpListener::bind(addr).map_err(|e| {
             let why = match e.kind() {
-                std::io::ErrorKind::AddrInUse => "is another server running there?",
-                std::io::ErrorKind::AddrNotAvailable => "no interface of this host has that address",
-                _ => "",
+                std::io::ErrorKind::AddrInUse => Some("is another server running there?"),
+                std::io::ErrorKind::AddrNotAvailable => Some("no interface of this host has that address"),
+                _ => None,
             };
             match why {
-                "" => anyhow::anyhow!("cannot listen on {addr}: {e}"),
-                why => anyhow::anyhow!("cannot listen on {addr}: {e} ({why})"),
+                Some(why) => anyhow::anyhow!("cannot listen on {addr}: {e} ({why})"),
+                None => anyhow::anyhow!("cannot listen on {addr}: {e}"),
             }
         })?;
     }
@@ -384,16 +384,12 @@ async fn recover(ctx: &Ctx) {
             Err(e) => warn("sweep ended S3 uploads' part files", &e),
         }
         // failed PUTs whose files a volume down kept
-        match crate::store::remove::finish(ctx).await {
-            (0, None) => {}
-            (n, e) => {
-                if n > 0 {
-                    eprintln!("mkv: deleted {n} failed PUT(s) whose files a volume down had kept");
-                }
-                if let Some(e) = e {
-                    warn("delete the files of failed PUTs", &e);
-                }
-            }
+        let (n, e) = crate::store::remove::finish(ctx).await;
+        if n > 0 {
+            eprintln!("mkv: deleted {n} failed PUT(s) whose files a volume down had kept");
+        }
+        if let Some(e) = e {
+            warn("delete the files of failed PUTs", &e);
         }
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
         if left {
