@@ -36,9 +36,43 @@ fn has_keys(ctx: &Ctx, bucket: &str) -> Result<bool, Failure> {
     Ok(found)
 }
 
-fn created(ctx: &Ctx, bucket: &str) -> Result<Option<i64>, Failure> {
+fn created(ctx: &Ctx, bucket: &str) -> Result<Option<Created>, Failure> {
     let v = ctx.shared.index.meta(&format!("{BUCKET}{bucket}")).map_err(store::Error::from)?;
-    Ok(v.and_then(|v| v.try_into().ok()).map(i64::from_le_bytes))
+    Ok(v.as_deref().and_then(Created::decode))
+}
+
+/// What CreateBucket remembers of a bucket: when (ms), and the `LocationConstraint` it
+/// named (clients that asked for a region read it back with GetBucketLocation).
+struct Created {
+    ms: i64,
+    location: Option<String>,
+}
+
+impl Created {
+    /// The time's 8 bytes (little-endian), then the location's name if any (records written
+    /// before locations were kept hold the time alone).
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.ms.to_le_bytes().to_vec();
+        v.extend_from_slice(self.location.as_deref().unwrap_or("").as_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Created> {
+        let (ms, location) = v.split_at_checked(8)?;
+        let ms = i64::from_le_bytes(ms.try_into().ok()?);
+        let location = std::str::from_utf8(location).ok().filter(|l| !l.is_empty()).map(str::to_string);
+        Some(Created { ms, location })
+    }
+}
+
+/// The region GetBucketLocation and HeadBucket name: the bucket's `LocationConstraint`, or
+/// the server's own region. `404 NoSuchBucket` for a bucket that does not exist.
+pub fn region(ctx: &Ctx, bucket: &str) -> Result<String, Failure> {
+    match created(ctx, bucket)? {
+        Some(c) => Ok(c.location.unwrap_or_else(|| super::serve::REGION.to_string())),
+        None if has_keys(ctx, bucket)? => Ok(super::serve::REGION.to_string()),
+        None => Err(S3Error::NoSuchBucket.into()),
+    }
 }
 
 /// `404 NoSuchBucket` for a bucket that holds nothing and was never created.
@@ -65,7 +99,7 @@ pub fn list_buckets(
     let index = &ctx.shared.index;
     let mut names: Vec<(String, i64)> = Vec::new();
     for (name, v) in index.meta_with(BUCKET).map_err(store::Error::from)? {
-        let ms = v.try_into().ok().map(i64::from_le_bytes).unwrap_or(0);
+        let ms = Created::decode(&v).map_or(0, |c| c.ms);
         names.push((name[BUCKET.len()..].to_string(), ms));
     }
     let mut start = b"/".to_vec();
@@ -114,11 +148,12 @@ pub async fn create(
     body: &mut Body,
     bucket: &str,
 ) -> Result<Answer, Failure> {
-    // a CreateBucketConfiguration (a location) may come along: read, not needed
-    small_body(conn, body, 64 << 10).await?;
+    // a CreateBucketConfiguration may name a location: kept for GetBucketLocation (mkv has
+    // one place, so it changes nothing else). Creating a bucket again keeps what it had.
+    let location = xml::parse_create_bucket(&small_body(conn, body, 64 << 10).await?)?;
     if created(ctx, bucket)?.is_none() {
-        let ms = now_ms() as i64;
-        ctx.shared.index.set_meta(&format!("{BUCKET}{bucket}"), &ms.to_le_bytes()).map_err(store::Error::from)?;
+        let c = Created { ms: now_ms() as i64, location };
+        ctx.shared.index.set_meta(&format!("{BUCKET}{bucket}"), &c.encode()).map_err(store::Error::from)?;
     }
     let a = ok(conn, req, 200, None);
     crate::http::response::header(&mut conn.out, "Location", &[b"/", bucket.as_bytes()]);
@@ -126,9 +161,9 @@ pub async fn create(
 }
 
 pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, bucket: &str) -> Result<Answer, Failure> {
-    must_exist(ctx, bucket)?;
+    let region = region(ctx, bucket)?;
     let a = ok(conn, req, 200, None);
-    crate::http::response::header(&mut conn.out, "x-amz-bucket-region", &[super::serve::REGION.as_bytes()]);
+    crate::http::response::header(&mut conn.out, "x-amz-bucket-region", &[region.as_bytes()]);
     Ok(a)
 }
 

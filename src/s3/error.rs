@@ -24,6 +24,7 @@ pub enum S3Error {
     InvalidBucketName,
     /// A `Content-MD5` that is not the base64 of 16 bytes.
     InvalidDigest,
+    InvalidLocationConstraint,
     InvalidPart,
     InvalidPartOrder,
     InvalidRange,
@@ -72,6 +73,7 @@ impl S3Error {
             InvalidArgument(_) => (400, "InvalidArgument"),
             InvalidBucketName => (400, "InvalidBucketName"),
             InvalidDigest => (400, "InvalidDigest"),
+            InvalidLocationConstraint => (400, "InvalidLocationConstraint"),
             InvalidPart => (400, "InvalidPart"),
             InvalidPartOrder => (400, "InvalidPartOrder"),
             InvalidRange => (416, "InvalidRange"),
@@ -133,6 +135,7 @@ impl S3Error {
             InvalidAccessKeyId => "The AWS Access Key Id you provided does not exist in our records.",
             InvalidBucketName => "The specified bucket is not valid.",
             InvalidDigest => "The Content-MD5 you specified is not valid.",
+            InvalidLocationConstraint => "The specified location-constraint is not valid.",
             InvalidPart => "One or more of the specified parts could not be found, or its ETag did not match.",
             InvalidPartOrder => "The list of parts was not in ascending order.",
             InvalidRange => "The requested range is not satisfiable.",

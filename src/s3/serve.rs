@@ -313,8 +313,8 @@ async fn dispatch(
             bucket::delete(ctx, conn, req, &bucket)
         }
         Op::GetBucketLocation { bucket } => {
-            bucket::must_exist(ctx, &bucket)?;
-            Ok(ok(conn, req, 200, Some(xml::location_constraint(REGION))))
+            let region = bucket::region(ctx, &bucket)?;
+            Ok(ok(conn, req, 200, Some(xml::location_constraint(&region))))
         }
         Op::GetBucketVersioning { bucket } => {
             bucket::must_exist(ctx, &bucket)?;

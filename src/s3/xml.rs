@@ -556,6 +556,26 @@ pub struct ToDelete {
     pub etag: Option<Vec<u8>>,
 }
 
+/// A CreateBucket body: the `LocationConstraint` it names, if any (an empty body names none).
+/// A name that is not a plain region name (letters, digits, `-`) is `InvalidLocationConstraint`.
+pub fn parse_create_bucket(body: &[u8]) -> Result<Option<String>, S3Error> {
+    if body.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    let root = tree(body, 8)?;
+    if root.name != "CreateBucketConfiguration" {
+        return Err(S3Error::MalformedXML);
+    }
+    let Some(c) = root.child("LocationConstraint").map(Node::text_trimmed).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let plain = c.len() <= 64 && c.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+    match std::str::from_utf8(c) {
+        Ok(name) if plain => Ok(Some(name.to_string())),
+        _ => Err(S3Error::InvalidLocationConstraint),
+    }
+}
+
 pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
     let root = tree(body, 4 * MAX_LIST + 8)?;
     if root.name != "Delete" {

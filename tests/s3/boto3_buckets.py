@@ -59,6 +59,16 @@ r = s3.delete_objects(Bucket="implicit", Delete={"Objects": [{"Key": k} for k in
 eq((r.get("Deleted", []), r.get("Errors", [])), ([], []), "Quiet: nothing said of what went well")
 eq([o["Key"] for o in s3.list_objects_v2(Bucket="implicit")["Contents"]], ["k"], "what DeleteObjects left")
 
+# a bucket made in a region says so: GetBucketLocation and HeadBucket give it back
+r = s3.create_bucket(Bucket="placed", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+eq(r["ResponseMetadata"]["HTTPStatusCode"], 200, "CreateBucket with a location")
+eq(s3.get_bucket_location(Bucket="placed")["LocationConstraint"], "eu-west-1", "the location kept")
+eq(s3.head_bucket(Bucket="placed")["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"], "eu-west-1",
+   "HeadBucket's region")
+eq(error_of(s3.create_bucket, Bucket="badplace", CreateBucketConfiguration={"LocationConstraint": "<eu>"}),
+   (400, "InvalidLocationConstraint"), "a location that is no region's name")
+s3.delete_bucket(Bucket="placed")
+
 s3.delete_object(Bucket="implicit", Key="k")
 eq(s3.list_buckets()["Buckets"], [], "an implicit bucket goes with its last key")
 eq(error_of(s3.head_bucket, Bucket="implicit"), (404, "404"), "HEAD of an emptied implicit bucket")
