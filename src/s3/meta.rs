@@ -4,8 +4,11 @@
 use super::error::S3Error;
 use super::request::{percent_decode, valid_bucket, Headers, Object, MAX_KEY};
 
-/// The most metadata (names and values of the kept headers) one object may carry.
+/// The most user metadata one object may carry, counted as S3 counts it: the bytes of each
+/// `x-amz-meta-` name (without that prefix) and its value. Standard headers do not count.
 pub const MAX_METADATA: usize = 2048;
+/// The longest name of a kept header (the stored record gives a name one length byte).
+const MAX_NAME: usize = 255;
 
 /// Standard headers S3 keeps with an object and answers GET/HEAD with.
 const KEPT: [&str; 6] =
@@ -46,8 +49,8 @@ impl Metadata {
                 None => kept.push((lower, value)),
             }
         }
-        let size: usize = kept.iter().map(|(n, v)| n.len() + v.len()).sum();
-        if size > MAX_METADATA {
+        let user = kept.iter().filter_map(|(n, v)| n.strip_prefix("x-amz-meta-").map(|n| n.len() + v.len()));
+        if user.sum::<usize>() > MAX_METADATA || kept.iter().any(|(n, _)| n.len() > MAX_NAME) {
             return Err(S3Error::MetadataTooLarge);
         }
         Ok(Metadata { headers: kept })
@@ -277,6 +280,24 @@ mod tests {
         assert_eq!(Metadata::from_headers(&Headers(&h)).unwrap().get("content-encoding"), Some(&b"gzip"[..]));
         let big = "v".repeat(MAX_METADATA);
         let list = [("x-amz-meta-big", big.as_str())];
+        let h = hdrs(&list);
+        assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge));
+    }
+
+    #[test]
+    fn the_metadata_limit_counts_user_names_and_values_only() {
+        // S3's count: "k" and 2,047 bytes make 2 KiB exactly, with a Content-Type beside
+        let at = "v".repeat(MAX_METADATA - 1);
+        let list = [("x-amz-meta-k", at.as_str()), ("Content-Type", "application/octet-stream")];
+        let h = hdrs(&list);
+        assert!(Metadata::from_headers(&Headers(&h)).is_ok());
+        let over = "v".repeat(MAX_METADATA);
+        let list = [("x-amz-meta-k", over.as_str())];
+        let h = hdrs(&list);
+        assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge));
+        // a name the record could not keep whole is refused, not cut
+        let long = format!("x-amz-meta-{}", "n".repeat(MAX_NAME));
+        let list = [(long.as_str(), "v")];
         let h = hdrs(&list);
         assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge));
     }

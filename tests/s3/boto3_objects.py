@@ -46,6 +46,13 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     g = s3.get_object(Bucket=B, Key="a/value.bin")
     eq((g["ContentType"], g["Metadata"]), ("application/x-test", {"colour": "blue", "two-words": "x y"}), "GET headers")
     g["Body"].read()
+    # S3's 2 KiB of user metadata: names (without x-amz-meta-) and values; standard headers aside
+    at_limit = {"k": "v" * 2047}
+    s3.put_object(Bucket=B, Key="a/meta.bin", Body=b"m", Metadata=at_limit, ContentType="application/octet-stream")
+    eq(s3.head_object(Bucket=B, Key="a/meta.bin")["Metadata"], at_limit, "2 KiB of metadata kept")
+    eq(error_of(s3.put_object, Bucket=B, Key="a/meta.bin", Body=b"n", Metadata={"k": "v" * 2048}),
+       (400, "MetadataTooLarge"), "a byte past 2 KiB")
+    eq(body(s3, B, "a/meta.bin"), b"m", "the refused write left the object")
 
     # ranges: 206 with Content-Range
     r = s3.get_object(Bucket=B, Key="a/value.bin", Range="bytes=1000-1999")
