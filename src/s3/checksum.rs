@@ -74,6 +74,22 @@ impl Algorithm {
     }
 }
 
+/// `x-amz-checksum-algorithm` (CreateMultipartUpload) and `x-amz-sdk-checksum-algorithm`
+/// (the SDKs' note on a PutObject or UploadPart) name one of S3's checksums or nothing: a
+/// name S3 does not know is `400 InvalidRequest`, as S3 answers, not silently no checksum.
+pub fn check_algorithm_names(headers: &Headers) -> Result<(), S3Error> {
+    const KNOWN: [&[u8]; 5] = [b"CRC32", b"CRC32C", b"CRC64NVME", b"SHA1", b"SHA256"];
+    for name in ["x-amz-checksum-algorithm", "x-amz-sdk-checksum-algorithm"] {
+        let Some(v) = headers.get(name).map(<[u8]>::trim_ascii) else { continue };
+        if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(v)) {
+            return Err(S3Error::InvalidRequest(
+                "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A finished checksum.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest {

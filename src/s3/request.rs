@@ -436,6 +436,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
         }
         "PUT" => {
             refuse_unsupported(headers)?;
+            super::checksum::check_algorithm_names(headers)?;
             let source = headers.get("x-amz-copy-source").map(copy_source).transpose()?;
             if upload_id.is_some() || q.has("partNumber") {
                 let (Some(upload_id), Some(part)) = (upload_id, q.get("partNumber")) else {
@@ -486,6 +487,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
         },
         "POST" if q.has("uploads") => {
             refuse_unsupported(headers)?;
+            super::checksum::check_algorithm_names(headers)?;
             Op::CreateMultipartUpload { meta: Metadata::from_headers(headers)?, obj }
         }
         "POST" => match upload_id {

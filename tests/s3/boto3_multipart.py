@@ -5,7 +5,7 @@ uploads it aborted and completed (the test then looks for their part files on th
 
 import contextlib
 
-from common import ARGS, Wire, as_over_https, body, client, done, eq, error_of, md5, multipart_etag
+from common import ARGS, ENDPOINT, Wire, as_over_https, body, client, done, eq, error_of, md5, multipart_etag
 
 HTTPS = ARGS[:1] == ["https"]
 B = "multipart"
@@ -15,6 +15,10 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     s3 = client()
     wire = Wire(s3)
     s3.create_bucket(Bucket=B)
+
+    # a checksum S3 has no such name for: refused, not taken as none
+    eq(error_of(s3.create_multipart_upload, Bucket=B, Key="k", ChecksumAlgorithm="FOO"),
+       (400, "InvalidRequest"), "ChecksumAlgorithm FOO")
 
     # an upload that is aborted
     gone = s3.create_multipart_upload(Bucket=B, Key="aborted")["UploadId"]
@@ -105,6 +109,7 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     r = complete([{"PartNumber": n, "ETag": etags[n]} for n in (1, 2, 3)])
     eq(r["ETag"], multipart_etag(parts), "CompleteMultipartUpload ETag")
     eq((r["Bucket"], r["Key"]), (B, "dir/big.bin"), "CompleteMultipartUploadResult")
+    eq(r["Location"], f"{ENDPOINT}/{B}/dir/big.bin", "Location: the object's URL, whole")
     whole = b"".join(parts)
     eq(body(s3, B, "dir/big.bin"), whole, "the completed object")
     h = s3.head_object(Bucket=B, Key="dir/big.bin")

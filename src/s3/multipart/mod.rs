@@ -492,10 +492,8 @@ pub async fn complete(
     if asked.is_empty() {
         return Err(S3Error::MalformedXML.into());
     }
-    let answer = |tag: &str| {
-        let location = format!("/{}/{}", obj.bucket, super::xml::url_encode(&obj.key));
-        xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, tag)
-    };
+    let location = object_url(req, obj);
+    let answer = |tag: &str| xml::complete_multipart_upload(&location, &obj.bucket, &obj.key, tag);
     // all of it answered patiently: a Complete sent again while the first runs (its client
     // gave up waiting) waits here for it, kept alive, and then answers as it did
     let work = async {
@@ -527,6 +525,15 @@ pub async fn complete(
         Ok(answer(&tag))
     };
     patiently(ctx, conn, req, work).await
+}
+
+/// The object's URL as the client reached it (S3's `Location` is absolute): the `Host` it
+/// sent, `https` when a proxy in front says the client used it, the path-style object path.
+fn object_url(req: &Req<'_>, obj: &Object) -> String {
+    let host = req.headers.get("host").and_then(|h| std::str::from_utf8(h.trim_ascii()).ok()).unwrap_or("localhost");
+    let https = req.headers.get("x-forwarded-proto").is_some_and(|p| p.trim_ascii().eq_ignore_ascii_case(b"https"));
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}/{}/{}", obj.bucket, super::xml::url_encode(&obj.key))
 }
 
 /// How long a Complete waits for another Complete of its upload to end (it is kept alive

@@ -327,3 +327,17 @@ fn multipart() {
     );
     assert!(matches!(op("POST", "/b12/big", &[]), Ok(Op::NotImplemented(_))));
 }
+
+#[test]
+fn a_checksum_algorithm_s3_does_not_know_is_refused() {
+    for (method, target, header) in [
+        ("POST", "/b12/big?uploads", "x-amz-checksum-algorithm"),
+        ("PUT", "/b12/big", "x-amz-sdk-checksum-algorithm"),
+        ("PUT", "/b12/big?partNumber=1&uploadId=u-1", "x-amz-sdk-checksum-algorithm"),
+    ] {
+        assert!(matches!(op(method, target, &[(header, "FOO")]), Err(S3Error::InvalidRequest(_))), "{target}");
+        for known in ["CRC32", "crc32c", "CRC64NVME", "SHA1", "SHA256"] {
+            assert!(op(method, target, &[(header, known)]).is_ok(), "{target} {known}");
+        }
+    }
+}
