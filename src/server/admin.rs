@@ -118,7 +118,8 @@ pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, 
 /// damaged replicas (`suspects`: found corrupt by reading them) from one that verifies,
 /// removes its files on `orphans` that no record names, and with `markers` puts its unlink
 /// markers right; under the key's lock. `200` with what was done as JSON (`skipped`: replicas
-/// on volumes that could not be asked, left for later).
+/// on volumes that could not be asked, left for later; `adopted`: the record was stale and
+/// now names the value every replica holds).
 async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
     let ask = repair::Ask { suspects: &req.suspects, markers: req.markers, strays: &req.orphans, known_bad: None };
     let (done, removed) = repair::key(&local.ctx, &req.key, &ask).await?;
@@ -127,6 +128,7 @@ async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiE
         "markers": done.markers,
         "orphans": removed,
         "skipped": done.skipped,
+        "adopted": done.adopted,
     });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);

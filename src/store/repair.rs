@@ -4,7 +4,8 @@
 //! before it is written (nginx writes a PUT beside the file and renames it into place), a
 //! larger one goes through a temporary file moved into place once it checked out. Either
 //! way a corrupt source never spreads and no reader sees a half-written copy. A key with no
-//! replica that verifies is left exactly as it is.
+//! replica that verifies is left exactly as it is, unless every replica holds the same
+//! other value: then the record is the stale one ([`adopt`]).
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -16,8 +17,9 @@ use super::{
 };
 use crate::{
     index::State,
+    md5::Md5,
     placement::{key_path, replica_target, server_of, targets, MARKER_DIR, TMP_DIR},
-    record::Record,
+    record::{now_ms, Record},
     volume::{self, Topology},
 };
 
@@ -35,7 +37,14 @@ pub struct Repaired {
     /// Replicas on volumes that could not be asked: not checked, not repaired (a caller
     /// that found them damaged tries again later).
     pub skipped: Vec<String>,
+    /// The record was stale and now names the value every replica holds ([`adopt`]): the
+    /// replicas were right, not restored (`restored` lists them, as they are now whole).
+    pub adopted: bool,
 }
+
+/// Fewest replicas that must hold the same bytes for a repair to adopt them: one alone
+/// could be one disk's damage.
+const ADOPT_AT_LEAST: usize = 2;
 
 /// What a verify asks done to one key.
 #[derive(Default)]
@@ -77,8 +86,12 @@ pub async fn key(ctx: &Ctx, key: &[u8], ask: &Ask<'_>) -> Result<(Repaired, usiz
         return Ok((Repaired::default(), cleared));
     };
     let done = match ask.known_bad {
-        Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, &spare).await?,
-        _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, &spare).await?,
+        Some(bad) if !ask.markers => known(ctx, &topo, key, state, &rec, bad, &spare).await,
+        _ => restore(ctx, &topo, key, state, &rec, ask.suspects, ask.markers, &spare).await,
+    };
+    let done = match done {
+        Err(Error::NoGoodReplica) => adopt(ctx, &topo, key, state, &rec).await?,
+        done => done?,
     };
     if ask.strays.is_empty() || !done.skipped.is_empty() {
         // a replica that could not be asked may be missing: the strays stay for next time
@@ -114,6 +127,55 @@ async fn known(
         ctx.client.put_all(topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
     }
     Ok(Repaired { restored: bad, skipped, ..Repaired::default() })
+}
+
+/// When no replica holds the record's value but every replica holds one same other value
+/// (same size, same MD5; at least [`ADOPT_AT_LEAST`] of them), the record is what is stale:
+/// an index snapshot restored after the key was written again, a record put back by hand.
+/// Nothing mkv does leaves that otherwise (a replacement in flight is pending, and skipped
+/// here), and damage does not strike every disk alike; copying the record's lost value is
+/// impossible, so the record takes the value the volumes hold. What the record kept beside
+/// it (content type, S3's ETag of a multipart upload) was the old value's, and goes; the
+/// time is now's, so a reader's `If-Modified-Since` sees the change.
+async fn adopt(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, rec: &Record) -> Result<Repaired, Error> {
+    let all_up = rec.volumes.iter().all(|r| topo.is_up(r));
+    if rec.volumes.len() < ADOPT_AT_LEAST || !all_up || ctx.shared.index.pending(key)?.is_some() {
+        return Err(Error::NoGoodReplica);
+    }
+    let path = key_path(key);
+    let mut held = None;
+    for r in &rec.volumes {
+        let value = digest_of(ctx, topo, r, &path).await?;
+        if value.is_none() || held.is_some_and(|h| Some(h) != value) {
+            return Err(Error::NoGoodReplica);
+        }
+        held = value;
+    }
+    let Some((size, md5)) = held else { return Err(Error::NoGoodReplica) };
+    let now = Record { size, md5: Some(md5), mtime: now_ms(), meta: Vec::new(), volumes: rec.volumes.clone() };
+    ctx.shared.index.set_from(key, Some(state), state, &now)?;
+    Ok(Repaired { restored: rec.volumes.clone(), adopted: true, ..Repaired::default() })
+}
+
+/// Size and MD5 of replica `r`'s file, read whole (hashed off the event loop); None when
+/// it is not there.
+async fn digest_of(ctx: &Ctx, topo: &Topology, r: &str, path: &str) -> Result<Option<(u64, [u8; 16])>, Error> {
+    let (server, p) = replica_target(r, path);
+    let d = ctx.client.download(topo, &server, &p).await?;
+    if d.status != 200 {
+        return Ok(None);
+    }
+    let mut from = Reader::new(&ctx.client, Some(d));
+    let (mut md5, mut size) = (Md5::new(), 0u64);
+    while let Some(piece) = write::Source::next(&mut from, 1 << 20).await? {
+        size += piece.len() as u64;
+        md5 = write::on_pool(move || {
+            md5.update(&piece);
+            md5
+        })
+        .await?;
+    }
+    Ok(Some((size, md5.finalize())))
 }
 
 /// Deletes `key`'s files (value and unlink marker) on `strays` that `named` (its record's

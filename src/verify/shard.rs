@@ -329,6 +329,11 @@ impl Verifier<'_> {
                 return;
             }
         };
+        if f.adopted {
+            // a repair, not a failure; said, as the record changed and not the files
+            let why = "no replica held the record's value and every replica held one other: the record now names it";
+            self.progress.println(&format!("{}: {key}: {why}", self.progress.label()));
+        }
         let (mut markers, mut orphans) = (f.markers, f.orphans);
         let (mut fixed, mut left) = (Vec::new(), Vec::new());
         for p in problems {

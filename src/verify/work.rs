@@ -226,6 +226,9 @@ pub struct Fixed {
     pub orphans: usize,
     #[serde(default)]
     pub skipped: Vec<String>,
+    /// The record was stale: it now names the value every replica holds.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 /// Why a repair did not happen.
@@ -513,7 +516,13 @@ async fn local_repair(ctx: &Ctx, key: &[u8], fix: &Fix, quiet: bool) -> Result<F
         known_bad: quiet.then_some(fix.bad.as_slice()),
     };
     let (done, removed) = repair::key(ctx, key, &ask).await.map_err(fail)?;
-    Ok(Fixed { restored: done.restored, markers: done.markers, orphans: removed, skipped: done.skipped })
+    Ok(Fixed {
+        restored: done.restored,
+        markers: done.markers,
+        orphans: removed,
+        skipped: done.skipped,
+        adopted: done.adopted,
+    })
 }
 
 /// `REPAIR /key?...` on the master. `Err(None)`: `409`, the key is busy.
