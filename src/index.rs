@@ -40,6 +40,14 @@ pub enum State {
 }
 
 impl State {
+    /// Whether `rec`, kept in this family, is a PUT's or a DELETE's first step (a
+    /// [`Record::placeholder`] recorded `unlinked`): in flight, or one that failed and left
+    /// the key listed for a DELETE. Its files may be partly there; none is missing, and
+    /// there is no value to restore or move.
+    pub fn holds_unfinished(self, rec: &Record) -> bool {
+        self == State::Unlinked && rec.is_placeholder()
+    }
+
     fn cf(self) -> &'static str {
         match self {
             State::Live => LIVE,

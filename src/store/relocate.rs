@@ -47,7 +47,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let sh = &ctx.shared;
     let claim = ctx.claim(key)?;
     let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
-    if state == State::Unlinked && rec.is_placeholder() {
+    if state.holds_unfinished(&rec) {
         // a PUT or DELETE that failed half way (one in flight holds the claim): no value to
         // move, and left where it is it could name volumes leaving the list; the delete is
         // finished instead, as a DELETE of it would

@@ -47,7 +47,7 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         // in the same batch: a recovery must not roll the replacement forward, live, over
         // a delete that failed half way (its temporary files left are orphans for verify)
         Some(_) => sh.index.commit_pending(key, State::Unlinked, &holder)?,
-        None if state == State::Unlinked && rec.is_placeholder() => {}
+        None if state.holds_unfinished(&rec) => {}
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
     ctx.client.delete_all(&ctx.topo(), &gone).await?;
@@ -69,7 +69,7 @@ pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
         let outcome = match ctx.claim(&key) {
             Err(_) => continue, // a write of it in flight: its business first
             Ok(claim) => match ctx.shared.index.get(&key) {
-                Ok(Some((State::Unlinked, rec))) if rec.is_placeholder() => {
+                Ok(Some((state, rec))) if state.holds_unfinished(&rec) => {
                     delete_claimed(ctx, claim, &key, false).await.map(|()| true)
                 }
                 Ok(_) => Ok(false),

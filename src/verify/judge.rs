@@ -86,13 +86,6 @@ pub struct Judged {
     pub unchecked: u64,
 }
 
-/// Whether a record is a PUT's or a DELETE's first step ([`Record::placeholder`], recorded
-/// `unlinked`): in flight, or one that failed and left it listed for a DELETE. Its files
-/// may be partly there; nothing about them is wrong, and nothing is to be restored.
-pub fn unfinished(state: State, rec: &Record) -> bool {
-    state == State::Unlinked && rec.is_placeholder()
-}
-
 /// Judges a key: its record (if any), the replicas a replacement being written names
 /// (`pending`), and what each replica folder where something of it was found holds.
 /// `walked` says whether a replica's volume was listed.
@@ -117,7 +110,7 @@ pub fn judge(
         }
         return j;
     };
-    let unfinished = unfinished(state, rec);
+    let unfinished = state.holds_unfinished(rec);
     for v in &rec.volumes {
         if !walked(v) {
             j.unchecked += 1;
@@ -242,7 +235,7 @@ mod tests {
         assert_eq!(j.spared, 1);
         // a PUT's first step: recorded unlinked with nothing known yet; its files are its own
         let first = Record { volumes: vec!["a".into(), "b".into()], ..Record::default() };
-        assert!(unfinished(State::Unlinked, &first));
+        assert!(State::Unlinked.holds_unfinished(&first));
         let j = judge(Some((State::Unlinked, &first)), &[], &files(&[("a", value(3, OLD))]), &all, &RULES);
         assert_eq!(j, Judged::default());
     }
