@@ -1188,6 +1188,85 @@ fn a_multipart_upload_survives_a_master_restart() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+/// One part uploaded to a new upload of `key`: (upload id, the Complete's document).
+fn one_part_upload(addr: &str, key: &str, data: &[u8]) -> (String, String) {
+    let r = request(addr, "POST", &format!("{key}?uploads"), &[UNSIGNED], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    let r = s3_put(addr, &format!("{key}?partNumber=1&uploadId={id}"), data);
+    assert_eq!(r.status, 200, "{r:?}");
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        r.header("etag").unwrap()
+    );
+    (id, doc)
+}
+
+/// Whether ListMultipartUploads of `bucket` names upload `id`.
+fn upload_listed(addr: &str, bucket: &str, id: &str) -> bool {
+    let r = s3_get(addr, &format!("/{bucket}?uploads"));
+    assert_eq!(r.status, 200, "{r:?}");
+    r.text().contains(&format!("<UploadId>{id}</UploadId>"))
+}
+
+/// A master killed (-9) during Completes. Upload A's write had reached its moves (every
+/// replica written to `_tmp`, recorded as to be rolled forward): recovery at the restart
+/// puts the new value in place, and the upload must end with it (no upload, no parts, no
+/// part files, a Complete sent again answered alike); it stayed listed, its part files on
+/// the volumes, until a client sent Complete again. Upload B's write was still streaming
+/// (a volume frozen): recovery keeps the old value, and B stays whole and completable.
+///
+/// A's moment is made exact, not raced: a folder planted at A's path on one volume makes
+/// that replica's move fail (409), which leaves the write recorded as moving, exactly as a
+/// kill between the moves leaves it; the master is then killed and the folder taken away.
+#[test]
+fn a_complete_cut_by_a_kill_ends_its_upload_once_recovery_rolls_it_forward() {
+    let mut c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    let (a_old, a_new, b_old, b_new) = (pattern(1000, 1), pattern(1 << 20, 2), pattern(1000, 3), pattern(1 << 20, 4));
+    assert_eq!(s3_put(&addr, "/killed/a", &a_old).status, 200);
+    assert_eq!(s3_put(&addr, "/killed/b", &b_old).status, 200);
+    let (a_id, a_doc) = one_part_upload(&addr, "/killed/a", &a_new);
+    let (b_id, b_doc) = one_part_upload(&addr, "/killed/b", &b_new);
+    let a_path = format!("/killed/a?uploadId={a_id}");
+    let (vol, file) = Layout::of(&c, 3, 1).files("/killed/a").remove(0);
+    let planted = c.volumes[vol].dir().join(&file);
+    fs::remove_file(&planted).unwrap();
+    fs::create_dir(&planted).unwrap();
+    let r = request(&addr, "POST", &a_path, &[UNSIGNED], a_doc.as_bytes());
+    assert!(!r.text().contains("<CompleteMultipartUploadResult"), "A's move was to fail: {r:?}");
+    // B's Complete streams into a frozen volume: it cannot get past writing
+    c.volumes[1].pause();
+    let mut b = TcpStream::connect(&addr).unwrap();
+    b.write_all(&encode_request("POST", &format!("/killed/b?uploadId={b_id}"), &[UNSIGNED], b_doc.as_bytes())).unwrap();
+    wait_until("B's write under way", TIMEOUT, || get(&addr, "/?pending").text().contains("killed/b"));
+    c.master.kill9();
+    c.volumes[1].resume();
+    fs::remove_dir(&planted).unwrap();
+    c.master.restart();
+    let addr = c.addr();
+    wait_until("A rolled forward", TIMEOUT, || s3_get(&addr, "/killed/a").body == a_new);
+    wait_until("A's upload ended", TIMEOUT, || !upload_listed(&addr, "killed", &a_id));
+    let r = s3_get(&addr, &a_path);
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (404, "NoSuchUpload"), "ListParts of A: {r:?}");
+    wait_until("A's part files deleted", TIMEOUT, || !leftovers(&c).iter().any(|f| f.contains(&a_id)));
+    let a_tag = s3_get(&addr, "/killed/a").header("etag").unwrap().to_string();
+    let r = request(&addr, "POST", &a_path, &[UNSIGNED], a_doc.as_bytes());
+    assert_eq!(r.status, 200, "A's Complete sent again: {r:?}");
+    assert_eq!(xml_field(&r.text(), "ETag").replace("&quot;", "\""), a_tag, "{r:?}");
+    // B: the old value, the upload whole, and completable
+    wait_until("B's write rolled back", TIMEOUT, || !get(&addr, "/?pending").text().contains("killed/b"));
+    assert!(s3_get(&addr, "/killed/b").body == b_old, "B's old value");
+    assert!(upload_listed(&addr, "killed", &b_id));
+    let r = s3_get(&addr, &format!("/killed/b?uploadId={b_id}"));
+    assert_eq!(r.text().matches("<Part>").count(), 1, "ListParts of B: {r:?}");
+    let r = request(&addr, "POST", &format!("/killed/b?uploadId={b_id}"), &[UNSIGNED], b_doc.as_bytes());
+    assert!(r.text().contains("<CompleteMultipartUploadResult"), "B completed after the restart: {r:?}");
+    assert!(s3_get(&addr, "/killed/b").body == b_new, "B's new value");
+    assert!(!upload_listed(&addr, "killed", &b_id));
+    wait_until("no part or temporary file left", TIMEOUT, || leftovers(&c).is_empty());
+}
+
 /// A Complete that runs long is answered `200` early and kept alive with spaces (a client's
 /// read timeout would cut it off: botocore's is 60 s); a Complete sent again, while the
 /// first runs (however long) or after it ended, answers as the first did (it was

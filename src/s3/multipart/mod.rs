@@ -2,7 +2,9 @@
 //! `multipart`), so an upload survives a master restart; each part is written to the
 //! volumes like a value (replicated, streamed) at `[/svXX]/_parts/<upload>.<part>.<id>`,
 //! which no listing shows. Complete streams the parts, in order, into the key's replicas in
-//! bounded memory, then deletes them; Abort deletes them.
+//! bounded memory, then deletes them; Abort deletes them. A Complete notes what it writes
+//! first, so that one a crash cut short is finished, or not, by the object's record
+//! ([`settle_completes`]).
 
 use std::time::Duration;
 
@@ -174,6 +176,7 @@ async fn delete_files(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
 /// them); the server runs it while it runs. How many parts it cleared.
 pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
     expire_completed(ctx)?;
+    settle_completes(ctx).await?;
     let mut cleared = 0;
     let topo = ctx.topo();
     for (k, v) in scan_all(ctx, b"g/")? {
@@ -517,9 +520,13 @@ pub async fn complete(
         let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
         // refused, the upload stays: the client may complete it again or abort it
         let held = claim_for_write(ctx, &u.key, write_if, false).await?;
+        // kept if the write fails or a crash cuts it: a write recovery rolls forward ends
+        // the upload all the same ([`settle_completes`])
+        let marker = completing_key(id);
+        ctx.shared.index.mp_put(&marker, &encode_done(&u.key, &tag)).map_err(store::Error::from)?;
         write::put_claimed(ctx, held, &u.key, &mut src, &opts).await.map_err(|e| write_failure(e, false))?;
         // the object is in place: what a Complete sent again will answer, then the parts
-        // (listed or not) and the upload go
+        // (listed or not), the upload and the marker go
         note_completed(ctx, id, &u.key, &tag);
         forget(ctx, id, have).await;
         Ok(answer(&tag))
@@ -547,17 +554,28 @@ fn done_key(id: &str) -> Vec<u8> {
     format!("d/{id}").into_bytes()
 }
 
-fn note_completed(ctx: &Ctx, id: &str, key: &[u8], tag: &str) {
+/// The record of a Complete of upload `id` under way (or cut short by a crash or a failed
+/// write), in the completed record's encoding: when it began, its key, the ETag it writes.
+fn completing_key(id: &str) -> Vec<u8> {
+    format!("c/{id}").into_bytes()
+}
+
+/// Now, the ETag and the key, as a completed upload's (or a Complete's) record holds them.
+fn encode_done(key: &[u8], tag: &str) -> Vec<u8> {
     let mut v = now_ms().to_le_bytes().to_vec();
     v.push(tag.len().min(255) as u8);
     v.extend_from_slice(&tag.as_bytes()[..tag.len().min(255)]);
     v.extend_from_slice(key);
-    if let Err(e) = ctx.shared.index.mp_put(&done_key(id), &v) {
+    v
+}
+
+fn note_completed(ctx: &Ctx, id: &str, key: &[u8], tag: &str) {
+    if let Err(e) = ctx.shared.index.mp_put(&done_key(id), &encode_done(key, tag)) {
         eprintln!("mkv: S3 upload {id}: completed, but not noted for a Complete sent again: {e}");
     }
 }
 
-/// (when, ETag, key) of a completed upload's record.
+/// (when, ETag, key) of a completed upload's record (or a Complete's).
 fn decode_done(v: &[u8]) -> Option<(u64, &str, &[u8])> {
     let ms = u64::from_le_bytes(v.get(..8)?.try_into().ok()?);
     let n = *v.get(8)? as usize;
@@ -597,6 +615,47 @@ fn expire_completed(ctx: &Ctx) -> Result<(), store::Error> {
     Ok(())
 }
 
+/// Settles the Completes a crash (or a failed write) left noted: once no write of the key is
+/// pending any more, an object that holds the Complete's value (its ETag, written since the
+/// Complete began) means the Complete landed, and its upload ends as the Complete would have
+/// ended it; any other value means it did not, and the upload stays to be completed again.
+/// Uploads a Complete is running for now are left to it.
+async fn settle_completes(ctx: &Ctx) -> Result<(), store::Error> {
+    for (marker, v) in scan_all(ctx, b"c/")? {
+        let Some(id) = marker.get(2..).and_then(|id| std::str::from_utf8(id).ok()) else { continue };
+        let Ok(_upload) = ctx.claim(&lock_name(id, None)) else { continue };
+        let landed = match decode_done(&v) {
+            Some((since, tag, key)) => {
+                if ctx.shared.index.pending(key)?.is_some() {
+                    // recovery rolls it back or forward first
+                    continue;
+                }
+                holds(ctx, key, tag, since)?.then(|| (tag.to_string(), key.to_vec()))
+            }
+            None => None,
+        };
+        let upload = ctx.shared.index.mp_get(&upload_key(id))?;
+        match landed {
+            Some((tag, key)) if upload.is_some() => {
+                eprintln!("mkv: S3 upload {id}: its Complete was cut short after the object was written; ending it");
+                note_completed(ctx, id, &key, &tag);
+                let have = all_parts(ctx, id)?;
+                forget(ctx, id, have).await;
+            }
+            _ => ctx.shared.index.mp_delete(&[marker])?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key`'s live value is the one a Complete writing ETag `tag` since `since` wrote.
+fn holds(ctx: &Ctx, key: &[u8], tag: &str, since: u64) -> Result<bool, store::Error> {
+    Ok(match ctx.shared.index.get(key)? {
+        Some((crate::index::State::Live, rec)) => rec.mtime >= since && etag(&rec, &Stored::decode(&rec.meta)) == tag,
+        _ => false,
+    })
+}
+
 /// The parts a Complete names, checked against those uploaded: in ascending order
 /// (`InvalidPartOrder`), each there with the ETag given (`InvalidPart`), all but the last
 /// at least [`MIN_PART`] (`EntityTooSmall`).
@@ -630,7 +689,7 @@ async fn hold_upload<'a>(ctx: &'a Ctx, id: &str) -> Result<store::KeyGuard<'a>, 
 }
 
 /// Every part of upload `id`.
-fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, Failure> {
+fn all_parts(ctx: &Ctx, id: &str) -> Result<Vec<(u32, Part)>, store::Error> {
     let prefix = parts_prefix(id);
     Ok(numbered(&prefix, scan_all(ctx, &prefix)?))
 }
@@ -650,6 +709,7 @@ async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
     }
     let mut keys: Vec<Vec<u8>> = parts.iter().map(|(n, _)| part_key(id, *n)).collect();
     keys.push(upload_key(id));
+    keys.push(completing_key(id));
     if let Err(e) = ctx.shared.index.mp_delete(&keys) {
         eprintln!("mkv: S3 upload {id}: could not forget its records: {e}");
     }
