@@ -104,6 +104,10 @@ pub const MARKER_DIR: &str = "/_unlinked";
 /// moved into place (`/_tmp/<id>`; outside the tree, so rebuild and minikeyvalue ignore it).
 pub const TMP_DIR: &str = "/_tmp";
 
+/// Folder, beside the `/xx/yy/` tree, where S3 multipart parts are kept until Complete or
+/// Abort (`/_parts/<upload>.<part>.<id>`; no listing shows them, rebuild ignores them).
+pub const PARTS_DIR: &str = "/_parts";
+
 /// The order in which a read tries a record's `n` replicas: from `turn` (modulo) around the
 /// first `spread` (`-replicas`: a record listing more is a key being moved, whose last ones
 /// are about to be deleted, see `store::relocate`), then the rest. Callers rotate `turn`,

@@ -1031,3 +1031,116 @@ fn a_folder_where_a_replica_goes_is_a_missing_replica() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(fs::read(&file).unwrap(), value_of(key));
 }
+
+// ---- S3 part files ---------------------------------------------------------------------
+
+const UNSIGNED: (&str, &str) = ("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+/// Part files younger than this are spared whatever `-grace` says (a part's file is written
+/// before its record); the test's files are made older.
+const HOURS_OLD: Duration = Duration::from_secs(2 * 3600);
+
+/// An S3 upload into `key` with one part: (upload id, the Complete's document).
+fn upload_one_part(addr: &str, key: &str, data: &[u8]) -> (String, String) {
+    let r = request(addr, "POST", &format!("{key}?uploads"), &[UNSIGNED], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    let r = request(addr, "PUT", &format!("{key}?partNumber=1&uploadId={id}"), &[UNSIGNED], data);
+    assert_eq!(r.status, 200, "{r:?}");
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        r.header("etag").unwrap()
+    );
+    (id, doc)
+}
+
+/// Files under a `_parts/` folder on any volume: (volume index, path).
+fn part_files(c: &Cluster) -> Vec<(usize, String)> {
+    let mut all = Vec::new();
+    for (i, v) in c.volumes.iter().enumerate() {
+        all.extend(v.files().into_iter().filter(|f| f.contains("_parts/")).map(|f| (i, f)));
+    }
+    all
+}
+
+/// Makes a file look `age` old (its mtime, which nginx's listing gives).
+fn age(c: &Cluster, vol: usize, rel: &str, age: Duration) {
+    let f = fs::File::options().write(true).open(path_on(c, vol, rel)).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+/// Part files an upload in progress holds (two hours old: an upload left open), and two
+/// that no part record names (an upload `rebuild` dropped, a delete that failed and was
+/// forgotten), as old. Returns the upload's id, its Complete's document and the orphans.
+fn parts_with_orphans(c: &Cluster) -> (String, String, Vec<(usize, String)>) {
+    let (id, doc) = upload_one_part(&c.addr(), "/parts/open", &value_of("/parts/open"));
+    let held = part_files(c);
+    assert_eq!(held.len(), REPLICAS, "{held:?}");
+    let orphans = vec![
+        (0, "sv00/_parts/0123456789abcdef0123456789abcdef-7.1.19a0b1c2d3e-1f-0".to_string()),
+        (2, "sv01/_parts/fedcba9876543210fedcba9876543210-9.3.19a0b1c2d3e-1f-1".to_string()),
+    ];
+    for (v, rel) in &orphans {
+        write_file(c, *v, rel, b"a part of no upload");
+    }
+    for (v, rel) in held.iter().chain(&orphans) {
+        age(c, *v, rel, HOURS_OLD);
+    }
+    (id, doc, orphans)
+}
+
+/// Part files that no part record names stayed on the volumes for good: verify never looked
+/// under `_parts/`. It reports them as orphans and `-repair` deletes them; the parts of an
+/// upload in progress, as old, stay, and the upload completes.
+fn part_files_no_upload_names_found_and_deleted(online: bool) {
+    let (mut c, live, _) = filled(6, 0, &[]);
+    let (id, doc, orphans) = parts_with_orphans(&c);
+    let held: Vec<(usize, String)> = part_files(&c).into_iter().filter(|f| !orphans.contains(f)).collect();
+    let run = |c: &Cluster, args: &[&str]| if online { verify_online(c, args) } else { verify_offline(c, args) };
+    if !online {
+        c.master.kill9();
+    }
+    let (code, err) = run(&c, &["-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "orphans"), Some(2), "{err}");
+    assert!(err.contains(&orphans[0].1[4..]), "the orphan is named: {err}");
+    let (code, err) = run(&c, &["-grace", "0s", "-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&err, "repaired"), Some(2), "{err}");
+    assert_eq!(part_files(&c), held, "the orphans gone, the open upload's part kept");
+    let (code, err) = run(&c, &["-grace", "0s"]);
+    assert_eq!(code, Some(0), "a second run finds nothing: {err}");
+    if !online {
+        c.master.restart();
+    }
+    let r = request(&c.addr(), "POST", &format!("/parts/open?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+    assert!(r.text().contains("<CompleteMultipartUploadResult"), "{r:?}");
+    assert_eq!(get_follow(&c.addr(), "/parts/open").body, value_of("/parts/open"));
+    assert_eq!(part_files(&c), Vec::new());
+    for key in &live {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key), "{key}");
+    }
+}
+
+#[test]
+fn offline_verify_finds_and_deletes_part_files_no_upload_names() {
+    part_files_no_upload_names_found_and_deleted(false);
+}
+
+#[test]
+fn online_verify_finds_and_deletes_part_files_no_upload_names() {
+    part_files_no_upload_names_found_and_deleted(true);
+}
+
+/// The scrub does the same in the background, beside an upload in progress.
+#[test]
+fn the_scrub_deletes_part_files_no_upload_names() {
+    let (c, _, _) = filled(6, 0, &["-scrub", "1s", "-grace", "0s"]);
+    let (id, doc, orphans) = parts_with_orphans(&c);
+    let held: Vec<(usize, String)> = part_files(&c).into_iter().filter(|f| !orphans.contains(f)).collect();
+    wait_until("the scrub to delete the orphan part files", Duration::from_secs(30), || part_files(&c) == held);
+    assert!(c.master.lines().iter().any(|l| l.starts_with("mkv: scrub: ") && l.contains("_parts/")), "logged");
+    let r = request(&c.addr(), "POST", &format!("/parts/open?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+    assert!(r.text().contains("<CompleteMultipartUploadResult"), "{r:?}");
+    assert_eq!(part_files(&c), Vec::new());
+}

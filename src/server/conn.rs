@@ -38,6 +38,8 @@ pub struct Req {
     pub records: bool,
     /// `?pending`: list the replacements being written.
     pub pending: bool,
+    /// `?parts`: list the S3 part files that part records name.
+    pub parts: bool,
     /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
     /// whether to check the unlink markers.
     pub suspects: Vec<String>,
@@ -74,6 +76,7 @@ impl Req {
         self.url_encoded = false;
         self.records = false;
         self.pending = false;
+        self.parts = false;
         self.suspects.clear();
         self.orphans.clear();
         self.markers = false;
@@ -95,6 +98,7 @@ impl Req {
                 },
                 b"records" => self.records = true,
                 b"pending" => self.pending = true,
+                b"parts" => self.parts = true,
                 b"suspects" | b"orphans" if method == Method::Repair => {
                     let list = if name == b"suspects" { &mut self.suspects } else { &mut self.orphans };
                     let text = text_param(value)?;
@@ -118,7 +122,7 @@ impl Req {
     /// The request kind, for the metrics.
     fn kind(&self) -> usize {
         match self.method {
-            _ if self.list.is_some() || self.pending => metrics::LIST,
+            _ if self.list.is_some() || self.pending || self.parts => metrics::LIST,
             Some(Method::Get) => metrics::GET,
             Some(Method::Head) => metrics::HEAD,
             Some(Method::Put) => metrics::PUT,

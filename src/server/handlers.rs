@@ -23,6 +23,7 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req, body: &mut Bo
     match req.method {
         Some(Method::Get | Method::Head) if req.list.is_some() => list::list(local, conn, req).await,
         Some(Method::Get | Method::Head) if req.pending => list::pending(local, conn, req),
+        Some(Method::Get | Method::Head) if req.parts => list::parts(local, conn, req),
         Some(Method::List) => list::list(local, conn, req).await,
         Some(Method::Get | Method::Head) => get(local, conn, req),
         Some(Method::Put) => put(local, conn, req, body).await,

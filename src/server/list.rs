@@ -143,6 +143,36 @@ pub fn pending(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiEr
     Ok(Reply::Body(body))
 }
 
+/// Most part records read for one `?parts` answer.
+const PARTS_PAGE: usize = 1000;
+
+/// `GET /?parts[&start=K][&limit=N]`: the S3 part files (under `_parts/`) that part records
+/// name, so that `mkv verify -online` takes none of them for an orphan:
+/// `{"files":["…"],"next":"…"}` (`next`, percent-encoded, is the record to go on from; empty
+/// at the end), from at most 1000 records a page.
+pub fn parts(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let limit = match req.limit {
+        None | Some(Ok(0)) => PARTS_PAGE,
+        Some(Ok(n)) => n.min(PARTS_PAGE),
+        Some(Err(())) => return Err(ApiError::BadQuery("limit must be a non-negative integer")),
+    };
+    let (files, next) = crate::s3::multipart::part_files_page(&local.ctx.shared.index, &req.start, limit)?;
+    let mut body = Vec::with_capacity(64 + files.len() * 64);
+    body.extend_from_slice(b"{\"files\":[");
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        string(&mut body, f.as_bytes(), false);
+    }
+    body.extend_from_slice(b"],\"next\":");
+    string(&mut body, next.as_deref().unwrap_or_default(), true);
+    body.push(b'}');
+    response::start(&mut conn.out, 200);
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body))
+}
+
 /// A listing's bytes on their way out.
 struct Output {
     body: Vec<u8>,

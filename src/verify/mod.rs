@@ -26,19 +26,19 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use crate::{
     config::Config,
     index::Index,
-    placement::TMP_DIR,
+    placement::{PARTS_DIR, TMP_DIR},
     progress::Progress,
     record::now_ms,
     store::{write, Ctx, Shared},
     volume::{self, Client, Topology},
     walk::{
         discover,
-        volumes::{fetch, parse_listing},
+        volumes::{fetch, parse_listing, Root},
         Consumer as _, Gate, Layout, Walk, Warnings, Worker as _,
     },
 };
 use judge::{Kind, Problem, Rules, KINDS};
-use records::{pending_of_master, shelve_master, Pending, Shelf};
+use records::{part_files_of_master, pending_of_master, shelve_master, Pending, Shelf};
 use shard::{Item, Verifier};
 pub use work::{encode, Master};
 use work::{Backend, Job, Throttle, Work};
@@ -48,6 +48,11 @@ const MIN_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Items of the `_tmp` folders (the walk's shards are 0..SHARDS).
 const TMP_ITEMS: usize = usize::MAX;
+/// Items of the `_parts` folders.
+const PART_ITEMS: usize = usize::MAX - 1;
+/// A part's file is written before its record (which may wait for a Complete of its upload
+/// to end): part files younger than this are spared, however short `-grace` is.
+const PART_GRACE: Duration = Duration::from_secs(60 * 60);
 
 pub struct Options {
     pub online: Option<String>,
@@ -255,7 +260,7 @@ pub struct Setup<'a> {
     pub quiet: bool,
 }
 
-/// One verify over everything: records, the walk, the `_tmp` folders.
+/// One verify over everything: records, the walk, the `_tmp` and `_parts` folders.
 pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
     let p = s.progress;
     p.count("live", 0);
@@ -317,6 +322,7 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
     walk.keep_junk = true;
     walk.run(s.client, s.topo, &gate, s.opts.concurrency, &mut v, &work).await?;
     tmp_files(s, &layout, &gate, &mut v, &work, cutoff).await?;
+    part_files(s, &layout, &gate, &mut v, &work, cutoff).await?;
     v.unwalked();
     Ok(v.report)
 }
@@ -331,10 +337,69 @@ async fn tmp_files(
     work: &Work<'_>,
     cutoff: i64,
 ) -> anyhow::Result<()> {
+    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, cutoff).await;
+    if old.is_empty() {
+        return Ok(());
+    }
+    // asked again now: a replacement may have started since the run began
+    let pending = match s.backend {
+        Backend::Local(ctx) => Pending::of_index(&ctx.shared.index)?,
+        Backend::Online(m) => pending_of_master(m, s.client).await?,
+    };
+    let named = |o: &Old| pending.ids.contains(&o.name) || v.pending.ids.contains(&o.name);
+    let orphans: Vec<Old> = old.into_iter().filter(|o| !named(o)).collect();
+    delete_orphans(s, v, work, TMP_ITEMS, orphans).await
+}
+
+/// The `_parts` folders: S3 multipart parts. A part file that no part record names (an
+/// upload `rebuild` dropped, a delete that failed and was forgotten) and older than the
+/// grace, and than [`PART_GRACE`], is an orphan: nothing else would ever delete it.
+async fn part_files(
+    s: &Setup<'_>,
+    layout: &Layout,
+    gate: &Gate,
+    v: &mut Verifier<'_>,
+    work: &Work<'_>,
+    cutoff: i64,
+) -> anyhow::Result<()> {
+    let cutoff = cutoff.min((now_ms() / 1000) as i64 - PART_GRACE.as_secs() as i64);
+    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, cutoff).await;
+    if old.is_empty() {
+        return Ok(());
+    }
+    // read after the listing: a part recorded since the run began is named
+    let named = match s.backend {
+        Backend::Local(ctx) => crate::s3::multipart::part_files(&ctx.shared.index)?,
+        Backend::Online(m) => part_files_of_master(m, s.client).await?,
+    };
+    let orphans: Vec<Old> = old.into_iter().filter(|o| !named.contains(&o.name)).collect();
+    delete_orphans(s, v, work, PART_ITEMS, orphans).await
+}
+
+/// A file in a `_tmp` or `_parts` folder, older than the grace.
+struct Old {
+    /// The replica name of its root (`host:port/svXX`).
+    replica: String,
+    server: String,
+    path: String,
+    name: String,
+}
+
+/// The files of folder `dir` in each root that `has` it, older than `cutoff` (Unix seconds);
+/// younger ones are counted as spared.
+async fn old_files(
+    s: &Setup<'_>,
+    layout: &Layout,
+    gate: &Gate,
+    v: &mut Verifier<'_>,
+    dir: &str,
+    has: fn(&Root) -> bool,
+    cutoff: i64,
+) -> Vec<Old> {
     let mut old = Vec::new();
-    for r in layout.roots.iter().filter(|r| r.tmp) {
+    for r in layout.roots.iter().filter(|r| has(r)) {
         let server = &layout.volumes[r.server];
-        let dir = format!("{}{TMP_DIR}/", r.prefix);
+        let dir = format!("{}{dir}/", r.prefix);
         let listing = match fetch(s.client, s.topo, gate, server, &dir).await {
             Ok(l) => l,
             Err(f) => {
@@ -354,38 +419,37 @@ async fn tmp_files(
                 v.report.spared += 1;
                 s.progress.note("spared (younger than -grace)", 1);
             } else {
-                old.push((r.name.clone(), server.clone(), format!("{dir}{}", e.name), e.name.to_string()));
+                let (path, name) = (format!("{dir}{}", e.name), e.name.to_string());
+                old.push(Old { replica: r.name.clone(), server: server.clone(), path, name });
             }
         }
     }
-    if old.is_empty() {
-        return Ok(());
-    }
-    // asked again now: a replacement may have started since the run began
-    let pending = match s.backend {
-        Backend::Local(ctx) => Pending::of_index(&ctx.shared.index)?,
-        Backend::Online(m) => pending_of_master(m, s.client).await?,
-    };
-    let mut jobs = Vec::new();
-    let mut items = Vec::new();
-    for (replica, server, path, id) in old {
-        if pending.ids.contains(&id) || v.pending.ids.contains(&id) {
-            continue;
-        }
-        let idx = items.len() as u32;
-        items.push(Item {
+    old
+}
+
+/// Reports `orphans` (as items of `slot`) and, with `-repair`, deletes them.
+async fn delete_orphans(
+    s: &Setup<'_>,
+    v: &mut Verifier<'_>,
+    work: &Work<'_>,
+    slot: usize,
+    orphans: Vec<Old>,
+) -> anyhow::Result<()> {
+    let items: Vec<Item> = orphans
+        .into_iter()
+        .map(|o| Item {
             key: Box::default(),
             seen: None,
-            problems: vec![Problem { kind: Kind::Orphan, replica }],
+            problems: vec![Problem { kind: Kind::Orphan, replica: o.replica }],
             reads: 0,
             to_read: Vec::new(),
             checked: true,
-            junk: Some((server, path)),
-        });
-        jobs.push(idx as usize);
-    }
-    v.items.insert(TMP_ITEMS, items);
-    let mut queue: VecDeque<Job> = jobs.into_iter().filter_map(|i| v.next(TMP_ITEMS, i)).collect();
+            junk: Some((o.server, o.path)),
+        })
+        .collect();
+    let n = items.len();
+    v.items.insert(slot, items);
+    let mut queue: VecDeque<Job> = (0..n).filter_map(|i| v.next(slot, i)).collect();
     let mut inflight = FuturesUnordered::new();
     loop {
         while inflight.len() < s.opts.concurrency {
@@ -393,8 +457,8 @@ async fn tmp_files(
             inflight.push(work.perform(job));
         }
         let Some(done) = inflight.next().await else { break };
-        queue.extend(v.worked(TMP_ITEMS, done)?);
+        queue.extend(v.worked(slot, done)?);
     }
-    v.items.remove(&TMP_ITEMS);
+    v.items.remove(&slot);
     Ok(())
 }

@@ -301,6 +301,30 @@ pub async fn pending_of_master(m: &Master, client: &Client) -> anyhow::Result<Pe
     Ok(p)
 }
 
+/// The S3 part files that part records name, as the master lists them (`?parts`).
+pub async fn part_files_of_master(m: &Master, client: &Client) -> anyhow::Result<HashSet<String>> {
+    #[derive(serde::Deserialize)]
+    struct PartsPage {
+        files: Vec<String>,
+        next: String,
+    }
+    let mut names = HashSet::new();
+    let mut start = String::new();
+    loop {
+        let (status, body) = m.call(client, "GET", &format!("/?parts&start={start}")).await?;
+        if status != 200 {
+            bail!("listing S3 part files failed: the master answered {status}");
+        }
+        let page: PartsPage = serde_json::from_slice(&body).context("bad ?parts listing from the master")?;
+        names.extend(page.files);
+        if page.next.is_empty() {
+            break;
+        }
+        start = page.next;
+    }
+    Ok(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

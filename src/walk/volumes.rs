@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::{
     config::Config,
-    placement::{self, MARKER_DIR, TMP_DIR},
+    placement::{self, MARKER_DIR, PARTS_DIR, TMP_DIR},
     volume::{self, Client, Topology},
 };
 
@@ -52,6 +52,8 @@ pub struct Root {
     pub markers: Box<[bool; SHARDS]>,
     /// Whether it has a `_tmp` folder (replacements being written, or left behind).
     pub tmp: bool,
+    /// Whether it has a `_parts` folder (S3 multipart parts).
+    pub parts: bool,
 }
 
 pub struct Layout {
@@ -221,6 +223,7 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
                 data: Box::new([false; SHARDS]),
                 markers: Box::new([false; SHARDS]),
                 tmp: false,
+                parts: false,
             }
         };
         if flat {
@@ -249,13 +252,14 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
         let v = &cfg.volumes[r.server];
         let mut data = [false; SHARDS];
         let mut has_markers = false;
-        let mut tmp = false;
+        let (mut tmp, mut parts) = (false, false);
         for name in folders(client, topo, gate, v, &format!("{}/", r.prefix)).await? {
             if let Some(xx) = parse_xx(&name) {
                 data[xx as usize] = true;
             }
             has_markers |= is_marker_dir(&name);
             tmp |= TMP_DIR.strip_prefix('/') == Some(&name);
+            parts |= PARTS_DIR.strip_prefix('/') == Some(&name);
         }
         let mut markers = [false; SHARDS];
         if has_markers {
@@ -265,14 +269,14 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
                 }
             }
         }
-        anyhow::Ok((data, markers, tmp))
+        anyhow::Ok((data, markers, tmp, parts))
     }))
     .await;
     for (r, f) in roots.iter_mut().zip(found) {
-        let (data, markers, tmp) = f?;
+        let (data, markers, tmp, parts) = f?;
         *r.data = data;
         *r.markers = markers;
-        r.tmp = tmp;
+        (r.tmp, r.parts) = (tmp, parts);
     }
     Ok(Layout { volumes: cfg.volumes.clone(), roots })
 }

@@ -25,7 +25,8 @@ use super::{
 };
 use crate::{
     http::{response, Body, Conn, Reply},
-    placement::targets,
+    index::Index,
+    placement::{targets, PARTS_DIR},
     record::now_ms,
     store::{
         self,
@@ -39,8 +40,6 @@ use crate::{
 mod list;
 pub use list::{list_parts, list_uploads};
 
-/// Folder beside the `/xx/yy/` tree where parts are kept until Complete or Abort.
-const PARTS_DIR: &str = "/_parts";
 /// S3's smallest part but the last.
 const MIN_PART: u64 = 5 << 20;
 /// Parts read from the index per page (ListParts, Complete, Abort).
@@ -189,12 +188,46 @@ pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
     Ok(cleared)
 }
 
+/// The file names (under [`PARTS_DIR`]) that part records name: the parts of uploads in
+/// progress, and those of ended uploads still to delete. `mkv verify` takes any other part
+/// file for an orphan.
+pub fn part_files(index: &Index) -> Result<std::collections::HashSet<String>, crate::index::Error> {
+    let mut names = std::collections::HashSet::new();
+    for prefix in [&b"p/"[..], b"g/"] {
+        let records = scan_index(index, prefix)?;
+        names.extend(records.iter().filter_map(|(_, v)| Part::decode(v)).map(|p| p.file));
+    }
+    Ok(names)
+}
+
+/// A page of [`part_files`] (the master's `?parts`): the files named by part records among
+/// the `n` records of the multipart family from `start` on, and the record to go on from
+/// (None at the end).
+pub fn part_files_page(
+    index: &Index,
+    start: &[u8],
+    n: usize,
+) -> Result<(Vec<String>, Option<Vec<u8>>), crate::index::Error> {
+    let page = index.mp_scan(b"", start, n)?;
+    let next = match page.last() {
+        Some((k, _)) if page.len() == n => Some([k.as_slice(), &[0]].concat()),
+        _ => None,
+    };
+    let is_part = |k: &[u8]| k.starts_with(b"p/") || k.starts_with(b"g/");
+    let files = page.into_iter().filter(|(k, _)| is_part(k)).filter_map(|(_, v)| Part::decode(&v)).map(|p| p.file);
+    Ok((files.collect(), next))
+}
+
 /// Every record of the multipart family under `prefix`, read a page at a time.
 fn scan_all(ctx: &Ctx, prefix: &[u8]) -> Result<Vec<crate::index::Entry>, store::Error> {
+    Ok(scan_index(&ctx.shared.index, prefix)?)
+}
+
+fn scan_index(index: &Index, prefix: &[u8]) -> Result<Vec<crate::index::Entry>, crate::index::Error> {
     let mut all = Vec::new();
     let mut start = prefix.to_vec();
     loop {
-        let page = ctx.shared.index.mp_scan(prefix, &start, PAGE)?;
+        let page = index.mp_scan(prefix, &start, PAGE)?;
         let Some((k, _)) = page.last() else { break };
         start = k.clone();
         start.push(0);
