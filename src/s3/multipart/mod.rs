@@ -782,3 +782,53 @@ pub async fn abort_all(ctx: &Ctx, bucket: &str) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(file: &str) -> Vec<u8> {
+        Part { size: 1, md5: [0; 16], mtime_ms: 2, file: file.into(), replicas: vec!["v:1".into()] }.encode()
+    }
+
+    /// The part files verify spares are those of part records and of ended uploads' parts
+    /// still to delete, every page of them, and no other record's.
+    #[test]
+    fn part_files_are_those_records_name_page_by_page() {
+        let dir = std::env::temp_dir().join(format!("mkv-mp-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let index = Index::open(&dir).unwrap();
+        let upload = Upload { key: b"/b/k".to_vec(), created_ms: 1, stored: Vec::new() };
+        index.mp_put(&upload_key("up"), &upload.encode()).unwrap();
+        index.mp_put(&part_key("up", 1), &part("up.1.x")).unwrap();
+        index.mp_put(&part_key("up", 2), &part("up.2.x")).unwrap();
+        index.mp_put(b"g/old.1.y", &part("old.1.y")).unwrap();
+        index.mp_put(&done_key("done"), &encode_done(b"/b/d", "abc-2")).unwrap();
+        index.mp_put(&completing_key("up"), &encode_done(b"/b/k", "def-2")).unwrap();
+        let want: std::collections::HashSet<String> = ["up.1.x", "up.2.x", "old.1.y"].map(String::from).into();
+        assert_eq!(part_files(&index).unwrap(), want);
+        let (mut paged, mut start, mut pages) = (std::collections::HashSet::new(), Vec::new(), 0);
+        loop {
+            let (files, next) = part_files_page(&index, &start, 2).unwrap();
+            paged.extend(files);
+            pages += 1;
+            match next {
+                Some(n) => start = n,
+                None => break,
+            }
+        }
+        // 6 records, 2 a page: a full page cannot tell it was the last, an empty one ends
+        assert_eq!((paged, pages), (want, 4));
+        drop(index);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_completes_note_round_trips() {
+        let v = encode_done(b"/b/k", "0123-3");
+        let (ms, tag, key) = decode_done(&v).unwrap();
+        assert!(ms > 0 && ms <= now_ms());
+        assert_eq!((tag, key), ("0123-3", &b"/b/k"[..]));
+        assert!(decode_done(&v[..5]).is_none());
+    }
+}
