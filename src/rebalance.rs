@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     index::{Index, State},
     progress::Progress,
+    s3::multipart::{self, PartMove, PartName},
     store::{
         relocate::{self, Outcome},
         Ctx, Error, Shared, REBALANCED_TO,
@@ -87,6 +88,8 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             }
             relocate_all(&ctx, std::mem::take(&mut again), &opts, &progress, None).await;
         }
+        // after the keys: a part goes where its upload's key is placed
+        multipart::relocate_parts(&ctx, opts.dry_run, |name, r| record_part(&progress, name, r)).await?;
         if !opts.dry_run {
             shared.index.set_meta(REBALANCED_TO, shared.cfg.volumes.join(",").as_bytes())?;
         }
@@ -159,6 +162,20 @@ fn record(progress: &Progress, key: &[u8], r: Result<Outcome, Error>) {
         // deleted since it was listed
         Err(Error::NotFound) => progress.count("gone", 1),
         Err(e) => progress.fail(&name, &e.to_string()),
+    }
+}
+
+/// A part is no key: tallied apart, and a failure is named without counting as a key.
+fn record_part(progress: &Progress, name: PartName, r: Result<PartMove, Error>) {
+    match r {
+        Ok(PartMove::InPlace) => progress.note("parts in place", 1),
+        Ok(PartMove::Moved) => progress.note("parts moved", 1),
+        Ok(PartMove::WouldMove) => {
+            progress.println(&format!("would move {name}"));
+            progress.note("parts would move", 1);
+        }
+        Ok(PartMove::Gone) => progress.note("parts gone", 1),
+        Err(e) => progress.error(&name.to_string(), &e.to_string()),
     }
 }
 
@@ -246,6 +263,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
                 }
             }
         }
+        move_parts_online(&client, &master, auth.as_bytes(), &progress).await?;
         // the master deletes moved keys' old replicas after its -move-grace: done when it
         // has none left to delete
         let deadline = std::time::Instant::now() + before.grace + SETTLE_WAIT;
@@ -291,6 +309,37 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     progress.finish()
+}
+
+/// Longest wait for the master's answer to `VOLUMES /?parts`, which comes once every part
+/// of the uploads in progress is copied.
+const PARTS_WAIT: Duration = Duration::from_secs(3600);
+
+/// Asks the master to move the parts of S3 uploads in progress (after the keys: a part goes
+/// where its upload's key is placed) and tallies what it did.
+async fn move_parts_online(client: &Client, master: &str, auth: &[u8], progress: &Progress) -> anyhow::Result<()> {
+    let patient = Topology::new(&[], 1, 1, PARTS_WAIT, None);
+    let (status, body) = client
+        .get_with(&patient, master, "VOLUMES", "/?parts", auth, 16 << 20)
+        .await
+        .map_err(|e| anyhow::anyhow!("asking the master at {master} to move S3 upload parts failed: {}", e.cause()))?;
+    if status != 200 {
+        bail!("the master could not move S3 upload parts ({status}): {}", String::from_utf8_lossy(&body).trim());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("bad answer to VOLUMES /?parts")?;
+    let parts = &v["parts"];
+    for (field, tally) in [("moved", "parts moved"), ("in_place", "parts in place"), ("gone", "parts gone")] {
+        match parts[field].as_u64() {
+            Some(0) => {}
+            Some(n) => progress.note(tally, n),
+            None => bail!("bad answer to VOLUMES /?parts: no {field} (a master too old to move parts?)"),
+        }
+    }
+    for failed in parts["failed"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+        let (name, why) = failed.split_once(": ").unwrap_or((failed, "failed"));
+        progress.error(name, why);
+    }
+    Ok(())
 }
 
 /// How long the end of an online rebalance waits, beyond the master's `-move-grace`, for it

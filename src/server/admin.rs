@@ -13,6 +13,7 @@ use crate::{
     admin::{self, Snapshot, VolumeState},
     http::{response, Conn, Method},
     metrics::{Totals, METHODS},
+    s3::multipart::{self, PartMove},
     store::{repair, write::on_pool, Ctx},
 };
 
@@ -168,6 +169,7 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         let shared = ctx.shared.clone();
         on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
     }
+    let parts = if req.parts { Some(move_parts(ctx).await?) } else { None };
     let topo = ctx.shared.topology();
     let moves = &ctx.shared.moves;
     let body = serde_json::json!({
@@ -180,10 +182,30 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         "moves_failed": moves.failed.load(Ordering::Relaxed),
         "move_grace_ms": ctx.shared.cfg.move_grace.as_millis() as u64,
         "started_ms": ctx.shared.started_ms,
+        "parts": parts,
     });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
     Ok(Reply::Body(body.to_string().into_bytes()))
+}
+
+/// `VOLUMES /?parts` (what `mkv rebalance -online` asks after the keys): moves the parts of
+/// S3 uploads in progress to the placement in force; what came of them, as JSON.
+async fn move_parts(ctx: &Ctx) -> Result<serde_json::Value, ApiError> {
+    let (mut moved, mut in_place, mut gone, mut failed) = (0u64, 0u64, 0u64, Vec::new());
+    multipart::relocate_parts(ctx, false, |name, r| match r {
+        Ok(PartMove::Moved) => moved += 1,
+        Ok(PartMove::InPlace) => in_place += 1,
+        Ok(PartMove::Gone) => gone += 1,
+        // only a dry run says it, and this is none
+        Ok(PartMove::WouldMove) => {}
+        Err(e) => {
+            eprintln!("mkv: rebalance: could not move {name} ({e}); a rerun of the rebalance moves it");
+            failed.push(format!("{name}: {e}"));
+        }
+    })
+    .await?;
+    Ok(serde_json::json!({ "moved": moved, "in_place": in_place, "gone": gone, "failed": failed }))
 }
 
 thread_local! {

@@ -38,7 +38,8 @@ pub struct Req {
     pub records: bool,
     /// `?pending`: list the replacements being written.
     pub pending: bool,
-    /// `?parts`: list the S3 part files that part records name.
+    /// `?parts`: GET lists the S3 part files that part records name; `VOLUMES /?parts`
+    /// moves S3 uploads' parts to the placement in force.
     pub parts: bool,
     /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
     /// whether to check the unlink markers.
@@ -83,6 +84,7 @@ impl Req {
         self.to = None;
         self.volumes = None;
         self.replicas = None;
+
         http::percent_decode(path, &mut self.key)?;
         for (name, value) in http::query_pairs(query) {
             match name {
@@ -122,7 +124,10 @@ impl Req {
     /// The request kind, for the metrics.
     fn kind(&self) -> usize {
         match self.method {
-            _ if self.list.is_some() || self.pending || self.parts => metrics::LIST,
+            // (`VOLUMES /?parts` is a volume change, counted as the method it is)
+            _ if self.list.is_some() || self.pending || (self.parts && self.method != Some(Method::Volumes)) => {
+                metrics::LIST
+            }
             Some(Method::Get) => metrics::GET,
             Some(Method::Head) => metrics::HEAD,
             Some(Method::Put) => metrics::PUT,

@@ -38,7 +38,9 @@ use crate::{
 };
 
 mod list;
+mod moves;
 pub use list::{list_parts, list_uploads};
+pub use moves::{relocate_parts, PartMove, PartName};
 
 /// S3's smallest part but the last.
 const MIN_PART: u64 = 5 << 20;
@@ -76,6 +78,7 @@ impl Upload {
 }
 
 /// One part: its bytes, MD5 (its ETag), time, and where its file is.
+#[derive(Clone, PartialEq, Eq)]
 struct Part {
     size: u64,
     md5: [u8; 16],

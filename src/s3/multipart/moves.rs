@@ -1,0 +1,133 @@
+//! The parts of uploads in progress to where placement puts their upload's key now: what
+//! a rebalance (offline, or the master's for `mkv rebalance -online`) does for them after
+//! the keys, or Complete would find them on volumes that left the list.
+//!
+//! The order is a key's ([`crate::store::relocate`]): copy to the volumes that lack the
+//! part → the record names new and old → delete the old → the record names the new. The
+//! part's lock is held throughout (no upload of the same part number meanwhile), and its
+//! upload's while the record changes (Complete and Abort read parts under it).
+
+use std::time::Duration;
+
+use super::{lock_name, numbered, part_key, parts_prefix, scan_all, upload_key, Part, Upload};
+use crate::{
+    placement::targets,
+    store::{self, relocate::copy, Ctx, KeyGuard},
+};
+
+/// How long a part's or its upload's lock is waited for (a part being uploaded, a
+/// Complete running) before the part is reported busy and left for a rerun.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// What happened to one part.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PartMove {
+    /// On the volumes placement wants already.
+    InPlace,
+    Moved,
+    /// `dry_run`: would move.
+    WouldMove,
+    /// Its upload ended (completed or aborted) while the part was looked at.
+    Gone,
+}
+
+/// One part's name for a report: `<upload id>/<part number>`.
+pub struct PartName<'a> {
+    pub upload: &'a str,
+    pub number: u32,
+}
+
+impl std::fmt::Display for PartName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3 upload {} part {}", self.upload, self.number)
+    }
+}
+
+/// Moves every part of every upload in progress to its placement now; `each` hears how
+/// each part went. Fails only when the index cannot be read.
+pub async fn relocate_parts(
+    ctx: &Ctx,
+    dry_run: bool,
+    mut each: impl FnMut(PartName<'_>, Result<PartMove, store::Error>),
+) -> Result<(), store::Error> {
+    // first the files of ended uploads that a volume down kept: volumes leaving the list
+    // are still up now, and once they are gone nothing would reach them
+    if !dry_run {
+        super::sweep(ctx).await?;
+    }
+    for (k, v) in scan_all(ctx, b"u/")? {
+        let Some(u) = Upload::decode(&v) else { continue };
+        let Some(id) = k.strip_prefix(b"u/").and_then(|id| std::str::from_utf8(id).ok()) else { continue };
+        let prefix = parts_prefix(id);
+        for (number, _) in numbered(&prefix, scan_all(ctx, &prefix)?) {
+            let r = relocate_part(ctx, id, number, &u.key, dry_run).await;
+            each(PartName { upload: id, number }, r);
+        }
+    }
+    Ok(())
+}
+
+/// Moves part `n` of upload `id` (into `key`) to `key`'s placement.
+async fn relocate_part(ctx: &Ctx, id: &str, n: u32, key: &[u8], dry_run: bool) -> Result<PartMove, store::Error> {
+    let topo = ctx.topo();
+    let want = topo.place(key);
+    let _part = hold(ctx, &lock_name(id, Some(n))).await?;
+    let Some(p) = current(ctx, id, n)? else { return Ok(PartMove::Gone) };
+    if p.replicas == want {
+        return Ok(PartMove::InPlace);
+    }
+    if dry_run {
+        return Ok(PartMove::WouldMove);
+    }
+    let path = p.path();
+    let missing: Vec<String> = want.iter().filter(|w| !p.replicas.contains(w)).cloned().collect();
+    if !missing.is_empty() {
+        let src = p.replicas.iter().find(|r| topo.is_up(r)).ok_or(store::Error::NoLiveReplica)?;
+        copy(&ctx.client, &topo, src, &path, &targets(&missing, &path)).await?;
+    }
+    // the copies are named by no record yet: if the part cannot be moved now, they go
+    let copies = Part { replicas: missing, ..p.clone() };
+    let _upload = match hold(ctx, &lock_name(id, None)).await {
+        Ok(held) => held,
+        Err(e) => {
+            super::delete_files(ctx, &topo, &copies).await;
+            return Err(e);
+        }
+    };
+    // a Complete or an Abort while the part was copied ended the upload: its files went
+    // with it, but for the copies
+    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current(ctx, id, n)?.as_ref() != Some(&p) {
+        super::delete_files(ctx, &topo, &copies).await;
+        return Ok(PartMove::Gone);
+    }
+    let extra: Vec<String> = p.replicas.iter().filter(|r| !want.contains(r)).cloned().collect();
+    if !extra.is_empty() {
+        // until the old files are gone the record names them, so a failure leaves no file
+        // unnamed (and Complete reads the new ones first: they come first)
+        let both = Part { replicas: want.iter().chain(&extra).cloned().collect(), ..p.clone() };
+        ctx.shared.index.mp_put(&part_key(id, n), &both.encode())?;
+        ctx.durable().await?;
+        ctx.client.delete_all(&topo, &targets(&extra, &path)).await?;
+    }
+    ctx.shared.index.mp_put(&part_key(id, n), &Part { replicas: want, ..p }.encode())?;
+    ctx.durable().await?;
+    Ok(PartMove::Moved)
+}
+
+/// Part `n` of upload `id` as recorded now.
+fn current(ctx: &Ctx, id: &str, n: u32) -> Result<Option<Part>, store::Error> {
+    Ok(ctx.shared.index.mp_get(&part_key(id, n))?.and_then(|v| Part::decode(&v)))
+}
+
+/// Claims a lock name, waiting up to [`LOCK_WAIT`] for its holder.
+async fn hold<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<KeyGuard<'a>, store::Error> {
+    let began = std::time::Instant::now();
+    loop {
+        match ctx.claim(name) {
+            Err(store::Error::InFlight) if began.elapsed() < LOCK_WAIT => {
+                monoio::time::sleep(Duration::from_millis(20)).await
+            }
+            r => return r,
+        }
+    }
+}
