@@ -306,7 +306,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             }
             monoio::time::sleep(Duration::from_millis(200)).await;
         }
-        anyhow::Ok(())
+        forget_removed(&client, &topo, &master, &cfg.volumes, auth.as_bytes(), &progress).await
     })?;
     progress.finish()
 }
@@ -338,6 +338,42 @@ async fn move_parts_online(client: &Client, master: &str, auth: &[u8], progress:
     for failed in parts["failed"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
         let (name, why) = failed.split_once(": ").unwrap_or((failed, "failed"));
         progress.error(name, why);
+    }
+    Ok(())
+}
+
+/// Once every key and part has moved, tells the master to forget the volumes that left the
+/// list (no more probes, metrics or status-page rows for them). Not after a failure: records
+/// may still name them.
+async fn forget_removed(
+    client: &Client,
+    topo: &Topology,
+    master: &str,
+    volumes: &[String],
+    auth: &[u8],
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    if progress.summary().failures > 0 {
+        progress.println("the volumes that left the list stay watched by the master until a rerun succeeds");
+        return Ok(());
+    }
+    let query = format!("/?settled={}", volumes.join(","));
+    let (status, body) = client
+        .get_with(topo, master, "VOLUMES", &query, auth, 1 << 20)
+        .await
+        .map_err(|e| anyhow::anyhow!("the master at {master}: {}", e.cause()))?;
+    let text = String::from_utf8_lossy(&body);
+    match status {
+        200 => {
+            let v: serde_json::Value = serde_json::from_slice(&body).context("bad answer to VOLUMES /?settled")?;
+            let gone: Vec<&str> = v["forgotten"].as_array().into_iter().flatten().filter_map(|g| g.as_str()).collect();
+            if !gone.is_empty() {
+                progress.println(&format!("master {master} no longer watches {}", gone.join(",")));
+            }
+        }
+        // another volume change since ours: the volumes stay for the rebalance onto that list
+        409 => progress.println(&format!("the master keeps watching every volume: {}", text.trim())),
+        s => bail!("the master refused to forget the volumes that left the list ({s}): {}", text.trim()),
     }
     Ok(())
 }

@@ -577,3 +577,40 @@ fn an_upload_in_progress_completes_after_an_online_rebalance_onto_other_volumes(
     assert_completes(&master.addr(), &up, &vols);
     assert!(err.contains("2 parts moved"), "{err}");
 }
+
+/// A volume an online rebalance took out of the list is forgotten once the rebalance ends:
+/// stopped afterwards, it is neither probed nor shown (`mkv_volume_up` 0 would fire the
+/// README's alert; the status page counted it down) until the master restarts.
+#[test]
+fn a_volume_an_online_rebalance_removed_is_forgotten_when_it_ends() {
+    let mut vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let master = Master::start_on(&four[..3], &["-replicas", "2", "-subvolumes", "4", "-admin", "127.0.0.1:0"]);
+    let admin = master.admin_addr().expect("an admin listener");
+    for i in 0..20 {
+        let key = format!("/k/{i}");
+        assert_eq!(request(&master.addr(), "PUT", &key, &[], &value_of(&key)).status, 201);
+    }
+    let (to, online) = (four[1..].join(","), format!("http://{}", master.addr()));
+    let (code, err) =
+        run_mkv(&["rebalance", "-volumes", &to, "-replicas", "2", "-subvolumes", "4", "-online", &online]);
+    assert_eq!(code, Some(0), "{err}");
+    vols[0].stop();
+    // past the prober's interval and timeout: a watched volume would show down by now
+    thread::sleep(Duration::from_millis(2500));
+    let text = get(&admin, "/metrics").text();
+    assert!(!text.contains(&format!("volume=\"{}\"", four[0])), "the removed volume is still shown:\n{text}");
+    for v in &four[1..] {
+        assert!(text.contains(&format!("mkv_volume_up{{volume=\"{v}\"}} 1\n")), "{v}:\n{text}");
+    }
+    let page = get(&admin, "/").text();
+    assert!(page.contains("all 3 volumes up"), "{page}");
+    assert!(!page.contains(&four[0]), "{page}");
+    // only the list in force may be declared settled: another's volumes may still be named
+    let r = request(&master.addr(), "VOLUMES", &format!("/?settled={}", four[..3].join(",")), &[], b"");
+    assert_eq!(r.status, 409, "{r:?}");
+    for i in 0..20 {
+        let key = format!("/k/{i}");
+        assert_eq!(get_follow(&master.addr(), &key).body, value_of(&key), "{key}");
+    }
+}

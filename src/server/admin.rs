@@ -170,6 +170,13 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
     }
     let parts = if req.parts { Some(move_parts(ctx).await?) } else { None };
+    let forgotten = match &req.settled {
+        Some(list) => {
+            let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+            ctx.shared.forget_removed(&list).map_err(ApiError::Conflict)?
+        }
+        None => Vec::new(),
+    };
     let topo = ctx.shared.topology();
     let moves = &ctx.shared.moves;
     let body = serde_json::json!({
@@ -183,6 +190,7 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         "move_grace_ms": ctx.shared.cfg.move_grace.as_millis() as u64,
         "started_ms": ctx.shared.started_ms,
         "parts": parts,
+        "forgotten": forgotten,
     });
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);

@@ -52,6 +52,8 @@ pub struct Req {
     /// `VOLUMES /?volumes=a,b,c&replicas=N`.
     pub volumes: Option<String>,
     pub replicas: Option<Result<usize, ()>>,
+    /// `VOLUMES /?settled=a,b,c`: the rebalance onto that list ended; forget the others.
+    pub settled: Option<String>,
     /// The `Authorization` header, when sent.
     pub auth: Option<Vec<u8>>,
     /// Whether the peer is on this host (admin methods need it, or a token).
@@ -84,7 +86,7 @@ impl Req {
         self.to = None;
         self.volumes = None;
         self.replicas = None;
-
+        self.settled = None;
         http::percent_decode(path, &mut self.key)?;
         for (name, value) in http::query_pairs(query) {
             match name {
@@ -108,10 +110,11 @@ impl Req {
                 }
                 b"markers" if method == Method::Repair => self.markers = value != b"0",
                 b"to" if method == Method::Snapshot => self.to = Some(text_param(value)?),
-                b"volumes" if method == Method::Volumes => {
+                b"volumes" | b"settled" if method == Method::Volumes => {
                     let mut v = Vec::new();
                     http::query_decode(value, &mut v)?;
-                    self.volumes = Some(String::from_utf8(v).map_err(|_| ApiError::BadQuery("volumes must be text"))?);
+                    let v = String::from_utf8(v).map_err(|_| ApiError::BadQuery("volumes must be text"))?;
+                    *(if name == b"volumes" { &mut self.volumes } else { &mut self.settled }) = Some(v);
                 }
                 b"replicas" if method == Method::Volumes => self.replicas = Some(count(value)),
                 b"limit" => self.limit = Some(count(value)),

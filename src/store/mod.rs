@@ -156,6 +156,38 @@ impl Shared {
         Ok(())
     }
 
+    /// Forgets the volumes outside `volumes`, the list in force, once a rebalance onto it
+    /// ended (what `mkv rebalance -online` says last): no record names them any more, so
+    /// they are no longer probed, shown on `/metrics` and the status page, or counted. Refused
+    /// while another list is in force (a later change still needs them) or while moved keys'
+    /// old replicas wait for deletion. The volumes forgotten.
+    pub fn forget_removed(&self, volumes: &[String]) -> Result<Vec<String>, String> {
+        let mut slot = self.topo.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.volumes != volumes {
+            return Err(format!(
+                "the volumes in force are {}, not {}: a later volume change still needs the others",
+                slot.volumes.join(","),
+                volumes.join(",")
+            ));
+        }
+        let pending = self.moves.pending.load(Ordering::Relaxed);
+        if pending > 0 {
+            return Err(format!("old replicas of {pending} moved key(s) are still to delete"));
+        }
+        let next = slot.placed_only();
+        let gone: Vec<String> = slot.all().filter(|v| next.volume(&v.name).is_none()).map(|v| v.name.clone()).collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        if let Some(p) = &self.prober {
+            p.unwatch(&gone);
+        }
+        *slot = Arc::new(next);
+        self.topo_gen.fetch_add(1, Ordering::Release);
+        eprintln!("mkv: volumes {} left the list: no longer watched", gone.join(","));
+        Ok(gone)
+    }
+
     /// Starts a graceful stop (the first call counts).
     pub fn begin_stop(&self) -> bool {
         self.stop.set(Instant::now()).is_ok()

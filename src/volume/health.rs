@@ -136,6 +136,11 @@ impl Prober {
             }
         }
     }
+
+    /// Stops watching the volumes named `names` (they left the cluster).
+    pub fn unwatch(&self, names: &[String]) {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner()).retain(|v| !names.contains(&v.name));
+    }
 }
 
 /// One probe on the prober's runtime: the address last seen to answer is tried first, and a

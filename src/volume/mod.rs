@@ -152,6 +152,13 @@ impl Topology {
         Topology { volumes: volumes.to_vec(), replicas, subvolumes, timeout, known }
     }
 
+    /// This topology knowing only the volumes placement uses (once no record names the
+    /// others).
+    pub fn placed_only(&self) -> Topology {
+        let known = self.known.iter().filter(|(k, _)| self.volumes.contains(k)).map(|(k, v)| (k.clone(), v.clone()));
+        Topology { known: known.collect(), ..self.clone() }
+    }
+
     /// The volume server `server` (`host:port`), if known.
     pub fn volume(&self, server: &str) -> Option<&Arc<Volume>> {
         self.known.get(server)
