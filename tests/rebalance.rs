@@ -578,6 +578,45 @@ fn an_upload_in_progress_completes_after_an_online_rebalance_onto_other_volumes(
     assert!(err.contains("2 parts moved"), "{err}");
 }
 
+/// A part whose upload began before an online rebalance switched the volumes and ended
+/// after the rebalance moved the parts: written to the old placement and recorded after the
+/// move, it stayed on the old volumes, and Complete failed once they stopped. It moves as it
+/// is recorded.
+#[test]
+fn a_part_uploaded_during_an_online_rebalance_moves_too() {
+    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let master = Master::start_on(&old, &flags());
+    let addr = master.addr();
+    let path = "/bucket/during";
+    let r = request(&addr, "POST", &format!("{path}?uploads"), &[UNSIGNED], b"");
+    let text = r.text();
+    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    let body: Vec<u8> = (0..2u32 << 20).map(|i| i.wrapping_mul(2654435761).to_le_bytes()[2]).collect();
+    let mut c = Client::connect(&addr);
+    c.send(
+        format!(
+            "PUT {path}?partNumber=1&uploadId={id} HTTP/1.1\r\nHost: mkv\r\n\
+             x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send(&body[..body.len() / 2]);
+    // the master is writing the part to the old volumes while the rebalance runs
+    thread::sleep(Duration::from_millis(300));
+    let (code, err) = rebalance(&new, &["-online", &format!("http://{addr}")]);
+    assert_eq!(code, Some(0), "{err}");
+    c.send(&body[body.len() / 2..]);
+    let r = c.read_response("PUT");
+    assert_eq!(r.status, 200, "{r:?}");
+    let etag = r.header("etag").unwrap().to_string();
+    vols[..3].iter_mut().for_each(Volume::stop);
+    let up = Upload { path: path.to_string(), id, parts: vec![(1, etag, body)] };
+    assert_completes(&addr, &up, &vols);
+}
+
 /// A volume an online rebalance took out of the list is forgotten once the rebalance ends:
 /// stopped afterwards, it is neither probed nor shown (`mkv_volume_up` 0 would fire the
 /// README's alert; the status page counted it down) until the master restarts.

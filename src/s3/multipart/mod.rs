@@ -327,7 +327,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     n: u32,
     src: &mut S,
 ) -> Result<Part, Failed<S3Error>> {
-    let topo = ctx.topo();
+    let (gen, topo) = ctx.topo_gen();
     let replicas = topo.place(&u.key);
     if let Some(down) = replicas.iter().find(|r| !topo.is_up(r)) {
         let server = crate::placement::server_of(down).to_string();
@@ -363,7 +363,24 @@ async fn write_part<S: Source<Error = S3Error>>(
     if let Some(old) = old {
         delete_files(ctx, &topo, &old).await;
     }
+    if ctx.topo_gen().0 != gen {
+        // the volume list changed while the part was written (an online rebalance), which
+        // may have moved the upload's parts before this one was recorded: it moves now, or
+        // it would stay on volumes leaving the list
+        match moves::relocate_held(ctx, id, n, &u.key, false).await {
+            Ok(_) => return Ok(current_part(ctx, id, n)?.unwrap_or(part)),
+            Err(e) => eprintln!(
+                "mkv: S3 upload {id} part {n}: written during a volume change and not moved yet ({e}); \
+                 a rerun of the rebalance moves it"
+            ),
+        }
+    }
     Ok(part)
+}
+
+/// Part `n` of upload `id` as recorded now.
+fn current_part(ctx: &Ctx, id: &str, n: u32) -> Result<Option<Part>, store::Error> {
+    Ok(ctx.shared.index.mp_get(&part_key(id, n))?.and_then(|v| Part::decode(&v)))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::{lock_name, numbered, part_key, parts_prefix, scan_all, upload_key, Part, Upload};
+use super::{current_part, lock_name, numbered, part_key, parts_prefix, scan_all, upload_key, Part, Upload};
 use crate::{
     placement::targets,
     store::{self, relocate::copy, Ctx, KeyGuard},
@@ -69,10 +69,22 @@ pub async fn relocate_parts(
 
 /// Moves part `n` of upload `id` (into `key`) to `key`'s placement.
 async fn relocate_part(ctx: &Ctx, id: &str, n: u32, key: &[u8], dry_run: bool) -> Result<PartMove, store::Error> {
+    let _part = hold(ctx, &lock_name(id, Some(n))).await?;
+    relocate_held(ctx, id, n, key, dry_run).await
+}
+
+/// [`relocate_part`] for a caller that holds the part's lock already (an upload of the part
+/// that raced a volume change).
+pub(super) async fn relocate_held(
+    ctx: &Ctx,
+    id: &str,
+    n: u32,
+    key: &[u8],
+    dry_run: bool,
+) -> Result<PartMove, store::Error> {
     let topo = ctx.topo();
     let want = topo.place(key);
-    let _part = hold(ctx, &lock_name(id, Some(n))).await?;
-    let Some(p) = current(ctx, id, n)? else { return Ok(PartMove::Gone) };
+    let Some(p) = current_part(ctx, id, n)? else { return Ok(PartMove::Gone) };
     if p.replicas == want {
         return Ok(PartMove::InPlace);
     }
@@ -96,7 +108,7 @@ async fn relocate_part(ctx: &Ctx, id: &str, n: u32, key: &[u8], dry_run: bool) -
     };
     // a Complete or an Abort while the part was copied ended the upload: its files went
     // with it, but for the copies
-    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current(ctx, id, n)?.as_ref() != Some(&p) {
+    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current_part(ctx, id, n)?.as_ref() != Some(&p) {
         super::delete_files(ctx, &topo, &copies).await;
         return Ok(PartMove::Gone);
     }
@@ -112,11 +124,6 @@ async fn relocate_part(ctx: &Ctx, id: &str, n: u32, key: &[u8], dry_run: bool) -
     ctx.shared.index.mp_put(&part_key(id, n), &Part { replicas: want, ..p }.encode())?;
     ctx.durable().await?;
     Ok(PartMove::Moved)
-}
-
-/// Part `n` of upload `id` as recorded now.
-fn current(ctx: &Ctx, id: &str, n: u32) -> Result<Option<Part>, store::Error> {
-    Ok(ctx.shared.index.mp_get(&part_key(id, n))?.and_then(|v| Part::decode(&v)))
 }
 
 /// Claims a lock name, waiting up to [`LOCK_WAIT`] for its holder.
