@@ -653,3 +653,36 @@ fn a_volume_an_online_rebalance_removed_is_forgotten_when_it_ends() {
         assert_eq!(get_follow(&master.addr(), &key).body, value_of(&key), "{key}");
     }
 }
+
+/// Part files an Abort could not delete on a volume down are noted for the master's sweep.
+/// When an online rebalance then takes that volume out of the list, the note drops it: the
+/// files leave with the volume. The sweep went on trying the removed volume, and deleted
+/// them the moment it answered again.
+#[test]
+fn leftover_part_files_on_a_removed_volume_are_not_retried() {
+    let mut vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let four = addrs(&vols);
+    let flags = ["-replicas", "3", "-subvolumes", "1"];
+    let master = Master::start_on(&four[..3], &flags);
+    let addr = master.addr();
+    let r = request(&addr, "POST", "/bucket/gone?uploads", &[UNSIGNED], b"");
+    let text = r.text();
+    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    let r = request(&addr, "PUT", &format!("/bucket/gone?partNumber=1&uploadId={id}"), &[UNSIGNED], &[7u8; 1000]);
+    assert_eq!(r.status, 200, "{r:?}");
+    vols[0].stop();
+    let r = request(&addr, "DELETE", &format!("/bucket/gone?uploadId={id}"), &[UNSIGNED], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let parts = |v: &Volume| v.files().into_iter().filter(|f| f.contains("_parts/")).count();
+    assert_eq!(parts(&vols[0]), 1, "the down volume keeps its part file");
+    let (to, online) = (four[1..].join(","), format!("http://{addr}"));
+    let (code, err) =
+        run_mkv(&["rebalance", "-volumes", &to, "-replicas", "3", "-subvolumes", "1", "-online", &online]);
+    assert_eq!(code, Some(0), "{err}");
+    vols[0].start();
+    // several sweeps (one a second) with the removed volume answering
+    thread::sleep(Duration::from_millis(3000));
+    assert_eq!(parts(&vols[0]), 1, "the master went on deleting on a volume that left the list");
+    let said = master.lines().join("\n");
+    assert!(said.contains(&format!("left on {}", four[0])), "{said}");
+}

@@ -173,7 +173,15 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
     let forgotten = match &req.settled {
         Some(list) => {
             let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
-            ctx.shared.forget_removed(&list).map_err(ApiError::Conflict)?
+            let gone = ctx.shared.forget_removed(&list).map_err(ApiError::Conflict)?;
+            let left = multipart::drop_volumes(ctx, &gone)?;
+            if left > 0 {
+                eprintln!(
+                    "mkv: files of {left} ended S3 part(s) are left on {}, which left the list (not retried)",
+                    gone.join(",")
+                );
+            }
+            gone
         }
         None => Vec::new(),
     };

@@ -221,6 +221,28 @@ pub fn part_files_page(
     Ok((files.collect(), next))
 }
 
+/// Drops the volumes `gone` (forgotten once a rebalance took them out of the list) from the
+/// notes of part files still to delete: those files leave with their volumes, and the sweep
+/// would otherwise try them every second for good. How many parts' notes changed.
+pub fn drop_volumes(ctx: &Ctx, gone: &[String]) -> Result<usize, store::Error> {
+    let mut changed = 0;
+    for (k, v) in scan_all(ctx, b"g/")? {
+        let Some(mut p) = Part::decode(&v) else { continue };
+        let before = p.replicas.len();
+        p.replicas.retain(|r| !gone.iter().any(|g| g == crate::placement::server_of(r)));
+        if p.replicas.len() == before {
+            continue;
+        }
+        if p.replicas.is_empty() {
+            ctx.shared.index.mp_delete(&[k])?;
+        } else {
+            ctx.shared.index.mp_put(&k, &p.encode())?;
+        }
+        changed += 1;
+    }
+    Ok(changed)
+}
+
 /// Every record of the multipart family under `prefix`, read a page at a time.
 fn scan_all(ctx: &Ctx, prefix: &[u8]) -> Result<Vec<crate::index::Entry>, store::Error> {
     Ok(scan_index(&ctx.shared.index, prefix)?)
