@@ -490,13 +490,18 @@ struct Upload {
     parts: Vec<(u32, String, Vec<u8>)>,
 }
 
-/// Starts an upload to `path` (`/bucket/key`) and uploads two parts: 5 MiB (S3's least but
-/// for the last) and 1 MiB.
-fn upload_in_progress(addr: &str, path: &str) -> Upload {
+/// CreateMultipartUpload of `path` (`/bucket/key`): the upload id.
+fn start_upload(addr: &str, path: &str) -> String {
     let r = request(addr, "POST", &format!("{path}?uploads"), &[UNSIGNED], b"");
     assert_eq!(r.status, 200, "{r:?}");
     let text = r.text();
-    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string()
+}
+
+/// Starts an upload to `path` (`/bucket/key`) and uploads two parts: 5 MiB (S3's least but
+/// for the last) and 1 MiB.
+fn upload_in_progress(addr: &str, path: &str) -> Upload {
+    let id = start_upload(addr, path);
     let mut parts = Vec::new();
     for (n, len) in [(1u32, 5usize << 20), (2, 1 << 20)] {
         let body: Vec<u8> = (0..len).map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[2] ^ n as u8).collect();
@@ -590,9 +595,7 @@ fn a_part_uploaded_during_an_online_rebalance_moves_too() {
     let master = Master::start_on(&old, &flags());
     let addr = master.addr();
     let path = "/bucket/during";
-    let r = request(&addr, "POST", &format!("{path}?uploads"), &[UNSIGNED], b"");
-    let text = r.text();
-    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    let id = start_upload(&addr, path);
     let body: Vec<u8> = (0..2u32 << 20).map(|i| i.wrapping_mul(2654435761).to_le_bytes()[2]).collect();
     let mut c = Client::connect(&addr);
     c.send(
@@ -665,9 +668,7 @@ fn leftover_part_files_on_a_removed_volume_are_not_retried() {
     let flags = ["-replicas", "3", "-subvolumes", "1"];
     let master = Master::start_on(&four[..3], &flags);
     let addr = master.addr();
-    let r = request(&addr, "POST", "/bucket/gone?uploads", &[UNSIGNED], b"");
-    let text = r.text();
-    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string();
+    let id = start_upload(&addr, "/bucket/gone");
     let r = request(&addr, "PUT", &format!("/bucket/gone?partNumber=1&uploadId={id}"), &[UNSIGNED], &[7u8; 1000]);
     assert_eq!(r.status, 200, "{r:?}");
     vols[0].stop();
