@@ -93,12 +93,15 @@ pub(super) async fn relocate_held(
     }
     let path = p.path();
     let missing: Vec<String> = want.iter().filter(|w| !p.replicas.contains(w)).cloned().collect();
-    if !missing.is_empty() {
-        let src = p.replicas.iter().find(|r| topo.is_up(r)).ok_or(store::Error::NoLiveReplica)?;
-        copy(&ctx.client, &topo, src, &path, &targets(&missing, &path)).await?;
-    }
     // the copies are named by no record yet: if the part cannot be moved now, they go
     let copies = Part { replicas: missing, ..p.clone() };
+    if !copies.replicas.is_empty() {
+        let src = p.replicas.iter().find(|r| topo.is_up(r)).ok_or(store::Error::NoLiveReplica)?;
+        if let Err(e) = copy(&ctx.client, &topo, src, &path, &targets(&copies.replicas, &path)).await {
+            super::delete_files(ctx, &topo, &copies).await;
+            return Err(e);
+        }
+    }
     let _upload = match hold(ctx, &lock_name(id, None)).await {
         Ok(held) => held,
         Err(e) => {
