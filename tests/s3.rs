@@ -1671,3 +1671,32 @@ fn clients_remove_a_bucket_they_never_created() {
     let r = request(&c.addr(), "DELETE", "/implicit-full", &[UNSIGNED], b"");
     assert_eq!((r.status, xml_field(&r.text(), "Code")), (409, "BucketNotEmpty"), "{r:?}");
 }
+
+/// A long write answered `200` early (after `-s3-keepalive`) that then fails is counted by
+/// its outcome in the metrics, not by the `200` its status line said: an error rate drawn
+/// from them missed every long Complete or Copy that failed.
+#[test]
+fn a_write_that_fails_after_its_early_200_is_counted_by_its_outcome() {
+    let c = cluster(&["-replicas", "3", "-voltimeout", "1s", "-s3-keepalive", "100ms", "-admin", "127.0.0.1:0"]);
+    let addr = c.addr();
+    let admin = c.master.admin_addr().expect("an admin port");
+    let value = pattern(16 << 20, 5);
+    assert_eq!(s3_put(&addr, "/early/src", &value).status, 200);
+    let ok_200 = |m: &str| {
+        m.lines().find_map(|l| l.strip_prefix(r#"mkv_requests_total{method="S3",status="200"} "#)?.parse::<u64>().ok())
+    };
+    let before = ok_200(&get(&admin, "/metrics").text()).expect("the source's PUT counted");
+    // a volume that stops answering fails the copy's write after -voltimeout, long after the 200
+    c.volumes[1].pause();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&encode_request("PUT", "/early/dst", &[UNSIGNED, ("x-amz-copy-source", "/early/src")], b"")).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    c.volumes[1].resume();
+    let got = String::from_utf8_lossy(&got).to_string();
+    assert!(got.starts_with("HTTP/1.1 200") && got.contains("<Error>"), "a 200, then the failure: {got}");
+    let m = get(&admin, "/metrics").text();
+    assert_eq!(ok_200(&m), Some(before), "the failed copy counted as a 200:\n{m}");
+    assert!(m.lines().any(|l| l.starts_with(r#"mkv_requests_total{method="S3",status="5"#)), "no 5xx counted:\n{m}");
+}

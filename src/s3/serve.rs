@@ -230,6 +230,8 @@ pub async fn patiently(
     if !answered {
         return outcome.map(|doc| ok(conn, req, 200, Some(doc)));
     }
+    // the status line said 200; the metrics and the log count what the write came to
+    let status = outcome.as_ref().map_or_else(|f| f.error.status(), |_| 200);
     let doc = match outcome {
         Ok(doc) => doc,
         Err(f) => {
@@ -244,7 +246,7 @@ pub async fn patiently(
         }
     };
     conn.out.extend_from_slice(doc.strip_prefix(PROLOG).unwrap_or(&doc));
-    Ok(Answer { reply: Reply::Streamed { status: 200, keep: false }, close: true })
+    Ok(Answer { reply: Reply::Streamed { status, keep: false }, close: true })
 }
 
 /// Whether the client reads an `<Error>` in a `200` answer as the error it is, as S3's own
