@@ -50,7 +50,7 @@ impl Metadata {
             }
         }
         let user = kept.iter().filter_map(|(n, v)| n.strip_prefix("x-amz-meta-").map(|n| n.len() + v.len()));
-        if user.sum::<usize>() > MAX_METADATA || kept.iter().any(|(n, _)| n.len() > MAX_NAME) {
+        if user.sum::<usize>() > MAX_METADATA || kept.iter().any(|(n, _)| n.len() > MAX_NAME) || !fits(&kept) {
             return Err(S3Error::MetadataTooLarge);
         }
         Ok(Metadata { headers: kept })
@@ -65,6 +65,16 @@ impl Metadata {
     pub fn content_type(&self) -> Option<&[u8]> {
         self.get("content-type")
     }
+}
+
+/// Whether `kept` fits the record with a multipart ETag beside it ([`super::stored::Stored`]'s
+/// encoding: a version byte, the ETag with its length, a count byte, then each name with a
+/// length byte and each value with two), at most 255 headers: the record keeps at most
+/// [`crate::record::MAX_META`] bytes, and more would be cut, losing every header.
+fn fits(kept: &[(String, Vec<u8>)]) -> bool {
+    const ETAG_ROOM: usize = 3 + 64;
+    let size: usize = kept.iter().map(|(n, v)| 3 + n.len() + v.len()).sum();
+    kept.len() <= 255 && ETAG_ROOM + size <= crate::record::MAX_META
 }
 
 /// `x-amz-metadata-directive` of a CopyObject.
@@ -300,6 +310,20 @@ mod tests {
         let list = [(long.as_str(), "v")];
         let h = hdrs(&list);
         assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge));
+        // standard headers are not user metadata, but the record must hold them all
+        let big = "d".repeat(9000);
+        let list = [("Content-Disposition", big.as_str()), ("x-amz-meta-colour", "blue")];
+        let h = hdrs(&list);
+        assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge));
+        let names: Vec<String> = (0..256).map(|i| format!("x-amz-meta-{i}")).collect();
+        let list: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let h = hdrs(&list);
+        assert_eq!(Metadata::from_headers(&Headers(&h)), Err(S3Error::MetadataTooLarge), "256 headers");
+        let list = &list[..255];
+        let h = hdrs(list);
+        let m = Metadata::from_headers(&Headers(&h)).expect("255 headers fit");
+        let stored = super::super::stored::Stored { etag: Some("e".repeat(40)), headers: m.headers.clone() };
+        assert_eq!(super::super::stored::Stored::decode(&stored.encode()).headers, m.headers);
     }
 
     #[test]

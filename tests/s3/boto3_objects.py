@@ -53,6 +53,10 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(error_of(s3.put_object, Bucket=B, Key="a/meta.bin", Body=b"n", Metadata={"k": "v" * 2048}),
        (400, "MetadataTooLarge"), "a byte past 2 KiB")
     eq(body(s3, B, "a/meta.bin"), b"m", "the refused write left the object")
+    # standard headers are no user metadata, but more than the record keeps is refused, not cut
+    eq(error_of(s3.put_object, Bucket=B, Key="a/meta.bin", Body=b"n", ContentDisposition="d" * 9000,
+                Metadata={"colour": "blue"}), (400, "MetadataTooLarge"), "9,000 bytes of Content-Disposition")
+    eq(s3.head_object(Bucket=B, Key="a/meta.bin")["Metadata"], at_limit, "the object's metadata as it was")
 
     # ranges: 206 with Content-Range
     r = s3.get_object(Bucket=B, Key="a/value.bin", Range="bytes=1000-1999")
