@@ -1446,6 +1446,10 @@ fn the_native_api_is_unchanged_beside_s3() {
         assert_eq!(r.header("content-length"), Some("0"));
     }
     assert_eq!(get_follow(&addr, "/both/s3").body, b"from s3");
+    // a query the native API does not know is no part of the key: `?parts` lists only on `/`
+    for query in ["x=1", "parts"] {
+        assert_eq!(get(&addr, &format!("/both/native?{query}")).status, 302, "?{query}");
+    }
     // native PUT of a live key: 403, as always; S3 replaces it
     assert_eq!(request(&addr, "PUT", "/both/native", &[], b"again").status, 403);
     assert_eq!(s3_put(&addr, "/both/native", b"replaced").status, 200);

@@ -102,7 +102,9 @@ impl Req {
                 },
                 b"records" => self.records = true,
                 b"pending" => self.pending = true,
-                b"parts" => self.parts = true,
+                // on `/` only (the listings' root, as in `/?unlinked`): `GET /k?parts` stays
+                // the native GET of /k, as it was before `?parts` existed
+                b"parts" if self.key == b"/" => self.parts = true,
                 b"suspects" | b"orphans" if method == Method::Repair => {
                     let list = if name == b"suspects" { &mut self.suspects } else { &mut self.orphans };
                     let text = text_param(value)?;
