@@ -687,3 +687,30 @@ fn leftover_part_files_on_a_removed_volume_are_not_retried() {
     let said = master.lines().join("\n");
     assert!(said.contains(&format!("left on {}", four[0])), "{said}");
 }
+
+/// A part whose first replica is short (a damaged disk, a file cut by hand) moves from a
+/// whole one: the short file was copied to every new volume, the whole ones then deleted,
+/// and the upload could never complete.
+#[test]
+fn a_part_moves_from_a_whole_replica_not_a_short_one() {
+    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let mut master = Master::start_on(&old, &flags());
+    let up = upload_in_progress(&master.addr(), "/bucket/cut");
+    master.kill9();
+    let lay = Layout { volumes: old.clone(), replicas: 3, subvolumes: 4 };
+    let first = lay.replicas("/bucket/cut")[0].split('/').next().unwrap().to_string();
+    let v = &vols[old.iter().position(|o| *o == first).unwrap()];
+    let part1 = format!("{}.1.", up.id);
+    let file = v.files().into_iter().find(|f| f.contains("_parts/") && f.contains(&part1)).expect("part 1's file");
+    let path = v.dir().join(&file);
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let db = master.db().to_str().unwrap().to_string();
+    let (code, err) = rebalance(&new, &["-db", &db]);
+    assert_eq!(code, Some(0), "{err}");
+    vols[..3].iter_mut().for_each(Volume::stop);
+    master.restart_with(&new, &flags());
+    assert_completes(&master.addr(), &up, &vols);
+}

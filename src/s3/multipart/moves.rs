@@ -96,8 +96,8 @@ pub(super) async fn relocate_held(
     // the copies are named by no record yet: if the part cannot be moved now, they go
     let copies = Part { replicas: missing, ..p.clone() };
     if !copies.replicas.is_empty() {
-        let src = p.replicas.iter().find(|r| topo.is_up(r)).ok_or(store::Error::NoLiveReplica)?;
-        if let Err(e) = copy(&ctx.client, &topo, src, &path, &targets(&copies.replicas, &path)).await {
+        let src = whole_replica(ctx, &topo, &p).await.ok_or(store::Error::NoLiveReplica)?;
+        if let Err(e) = copy(&ctx.client, &topo, &src, &path, &targets(&copies.replicas, &path)).await {
             super::delete_files(ctx, &topo, &copies).await;
             return Err(e);
         }
@@ -140,4 +140,16 @@ async fn hold<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<KeyGuard<'a>, store::Erro
             r => return r,
         }
     }
+}
+
+/// A replica of part `p` on a live volume whose file has the part's size: the source of its
+/// copies (a short one copied would leave the part unreadable once the old files go).
+async fn whole_replica(ctx: &Ctx, topo: &crate::volume::Topology, p: &Part) -> Option<String> {
+    for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+        let (server, path) = crate::placement::replica_target(r, &p.path());
+        if matches!(ctx.client.stat(topo, &server, &path).await, Ok(Some(size)) if size == p.size) {
+            return Some(r.clone());
+        }
+    }
+    None
 }
