@@ -371,6 +371,11 @@ async fn forget_removed(
                 progress.println(&format!("master {master} no longer watches {}", gone.join(",")));
             }
         }
+        // a part recorded after the parts moved, whose own move failed: the old volumes still
+        // hold it, so they must not be stopped yet
+        409 if text.contains("run the rebalance again") => {
+            bail!("the master keeps watching every volume: {}", text.trim())
+        }
         // another volume change since ours: the volumes stay for the rebalance onto that list
         409 => progress.println(&format!("the master keeps watching every volume: {}", text.trim())),
         s => bail!("the master refused to forget the volumes that left the list ({s}): {}", text.trim()),

@@ -173,6 +173,14 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
     let forgotten = match &req.settled {
         Some(list) => {
             let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+            let outside = multipart::parts_outside(ctx, &list)?;
+            if outside > 0 {
+                return Err(ApiError::Conflict(format!(
+                    "{outside} part(s) of S3 uploads in progress are still on volumes outside {}: run the \
+                     rebalance again",
+                    list.join(",")
+                )));
+            }
             let gone = ctx.shared.forget_removed(&list).map_err(ApiError::Conflict)?;
             let left = multipart::drop_volumes(ctx, &gone)?;
             if left > 0 {

@@ -221,6 +221,15 @@ pub fn part_files_page(
     Ok((files.collect(), next))
 }
 
+/// How many parts of uploads in progress have a replica outside `volumes`: a part recorded
+/// after the rebalance moved the parts, whose own move failed. Forgetting the volumes it is
+/// on would lose it once they stop.
+pub fn parts_outside(ctx: &Ctx, volumes: &[String]) -> Result<usize, store::Error> {
+    let inside = |r: &String| volumes.iter().any(|v| v == crate::placement::server_of(r));
+    let parts = scan_all(ctx, b"p/")?.into_iter().filter_map(|(_, v)| Part::decode(&v));
+    Ok(parts.filter(|p| !p.replicas.iter().all(inside)).count())
+}
+
 /// Drops the volumes `gone` (forgotten once a rebalance took them out of the list) from the
 /// notes of part files still to delete: those files leave with their volumes, and the sweep
 /// would otherwise try them every second for good. How many parts' notes changed.
