@@ -45,6 +45,9 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use config::{parse_duration, Config, Limits};
 
+/// `-concurrency` of `rebalance -online` when not given (see where it is used).
+const ONLINE_REBALANCE_CONCURRENCY: usize = 32;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -230,9 +233,9 @@ struct Flags {
     /// rebalance, verify, snapshot: run against this running master (http://host:port) instead of -db
     #[arg(long, global = true, value_name = "URL")]
     online: Option<String>,
-    /// rebuild/rebalance/verify: requests in flight at once
-    #[arg(long, global = true, default_value_t = 256)]
-    concurrency: usize,
+    /// rebuild/rebalance/verify: requests in flight at once [default: 256; rebalance -online: 32]
+    #[arg(long, global = true)]
+    concurrency: Option<usize>,
     /// verify: read every replica and check its MD5 and size against the record
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     deep: bool,
@@ -367,10 +370,15 @@ fn main() -> ExitCode {
             }
         },
     };
-    if f.concurrency == 0 {
+    if f.concurrency == Some(0) {
         eprintln!("mkv: -concurrency must be at least 1");
         return ExitCode::from(2);
     }
+    // an online rebalance shares the volumes with the clients the master serves meanwhile:
+    // 256 copies at once stalled small volumes' disks past -voltimeout, failing its own moves
+    // and the clients' writes alike
+    let online_rebalance = matches!(cli.cmd, Cmd::Rebalance) && f.online.is_some();
+    let concurrency = f.concurrency.unwrap_or(if online_rebalance { ONLINE_REBALANCE_CONCURRENCY } else { 256 });
     let volume_secret = match f.volume_secret.as_deref().map(volume::secret::Secret::read).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -431,12 +439,8 @@ fn main() -> ExitCode {
             }
             server::run(cfg)
         }
-        Cmd::Rebuild => {
-            rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency: f.concurrency })
-        }
-        Cmd::Rebalance => {
-            rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency: f.concurrency })
-        }
+        Cmd::Rebuild => rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency }),
+        Cmd::Rebalance => rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency }),
         Cmd::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
         Cmd::Verify => {
             let opts = verify::Options {
@@ -445,7 +449,7 @@ fn main() -> ExitCode {
                 repair: f.repair,
                 grace: f.grace,
                 rate: f.rate.unwrap_or(0.0),
-                concurrency: f.concurrency,
+                concurrency,
             };
             match verify::run(cfg, opts) {
                 Ok(true) => Ok(()),

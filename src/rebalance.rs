@@ -210,6 +210,8 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         }
         progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
         let before = moves_of(&body)?;
+        // keys whose move met a volume too busy to answer in time: asked again after the pass
+        let mut again = Vec::new();
         for list in ["list", "unlinked"] {
             let mut start = String::new();
             loop {
@@ -230,38 +232,17 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
                         k.as_str().map(str::to_string).context("bad listing from the master: a key is not a string")
                     })
                     .collect::<anyhow::Result<_>>()?;
-                let mut work = FuturesUnordered::new();
-                let mut it = keys.into_iter();
-                loop {
-                    while work.len() < opts.concurrency {
-                        let Some(k) = it.next() else { break };
-                        let (client, topo, master) = (client.clone(), &topo, &master);
-                        work.push(async move {
-                            let mut tries = 0;
-                            loop {
-                                match client.request(topo, master, "REBALANCE", &k, Bytes::new()).await {
-                                    Ok(409) if tries < BUSY_RETRIES => {
-                                        tries += 1;
-                                        monoio::time::sleep(Duration::from_millis(50)).await;
-                                    }
-                                    r => return (k, r),
-                                }
-                            }
-                        });
-                    }
-                    let Some((k, r)) = work.next().await else { break };
-                    match r {
-                        Ok(204) => progress.count("rebalanced", 1),
-                        Ok(404) => progress.count("gone", 1),
-                        Ok(s) => progress.fail(&k, &format!("master answered {s}")),
-                        Err(e) => progress.fail(&k, &format!("the master at {master}: {}", e.cause())),
-                    }
-                }
+                ask_rebalance(&client, &topo, &master, keys, opts.concurrency, &progress, Some(&mut again)).await;
                 match page["next"].as_str() {
                     Some(n) if !n.is_empty() => start = n.to_string(),
                     _ => break,
                 }
             }
+        }
+        if !again.is_empty() {
+            progress.println(&format!("{} key(s) met a busy volume: asking again, fewer at once", again.len()));
+            monoio::time::sleep(AGAIN_PAUSE).await;
+            ask_rebalance(&client, &topo, &master, again, AGAIN_CONCURRENCY, &progress, None).await;
         }
         move_parts_online(&client, &master, auth.as_bytes(), &progress).await?;
         // the master deletes moved keys' old replicas after its -move-grace: done when it
@@ -309,6 +290,54 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         forget_removed(&client, &topo, &master, &cfg.volumes, auth.as_bytes(), &progress).await
     })?;
     progress.finish()
+}
+
+/// How long an online rebalance lets the volumes settle before it asks again for the keys
+/// whose moves met a volume too busy to answer, and how many it then asks at once.
+const AGAIN_PAUSE: Duration = Duration::from_secs(2);
+const AGAIN_CONCURRENCY: usize = 4;
+
+/// Asks the master to `REBALANCE` each of `keys`, `concurrency` at a time, and tallies the
+/// answers. A move that met a volume too slow to answer (`502`/`503`/`504`, or the master
+/// not answering) goes to `again` when given, while it holds fewer than [`AGAIN_MAX`].
+async fn ask_rebalance(
+    client: &Rc<Client>,
+    topo: &Topology,
+    master: &str,
+    keys: Vec<String>,
+    concurrency: usize,
+    progress: &Progress,
+    mut again: Option<&mut Vec<String>>,
+) {
+    let mut work = FuturesUnordered::new();
+    let mut it = keys.into_iter();
+    loop {
+        while work.len() < concurrency {
+            let Some(k) = it.next() else { break };
+            let client = client.clone();
+            work.push(async move {
+                let mut tries = 0;
+                loop {
+                    match client.request(topo, master, "REBALANCE", &k, Bytes::new()).await {
+                        Ok(409) if tries < BUSY_RETRIES => {
+                            tries += 1;
+                            monoio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        r => return (k, r),
+                    }
+                }
+            });
+        }
+        let Some((k, r)) = work.next().await else { break };
+        let busy = matches!(r, Ok(502..=504) | Err(_));
+        match (again.as_deref_mut(), r) {
+            (Some(a), _) if busy && a.len() < AGAIN_MAX => a.push(k),
+            (_, Ok(204)) => progress.count("rebalanced", 1),
+            (_, Ok(404)) => progress.count("gone", 1),
+            (_, Ok(s)) => progress.fail(&k, &format!("master answered {s}")),
+            (_, Err(e)) => progress.fail(&k, &format!("the master at {master}: {}", e.cause())),
+        }
+    }
 }
 
 /// Longest wait for the master's answer to `VOLUMES /?parts`, which comes once every part

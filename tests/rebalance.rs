@@ -739,3 +739,36 @@ fn volumes_holding_a_part_are_not_forgotten() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_completes(&addr, &up, &vols);
 }
+
+/// An online rebalance whose moves meet a volume too busy to answer in time (here: stopped
+/// for 1.5 s, past a 1 s `-voltimeout`) asks for those keys again once the pass is done,
+/// fewer at once, and ends whole. It reported each as failed and exited 1.
+#[test]
+fn an_online_rebalance_asks_again_for_keys_that_met_a_busy_volume() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let (three, four) = (all[..3].to_vec(), all.clone());
+    let mut args = flags();
+    args.extend(["-voltimeout", "1s"]);
+    let master = Master::start_on(&three, &args);
+    let (live, unlinked) = fill(&master, 40);
+    vols[3].pause();
+    let resume = thread::spawn({
+        let pid = vols[3].pid();
+        move || {
+            thread::sleep(Duration::from_millis(1500));
+            // Volume::resume, from the pid: the volume stays with the test
+            signal(-pid.expect("volume running"), libc::SIGCONT);
+        }
+    });
+    let (code, err) = rebalance(&four, &["-online", &format!("http://{}", master.addr())]);
+    resume.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("met a busy volume: asking again"), "no key met the stopped volume: {err}");
+    for key in &live {
+        assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
+    }
+    for key in &unlinked {
+        assert_eq!(get(&master.addr(), key).status, 404, "{key}");
+    }
+}

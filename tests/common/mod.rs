@@ -128,7 +128,7 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-fn signal(pid: i32, sig: i32) {
+pub fn signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) only sends a signal; a stale pid at worst yields ESRCH.
     unsafe { libc::kill(pid, sig) };
 }
