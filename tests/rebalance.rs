@@ -498,6 +498,27 @@ fn start_upload(addr: &str, path: &str) -> String {
     text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).unwrap().to_string()
 }
 
+/// Rebalances the stopped `master`'s index offline onto `new`, stops the old volumes (the
+/// first three of `vols`), restarts the master on `new` and completes `up` there. Returns
+/// the rebalance's stderr.
+fn rebalance_offline_then_complete(master: &mut Master, vols: &mut [Volume], new: &[String], up: &Upload) -> String {
+    let db = master.db().to_str().unwrap().to_string();
+    let (code, err) = rebalance(new, &["-db", &db]);
+    assert_eq!(code, Some(0), "{err}");
+    vols[..3].iter_mut().for_each(Volume::stop);
+    master.restart_with(new, &flags());
+    assert_completes(&master.addr(), up, vols);
+    err
+}
+
+/// Six volumes: the three a master starts on, and the three a rebalance moves everything to.
+fn old_and_new_volumes() -> (Vec<Volume>, Vec<String>, Vec<String>) {
+    let vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    (vols, old, new)
+}
+
 /// Starts an upload to `path` (`/bucket/key`) and uploads two parts: 5 MiB (S3's least but
 /// for the last) and 1 MiB.
 fn upload_in_progress(addr: &str, path: &str) -> Upload {
@@ -538,19 +559,12 @@ fn assert_completes(addr: &str, up: &Upload, vols: &[Volume]) {
 /// part records naming the old volumes), and Complete failed `503`.
 #[test]
 fn an_upload_in_progress_completes_after_a_rebalance_onto_other_volumes() {
-    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
-    let all = addrs(&vols);
-    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let (mut vols, old, new) = old_and_new_volumes();
     let mut master = Master::start_on(&old, &flags());
     let (live, unlinked) = fill(&master, 10);
     let up = upload_in_progress(&master.addr(), "/bucket/big");
     master.kill9();
-    let db = master.db().to_str().unwrap().to_string();
-    let (code, err) = rebalance(&new, &["-db", &db]);
-    assert_eq!(code, Some(0), "{err}");
-    vols[..3].iter_mut().for_each(Volume::stop);
-    master.restart_with(&new, &flags());
-    assert_completes(&master.addr(), &up, &vols);
+    let err = rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
     assert!(err.contains("2 parts moved"), "{err}");
     for v in &vols[..3] {
         assert_eq!(v.files(), Vec::<String>::new(), "files left on the old volume {}", v.addr());
@@ -563,7 +577,7 @@ fn an_upload_in_progress_completes_after_a_rebalance_onto_other_volumes() {
     }
     // nothing left to move (the upload is complete; a rerun finds every key in place)
     master.kill9();
-    let (code, err) = rebalance(&new, &["-db", &db]);
+    let (code, err) = rebalance(&new, &["-db", master.db().to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("moved"), "{err}");
 }
@@ -571,9 +585,7 @@ fn an_upload_in_progress_completes_after_a_rebalance_onto_other_volumes() {
 /// The same through a running master (`rebalance -online`): the master moves the parts.
 #[test]
 fn an_upload_in_progress_completes_after_an_online_rebalance_onto_other_volumes() {
-    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
-    let all = addrs(&vols);
-    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let (mut vols, old, new) = old_and_new_volumes();
     let master = Master::start_on(&old, &flags());
     let up = upload_in_progress(&master.addr(), "/bucket/big");
     let (code, err) = rebalance(&new, &["-online", &format!("http://{}", master.addr())]);
@@ -589,9 +601,7 @@ fn an_upload_in_progress_completes_after_an_online_rebalance_onto_other_volumes(
 /// is recorded.
 #[test]
 fn a_part_uploaded_during_an_online_rebalance_moves_too() {
-    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
-    let all = addrs(&vols);
-    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let (mut vols, old, new) = old_and_new_volumes();
     let master = Master::start_on(&old, &flags());
     let addr = master.addr();
     let path = "/bucket/during";
@@ -693,9 +703,7 @@ fn leftover_part_files_on_a_removed_volume_are_not_retried() {
 /// and the upload could never complete.
 #[test]
 fn a_part_moves_from_a_whole_replica_not_a_short_one() {
-    let mut vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
-    let all = addrs(&vols);
-    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let (mut vols, old, new) = old_and_new_volumes();
     let mut master = Master::start_on(&old, &flags());
     let up = upload_in_progress(&master.addr(), "/bucket/cut");
     master.kill9();
@@ -707,12 +715,7 @@ fn a_part_moves_from_a_whole_replica_not_a_short_one() {
     let path = v.dir().join(&file);
     let whole = std::fs::read(&path).unwrap();
     std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
-    let db = master.db().to_str().unwrap().to_string();
-    let (code, err) = rebalance(&new, &["-db", &db]);
-    assert_eq!(code, Some(0), "{err}");
-    vols[..3].iter_mut().for_each(Volume::stop);
-    master.restart_with(&new, &flags());
-    assert_completes(&master.addr(), &up, &vols);
+    rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
 }
 
 /// `VOLUMES /?settled=` forgets the volumes outside the list only when no part of an upload
@@ -720,9 +723,7 @@ fn a_part_moves_from_a_whole_replica_not_a_short_one() {
 /// move failed): forgotten, they would be stopped, and the part lost with them.
 #[test]
 fn volumes_holding_a_part_are_not_forgotten() {
-    let vols: Vec<Volume> = (0..6).map(|_| Volume::new()).collect();
-    let all = addrs(&vols);
-    let (old, new) = (all[..3].to_vec(), all[3..].to_vec());
+    let (vols, old, new) = old_and_new_volumes();
     let master = Master::start_on(&old, &flags());
     let addr = master.addr();
     let up = upload_in_progress(&addr, "/bucket/stays");
