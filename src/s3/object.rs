@@ -59,14 +59,7 @@ pub async fn claim_for_write<'a>(
 /// Claims `key` (an object or an upload's lock name), waiting up to `wait` for its holder
 /// to finish: `503 SlowDown` after.
 pub async fn claim_waiting<'a>(ctx: &'a Ctx, key: &[u8], wait: Duration) -> Result<KeyGuard<'a>, Failure> {
-    let began = std::time::Instant::now();
-    loop {
-        match ctx.claim(key) {
-            Ok(held) => return Ok(held),
-            Err(e) if began.elapsed() >= wait => return Err(e.into()),
-            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    Ok(ctx.claim_within(key, wait).await?)
 }
 
 /// DeleteObject of `key` (also each of DeleteObjects) under its conditions, claimed as

@@ -258,4 +258,18 @@ impl Ctx {
     pub fn claim(&self, key: &[u8]) -> Result<KeyGuard<'_>, Error> {
         self.shared.locks.try_lock(key).ok_or(Error::InFlight)
     }
+
+    /// [`Ctx::claim`], waiting up to `wait` for the holder to let go (looked at every 20 ms),
+    /// then [`Error::InFlight`].
+    pub async fn claim_within(&self, key: &[u8], wait: std::time::Duration) -> Result<KeyGuard<'_>, Error> {
+        let began = std::time::Instant::now();
+        loop {
+            match self.claim(key) {
+                Err(Error::InFlight) if began.elapsed() < wait => {
+                    monoio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                r => return r,
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{current_part, lock_name, numbered, part_key, parts_prefix, scan_all, upload_key, Part, Upload};
 use crate::{
     placement::targets,
-    store::{self, relocate::copy, Ctx, KeyGuard},
+    store::{self, relocate::copy, Ctx},
 };
 
 /// How long a part's or its upload's lock is waited for (a part being uploaded, a
@@ -69,7 +69,7 @@ pub async fn relocate_parts(
 
 /// Moves part `n` of upload `id` (into `key`) to `key`'s placement.
 async fn relocate_part(ctx: &Ctx, id: &str, n: u32, key: &[u8], dry_run: bool) -> Result<PartMove, store::Error> {
-    let _part = hold(ctx, &lock_name(id, Some(n))).await?;
+    let _part = ctx.claim_within(&lock_name(id, Some(n)), LOCK_WAIT).await?;
     relocate_held(ctx, id, n, key, dry_run).await
 }
 
@@ -102,7 +102,7 @@ pub(super) async fn relocate_held(
             return Err(e);
         }
     }
-    let _upload = match hold(ctx, &lock_name(id, None)).await {
+    let _upload = match ctx.claim_within(&lock_name(id, None), LOCK_WAIT).await {
         Ok(held) => held,
         Err(e) => {
             super::delete_files(ctx, &topo, &copies).await;
@@ -127,19 +127,6 @@ pub(super) async fn relocate_held(
     ctx.shared.index.mp_put(&part_key(id, n), &Part { replicas: want, ..p }.encode())?;
     ctx.durable().await?;
     Ok(PartMove::Moved)
-}
-
-/// Claims a lock name, waiting up to [`LOCK_WAIT`] for its holder.
-async fn hold<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<KeyGuard<'a>, store::Error> {
-    let began = std::time::Instant::now();
-    loop {
-        match ctx.claim(name) {
-            Err(store::Error::InFlight) if began.elapsed() < LOCK_WAIT => {
-                monoio::time::sleep(Duration::from_millis(20)).await
-            }
-            r => return r,
-        }
-    }
 }
 
 /// A replica of part `p` on a live volume whose file has the part's size: the source of its
