@@ -91,6 +91,15 @@ pub async fn list(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, Ap
     Ok(Reply::Streamed { status: 200, keep: req.keep_alive })
 }
 
+/// A paged answer's `limit`: at most `most`, which none (or `0`) asks for.
+fn page_limit(req: &Req, most: usize) -> Result<usize, ApiError> {
+    match req.limit {
+        None | Some(Ok(0)) => Ok(most),
+        Some(Ok(n)) => Ok(n.min(most)),
+        Some(Err(())) => Err(ApiError::BadQuery("limit must be a non-negative integer")),
+    }
+}
+
 /// Most entries of one `?pending` answer (the family is empty but for writes in flight).
 const PENDING_PAGE: usize = 1000;
 
@@ -99,11 +108,7 @@ const PENDING_PAGE: usize = 1000;
 /// files nor a half-moved replacement for orphans:
 /// `{"next":"…","keys":[{"key":"…","id":"…","volumes":[…]}]}`, at most 1000 a page.
 pub fn pending(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
-    let limit = match req.limit {
-        None | Some(Ok(0)) => PENDING_PAGE,
-        Some(Ok(n)) => n.min(PENDING_PAGE),
-        Some(Err(())) => return Err(ApiError::BadQuery("limit must be a non-negative integer")),
-    };
+    let limit = page_limit(req, PENDING_PAGE)?;
     let index = &local.ctx.shared.index;
     let from = if req.start > req.key { &req.start } else { &req.key };
     // a point read each, on a family that holds only writes in flight
@@ -151,11 +156,7 @@ const PARTS_PAGE: usize = 1000;
 /// `{"files":["…"],"next":"…"}` (`next`, percent-encoded, is the record to go on from; empty
 /// at the end), from at most 1000 records a page.
 pub fn parts(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
-    let limit = match req.limit {
-        None | Some(Ok(0)) => PARTS_PAGE,
-        Some(Ok(n)) => n.min(PARTS_PAGE),
-        Some(Err(())) => return Err(ApiError::BadQuery("limit must be a non-negative integer")),
-    };
+    let limit = page_limit(req, PARTS_PAGE)?;
     let (files, next) = crate::s3::multipart::part_files_page(&local.ctx.shared.index, &req.start, limit)?;
     let mut body = Vec::with_capacity(64 + files.len() * 64);
     body.extend_from_slice(b"{\"files\":[");

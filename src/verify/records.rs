@@ -279,13 +279,8 @@ pub async fn pending_of_master(m: &Master, client: &Client) -> anyhow::Result<Pe
         keys: Vec<Entry>,
     }
     let mut p = Pending::default();
-    let mut start = String::new();
-    loop {
-        let (status, body) = m.call(client, "GET", &format!("/?pending&encoding=url&start={start}")).await?;
-        if status != 200 {
-            bail!("listing replacements being written failed: the master answered {status}");
-        }
-        let page: PendingPage = serde_json::from_slice(&body).context("bad ?pending listing from the master")?;
+    every_page(m, client, "pending&encoding=url", "replacements being written", |body| {
+        let page: PendingPage = serde_json::from_slice(body).context("bad ?pending listing from the master")?;
         for e in page.keys {
             let mut key = Vec::new();
             crate::http::percent_decode(e.key.as_bytes(), &mut key)
@@ -293,12 +288,32 @@ pub async fn pending_of_master(m: &Master, client: &Client) -> anyhow::Result<Pe
             p.ids.insert(e.id);
             p.by_key.insert(key.into_boxed_slice(), e.volumes);
         }
-        if page.next.is_empty() {
-            break;
-        }
-        start = page.next;
-    }
+        Ok(page.next)
+    })
+    .await?;
     Ok(p)
+}
+
+/// Reads every page of the master's listing `GET /?{query}&start=…`: `take` reads a page's
+/// body and returns its `next` (empty at the end). `what` names the listing in errors.
+async fn every_page(
+    m: &Master,
+    client: &Client,
+    query: &str,
+    what: &str,
+    mut take: impl FnMut(&[u8]) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let mut start = String::new();
+    loop {
+        let (status, body) = m.call(client, "GET", &format!("/?{query}&start={start}")).await?;
+        if status != 200 {
+            bail!("listing {what} failed: the master answered {status}");
+        }
+        start = take(&body)?;
+        if start.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 /// The S3 part files that part records name, as the master lists them (`?parts`).
@@ -309,19 +324,12 @@ pub async fn part_files_of_master(m: &Master, client: &Client) -> anyhow::Result
         next: String,
     }
     let mut names = HashSet::new();
-    let mut start = String::new();
-    loop {
-        let (status, body) = m.call(client, "GET", &format!("/?parts&start={start}")).await?;
-        if status != 200 {
-            bail!("listing S3 part files failed: the master answered {status}");
-        }
-        let page: PartsPage = serde_json::from_slice(&body).context("bad ?parts listing from the master")?;
+    every_page(m, client, "parts", "S3 part files", |body| {
+        let page: PartsPage = serde_json::from_slice(body).context("bad ?parts listing from the master")?;
         names.extend(page.files);
-        if page.next.is_empty() {
-            break;
-        }
-        start = page.next;
-    }
+        Ok(page.next)
+    })
+    .await?;
     Ok(names)
 }
 
