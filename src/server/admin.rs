@@ -165,14 +165,14 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
     }
     if let Some(list) = &req.volumes {
         let replicas = replicas.unwrap_or(ctx.topo().replicas);
-        let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+        let list = names(list);
         let shared = ctx.shared.clone();
         on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
     }
     let parts = if req.parts { Some(move_parts(ctx).await?) } else { None };
     let forgotten = match &req.settled {
         Some(list) => {
-            let list: Vec<String> = list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect();
+            let list = names(list);
             let outside = multipart::parts_outside(ctx, &list)?;
             if outside > 0 {
                 return Err(ApiError::Conflict(format!(
@@ -211,6 +211,11 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
     Ok(Reply::Body(body.to_string().into_bytes()))
+}
+
+/// The volume names of a `VOLUMES` query's `a,b,c` (empty names dropped).
+fn names(list: &str) -> Vec<String> {
+    list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
 
 /// `VOLUMES /?parts` (what `mkv rebalance -online` asks after the keys): moves the parts of

@@ -191,12 +191,16 @@ pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
     Ok(cleared)
 }
 
+/// The records that name part files: the parts of uploads in progress (`p/`), and those
+/// of ended uploads a volume down kept (`g/`, for [`sweep`]).
+const NAMING_FILES: [&[u8]; 2] = [b"p/", b"g/"];
+
 /// The file names (under [`PARTS_DIR`]) that part records name: the parts of uploads in
 /// progress, and those of ended uploads still to delete. `mkv verify` takes any other part
 /// file for an orphan.
 pub fn part_files(index: &Index) -> Result<std::collections::HashSet<String>, crate::index::Error> {
     let mut names = std::collections::HashSet::new();
-    for prefix in [&b"p/"[..], b"g/"] {
+    for prefix in NAMING_FILES {
         let records = scan_index(index, prefix)?;
         names.extend(records.iter().filter_map(|(_, v)| Part::decode(v)).map(|p| p.file));
     }
@@ -216,7 +220,7 @@ pub fn part_files_page(
         Some((k, _)) if page.len() == n => Some([k.as_slice(), &[0]].concat()),
         _ => None,
     };
-    let is_part = |k: &[u8]| k.starts_with(b"p/") || k.starts_with(b"g/");
+    let is_part = |k: &[u8]| NAMING_FILES.iter().any(|p| k.starts_with(p));
     let files = page.into_iter().filter(|(k, _)| is_part(k)).filter_map(|(_, v)| Part::decode(&v)).map(|p| p.file);
     Ok((files.collect(), next))
 }
