@@ -1681,23 +1681,38 @@ fn clients_remove_a_bucket_they_never_created() {
 /// from them missed every long Complete or Copy that failed.
 #[test]
 fn a_write_that_fails_after_its_early_200_is_counted_by_its_outcome() {
-    let c = cluster(&["-replicas", "3", "-voltimeout", "1s", "-s3-keepalive", "100ms", "-admin", "127.0.0.1:0"]);
-    let addr = c.addr();
-    let admin = c.master.admin_addr().expect("an admin port");
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    // once told to, one volume takes a write's bytes 3 s late each (past -voltimeout), while
+    // reads, moves and deletes pass: the copy's source reads on, its write there fails
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stall = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let stall = stall.clone();
+        proxy(listener, vols[0].addr(), 64 << 10, move |bytes| {
+            let passes = [&b"GET "[..], b"HEAD ", b"DELETE ", b"MOVE "].iter().any(|m| bytes.starts_with(m));
+            if stall.load(Ordering::Relaxed) && !passes {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let on = [slow, vols[1].addr(), vols[2].addr()];
+    let args = ["-replicas", "3", "-voltimeout", "1s", "-s3-keepalive", "100ms", "-admin", "127.0.0.1:0"];
+    let master = Master::start_on(&on, &args);
+    let addr = master.addr();
+    let admin = master.admin_addr().expect("an admin port");
     let value = pattern(16 << 20, 5);
     assert_eq!(s3_put(&addr, "/early/src", &value).status, 200);
     let ok_200 = |m: &str| {
         m.lines().find_map(|l| l.strip_prefix(r#"mkv_requests_total{method="S3",status="200"} "#)?.parse::<u64>().ok())
     };
     let before = ok_200(&get(&admin, "/metrics").text()).expect("the source's PUT counted");
-    // a volume that stops answering fails the copy's write after -voltimeout, long after the 200
-    c.volumes[1].pause();
+    stall.store(true, Ordering::Relaxed);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.write_all(&encode_request("PUT", "/early/dst", &[UNSIGNED, ("x-amz-copy-source", "/early/src")], b"")).unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
-    c.volumes[1].resume();
+    stall.store(false, Ordering::Relaxed);
     let got = String::from_utf8_lossy(&got).to_string();
     assert!(got.starts_with("HTTP/1.1 200") && got.contains("<Error>"), "a 200, then the failure: {got}");
     let m = get(&admin, "/metrics").text();
