@@ -32,6 +32,7 @@ mod rebalance;
 mod rebuild;
 mod record;
 mod s3;
+mod served;
 mod server;
 mod snapshot;
 mod store;

@@ -654,6 +654,61 @@ fn snapshot_then_restore_serves_every_key_it_held() {
     assert!(err.contains("API address (not its -admin one)"), "{err}");
 }
 
+/// An offline repair or rebalance given a copy of the index (a snapshot) while its master
+/// runs: the repair took every file written since the copy for an orphan and deleted it (an
+/// outside sweep lost 334 live files so; the index's lock guards the master's own `-db`
+/// only). The copy names the master it came from: both now refuse while that process runs,
+/// and a plain verify says its findings include the master's new writes.
+#[test]
+fn offline_tools_refuse_a_copy_of_a_running_masters_index() {
+    let (mut c, live, unlinked) = filled(20, 4, &[]);
+    let snaps = TempDir::new("snap");
+    let copy = snaps.path().join("copy").display().to_string();
+    let url = format!("http://{}", c.addr());
+    let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", &copy]);
+    assert_eq!(code, Some(0), "{err}");
+    // written after the copy: orphans in its eyes
+    let later: Vec<String> = (0..5).map(|i| format!("/later/{i}")).collect();
+    for key in &later {
+        assert_eq!(request(&c.addr(), "PUT", key, &[], &value_of(key)).status, 201);
+    }
+    let vols = addrs(&c.volumes).join(",");
+    let on_copy = |cmd: &str, args: &[&str]| {
+        let mut all = vec![cmd, "-volumes", &vols, "-db", &copy];
+        all.extend(FLAGS);
+        all.extend_from_slice(args);
+        run_mkv(&all)
+    };
+    let port = c.addr().rsplit(':').next().unwrap().to_string();
+    let copied = "this index is a copy of the one master pid";
+    let (code, err) = on_copy("verify", &["-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(copied) && err.contains(&format!("-online http://localhost:{port}")), "{err}");
+    let (code, err) = on_copy("rebalance", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(copied), "{err}");
+    for key in later.iter().chain(&live) {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key), "{key}");
+    }
+    // changing nothing: warned, and it finds the later keys' files, as a copy would
+    let (code, err) = on_copy("verify", &["-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("warning: {copied}")), "{err}");
+    assert_eq!(count(&err, "orphans"), Some(2 * later.len() as u64), "{err}");
+    let (code, err) = on_copy("rebalance", &["-dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // the master gone (killed: not reaped yet is gone too), its own index is whole truth again
+    c.master.kill9();
+    let (code, err) = verify_offline(&c, &["-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains(copied), "{err}");
+    let (_, err) = on_copy("verify", &["-grace", "0s"]);
+    assert!(!err.contains(copied), "{err}");
+    let kept: Vec<String> = live.iter().chain(&later).cloned().collect();
+    assert_whole(&c, &kept, &unlinked);
+}
+
 /// An index snapshot restored after keys were written again: its records name the old
 /// values, the volumes hold the new ones on every replica. Such a key answered S3 reads
 /// `500` and verify could not repair it ("no replica holds its value"); the repair now makes

@@ -129,7 +129,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<bool> {
     let report = match opts.online.clone() {
         Some(url) => rt.block_on(run_online(&cfg, &opts, &url, &progress))?,
         None => {
-            let (shared, topo, _prober) = open_offline(cfg)?;
+            let (shared, topo, _prober) = open_offline(cfg, opts.repair)?;
             let r = rt.block_on(run_offline(&shared, &topo, &opts, &progress))?;
             if opts.repair {
                 shared.index.flush().context("cannot flush the index")?;
@@ -162,13 +162,16 @@ fn volumes_up(cfg: &Config) -> anyhow::Result<(Topology, volume::Prober)> {
     Ok((topo, prober))
 }
 
-/// The index (refused while a master holds it) and the volumes, all up.
-fn open_offline(cfg: Config) -> anyhow::Result<(Arc<Shared>, Topology, volume::Prober)> {
+/// The index (refused while a master holds it) and the volumes, all up; a `repair` refused
+/// on a copy of the index of a master that runs ([`crate::served`]).
+fn open_offline(cfg: Config, repair: bool) -> anyhow::Result<(Arc<Shared>, Topology, volume::Prober)> {
     let index = Index::open_existing(&cfg.db).map_err(|e| {
         let hint =
             if e.contains("locked") { "; to verify while the master runs use -online http://host:port" } else { "" };
         anyhow::anyhow!("{e}{hint}")
     })?;
+    let harm = "deletes their files as orphans";
+    crate::served::check(&index, if repair { "repair" } else { "verify" }, repair.then_some(harm))?;
     let (topo, prober) = volumes_up(&cfg)?;
     // its probe of the volumes would say each is up again
     volume::ANNOUNCE_UP.store(false, Ordering::Relaxed);
