@@ -296,6 +296,7 @@ fn header_auth(
     if !signed.contains(&"x-amz-content-sha256") {
         return Err(S3Error::AccessDenied("x-amz-content-sha256 must be signed"));
     }
+    all_amz_signed(&req.headers, &signed)?;
     let key = cache.key(access, secret, &scope);
     let query = canonical_query(req.query, false)?;
     verify(req, &query, &signed, payload.trim_ascii(), &key, &stamp, &scope, &signature)?;
@@ -363,11 +364,27 @@ fn presigned_auth(
     if !signed.contains(&"host") {
         return Err(S3Error::AccessDenied("the Host header must be signed"));
     }
+    all_amz_signed(&req.headers, &signed)?;
     let payload = params.get(&b"X-Amz-Content-Sha256"[..]).map_or(&b"UNSIGNED-PAYLOAD"[..], |v| v.as_slice());
     let key = cache.key(access, secret, &scope);
     let query = canonical_query(req.query, true)?;
     verify(req, &query, &signed, payload, &key, stamp, &scope, &signature)?;
     Ok(Verified { access_key: Some(access.to_owned()), content, chain: None })
+}
+
+/// Every `x-amz-*` header the request carries must be among those signed, as S3 has it: the
+/// master acts on them (`x-amz-copy-source` turns a PUT into a copy, `x-amz-meta-*` is
+/// stored), so one added to a signed request after the fact would change what it does.
+fn all_amz_signed(headers: &Headers, signed: &[&str]) -> Result<(), S3Error> {
+    let unsigned = headers.iter().any(|(name, _)| {
+        name.len() > 6
+            && name[..6].eq_ignore_ascii_case("x-amz-")
+            && !signed.iter().any(|s| s.eq_ignore_ascii_case(name))
+    });
+    if unsigned {
+        return Err(S3Error::AccessDenied("There were headers present in the request which were not signed"));
+    }
+    Ok(())
 }
 
 /// Recomputes the signature over the canonical request and compares. The path is tried as

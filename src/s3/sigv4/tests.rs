@@ -126,6 +126,15 @@ fn s3_put_object_example() {
     assert!(auth("PUT", "/test%24file.text", &h, T2013).is_ok());
     assert!(auth("PUT", "/test$file.text", &h, T2013).is_ok());
     assert_eq!(auth("PUT", "/test%2524file.text", &h, T2013).unwrap_err(), S3Error::SignatureDoesNotMatch);
+    // an x-amz-* header added after signing would change what the request does (a copy
+    // source turns the PUT into a copy of another object): refused; another header is not
+    let unsigned = S3Error::AccessDenied("There were headers present in the request which were not signed");
+    for added in [("x-amz-copy-source", "/other/secret"), ("X-Amz-Meta-Evil", "1"), ("x-amz-acl", "public-read")] {
+        let more: Vec<_> = h.iter().copied().chain([added]).collect();
+        assert_eq!(auth("PUT", "/test$file.text", &more, T2013).unwrap_err(), unsigned, "{added:?}");
+    }
+    let more: Vec<_> = h.iter().copied().chain([("Content-Type", "text/plain"), ("x-amzn-trace-id", "1")]).collect();
+    assert!(auth("PUT", "/test$file.text", &more, T2013).is_ok());
 }
 
 /// S3 docs, "Example: GET Bucket Lifecycle" and "Example: Get Bucket (List Objects)".
@@ -154,6 +163,11 @@ fn s3_presigned_example() {
     let target = "/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
     let h = [("Host", "examplebucket.s3.amazonaws.com")];
     let v = auth("GET", target, &h, T2013 + 86400).unwrap();
+    let more = [h[0], ("x-amz-copy-source", "/other/secret")];
+    assert_eq!(
+        auth("GET", target, &more, T2013).unwrap_err(),
+        S3Error::AccessDenied("There were headers present in the request which were not signed")
+    );
     assert_eq!(v.access_key.as_deref(), Some(AK));
     assert_eq!(v.content, ContentSha256::Absent);
     assert_eq!(auth("GET", target, &h, T2013 + 86401).unwrap_err(), S3Error::AccessDenied("Request has expired"));
