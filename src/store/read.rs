@@ -99,7 +99,9 @@ pub async fn open<E: From<Error>>(
             return Err(last.into());
         }
     }
-    Err(Error::Internal("the key kept being replaced while it was read").into())
+    // writes of the key landing faster than a replica answers: they are in flight, and the
+    // reader may try again (S3's 503 SlowDown, which clients retry)
+    Err(Error::InFlight.into())
 }
 
 /// Times one read goes on from another replica after the one it read failed mid-stream.
