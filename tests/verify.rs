@@ -709,6 +709,93 @@ fn offline_tools_refuse_a_copy_of_a_running_masters_index() {
     assert_whole(&c, &kept, &unlinked);
 }
 
+/// A proxy to `upstream` that counts the PUTs in flight through it (from a request's head to
+/// its answer's) and keeps the most seen at once.
+fn counting_proxy(upstream: String) -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let most2 = most.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let putting = Arc::new(AtomicBool::new(false));
+            let (now2, most, putting2) = (now.clone(), most.clone(), putting.clone());
+            thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 256 << 10];
+                while let Ok(n) = down.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if buf.starts_with(b"PUT ") && !putting.swap(true, Ordering::SeqCst) {
+                        let at_once = now2.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(at_once, Ordering::SeqCst);
+                    }
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = up.shutdown(std::net::Shutdown::Write);
+            });
+            let now = now.clone();
+            thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = up2.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if buf.starts_with(b"HTTP/") && putting2.swap(false, Ordering::SeqCst) {
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    if down2.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                if putting2.swap(false, Ordering::SeqCst) {
+                    now.fetch_sub(1, Ordering::SeqCst);
+                }
+                let _ = down2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (addr, most2)
+}
+
+/// A wiped volume's repair: every large value at once (up to `-concurrency`, 256) stalled
+/// the volume's disk past `-voltimeout`, and the copies failed `504` while the master took
+/// the volume for down. Repairs now copy at most 256 MiB at once.
+#[test]
+fn a_wiped_volumes_repair_copies_a_bounded_number_of_bytes_at_once() {
+    let (a, b) = (Volume::new(), Volume::new());
+    let (counted, most) = counting_proxy(b.addr());
+    let master = Master::start_on(&[a.addr(), counted], &["-replicas", "2", "-subvolumes", "1"]);
+    let value = |i: usize| format!("{i:08}").repeat(3 << 20).into_bytes();
+    let keys: Vec<String> = (0..16).map(|i| format!("/big/{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(request(&master.addr(), "PUT", key, &[], &value(i)).status, 201, "{key}");
+    }
+    for entry in fs::read_dir(b.dir()).unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            fs::remove_dir_all(entry.path()).unwrap();
+        }
+    }
+    most.store(0, Ordering::SeqCst);
+    let url = format!("http://{}", master.addr());
+    let (code, err) = run_mkv(&["verify", "-online", &url, "-repair", "-grace", "0s"]);
+    assert_eq!(code, Some(0), "{err}");
+    // 24 MiB values: 10 fit in 256 MiB
+    let at_once = most.load(Ordering::SeqCst);
+    assert!((1..=10).contains(&at_once), "{at_once} copies at once");
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(get_follow(&master.addr(), key).body.len(), value(i).len(), "{key}");
+    }
+    assert_eq!(files_under(b.dir()).len(), keys.len());
+}
+
 /// An index snapshot restored after keys were written again: its records name the old
 /// values, the volumes hold the new ones on every replica. Such a key answered S3 reads
 /// `500` and verify could not repair it ("no replica holds its value"); the repair now makes

@@ -306,6 +306,7 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
         throttle: Throttle::new(s.opts.rate),
         buffers: Default::default(),
         quiet: s.quiet,
+        copying: Default::default(),
     };
     let mut v = Verifier {
         opts: s.opts,

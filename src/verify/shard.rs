@@ -297,8 +297,11 @@ impl Verifier<'_> {
                     v.dedup();
                     v
                 };
+                let bad = of(Kind::restores);
+                let size = item.seen.as_ref().map_or(0, |(_, r)| r.size);
                 let fix = Fix {
-                    bad: of(Kind::restores),
+                    bytes: size * bad.len() as u64,
+                    bad,
                     suspects: of(|k| k == Kind::Corrupt),
                     orphans: of(Kind::removes),
                     markers: item.problems.iter().any(|p| p.kind == Kind::Marker),

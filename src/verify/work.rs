@@ -189,6 +189,8 @@ pub struct Fix {
     pub orphans: Vec<String>,
     /// Put the unlink markers right.
     pub markers: bool,
+    /// Bytes the restores copy (the value's size for each bad replica).
+    pub bytes: u64,
 }
 
 /// What a job found or did.
@@ -253,7 +255,15 @@ pub struct Work<'a> {
     /// Nothing else writes (offline: the master is stopped, the index is ours): what the
     /// listings showed is still so, and repairs need not look again (no HEADs).
     pub quiet: bool,
+    /// Bytes the repairs in flight copy ([`COPYING_MAX`]).
+    pub copying: Cell<u64>,
 }
+
+/// Most bytes repairs copy at once, whatever `-concurrency` lets run: a wiped volume's
+/// hundreds of large restores at once stalled its disk past `-voltimeout` (each copy then
+/// failed `504`, the volume was taken for down, and clients' writes to it failed meanwhile).
+/// A larger value is copied alone.
+const COPYING_MAX: u64 = 256 << 20;
 
 impl crate::walk::Worker<Job, Done> for Work<'_> {
     async fn perform(&self, job: Job) -> Done {
@@ -361,6 +371,16 @@ impl Work<'_> {
     }
 
     async fn repair(&self, key: &[u8], fix: &Fix) -> Result<Fixed, Unfixed> {
+        while self.copying.get() > 0 && self.copying.get() + fix.bytes > COPYING_MAX {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.copying.set(self.copying.get() + fix.bytes);
+        let r = self.repair_now(key, fix).await;
+        self.copying.set(self.copying.get() - fix.bytes);
+        r
+    }
+
+    async fn repair_now(&self, key: &[u8], fix: &Fix) -> Result<Fixed, Unfixed> {
         let mut tries = 0;
         loop {
             let r = match self.backend {
