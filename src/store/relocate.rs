@@ -65,6 +65,10 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         }
         // in place by the record; the files are asked too, and what is missing restored
         let r = repair::restore(ctx, &topo, key, state, &rec, &[], false, &[]).await?;
+        if let Some(r) = r.skipped.first() {
+            // a replica on a volume that is down was not asked: not known to be in place
+            return Err(volume::Error::Down(crate::placement::server_of(r).to_string()).into());
+        }
         return Ok(if r.restored.is_empty() { Outcome::InPlace } else { Outcome::Restored(r.restored) });
     }
     if dry_run {
