@@ -5,11 +5,16 @@ use super::Error;
 
 /// Longest chunk-size line (size plus extensions) or trailer line we accept.
 const MAX_LINE: usize = 4096;
+/// Most bytes of trailer fields after the last chunk (the default request head's limit):
+/// without one, a client could send trailer lines for ever (`431`).
+const MAX_TRAILER: usize = 64 << 10;
 
 #[derive(Debug, Default)]
 pub struct Chunked {
     state: State,
     remaining: u64,
+    /// Trailer bytes read so far.
+    trailer: usize,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,6 +57,10 @@ impl Chunked {
                     let line = &rest[..nl - 1];
                     pos += nl + 1;
                     if self.state == State::Trailer {
+                        self.trailer += nl + 1;
+                        if self.trailer > MAX_TRAILER {
+                            return Err(Error::HeadTooLarge);
+                        }
                         if line.is_empty() {
                             self.state = State::Done;
                         }
@@ -120,6 +129,19 @@ mod tests {
             assert_eq!(feed(msg, step).unwrap(), (b"hello world".to_vec(), true), "step {step}");
         }
         assert_eq!(feed(b"5\r\nhel", 100).unwrap(), (b"hel".to_vec(), false));
+    }
+
+    /// Trailer lines sent for ever were read for ever (4 GiB in a sweep); each line short.
+    #[test]
+    fn trailers_are_bounded() {
+        let mut msg = b"3\r\nabc\r\n0\r\n".to_vec();
+        let line = format!("X: {}\r\n", "y".repeat(1000));
+        msg.extend(line.repeat(60).as_bytes());
+        msg.extend(b"\r\n");
+        assert_eq!(feed(&msg, 4096).unwrap(), (b"abc".to_vec(), true));
+        let mut msg = b"3\r\nabc\r\n0\r\n".to_vec();
+        msg.extend(line.repeat(70).as_bytes());
+        assert!(matches!(feed(&msg, 4096), Err(Error::HeadTooLarge)));
     }
 
     #[test]
