@@ -50,9 +50,24 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         None if state.holds_unfinished(&rec) => {}
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
-    ctx.client.delete_all(&ctx.topo(), &gone).await?;
+    let topo = ctx.topo();
+    if let Err(e) = ctx.client.delete_all(&topo, &gone).await {
+        mark_unfinished(ctx, &topo, &holder.volumes, key).await;
+        return Err(e.into());
+    }
     sh.index.remove(key)?;
     ctx.durable().await
+}
+
+/// A delete (of a key, or of what a failed PUT wrote) that could not reach every file: the
+/// key stays under `?unlinked` until a retry ends it, and an unlink marker goes on every
+/// volume that takes one, so that a `rebuild` over the volumes restores the key unlinked
+/// too. A replica left on a volume that was down carries no marker of its own; rebuild
+/// takes a key for unlinked when any volume holds its marker (it came back live, SPEC.md's
+/// "restores unlinked keys as unlinked" broken). Best effort: the retry deletes them all.
+pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, volumes: &[String], key: &[u8]) {
+    let markers = targets(volumes, &format!("{MARKER_DIR}{}", key_path(key)));
+    let _ = ctx.client.put_all(topo, &markers, Bytes::from_static(b"unlinked\n")).await;
 }
 
 /// Deletes what failed PUTs could not ([`Shared::failed_puts`]), as a DELETE would, while

@@ -195,6 +195,7 @@ async fn in_place<S: Source>(
                     }
                 }
                 Err(e) => {
+                    super::remove::mark_unfinished(ctx, topo, &replicas, key).await;
                     eprintln!(
                         "mkv: PUT {} failed and its replicas could not be removed yet ({e}); it is listed under \
                          ?unlinked until the master can",
