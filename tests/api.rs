@@ -615,3 +615,25 @@ fn keys_whose_file_name_would_end_in_a_slash_are_refused_with_400() {
     assert_eq!(list(&addr, "/?unlinked").0, Vec::<String>::new());
     assert_eq!(put(&addr, "/%3F%3F%3F", b"x").status, 201, "a neighbour key is fine");
 }
+
+/// A client that writes its whole body before it reads (Python's `http.client`): a PUT of a
+/// live key is answered `403` at once, and the master closed with the body unread, so the
+/// client saw its writes reset and never read the `403`. The master now shuts its side and
+/// reads on until the body is in; the client gets the answer.
+#[test]
+fn an_early_answer_reaches_a_client_that_sends_its_whole_body_first() {
+    use std::io::{Read, Write};
+    let c = cluster(3, &[]);
+    assert_eq!(put(&c.addr(), "/early/live", b"here").status, 201);
+    let body = vec![b'x'; 32 << 20];
+    let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let head = format!("PUT /early/live HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).expect("the body written whole, not reset");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("the answer read, not reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+}

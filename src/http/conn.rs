@@ -22,6 +22,10 @@ const KEEP_OUT: usize = 1 << 20;
 /// (up to the caller's piece size), so a client trickling its body holds this much of the
 /// master's memory, not a whole piece.
 const BODY_FIRST: usize = 64 << 10;
+/// Longest a connection closed with a request body still coming is read on ([`Conn::linger`]),
+/// and longest it may go without a byte meanwhile (nginx's lingering close: 30 s and 5 s).
+const LINGER: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 pub struct Conn {
     stream: TcpStream,
@@ -356,5 +360,32 @@ impl Conn {
     pub async fn discard(&mut self, body: &mut Body) -> Result<(), Error> {
         while self.body_chunk(body, 64 << 10).await?.is_some() {}
         Ok(())
+    }
+
+    /// Before closing a connection whose client may still be sending a body (an early
+    /// answer: `403`, `409`, a `5xx`): a close with bytes unread sends a reset, which can
+    /// destroy the answer on its way, and a client that writes its whole body before reading
+    /// (Python's `http.client`) then sees `Connection reset` instead of the status. So the
+    /// sending side is shut (the client reads the answer and its end) and what still comes is
+    /// read and dropped, up to [`LINGER`], until [`LINGER_IDLE`] passes without a byte.
+    pub async fn linger(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) of the socket this connection owns; it stays open until dropped.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        let end = self.now() + LINGER.as_millis() as u64;
+        loop {
+            let now = self.now();
+            if now >= end {
+                break;
+            }
+            self.watched.arm_at(Wait::Body, (now + LINGER_IDLE.as_millis() as u64).min(end));
+            self.rbuf.clear();
+            self.rpos = 0;
+            match self.fill().await {
+                Ok(n) if n > 0 && self.watched.fired().is_none() => {}
+                _ => break,
+            }
+        }
+        self.watched.disarm();
     }
 }

@@ -242,7 +242,9 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         }
         if !keep {
-            let _ = conn.flush().await;
+            if conn.flush().await.is_ok() && !body.is_done() && !conn.draining() {
+                conn.linger().await;
+            }
             break;
         }
         if conn.out.len() >= OUT_FLUSH && conn.flush().await.is_err() {
