@@ -712,6 +712,19 @@ fn a_read_outpaced_by_overwrites_is_slow_down_not_internal_error() {
     assert!(values.contains(&r.body));
 }
 
+/// Every S3 answer carries `Date`, as S3's do (the sweep saw none), errors too.
+#[test]
+fn s3_answers_carry_a_date() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/dated/k", b"v").status, 200);
+    for r in [s3_get(&addr, "/dated/k"), s3_get(&addr, "/dated/missing"), s3_get(&addr, "/dated?list-type=2")] {
+        let date = r.header("date").unwrap_or_else(|| panic!("no Date: {r:?}"));
+        // IMF-fixdate: `Thu, 03 Dec 2026 09:30:00 GMT`
+        assert!(date.len() == 29 && date.ends_with(" GMT") && &date[3..5] == ", ", "{date}");
+    }
+}
+
 #[test]
 fn a_read_racing_a_delete_gets_the_value_or_no_such_key() {
     let c = cluster(&[]);

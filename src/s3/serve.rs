@@ -165,11 +165,25 @@ fn error(conn: &mut Conn, e: &S3Error, resource: &[u8], request_id: &str, head_o
     Answer { reply: Reply::Body(body), close }
 }
 
-/// The status line and the headers every S3 answer carries.
+/// The status line and the headers every S3 answer carries: `Date` too, as S3 sends it
+/// (RFC 9110 asks it of a server with a clock; SDKs read it to correct a skewed clock).
 pub fn start(conn: &mut Conn, status: u16, request_id: &str) {
     response::start(&mut conn.out, status);
     response::header(&mut conn.out, "x-amz-request-id", &[request_id.as_bytes()]);
     response::header(&mut conn.out, "Server", &[b"mkv"]);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        let now = now_secs();
+        if d.0 != now {
+            *d = (now, super::dates::http_date(now));
+        }
+        response::header(&mut conn.out, "Date", &[d.1.as_bytes()]);
+    });
+}
+
+thread_local! {
+    /// This second's `Date`, formatted once a second per thread.
+    static DATE: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
 }
 
 /// An answer whose body is `body` (XML, or empty).
