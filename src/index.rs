@@ -174,6 +174,9 @@ impl Index {
     pub fn open_with_cache(path: &Path, cache_mb: usize) -> Result<Index, String> {
         let cache = rocksdb::Cache::new_lru_cache(cache_mb.max(1) << 20);
         let fail = |why: String| format!("cannot open index {}: {why}", path.display());
+        if path.exists() && !path.is_dir() {
+            return Err(fail("it is a file, not a folder (-db names the index's folder)".into()));
+        }
         // RocksDB's first writes at open go to its info log, whose assertion aborts the
         // process on a full disk (see Db::open): refuse before it starts
         if let Some(free) = free_bytes(path) {

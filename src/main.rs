@@ -297,6 +297,17 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::MissingSubcommand
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            // clap's answer is the whole help, whose first line (the about) says nothing of it
+            eprintln!("mkv: a command is needed: server, rebuild, rebalance, verify or snapshot (see 'mkv --help')");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // clap's message is several lines with usage; one line says it
             let text = e.to_string();

@@ -457,4 +457,13 @@ fn a_corrupt_index_is_said_by_health_metrics_and_the_status_page() {
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("it is corrupt (Corruption: ") && !err.contains("locked"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // -db naming a file: said plainly (it printed Rust's `Os { code: 17, kind: AlreadyExists, .. }`)
+    let file = dir2.path().join("a-file");
+    std::fs::write(&file, b"not an index").unwrap();
+    let (code, err) =
+        run_mkv(&["server", "-port", "0", "-admin", "", "-db", file.to_str().unwrap(), "-volumes", &vols.join(",")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("it is a file, not a folder") && !err.contains("Os {"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

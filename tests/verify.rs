@@ -948,6 +948,12 @@ fn usage_errors_exit_2() {
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
+    // no command: said so (it printed only the one-line description)
+    for args in [&[][..], &["-v"]] {
+        let (code, err) = run_mkv(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("a command is needed: server, rebuild"), "{args:?}: {err}");
+    }
     // a negative value is named as a bad value, not taken for a flag
     for (args, says) in [
         (&["verify", "-online", "http://a:1", "-rate", "-1"][..], "-rate must be a number of MiB/s"),
