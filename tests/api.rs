@@ -637,3 +637,33 @@ fn an_early_answer_reaches_a_client_that_sends_its_whole_body_first() {
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
 }
+
+/// A connection reading on after an early answer ([`an_early_answer_reaches_a_client_that_sends_its_whole_body_first`])
+/// is idle to a stop: SIGTERM closes it at once, not after its 10 s (nor -drain's).
+#[test]
+fn a_stop_does_not_wait_for_a_connection_reading_on_after_an_early_answer() {
+    use std::io::{Read, Write};
+    let mut c = cluster(3, &[]);
+    assert_eq!(put(&c.addr(), "/early/live", b"here").status, 201);
+    let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"PUT /early/live HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n").unwrap();
+    s.write_all(&vec![b'x'; 2 << 20]).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 403");
+    // the body trickles on, so the master reads on
+    let trickle = thread::spawn(move || {
+        for _ in 0..40 {
+            if s.write_all(&[b'x'; 1024]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    });
+    let began = Instant::now();
+    let status = c.master.terminate(Duration::from_secs(20)).expect("the master stops");
+    assert!(status.success(), "{status:?}");
+    assert!(began.elapsed() < Duration::from_secs(5), "the stop took {:?}", began.elapsed());
+    trickle.join().unwrap();
+}

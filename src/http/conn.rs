@@ -378,7 +378,9 @@ impl Conn {
             if now >= end {
                 break;
             }
-            self.watched.arm_at(Wait::Body, (now + LINGER_IDLE.as_millis() as u64).min(end));
+            // idle as far as the watch goes: a stop closes it at once, like a connection
+            // between requests
+            self.watched.arm_at(Wait::Idle, (now + LINGER_IDLE.as_millis() as u64).min(end));
             self.rbuf.clear();
             self.rpos = 0;
             match self.fill().await {
