@@ -620,22 +620,25 @@ fn keys_whose_file_name_would_end_in_a_slash_are_refused_with_400() {
 /// live key is answered `403` at once, and the master closed with the body unread, so the
 /// client saw its writes reset and never read the `403`. The master now shuts its side and
 /// reads on until the body is in; the client gets the answer.
+/// The same for a `Content-Length` over `-max-body`, refused from the head alone (`413`).
 #[test]
 fn an_early_answer_reaches_a_client_that_sends_its_whole_body_first() {
     use std::io::{Read, Write};
-    let c = cluster(3, &[]);
+    let c = cluster(3, &["-max-body", "67108864"]);
     assert_eq!(put(&c.addr(), "/early/live", b"here").status, 201);
-    let body = vec![b'x'; 32 << 20];
-    let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let head = format!("PUT /early/live HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(&body).expect("the body written whole, not reset");
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).expect("the answer read, not reset");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    for (key, len, status) in [("/early/live", 32 << 20, "403"), ("/early/huge", 65 << 20, "413")] {
+        let body = vec![b'x'; len];
+        let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let head = format!("PUT {key} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).unwrap_or_else(|e| panic!("{key}: the body written whole, not reset: {e}"));
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap_or_else(|e| panic!("{key}: the answer read, not reset: {e}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{key}: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{key}: {answer}");
+    }
 }
 
 /// A connection reading on after an early answer ([`an_early_answer_reaches_a_client_that_sends_its_whole_body_first`])

@@ -160,8 +160,12 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                 let e = ApiError::Http(e);
                 if !matches!(e, ApiError::Http(http::Error::Closed | http::Error::Io(_))) {
                     response::text(&mut conn.out, e.status(), &format!("{e}\n"), false, false);
-                    let _ = conn.flush().await;
+                    let flushed = conn.flush().await.is_ok();
                     ctx.metrics.request(metrics::BAD, e.status(), 0);
+                    // a Content-Length over -max-body: a whole head, its body on its way
+                    if flushed && matches!(e, ApiError::Http(http::Error::BodyTooLarge)) && !conn.draining() {
+                        conn.linger().await;
+                    }
                 }
                 break;
             }
