@@ -287,6 +287,52 @@ fn a_delete_that_failed_half_way_is_rebuilt_unlinked() {
     master.kill9();
 }
 
+/// A PUT over an unlinked key whose old unlink marker could not be deleted on one volume
+/// (a volume failing between the moves and the clean-up): it answered `201` and left the
+/// marker beside the live value, and a rebuild restored the key unlinked. Now the markers go
+/// before the record says live: that PUT fails, the replacement is rolled forward unlinked
+/// (as its client was told it failed) with markers beside it, and the next PUT makes it live
+/// with none left.
+#[test]
+fn a_put_over_an_unlinked_key_is_live_only_once_its_markers_are_gone() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let addrs: Vec<String> = vols.iter().map(Volume::addr).collect();
+    let master = Master::start(&vols, &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/mark/k", &[], b"old").status, 201);
+    assert_eq!(request(&addr, "UNLINK", "/mark/k", &[], b"").status, 204);
+    let marker = vols[0].files().into_iter().find(|f| f.starts_with("_unlinked/")).expect("a marker");
+    // a folder where the marker was: nginx refuses to DELETE it as a file
+    let obstacle = vols[0].dir().join(&marker);
+    std::fs::remove_file(&obstacle).unwrap();
+    std::fs::create_dir_all(obstacle.join("in-the-way")).unwrap();
+    let r = request(&addr, "PUT", "/mark/k", &[], b"the new value");
+    assert!(r.status >= 500, "a live value beside a marker: {r:?}");
+    assert_eq!(get(&addr, "/mark/k").status, 404);
+    std::fs::remove_dir_all(&obstacle).unwrap();
+    let size = || -> Option<u64> {
+        let r = get(&addr, "/?unlinked&records");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["keys"].as_array()?.iter().find(|k| k["key"] == "/mark/k")?["size"].as_u64()
+    };
+    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || size() == Some(13));
+    for v in &vols {
+        assert!(v.files().iter().any(|f| f.starts_with("_unlinked/")), "no marker on {}", v.addr());
+    }
+    let db = TempDir::new("rebuilt");
+    let (code, stderr) = rebuild(&addrs, db.path(), &["-subvolumes", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary(&stderr).contains("0 live, 1 unlinked"), "{stderr}");
+    wait_until("a PUT over it", TIMEOUT, || request(&addr, "PUT", "/mark/k", &[], b"third").status == 201);
+    for v in &vols {
+        assert_eq!(v.files().len(), 1, "{}: {:?}", v.addr(), v.files());
+    }
+    let db = TempDir::new("rebuilt2");
+    let (code, stderr) = rebuild(&addrs, db.path(), &["-subvolumes", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary(&stderr).contains("1 live, 0 unlinked"), "{stderr}");
+}
+
 /// `/xx/yy/<base64>`, as minikeyvalue lays a key out.
 fn placement_path(key: &[u8]) -> String {
     let d = Md5::digest(key);

@@ -246,16 +246,19 @@ async fn staged<S: Source>(
     // readers that stream the value through the master check this number before and after
     // they open a replica: a move between the two makes them read again
     sh.index.bump(key);
-    // from here on the replacement is rolled forward, even after a crash; a failed move
-    // leaves it to recovery, as unlinked if its client was told it failed
-    if let Err(e) = move_into_place(ctx, topo, key, &p).await {
+    // from here on the replacement is rolled forward, even after a crash; a failed move (or
+    // commit) leaves it to recovery, as unlinked if its client was told it failed
+    let moved = match move_into_place(ctx, topo, key, &p).await {
+        Ok(()) => commit(ctx, topo, key, &p).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = moved {
         p.live = state == State::Live;
         if let Err(e) = sh.index.set_pending(key, &p) {
             eprintln!("mkv: PUT {}: {e}", key.escape_ascii());
         }
         return Err(e.into());
     }
-    commit(ctx, topo, key, &p).await?;
     ctx.durable().await?;
     Ok(p.record)
 }
@@ -306,12 +309,29 @@ pub async fn move_temps(ctx: &Ctx, topo: &Topology, replicas: &[String], id: &st
 
 /// A replacement is in place: one batch records it (and drops its pending entry), then what
 /// only the old value used goes (best effort: what stays is an orphan `mkv verify` finds).
+///
+/// The unlink markers are the exception, as a `rebuild` reads them: a key recorded live must
+/// have none beside its replicas (rebuild would restore it unlinked, though its PUT got a
+/// `201`), so they go first, and if they cannot the replacement stays pending (an error:
+/// recovery tries again). One rolled forward unlinked (its client was told it failed) gets
+/// them beside its new replicas, as UNLINK leaves them.
 async fn commit(ctx: &Ctx, topo: &Topology, key: &[u8], p: &Pending) -> Result<(), Error> {
+    let path = key_path(key);
+    let marker = format!("{MARKER_DIR}{path}");
+    if p.live {
+        ctx.client.delete_all(topo, &targets(&p.old_markers, &marker)).await?;
+    } else {
+        let markers = targets(&p.record.volumes, &marker);
+        if let Err(e) = ctx.client.put_all(topo, &markers, Bytes::from_static(b"unlinked\n")).await {
+            eprintln!("mkv: PUT {}: could not mark the unlinked value yet: {e}", key.escape_ascii());
+        }
+    }
     let to = if p.live { State::Live } else { State::Unlinked };
     ctx.shared.index.commit_pending(key, to, &p.record)?;
-    let path = key_path(key);
     let mut gone = targets(&p.old_only, &path);
-    gone.extend(targets(&p.old_markers, &format!("{MARKER_DIR}{path}")));
+    let left: Vec<String> =
+        p.old_markers.iter().filter(|v| !p.live && !p.record.volumes.contains(v)).cloned().collect();
+    gone.extend(targets(&left, &marker));
     if let Err(e) = ctx.client.delete_all(topo, &gone).await {
         eprintln!("mkv: PUT {}: could not remove the replaced value's files yet: {e}", key.escape_ascii());
     }
