@@ -371,7 +371,8 @@ impl Work<'_> {
     }
 
     async fn repair(&self, key: &[u8], fix: &Fix) -> Result<Fixed, Unfixed> {
-        while self.copying.get() > 0 && self.copying.get() + fix.bytes > COPYING_MAX {
+        // a fix that copies nothing (orphans, markers) never waits
+        while fix.bytes > 0 && self.copying.get() > 0 && self.copying.get() + fix.bytes > COPYING_MAX {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
         self.copying.set(self.copying.get() + fix.bytes);
