@@ -42,7 +42,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         )
     })?;
     let harm = "moves and deletes replicas that master's records still name";
-    crate::served::check(&index, "rebalance", (!opts.dry_run).then_some(harm))?;
+    crate::served::check(&index, &cfg.volumes, "rebalance", (!opts.dry_run).then_some(harm))?;
     // probed as the server's are: a volume marked down by one timeout is found up again
     // (unprobed, it stayed down for the rest of the run, failing every key it held)
     let shared = Arc::new(Shared::new(cfg, index, true)?);

@@ -32,13 +32,17 @@ pub struct Master {
     pub started: u64,
     /// The API address it listens on.
     pub listen: String,
+    /// The volume servers it serves (`host:port`).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 impl Master {
-    /// This process, serving on `listen`.
-    pub fn me(listen: SocketAddr) -> Master {
+    /// This process, serving `volumes` on `listen`.
+    pub fn me(listen: SocketAddr, volumes: &[String]) -> Master {
         let pid = std::process::id();
-        Master { host: hostname(), pid, started: start_ticks(pid).unwrap_or(0), listen: listen.to_string() }
+        let volumes = servers(volumes);
+        Master { host: hostname(), pid, started: start_ticks(pid).unwrap_or(0), listen: listen.to_string(), volumes }
     }
 
     /// Whether it still runs: known on its own host only.
@@ -53,6 +57,14 @@ impl Master {
             _ => format!("http://{}", self.listen),
         }
     }
+}
+
+/// The distinct servers of a volume list (`host:port`, subvolumes aside).
+fn servers(volumes: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = volumes.iter().map(|v| crate::placement::server_of(v).to_string()).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn hostname() -> String {
@@ -76,12 +88,24 @@ pub fn record(index: &Index, me: &Master) -> Result<(), crate::index::Error> {
     index.set_meta(SERVED_BY, &serde_json::to_vec(me).unwrap_or_default())
 }
 
-/// What an offline tool does when `index` is a copy of one a running master serves: refuse
-/// (`harm`: what it would do to the volumes under that master) or warn and go on.
-pub fn check(index: &Index, tool: &str, harm: Option<&str>) -> anyhow::Result<()> {
+/// A volume switch (online rebalance): the master serves `volumes` too from now on (the old
+/// ones until the moves end), and a copy of its index taken later says so.
+pub fn add_volumes(index: &Index, volumes: &[String]) -> Result<(), crate::index::Error> {
+    let Ok(Some(v)) = index.meta(SERVED_BY) else { return Ok(()) };
+    let Ok(mut m) = serde_json::from_slice::<Master>(&v) else { return Ok(()) };
+    m.volumes.extend(servers(volumes));
+    m.volumes = servers(&m.volumes);
+    record(index, &m)
+}
+
+/// What an offline tool working on `volumes` does when `index` is a copy of one a running
+/// master serves on any of them: refuse (`harm`: what it would do to the volumes under that
+/// master) or warn and go on. A copy used on other volumes (a clone) is no concern.
+pub fn check(index: &Index, volumes: &[String], tool: &str, harm: Option<&str>) -> anyhow::Result<()> {
     let Ok(Some(v)) = index.meta(SERVED_BY) else { return Ok(()) };
     let Ok(m) = serde_json::from_slice::<Master>(&v) else { return Ok(()) };
-    if !m.runs() {
+    let shared = m.volumes.is_empty() || servers(volumes).iter().any(|s| m.volumes.contains(s));
+    if !shared || !m.runs() {
         return Ok(());
     }
     let what = format!(
@@ -108,15 +132,26 @@ mod tests {
 
     #[test]
     fn a_running_process_is_told_from_a_reused_pid() {
-        let me = Master::me("0.0.0.0:3000".parse().unwrap());
+        let me = Master::me("0.0.0.0:3000".parse().unwrap(), &["a:1/sv01".into(), "a:1/sv02".into(), "b:2".into()]);
+        assert_eq!(me.volumes, ["a:1", "b:2"]);
         assert!(me.started > 0);
         assert_eq!(me.url(), "http://localhost:3000");
         // a tool never takes itself for the master
         assert!(!me.runs());
-        let parent = std::os::unix::process::parent_id();
-        let other = Master { pid: parent, started: start_ticks(parent).unwrap(), ..me.clone() };
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let other = Master { pid, started: start_ticks(pid).unwrap(), ..me.clone() };
         assert!(other.runs());
         assert!(!Master { started: other.started + 1, ..other.clone() }.runs());
-        assert!(!Master { host: format!("{}-elsewhere", me.host), ..other }.runs());
+        assert!(!Master { host: format!("{}-elsewhere", me.host), ..other.clone() }.runs());
+        // killed and not reaped yet (a zombie): gone all the same
+        child.kill().unwrap();
+        let began = std::time::Instant::now();
+        while other.runs() && began.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!other.runs());
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "reaped too soon for the test");
+        child.wait().unwrap();
     }
 }

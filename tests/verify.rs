@@ -697,6 +697,13 @@ fn offline_tools_refuse_a_copy_of_a_running_masters_index() {
     assert_eq!(count(&err, "orphans"), Some(2 * later.len() as u64), "{err}");
     let (code, err) = on_copy("rebalance", &["-dry-run"]);
     assert_eq!(code, Some(0), "{err}");
+    // the copy given other volumes (a clone): not that master's business
+    let others: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let other_vols = addrs(&others).join(",");
+    let mut args = vec!["verify", "-volumes", &other_vols, "-db", &copy];
+    args.extend(FLAGS);
+    let (_, err) = run_mkv(&args);
+    assert!(!err.contains(copied), "{err}");
 
     // the master gone (killed: not reaped yet is gone too), its own index is whole truth again
     c.master.kill9();

@@ -96,7 +96,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     let listeners = listen(addr, cfg.threads)?;
     let bound = listeners[0].local_addr()?;
     // copies of the index (snapshots) carry it: offline tools given one know it is not the whole truth
-    crate::served::record(&index, &crate::served::Master::me(bound)).map_err(anyhow::Error::msg)?;
+    crate::served::record(&index, &crate::served::Master::me(bound, &cfg.volumes)).map_err(anyhow::Error::msg)?;
     let admin = admin_listener(&cfg, addr.port())?;
     let uring = monoio::utils::detect_uring();
     let shared = Arc::new(Shared::new(cfg, index, true)?);

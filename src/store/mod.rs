@@ -148,6 +148,9 @@ impl Shared {
         if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
             return Err(format!("cannot record the volume list: {e}"));
         }
+        if let Err(e) = crate::served::add_volumes(&self.index, volumes) {
+            return Err(format!("cannot record the volume list: {e}"));
+        }
         *slot = Arc::new(next);
         self.topo_gen.fetch_add(1, Ordering::Release);
         let line = format!("volumes are now {} ({} replicas)", volumes.join(","), replicas);

@@ -171,7 +171,7 @@ fn open_offline(cfg: Config, repair: bool) -> anyhow::Result<(Arc<Shared>, Topol
         anyhow::anyhow!("{e}{hint}")
     })?;
     let harm = "deletes their files as orphans";
-    crate::served::check(&index, if repair { "repair" } else { "verify" }, repair.then_some(harm))?;
+    crate::served::check(&index, &cfg.volumes, if repair { "repair" } else { "verify" }, repair.then_some(harm))?;
     let (topo, prober) = volumes_up(&cfg)?;
     // its probe of the volumes would say each is up again
     volume::ANNOUNCE_UP.store(false, Ordering::Relaxed);
