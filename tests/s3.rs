@@ -653,9 +653,6 @@ fn overwrites_of_one_size_under_concurrent_readers_keep_their_etags() {
     overwrites_under_readers(4 << 20, 4 << 20);
 }
 
-/// A GetObject that read the record just before a DELETE took the files found every
-/// replica answering 404 and said `500 InternalError` (about one read in 500 here), with
-/// every volume healthy: it is the key that is gone, `404 NoSuchKey`.
 /// A key rewritten faster than a replica answers a read: every try of the read sees the
 /// record change under it (a sweep's 50 writers on 12 keys). That answered `500
 /// InternalError "the master failed"`; it is `503 SlowDown`, which clients retry, and the
@@ -725,6 +722,9 @@ fn s3_answers_carry_a_date() {
     }
 }
 
+/// A GetObject that read the record just before a DELETE took the files found every
+/// replica answering 404 and said `500 InternalError` (about one read in 500 here), with
+/// every volume healthy: it is the key that is gone, `404 NoSuchKey`.
 #[test]
 fn a_read_racing_a_delete_gets_the_value_or_no_such_key() {
     let c = cluster(&[]);
