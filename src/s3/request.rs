@@ -421,6 +421,11 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
             part_number_marker: number(q, "part-number-marker", 0)?.min(MAX_PART as usize) as u32,
         },
         "GET" | "HEAD" if q.has("partNumber") => Op::NotImplemented("GetObject of one part (partNumber)"),
+        // no object is stored encrypted (SSE-C writes are refused): S3's answer to a key
+        // given for one that is not, rather than the bytes as if it were
+        "GET" | "HEAD" if headers.has("x-amz-server-side-encryption-customer-algorithm") => {
+            return Err(S3Error::InvalidRequest("The encryption parameters are not applicable to this object."))
+        }
         "GET" | "HEAD" => {
             let read = Read {
                 range: headers.get("range").and_then(ByteRange::parse),

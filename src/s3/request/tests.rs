@@ -204,6 +204,11 @@ fn objects() {
     assert!(matches!(op("HEAD", "/b12/k?versionId=null", &[]), Ok(Op::HeadObject { .. })));
     assert_eq!(op("HEAD", "/b12/k?versionId=abc", &[]), Err(S3Error::NoSuchVersion));
     assert!(matches!(op("GET", "/b12/k?partNumber=1", &[]), Ok(Op::NotImplemented(_))));
+    // a customer key to read with: nothing is stored encrypted, so it applies to nothing
+    for m in ["GET", "HEAD"] {
+        let sse_c = [("x-amz-server-side-encryption-customer-algorithm", "AES256")];
+        assert!(matches!(op(m, "/b12/k", &sse_c), Err(S3Error::InvalidRequest(_))), "{m}");
+    }
     assert!(matches!(op("GET", "/b12/k?acl", &[]), Ok(Op::NotImplemented("acl"))));
     assert!(matches!(op("PUT", "/b12/k?renameObject", &[]), Ok(Op::NotImplemented("renameObject"))));
     assert!(s3("PUT", "/b12/k?renameObject", &[]));
