@@ -63,6 +63,8 @@ impl Chunked {
                         }
                         if line.is_empty() {
                             self.state = State::Done;
+                        } else if !line.contains(&b':') {
+                            return Err(Error::BadRequest("bad trailer field"));
                         }
                         continue;
                     }
@@ -159,6 +161,8 @@ mod tests {
             assert!(feed(bad, 100).is_err(), "{bad:?}");
         }
         assert!(feed(&[b'1'; 5000], 100).is_err());
+        // a trailer field is a field: name, colon, value
+        assert!(feed(b"1\r\nx\r\n0\r\nno-colon-here\r\n\r\n", 100).is_err());
         // the same long line in one piece, ended
         let mut long = b"1;".to_vec();
         long.extend_from_slice(&[b'x'; 5000]);
