@@ -333,6 +333,51 @@ fn a_put_over_an_unlinked_key_is_live_only_once_its_markers_are_gone() {
     assert!(summary(&stderr).contains("1 live, 0 unlinked"), "{stderr}");
 }
 
+/// A PUT over an unlinked key that placement now puts elsewhere, while a volume holding
+/// only its old replica is down: the first try failed (its old marker could not go), the
+/// recovery rolled the value forward onto the new volumes and its record forgot the old
+/// one, so a retry (boto3 retries a 503) answered `201` with the old marker left on the
+/// volume that was down, and a rebuild restored the live key unlinked. The replacement now
+/// stays pending until that marker is gone: writes fail meanwhile, and the one after the
+/// volume is back leaves no marker anywhere.
+#[test]
+fn a_put_over_an_unlinked_key_moved_elsewhere_waits_for_its_old_volume() {
+    let mut vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let addrs: Vec<String> = vols.iter().map(Volume::addr).collect();
+    let mut master = Master::start_on(&addrs[..2], &["-replicas", "2", "-subvolumes", "1"]);
+    // a key the four volumes place away from one of the first two
+    let (key, gone) = (0..100)
+        .find_map(|i| {
+            let key = format!("/moved/{i}");
+            let new = placement(key.as_bytes(), &addrs, 2, 1);
+            let left = addrs[..2].iter().position(|a| !new.contains(a))?;
+            Some((key, left))
+        })
+        .expect("a key placed elsewhere");
+    assert_eq!(request(&master.addr(), "PUT", &key, &[], b"old").status, 201);
+    assert_eq!(request(&master.addr(), "UNLINK", &key, &[], b"").status, 204);
+    master.restart_with(&addrs, &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = master.addr();
+    vols[gone].stop();
+    wait_until("the volume down", Duration::from_secs(5), || {
+        request(&addr, "PUT", &key, &[], b"the new value").status >= 500
+    });
+    thread::sleep(Duration::from_secs(2));
+    let r = request(&addr, "PUT", &key, &[], b"the new value");
+    assert!(r.status >= 500, "a retry while the old marker is still there: {r:?}");
+    vols[gone].start();
+    wait_until("a PUT once the volume is back", TIMEOUT, || {
+        request(&addr, "PUT", &key, &[], b"the new value").status == 201
+    });
+    for v in &vols {
+        assert!(!v.files().iter().any(|f| f.starts_with("_unlinked/")), "a marker left on {}", v.addr());
+    }
+    let db = TempDir::new("rebuilt");
+    let (code, stderr) = rebuild(&addrs, db.path(), &["-subvolumes", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary(&stderr).contains("1 live, 0 unlinked"), "{stderr}");
+}
+
 /// `/xx/yy/<base64>`, as minikeyvalue lays a key out.
 fn placement_path(key: &[u8]) -> String {
     let d = Md5::digest(key);

@@ -307,32 +307,34 @@ pub async fn move_temps(ctx: &Ctx, topo: &Topology, replicas: &[String], id: &st
     join_all(moves).await.into_iter().collect()
 }
 
-/// A replacement is in place: one batch records it (and drops its pending entry), then what
-/// only the old value used goes (best effort: what stays is an orphan `mkv verify` finds).
+/// A replacement is in place: one batch records it (and drops its pending entry), then the
+/// old value's files on volumes the new replicas left go (best effort: what stays is an
+/// orphan `mkv verify` finds).
 ///
-/// The unlink markers are the exception, as a `rebuild` reads them: a key recorded live must
-/// have none beside its replicas (rebuild would restore it unlinked, though its PUT got a
-/// `201`), so they go first, and if they cannot the replacement stays pending (an error:
-/// recovery tries again). One rolled forward unlinked (its client was told it failed) gets
-/// them beside its new replicas, as UNLINK leaves them.
+/// The unlink markers a `rebuild` reads are settled before the record: none may stay beside
+/// a key about to be live (rebuild would restore it unlinked, though its PUT got a `201`),
+/// nor on a volume an unlinked one left; one rolled forward unlinked (its client was told it
+/// failed) gets them beside its new replicas, as UNLINK leaves them. If they cannot be (a
+/// volume down or failing), the replacement stays pending, an error: the write fails and
+/// recovery tries again, rather than the record forgetting a marker it alone could find.
 async fn commit(ctx: &Ctx, topo: &Topology, key: &[u8], p: &Pending) -> Result<(), Error> {
     let path = key_path(key);
     let marker = format!("{MARKER_DIR}{path}");
     if p.live {
-        ctx.client.delete_all(topo, &targets(&p.old_markers, &marker)).await?;
-    } else {
-        let markers = targets(&p.record.volumes, &marker);
-        if let Err(e) = ctx.client.put_all(topo, &markers, Bytes::from_static(b"unlinked\n")).await {
-            eprintln!("mkv: PUT {}: could not mark the unlinked value yet: {e}", key.escape_ascii());
+        // beside the new replicas too: a recovery of an earlier try may have marked them
+        let mut unmarked = p.old_markers.clone();
+        if !unmarked.is_empty() {
+            unmarked.extend(p.record.volumes.iter().filter(|v| !p.old_markers.contains(v)).cloned());
         }
+        ctx.client.delete_all(topo, &targets(&unmarked, &marker)).await?;
+    } else {
+        let left: Vec<String> = p.old_markers.iter().filter(|v| !p.record.volumes.contains(v)).cloned().collect();
+        ctx.client.delete_all(topo, &targets(&left, &marker)).await?;
+        ctx.client.put_all(topo, &targets(&p.record.volumes, &marker), Bytes::from_static(b"unlinked\n")).await?;
     }
     let to = if p.live { State::Live } else { State::Unlinked };
     ctx.shared.index.commit_pending(key, to, &p.record)?;
-    let mut gone = targets(&p.old_only, &path);
-    let left: Vec<String> =
-        p.old_markers.iter().filter(|v| !p.live && !p.record.volumes.contains(v)).cloned().collect();
-    gone.extend(targets(&left, &marker));
-    if let Err(e) = ctx.client.delete_all(topo, &gone).await {
+    if let Err(e) = ctx.client.delete_all(topo, &targets(&p.old_only, &path)).await {
         eprintln!("mkv: PUT {}: could not remove the replaced value's files yet: {e}", key.escape_ascii());
     }
     Ok(())
@@ -344,6 +346,8 @@ async fn commit(ctx: &Ctx, topo: &Topology, key: &[u8], p: &Pending) -> Result<(
 pub async fn recover(ctx: &Ctx) -> Result<usize, Error> {
     let mut settled = 0;
     let mut start = Vec::new();
+    // a key whose volume is still down waits for the next call; the others go on
+    let mut last_failure = None;
     loop {
         let keys = ctx.shared.index.pending_keys(&start, 256)?;
         let Some(last) = keys.last() else { break };
@@ -352,22 +356,35 @@ pub async fn recover(ctx: &Ctx) -> Result<usize, Error> {
         for key in keys {
             let Ok(_claim) = ctx.claim(&key) else { continue };
             let Some(p) = ctx.shared.index.pending(&key)? else { continue };
-            let topo = ctx.topo();
-            match p.phase {
-                Phase::Writing => {
-                    let temps = targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id));
-                    ctx.client.delete_all(&topo, &temps).await?;
-                    ctx.shared.index.remove_pending(&key)?;
-                }
-                Phase::Moving => {
-                    move_into_place(ctx, &topo, &key, &p).await?;
-                    commit(ctx, &topo, &key, &p).await?;
-                }
+            match settle(ctx, &key, &p).await {
+                Ok(()) => settled += 1,
+                Err(e @ Error::Index(_)) => return Err(e),
+                Err(e) => last_failure = Some(e),
             }
-            settled += 1;
         }
     }
-    Ok(settled)
+    match last_failure {
+        Some(e) if settled == 0 => Err(e),
+        _ => Ok(settled),
+    }
+}
+
+/// One pending replacement settled: rolled back while it was being written, forward once
+/// it was being moved.
+async fn settle(ctx: &Ctx, key: &[u8], p: &Pending) -> Result<(), Error> {
+    let topo = ctx.topo();
+    match p.phase {
+        Phase::Writing => {
+            let temps = targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id));
+            ctx.client.delete_all(&topo, &temps).await?;
+            ctx.shared.index.remove_pending(key)?;
+        }
+        Phase::Moving => {
+            move_into_place(ctx, &topo, key, p).await?;
+            commit(ctx, &topo, key, p).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends all of `src` to every target (a copy between volumes, a repair).
