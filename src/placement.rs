@@ -99,6 +99,8 @@ pub fn key_volumes<S: AsRef<str>>(key: &[u8], volumes: &[S], replicas: usize, su
 /// Folder, beside the `/xx/yy/` tree, where UNLINK leaves a marker per replica (minikeyvalue's
 /// tools only look at two-hex-digit folders, so they ignore it).
 pub const MARKER_DIR: &str = "/_unlinked";
+/// What a marker holds (its presence is what counts).
+pub const MARKER_BODY: &[u8] = b"unlinked\n";
 
 /// Folder, beside the `/xx/yy/` tree, where a replacement value is written before it is
 /// moved into place (`/_tmp/<id>`; outside the tree, so rebuild and minikeyvalue ignore it).

@@ -88,11 +88,15 @@ pub fn record(index: &Index, me: &Master) -> Result<(), crate::index::Error> {
     index.set_meta(SERVED_BY, &serde_json::to_vec(me).unwrap_or_default())
 }
 
+/// The master `index` names, if any (an index no master of this version served has none).
+fn recorded(index: &Index) -> Option<Master> {
+    serde_json::from_slice(&index.meta(SERVED_BY).ok()??).ok()
+}
+
 /// A volume switch (online rebalance): the master serves `volumes` too from now on (the old
 /// ones until the moves end), and a copy of its index taken later says so.
 pub fn add_volumes(index: &Index, volumes: &[String]) -> Result<(), crate::index::Error> {
-    let Ok(Some(v)) = index.meta(SERVED_BY) else { return Ok(()) };
-    let Ok(mut m) = serde_json::from_slice::<Master>(&v) else { return Ok(()) };
+    let Some(mut m) = recorded(index) else { return Ok(()) };
     m.volumes.extend(servers(volumes));
     m.volumes = servers(&m.volumes);
     record(index, &m)
@@ -102,8 +106,7 @@ pub fn add_volumes(index: &Index, volumes: &[String]) -> Result<(), crate::index
 /// master serves on any of them: refuse (`harm`: what it would do to the volumes under that
 /// master) or warn and go on. A copy used on other volumes (a clone) is no concern.
 pub fn check(index: &Index, volumes: &[String], tool: &str, harm: Option<&str>) -> anyhow::Result<()> {
-    let Ok(Some(v)) = index.meta(SERVED_BY) else { return Ok(()) };
-    let Ok(m) = serde_json::from_slice::<Master>(&v) else { return Ok(()) };
+    let Some(m) = recorded(index) else { return Ok(()) };
     let shared = m.volumes.is_empty() || servers(volumes).iter().any(|s| m.volumes.contains(s));
     if !shared || !m.runs() {
         return Ok(());

@@ -551,12 +551,7 @@ fn replacement_whose_move_failed(restart: bool) {
         master.restart();
     }
     let addr = master.addr();
-    let size_of = |addr: &str| -> Option<u64> {
-        let r = get(addr, "/?unlinked&records");
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["keys"].as_array()?.iter().find(|k| k["key"] == "/swap")?["size"].as_u64()
-    };
-    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || size_of(&addr) == Some(21));
+    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || unlinked_size(&addr, "/swap") == Some(21));
     for v in &vols {
         let files = v.files();
         assert!(files.iter().all(|f| !f.starts_with("_tmp/")), "temporary files left on {}: {files:?}", v.addr());

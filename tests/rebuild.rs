@@ -310,12 +310,7 @@ fn a_put_over_an_unlinked_key_is_live_only_once_its_markers_are_gone() {
     assert!(r.status >= 500, "a live value beside a marker: {r:?}");
     assert_eq!(get(&addr, "/mark/k").status, 404);
     std::fs::remove_dir_all(&obstacle).unwrap();
-    let size = || -> Option<u64> {
-        let r = get(&addr, "/?unlinked&records");
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["keys"].as_array()?.iter().find(|k| k["key"] == "/mark/k")?["size"].as_u64()
-    };
-    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || size() == Some(13));
+    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || unlinked_size(&addr, "/mark/k") == Some(13));
     for v in &vols {
         assert!(v.files().iter().any(|f| f.starts_with("_unlinked/")), "no marker on {}", v.addr());
     }

@@ -367,9 +367,13 @@ impl Conn {
     /// destroy the answer on its way, and a client that writes its whole body before reading
     /// (Python's `http.client`) then sees `Connection reset` instead of the status. So the
     /// sending side is shut (the client reads the answer and its end) and what still comes is
-    /// read and dropped, up to [`LINGER`], until [`LINGER_IDLE`] passes without a byte.
+    /// read and dropped, up to [`LINGER`], until [`LINGER_IDLE`] passes without a byte. Not
+    /// while the server stops: it closes at once.
     pub async fn linger(&mut self) {
         use std::os::fd::AsRawFd;
+        if self.draining() {
+            return;
+        }
         // SAFETY: shutdown(2) of the socket this connection owns; it stays open until dropped.
         unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
         let end = self.now() + LINGER.as_millis() as u64;

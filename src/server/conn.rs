@@ -163,7 +163,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                     let flushed = conn.flush().await.is_ok();
                     ctx.metrics.request(metrics::BAD, e.status(), 0);
                     // a Content-Length over -max-body: a whole head, its body on its way
-                    if flushed && matches!(e, ApiError::Http(http::Error::BodyTooLarge)) && !conn.draining() {
+                    if flushed && matches!(e, ApiError::Http(http::Error::BodyTooLarge)) {
                         conn.linger().await;
                     }
                 }
@@ -246,7 +246,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         }
         if !keep {
-            if conn.flush().await.is_ok() && !body.is_done() && !conn.draining() {
+            if conn.flush().await.is_ok() && !body.is_done() {
                 conn.linger().await;
             }
             break;

@@ -18,7 +18,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use super::{repair, Ctx, Error};
 use crate::{
     index::State,
-    placement::{key_path, replica_target, targets, MARKER_DIR},
+    placement::{key_path, replica_target, targets, MARKER_BODY, MARKER_DIR},
     record::Record,
     volume::{self, Client, Topology},
 };
@@ -81,7 +81,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         copy(&ctx.client, &topo, src, &path, &targets(&missing, &path)).await?;
         if state == State::Unlinked {
             let marker = format!("{MARKER_DIR}{path}");
-            ctx.client.put_all(&topo, &targets(&missing, &marker), Bytes::from_static(b"unlinked\n")).await?;
+            ctx.client.put_all(&topo, &targets(&missing, &marker), Bytes::from_static(MARKER_BODY)).await?;
         }
     }
     let extra: Vec<String> = rec.volumes.iter().filter(|v| !want.contains(v)).cloned().collect();

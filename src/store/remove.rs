@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::{Ctx, Error, KeyGuard};
 use crate::{
     index::State,
-    placement::{key_path, targets, MARKER_DIR, TMP_DIR},
+    placement::{key_path, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
     record::Record,
 };
 
@@ -67,7 +67,7 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
 /// "restores unlinked keys as unlinked" broken). Best effort: the retry deletes them all.
 pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, volumes: &[String], key: &[u8]) {
     let markers = targets(volumes, &format!("{MARKER_DIR}{}", key_path(key)));
-    let _ = ctx.client.put_all(topo, &markers, Bytes::from_static(b"unlinked\n")).await;
+    let _ = ctx.client.put_all(topo, &markers, Bytes::from_static(MARKER_BODY)).await;
 }
 
 /// Deletes what failed PUTs could not ([`Shared::failed_puts`]), as a DELETE would, while
@@ -116,7 +116,7 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     let topo = ctx.topo();
     // a volume that took a marker but did not answer has a DELETE of it queued behind on
     // the same connection (the client's fence), so the clean-up below cannot be overtaken
-    if let Err(e) = ctx.client.put_all(&topo, &markers, Bytes::from_static(b"unlinked\n")).await {
+    if let Err(e) = ctx.client.put_all(&topo, &markers, Bytes::from_static(MARKER_BODY)).await {
         let _ = ctx.client.delete_all(&topo, &markers).await;
         return Err(e.into());
     }

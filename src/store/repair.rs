@@ -18,7 +18,7 @@ use super::{
 use crate::{
     index::State,
     md5::Md5,
-    placement::{key_path, replica_target, server_of, targets, MARKER_DIR, TMP_DIR},
+    placement::{key_path, replica_target, server_of, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
     record::{now_ms, Record},
     volume::{self, Topology},
 };
@@ -124,7 +124,7 @@ async fn known(
     restore_from(ctx, topo, &path, rec, &mut good, &mut bad, spare).await?;
     if state == State::Unlinked {
         let m = format!("{MARKER_DIR}{path}");
-        ctx.client.put_all(topo, &targets(&bad, &m), Bytes::from_static(b"unlinked\n")).await?;
+        ctx.client.put_all(topo, &targets(&bad, &m), Bytes::from_static(MARKER_BODY)).await?;
     }
     Ok(Repaired { restored: bad, skipped, ..Repaired::default() })
 }
@@ -243,7 +243,7 @@ pub async fn restore(
     } else if state == State::Unlinked && !done.restored.is_empty() {
         // a replica copied again needs its unlink marker too
         let m = format!("{MARKER_DIR}{path}");
-        ctx.client.put_all(topo, &targets(&done.restored, &m), Bytes::from_static(b"unlinked\n")).await?;
+        ctx.client.put_all(topo, &targets(&done.restored, &m), Bytes::from_static(MARKER_BODY)).await?;
     }
     Ok(done)
 }
@@ -365,7 +365,7 @@ async fn fix_markers(ctx: &Ctx, topo: &Topology, path: &str, state: State, rec: 
         return Ok(0);
     }
     if want {
-        ctx.client.put_all(topo, &targets(&wrong, &m), Bytes::from_static(b"unlinked\n")).await?;
+        ctx.client.put_all(topo, &targets(&wrong, &m), Bytes::from_static(MARKER_BODY)).await?;
     } else {
         ctx.client.delete_all(topo, &targets(&wrong, &m)).await?;
     }

@@ -11,7 +11,7 @@ use super::{relocate, Ctx, Error, KeyGuard};
 use crate::{
     index::State,
     md5::Md5,
-    placement::{self, key_path, targets, MARKER_DIR, TMP_DIR},
+    placement::{self, key_path, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
     record::{now_ms, Pending, Phase, Record},
     volume::{self, Topology},
 };
@@ -330,7 +330,7 @@ async fn commit(ctx: &Ctx, topo: &Topology, key: &[u8], p: &Pending) -> Result<(
     } else {
         let left: Vec<String> = p.old_markers.iter().filter(|v| !p.record.volumes.contains(v)).cloned().collect();
         ctx.client.delete_all(topo, &targets(&left, &marker)).await?;
-        ctx.client.put_all(topo, &targets(&p.record.volumes, &marker), Bytes::from_static(b"unlinked\n")).await?;
+        ctx.client.put_all(topo, &targets(&p.record.volumes, &marker), Bytes::from_static(MARKER_BODY)).await?;
     }
     let to = if p.live { State::Live } else { State::Unlinked };
     ctx.shared.index.commit_pending(key, to, &p.record)?;

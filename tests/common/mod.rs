@@ -555,6 +555,13 @@ pub fn get(addr: &str, path: &str) -> Response {
     request(addr, "GET", path, &[], b"")
 }
 
+/// The size the master's record of unlinked `key` names (`?unlinked&records`), if it lists it.
+pub fn unlinked_size(addr: &str, key: &str) -> Option<u64> {
+    let r = get(addr, "/?unlinked&records");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    v["keys"].as_array()?.iter().find(|k| k["key"] == key)?["size"].as_u64()
+}
+
 /// GETs `path` from the master, which must answer 302, then GETs the `Location`.
 pub fn get_follow(addr: &str, path: &str) -> Response {
     let r = get(addr, path);
