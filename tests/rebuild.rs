@@ -373,6 +373,49 @@ fn a_put_over_an_unlinked_key_moved_elsewhere_waits_for_its_old_volume() {
     assert!(summary(&stderr).contains("1 live, 0 unlinked"), "{stderr}");
 }
 
+/// A PUT over an unlinked key whose every volume is slow to DELETE the old markers: the
+/// DELETEs time out, the PUT fails and recovery rolls the new value forward unlinked,
+/// putting the markers back. The volumes carry out the DELETEs late: had recovery put the
+/// markers back before those answers came, the late DELETEs would remove them and a rebuild
+/// would restore the failed PUT's value live. A volume is not used again until its late
+/// answers are in.
+#[test]
+fn late_marker_deletes_do_not_undo_the_markers_recovery_puts_back() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let direct: Vec<String> = vols.iter().map(Volume::addr).collect();
+    let slow_deletes = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxied: Vec<String> = direct
+        .iter()
+        .map(|v| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let slow = slow_deletes.clone();
+            common::proxy(listener, v.clone(), 64 << 10, move |sent| {
+                if slow.load(std::sync::atomic::Ordering::SeqCst) && sent.starts_with(b"DELETE /_unlinked/") {
+                    thread::sleep(Duration::from_secs(3));
+                }
+            })
+        })
+        .collect();
+    let master = Master::start_on(&proxied, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/late/k", &[], b"old").status, 201);
+    assert_eq!(request(&addr, "UNLINK", "/late/k", &[], b"").status, 204);
+    slow_deletes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = request(&addr, "PUT", "/late/k", &[], b"the new value");
+    assert!(r.status >= 500, "the markers could not go in time: {r:?}");
+    slow_deletes.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("the replacement rolled forward, unlinked", TIMEOUT, || unlinked_size(&addr, "/late/k") == Some(13));
+    // the held DELETEs reached the volumes 3 s after they were sent
+    thread::sleep(Duration::from_secs(4));
+    for v in &vols {
+        assert!(v.files().iter().any(|f| f.starts_with("_unlinked/")), "no marker on {}", v.addr());
+    }
+    let db = TempDir::new("rebuilt");
+    let (code, stderr) = rebuild(&direct, db.path(), &["-subvolumes", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(summary(&stderr).contains("0 live, 1 unlinked"), "{stderr}");
+}
+
 /// `/xx/yy/<base64>`, as minikeyvalue lays a key out.
 fn placement_path(key: &[u8]) -> String {
     let d = Md5::digest(key);

@@ -220,6 +220,7 @@ impl Client {
         head: Vec<u8>,
         body: Bytes,
     ) -> Result<(Leased, Head, Vec<u8>), Error> {
+        let reads = head.starts_with(b"GET ") || head.starts_with(b"HEAD ");
         let mut l = self.lease(topo, server, false).await?;
         let r = match send_and_read_head(&mut l, HeadBody::new(head.clone(), body.clone()), topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
@@ -230,6 +231,11 @@ impl Client {
         };
         match r {
             Ok((head, buf)) => Ok((l, head, buf)),
+            Err(e @ Error::Timeout(_)) if !reads => {
+                let e = failed(l.vol.as_ref().filter(|_| !l.reused), e);
+                await_late(l, 1);
+                Err(e)
+            }
             Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
         }
     }
@@ -769,11 +775,29 @@ const FENCE_WAIT: Duration = Duration::from_secs(600);
 /// [`FENCE_WAIT`]), so nginx does not drop the queued DELETE with a closed connection.
 fn fence(mut l: Leased, path: &str) {
     let msg = head("DELETE", &l.server, path, Some(0));
+    let late = l.vol.as_ref().map(|v| v.late());
     monoio::spawn(async move {
+        let _late = late;
         if write_to(&mut l, msg, FENCE_WAIT).await.is_err() {
             return;
         }
         for _ in 0..2 {
+            if read_answer(&mut l, FENCE_WAIT).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// A request that changes files (a DELETE, a MOVE, a marker's PUT) whose answer did not
+/// come in time may still be carried out, after whatever is sent next on another
+/// connection. Its volume counts as down until the `answers` come (or [`FENCE_WAIT`], or
+/// the connection fails): see [`super::Late`].
+fn await_late(mut l: Leased, answers: usize) {
+    let Some(late) = l.vol.as_ref().map(|v| v.late()) else { return };
+    monoio::spawn(async move {
+        let _late = late;
+        for _ in 0..answers {
             if read_answer(&mut l, FENCE_WAIT).await.is_err() {
                 return;
             }

@@ -11,7 +11,7 @@ use std::{
     fmt, io,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -85,6 +85,24 @@ pub struct Volume {
     addr: Mutex<Option<SocketAddr>>,
     /// Requests to it that failed (for `/metrics`).
     pub errors: AtomicU64,
+    /// Requests that went out whole but were not answered in time, whose connections are
+    /// kept until they are (see [`Late`]).
+    late: AtomicUsize,
+}
+
+/// A request a volume may still carry out: it went out whole, its answer did not come in
+/// time. While one is outstanding the volume counts as down, even when its probes answer:
+/// a write sent on another connection meanwhile (recovery putting back an unlink marker
+/// that a late DELETE then removes; nginx serves its connections in any order) could be
+/// undone by it. Held by the task that waits on the connection for that answer.
+pub struct Late(Arc<Volume>);
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        if self.0.late.fetch_sub(1, Ordering::Relaxed) == 1 {
+            eprintln!("mkv: volume {}: no request that timed out is outstanding now", self.0.name);
+        }
+    }
 }
 
 impl Volume {
@@ -94,11 +112,21 @@ impl Volume {
             up: AtomicBool::new(false),
             addr: Mutex::new(None),
             errors: AtomicU64::new(0),
+            late: AtomicUsize::new(0),
         })
     }
 
+    /// Probes answer and no request sent to it may still be carried out late.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.up.load(Ordering::Relaxed) && self.late.load(Ordering::Relaxed) == 0
+    }
+
+    /// Counts a request that may still be carried out until the [`Late`] is dropped.
+    pub fn late(self: &Arc<Self>) -> Late {
+        if self.late.fetch_add(1, Ordering::Relaxed) == 0 {
+            eprintln!("mkv: volume {} is not used until it answers a request that timed out", self.name);
+        }
+        Late(self.clone())
     }
 
     pub fn mark_down(&self, why: &dyn fmt::Display) {
