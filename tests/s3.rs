@@ -266,7 +266,7 @@ fn multipart(https: bool) {
     let args: &[&str] = if https { &["https"] } else { &[] };
     let out = python(&Env::new(&c.addr()), "boto3_multipart.py", args, Duration::from_secs(60));
     let ids: Vec<&str> = out.stdout.lines().find_map(|l| l.strip_prefix("UPLOADS ")).unwrap().split(' ').collect();
-    assert_eq!(ids.len(), 5, "{out:?}");
+    assert_eq!(ids.len(), 6, "{out:?}");
     assert_eq!(leftovers(&c), Vec::<String>::new(), "abort and complete leave no part file behind");
 }
 

@@ -22,10 +22,10 @@ pub enum Algorithm {
     Md5,
 }
 
-const ALL: [Algorithm; 6] =
-    [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Crc64Nvme, Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5];
-
 impl Algorithm {
+    pub const ALL: [Algorithm; 6] =
+        [Algorithm::Crc32, Algorithm::Crc32c, Algorithm::Crc64Nvme, Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5];
+
     /// The header (or trailer) that carries it.
     pub fn header(self) -> &'static str {
         match self {
@@ -38,8 +38,21 @@ impl Algorithm {
         }
     }
 
+    /// The element that carries it in a CompleteMultipartUpload `<Part>` (none for MD5: the
+    /// part's ETag is its MD5).
+    pub fn xml_name(self) -> Option<&'static str> {
+        match self {
+            Algorithm::Crc32 => Some("ChecksumCRC32"),
+            Algorithm::Crc32c => Some("ChecksumCRC32C"),
+            Algorithm::Crc64Nvme => Some("ChecksumCRC64NVME"),
+            Algorithm::Sha1 => Some("ChecksumSHA1"),
+            Algorithm::Sha256 => Some("ChecksumSHA256"),
+            Algorithm::Md5 => None,
+        }
+    }
+
     pub fn from_header(name: &str) -> Option<Algorithm> {
-        ALL.into_iter().find(|a| a.header().eq_ignore_ascii_case(name))
+        Algorithm::ALL.into_iter().find(|a| a.header().eq_ignore_ascii_case(name))
     }
 
     /// Digest length in bytes.
@@ -53,7 +66,7 @@ impl Algorithm {
         }
     }
 
-    fn mismatch(self) -> S3Error {
+    pub fn mismatch(self) -> S3Error {
         S3Error::BadDigest(match self {
             Algorithm::Crc32 => "The CRC32 you specified did not match the calculated checksum.",
             Algorithm::Crc32c => "The CRC32C you specified did not match the calculated checksum.",
@@ -64,7 +77,7 @@ impl Algorithm {
         })
     }
 
-    fn malformed(self) -> S3Error {
+    pub fn malformed(self) -> S3Error {
         match self {
             Algorithm::Md5 => S3Error::InvalidDigest,
             _ => S3Error::InvalidRequest(
@@ -326,7 +339,7 @@ mod tests {
         assert_eq!(digest(Algorithm::Md5, &[]).to_base64(), "1B2M2Y8AsgTpgAmY7PhCfg==");
         // piece by piece is the same as whole, for every algorithm
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for alg in ALL {
+        for alg in Algorithm::ALL {
             let whole = digest(alg, &[&data]);
             let pieces: Vec<&[u8]> = data.chunks(37).collect();
             assert_eq!(digest(alg, &pieces), whole, "{alg:?}");

@@ -12,6 +12,7 @@
 
 use quick_xml::{escape::partial_escape, events::Event, Reader};
 
+use super::checksum::{Algorithm, Digest};
 use super::dates::iso8601_ms;
 use super::error::S3Error;
 use super::request::{ListParams, MAX_LIST, MAX_PART};
@@ -511,14 +512,13 @@ fn tree(body: &[u8], max_nodes: usize) -> Result<Node, S3Error> {
     }
 }
 
-/// A CompleteMultipartUpload body → (part number, ETag without quotes), in the order
-/// given: ascending part numbers (`InvalidPartOrder` otherwise), at least one part.
-pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
+/// A CompleteMultipartUpload body → the parts it lists, in the order given: ascending part numbers (`InvalidPartOrder` otherwise), at least one part.
+pub fn parse_complete(body: &[u8]) -> Result<Vec<Listed>, S3Error> {
     let root = tree(body, 8 * MAX_PART as usize + 8)?;
     if root.name != "CompleteMultipartUpload" {
         return Err(S3Error::MalformedXML);
     }
-    let mut parts: Vec<(u32, String)> = Vec::new();
+    let mut parts: Vec<Listed> = Vec::new();
     for p in root.children.iter().filter(|c| c.name == "Part") {
         let number = p.child("PartNumber").map(Node::text_trimmed).ok_or(S3Error::MalformedXML)?;
         let number: u32 = std::str::from_utf8(number).ok().and_then(|n| n.parse().ok()).ok_or(S3Error::MalformedXML)?;
@@ -528,15 +528,30 @@ pub fn parse_complete(body: &[u8]) -> Result<Vec<(u32, String)>, S3Error> {
         let etag = p.child("ETag").map(Node::text_trimmed).ok_or(S3Error::MalformedXML)?;
         let etag = std::str::from_utf8(etag).map_err(|_| S3Error::InvalidPart)?;
         let etag = etag.strip_prefix('"').and_then(|e| e.strip_suffix('"')).unwrap_or(etag);
-        if parts.last().is_some_and(|(last, _)| *last >= number) {
+        if parts.last().is_some_and(|last| last.number >= number) {
             return Err(S3Error::InvalidPartOrder);
         }
-        parts.push((number, etag.to_owned()));
+        let checksum = Algorithm::ALL
+            .into_iter()
+            .find_map(|alg| Some((alg, p.child(alg.xml_name()?)?)))
+            .map(|(alg, v)| Digest::from_base64(alg, v.text_trimmed()))
+            .transpose()?;
+        parts.push(Listed { number, etag: etag.to_owned(), checksum });
     }
     if parts.is_empty() {
         return Err(S3Error::MalformedXML);
     }
     Ok(parts)
+}
+
+/// One `<Part>` a CompleteMultipartUpload body lists.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub number: u32,
+    /// Unquoted.
+    pub etag: String,
+    /// Its `<ChecksumCRC32>` (or another algorithm's): the part's bytes must have it.
+    pub checksum: Option<Digest>,
 }
 
 /// A Delete body: the keys (as bytes, untrimmed: a key may end in a space) and `Quiet`.

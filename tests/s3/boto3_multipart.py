@@ -3,7 +3,9 @@ abort, complete with S3's ETag, content type and metadata given at create kept; 
 Complete. `https`: the parts go out aws-chunked with CRC32 trailers. Prints the ids of the
 uploads it aborted and completed (the test then looks for their part files on the volumes)."""
 
+import base64
 import contextlib
+import zlib
 
 from common import ARGS, ENDPOINT, Wire, as_over_https, body, client, done, eq, error_of, md5, multipart_etag
 
@@ -160,6 +162,29 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": c1}, {"PartNumber": 2, "ETag": c2}]})
     eq(body(s3, B, "copied"), whole[:5 * MiB] + b"new value", "an object of copied parts")
 
+    # checksums a Complete sends are checked before anything is stored: the whole object's
+    # (FULL_OBJECT: of every byte) and each part's; a refused Complete keeps the upload
+    def crc32(data):
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    ck = s3.create_multipart_upload(Bucket=B, Key="checked", ChecksumAlgorithm="CRC32",
+                                    ChecksumType="FULL_OBJECT")["UploadId"]
+    c_parts = [b"c" * (5 * MiB), b"checked tail"]
+    c_tags = [s3.upload_part(Bucket=B, Key="checked", UploadId=ck, PartNumber=n, Body=d, ChecksumAlgorithm="CRC32")["ETag"]
+              for n, d in enumerate(c_parts, 1)]
+
+    def complete_checked(sums, **whole):
+        listed = [dict({"PartNumber": n, "ETag": t}, **({"ChecksumCRC32": c} if c else {}))
+                  for n, (t, c) in enumerate(zip(c_tags, sums), 1)]
+        return s3.complete_multipart_upload(Bucket=B, Key="checked", UploadId=ck, MultipartUpload={"Parts": listed},
+                                            **whole)
+    right = [crc32(d) for d in c_parts]
+    eq(error_of(complete_checked, [None, None], ChecksumCRC32="AAAAAA==", ChecksumType="FULL_OBJECT"),
+       (400, "BadDigest"), "a wrong whole-object CRC32")
+    eq(error_of(complete_checked, [right[1], right[1]]), (400, "InvalidPart"), "a part's wrong CRC32")
+    eq(error_of(s3.head_object, Bucket=B, Key="checked"), (404, "404"), "nothing stored after wrong checksums")
+    complete_checked(right, ChecksumCRC32=crc32(b"".join(c_parts)), ChecksumType="FULL_OBJECT")
+    eq(body(s3, B, "checked"), b"".join(c_parts), "completed with the right checksums")
+
     # DeleteBucket takes the uploads in progress into it along, as S3 does: none is listed
     # after, and none leaves a part file (the test looks)
     s3.create_bucket(Bucket="mp-doomed")
@@ -171,5 +196,5 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(error_of(s3.list_parts, Bucket="mp-doomed", Key="k", UploadId=doomed), (404, "NoSuchUpload"),
        "parts of an upload whose bucket was deleted")
 
-print("UPLOADS", gone, uid, small, over, cp)
+print("UPLOADS", gone, uid, small, over, cp, ck)
 done()

@@ -39,6 +39,7 @@ use crate::{
 
 mod list;
 mod moves;
+mod sums;
 pub use list::{list_parts, list_uploads};
 pub use moves::{relocate_parts, PartMove, PartName};
 
@@ -510,6 +511,8 @@ struct Parts<'a> {
     next: usize,
     d: Option<Download>,
     total: u64,
+    /// The checksums the Complete asked for, checked as the bytes go by.
+    sums: sums::Sums,
 }
 
 impl Parts<'_> {
@@ -542,9 +545,12 @@ impl Source for Parts<'_> {
         loop {
             if self.d.is_none() {
                 if self.next == self.parts.len() {
+                    self.sums.finish()?;
                     return Ok(None);
                 }
+                self.sums.start(self.next);
                 if self.parts[self.next].size == 0 {
+                    self.sums.end()?;
                     self.next += 1;
                     continue;
                 }
@@ -553,8 +559,12 @@ impl Source for Parts<'_> {
             }
             let Some(d) = self.d.as_mut() else { continue };
             match self.ctx.client.next_chunk(d, max).await {
-                Ok(Some(c)) => return Ok(Some(c)),
+                Ok(Some(c)) => {
+                    self.sums.update(&c);
+                    return Ok(Some(c));
+                }
                 Ok(None) => {
+                    self.sums.end()?;
                     if let Some(d) = self.d.take() {
                         self.ctx.client.finish(d);
                     }
@@ -600,12 +610,13 @@ pub async fn complete(
         };
         let have = all_parts(ctx, id)?;
         let chosen = choose(&have, &asked)?;
+        let sums = sums::Sums::new(&req.headers, asked.iter().map(|l| l.checksum).collect())?;
         let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
         let mut stored = Stored::decode(&u.stored);
         stored.etag = Some(tag.clone());
         let total = chosen.iter().map(|p| p.size).sum();
         let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
-        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total };
+        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums };
         // refused, the upload stays: the client may complete it again or abort it
         let held = claim_for_write(ctx, &u.key, write_if, false).await?;
         // kept if the write fails or a crash cuts it: a write recovery rolls forward ends
@@ -673,10 +684,10 @@ fn decode_done(v: &[u8]) -> Option<(u64, &str, &[u8])> {
 
 /// The ETag of `obj` when upload `id` completed into it with the parts `asked` (a Complete
 /// sent again, after the first ended): its answer again.
-fn completed_before(ctx: &Ctx, obj: &Object, id: &str, asked: &[(u32, String)]) -> Result<Option<String>, Failure> {
+fn completed_before(ctx: &Ctx, obj: &Object, id: &str, asked: &[xml::Listed]) -> Result<Option<String>, Failure> {
     let Some(v) = ctx.shared.index.mp_get(&done_key(id)).map_err(store::Error::from)? else { return Ok(None) };
     let Some((_, tag, key)) = decode_done(&v) else { return Ok(None) };
-    let md5s: Option<Vec<[u8; 16]>> = asked.iter().map(|(_, t)| crate::md5::from_hex(t.trim_matches('"'))).collect();
+    let md5s: Option<Vec<[u8; 16]>> = asked.iter().map(|l| crate::md5::from_hex(l.etag.trim_matches('"'))).collect();
     let same_parts = md5s.is_some_and(|m| multipart_etag(&m) == tag);
     Ok((key == obj.native_key() && same_parts).then(|| tag.to_string()))
 }
@@ -747,16 +758,16 @@ fn holds(ctx: &Ctx, key: &[u8], tag: &str, since: u64) -> Result<bool, store::Er
 /// The parts a Complete names, checked against those uploaded: in ascending order
 /// (`InvalidPartOrder`), each there with the ETag given (`InvalidPart`), all but the last
 /// at least [`MIN_PART`] (`EntityTooSmall`).
-fn choose(have: &[(u32, Part)], asked: &[(u32, String)]) -> Result<Vec<Part>, Failure> {
+fn choose(have: &[(u32, Part)], asked: &[xml::Listed]) -> Result<Vec<Part>, Failure> {
     let mut chosen = Vec::with_capacity(asked.len());
     let mut last = 0;
-    for (i, (n, tag)) in asked.iter().enumerate() {
-        if *n <= last {
+    for (i, l) in asked.iter().enumerate() {
+        if l.number <= last {
             return Err(S3Error::InvalidPartOrder.into());
         }
-        last = *n;
-        let Some((_, p)) = have.iter().find(|(k, _)| k == n) else { return Err(S3Error::InvalidPart.into()) };
-        if tag.trim_matches('"') != p.etag() {
+        last = l.number;
+        let Some((_, p)) = have.iter().find(|(k, _)| *k == l.number) else { return Err(S3Error::InvalidPart.into()) };
+        if l.etag.trim_matches('"') != p.etag() {
             return Err(S3Error::InvalidPart.into());
         }
         if i + 1 < asked.len() && p.size < MIN_PART {

@@ -167,13 +167,22 @@ fn complete_bodies() {
          <s3:Part xmlns:s3=\"{XMLNS}\"><s3:ETag>\"b2\"</s3:ETag><s3:PartNumber>2</s3:PartNumber></s3:Part>\n\
          </CompleteMultipartUpload>"
     );
-    assert_eq!(parse_complete(doc.as_bytes()), Ok(vec![(1, "a1".into()), (2, "b2".into())]));
+    let crc = Digest::from_base64(Algorithm::Crc32, b"AAAAAA==").unwrap();
+    assert_eq!(
+        parse_complete(doc.as_bytes()),
+        Ok(vec![
+            Listed { number: 1, etag: "a1".into(), checksum: Some(crc) },
+            Listed { number: 2, etag: "b2".into(), checksum: None }
+        ])
+    );
     assert_eq!(
         parse_complete(
             b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>x</ETag></Part></CompleteMultipartUpload>"
         ),
-        Ok(vec![(1, "x".into())])
+        Ok(vec![Listed { number: 1, etag: "x".into(), checksum: None }])
     );
+    let sha = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>x</ETag><ChecksumSHA256>AAAAAA==</ChecksumSHA256></Part></CompleteMultipartUpload>";
+    assert!(matches!(parse_complete(sha), Err(S3Error::InvalidRequest(_))), "not a SHA-256's base64");
     let order = b"<CompleteMultipartUpload><Part><PartNumber>2</PartNumber><ETag>x</ETag></Part><Part><PartNumber>1</PartNumber><ETag>y</ETag></Part></CompleteMultipartUpload>";
     assert_eq!(parse_complete(order), Err(S3Error::InvalidPartOrder));
     let twice = b"<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>x</ETag></Part><Part><PartNumber>1</PartNumber><ETag>y</ETag></Part></CompleteMultipartUpload>";
