@@ -143,12 +143,15 @@ pub fn http_date(secs: i64) -> String {
     )
 }
 
-/// Unix milliseconds → `2009-10-12T17:50:30.000Z`, as listings write `LastModified`.
+/// Unix milliseconds → `2009-10-12T17:50:30.000Z`, as listings write `LastModified`: in
+/// whole seconds, as S3 does and as `Last-Modified` says it. A listing with the
+/// milliseconds disagreed with HEAD, and `aws s3 sync --exact-timestamps` (which sets a
+/// downloaded file's mtime in whole seconds) downloaded every file again on every run.
 pub fn iso8601_ms(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
     let t = secs.rem_euclid(86400);
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", t / 3600, t / 60 % 60, t % 60, ms.rem_euclid(1000))
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.000Z", t / 3600, t / 60 % 60, t % 60)
 }
 
 #[cfg(test)]
@@ -195,6 +198,6 @@ mod tests {
     #[test]
     fn iso8601() {
         assert_eq!(iso8601_ms(1255369830000), "2009-10-12T17:50:30.000Z");
-        assert_eq!(iso8601_ms(1369353600123), "2013-05-24T00:00:00.123Z");
+        assert_eq!(iso8601_ms(1369353600923), "2013-05-24T00:00:00.000Z");
     }
 }

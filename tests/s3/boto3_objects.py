@@ -43,6 +43,11 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(h["Metadata"], {"colour": "blue", "two-words": "x y"}, "HEAD metadata")
     eq(h["ETag"], f'"{md5(value)}"', "HEAD ETag")
     assert "VersionId" not in h, h
+    # whole seconds in listings, as S3 and Last-Modified: aws s3 sync --exact-timestamps
+    # compares them with the mtime it set (in whole seconds) on a downloaded file
+    for listing in (s3.list_objects_v2, s3.list_objects):
+        listed = listing(Bucket=B, Prefix="a/value.bin")["Contents"]
+        eq([o["LastModified"] for o in listed], [h["LastModified"]], f"{listing.__name__} LastModified is HEAD's")
     g = s3.get_object(Bucket=B, Key="a/value.bin")
     eq((g["ContentType"], g["Metadata"]), ("application/x-test", {"colour": "blue", "two-words": "x y"}), "GET headers")
     g["Body"].read()
