@@ -169,7 +169,12 @@ fn damage(c: &Cluster) {
     fs::remove_file(path_on(c, v, &marker_of(&rel))).unwrap();
     write_file(c, 2, &format!("sv00{}", key_path("/ghost")), b"nobody's");
     write_file(c, 1, "sv01/_tmp/19a0b1c2d3e-1f-0", b"left behind by a crash");
+    // not mkv's: beside the key folders, not in one (the walk says it ignores it)
+    write_file(c, 0, NOT_OURS, b"an operator's note");
 }
+
+/// A file in an `xx` folder but in no `yy` one: verify ignores it, `-repair` too.
+const NOT_OURS: &str = "sv00/ab/README.txt";
 
 /// Finds, counts and repairs each kind of damage; a second run finds nothing.
 fn each_kind_found_and_repaired(online: bool) {
@@ -217,6 +222,8 @@ fn each_kind_found_and_repaired(online: bool) {
 
     let (code, err) = run(&c, &["-grace", "0s", "-deep"]);
     assert_eq!(code, Some(0), "a second run finds nothing: {err}");
+    assert_eq!(fs::read(path_on(&c, 0, NOT_OURS)).unwrap(), b"an operator's note", "{err}");
+    fs::remove_file(path_on(&c, 0, NOT_OURS)).unwrap();
     assert_whole(&c, &live, &unlinked);
     if !online {
         c.master.restart();

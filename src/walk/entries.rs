@@ -102,12 +102,9 @@ impl Walk<'_> {
                         return self.queue_full(job);
                     }
                 }
-                None => {
-                    if e.kind == "file" {
-                        self.junk(job, format!("{}{}", job.dir, e.name), e.mtime());
-                    }
-                    self.stray(job, &e.name, "not a two-hex-digit folder")
-                }
+                // not in a key folder: no one's to judge (README: never counted, reported
+                // or deleted); it was taken for an orphan and `-repair` deleted it
+                None => self.stray(job, &e.name, "not a two-hex-digit folder"),
             }
         }
         for (yy, n) in seen.into_iter().enumerate().filter(|(_, n)| *n > 1) {
