@@ -795,3 +795,26 @@ fn an_online_rebalance_asks_again_for_keys_that_met_a_busy_volume() {
         assert_eq!(get(&master.addr(), key).status, 404, "{key}");
     }
 }
+
+/// An online rebalance onto a list naming a volume that does not answer is refused before
+/// the master switches, as the offline one is: switched, the master placed new keys on the
+/// dead volume and most PUTs failed until the next rebalance.
+#[test]
+fn an_online_rebalance_onto_an_unreachable_volume_is_refused_before_the_switch() {
+    let (_vols, four, master, keys) = three_of_four(&flags(), "/u/", 10);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut to = four[..3].to_vec();
+    to.push(dead.clone());
+    let (code, err) = rebalance(&to, &["-online", &format!("http://{}", master.addr())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&dead) && err.contains("unreachable") && err.contains("nothing switched"), "{err}");
+    let r = request(&master.addr(), "VOLUMES", &format!("/?volumes={}&replicas=3", to.join(",")), &[], b"");
+    assert_eq!(r.status, 503, "{r:?}");
+    for i in 0..20 {
+        let key = format!("/after/{i}");
+        assert_eq!(request(&master.addr(), "PUT", &key, &[], b"v").status, 201, "{key}: still on the old list");
+    }
+    for key in &keys {
+        assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
+    }
+}

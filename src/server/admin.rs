@@ -14,7 +14,7 @@ use crate::{
     http::{response, Conn, Method},
     metrics::{Totals, METHODS},
     s3::multipart::{self, PartMove},
-    store::{repair, write::on_pool, Ctx},
+    store::{repair, write::on_pool, Ctx, Refused},
 };
 
 /// How far back the status page's request rates look.
@@ -167,7 +167,10 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
         let replicas = replicas.unwrap_or(ctx.topo().replicas);
         let list = names(list);
         let shared = ctx.shared.clone();
-        on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(ApiError::BadConfig)?;
+        on_pool(move || shared.set_volumes(&list, replicas)).await?.map_err(|r| match r {
+            Refused::Invalid(why) => ApiError::BadConfig(why),
+            Refused::Unreachable(why) => ApiError::Unreachable(why),
+        })?;
     }
     let parts = if req.parts { Some(move_parts(ctx).await?) } else { None };
     let forgotten = match &req.settled {

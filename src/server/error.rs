@@ -14,6 +14,8 @@ pub enum ApiError {
     BadQuery(&'static str),
     /// A volume list that does not validate (VOLUMES).
     BadConfig(String),
+    /// A volume list naming a volume that does not answer (VOLUMES): `503`.
+    Unreachable(String),
     /// An admin request the master's state refuses now (`409`), and why.
     Conflict(String),
     /// An admin method with a missing or wrong token.
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::BadQuery(_) | ApiError::BadConfig(_) => 400,
             ApiError::Conflict(_) => 409,
+            ApiError::Unreachable(_) => 503,
             ApiError::Unauthorized => 401,
             ApiError::Forbidden => 403,
         }
@@ -109,7 +112,7 @@ impl fmt::Display for ApiError {
             ApiError::Store(e) => write!(f, "{e}"),
             ApiError::MethodNotAllowed(allow) => write!(f, "method not allowed (allowed: {allow})"),
             ApiError::BadQuery(why) => write!(f, "{why}"),
-            ApiError::BadConfig(why) | ApiError::Conflict(why) => write!(f, "{why}"),
+            ApiError::BadConfig(why) | ApiError::Conflict(why) | ApiError::Unreachable(why) => write!(f, "{why}"),
             ApiError::Unauthorized => write!(f, "admin method: missing or wrong Authorization: Bearer token"),
             ApiError::Forbidden => {
                 write!(f, "admin method: allowed from this host (loopback) only; start the master with -admin-token")

@@ -132,24 +132,38 @@ impl Shared {
     /// Switches placement to `volumes` (online rebalance). Records keep pointing at their
     /// replicas, so GETs go on; new PUTs land on the new list; REBALANCE moves old keys.
     /// Blocks (it probes new volumes once): call it off the runtime threads.
-    pub fn set_volumes(&self, volumes: &[String], replicas: usize) -> Result<(), String> {
+    /// A list naming a new volume that cannot be reached is refused: switched, the master
+    /// would place new keys there and fail their PUTs.
+    pub fn set_volumes(&self, volumes: &[String], replicas: usize) -> Result<(), Refused> {
         let mut check = self.cfg.clone();
         check.volumes = volumes.to_vec();
         check.replicas = replicas;
-        check.validate()?;
+        check.validate().map_err(Refused::Invalid)?;
         let mut slot = self.topo.lock().unwrap_or_else(|e| e.into_inner());
         let next = Topology::new(volumes, replicas, self.cfg.subvolumes, self.cfg.voltimeout, Some(&slot));
         let fresh: Vec<_> = next.all().filter(|v| slot.volume(&v.name).is_none()).cloned().collect();
-        // health before the switch, so the first PUTs to a new volume do not fail as "down"
-        volume::probe_all(fresh.iter(), self.cfg.voltimeout);
+        // health before the switch, so the first PUTs to a new volume do not fail as "down";
+        // a new one that cannot be reached at all (a wrong address) is refused. One that took
+        // the connection but was slow to answer is there: the prober watches it from now on.
+        let unreachable: Vec<String> = volume::probe_all(fresh.iter(), self.cfg.voltimeout)
+            .into_iter()
+            .filter(|(_, why)| why != volume::HUNG)
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        if !unreachable.is_empty() {
+            return Err(Refused::Unreachable(format!(
+                "new volume(s) unreachable: {}; nothing switched",
+                unreachable.join(", ")
+            )));
+        }
         if let Some(p) = &self.prober {
             p.watch(fresh.iter());
         }
         if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
-            return Err(format!("cannot record the volume list: {e}"));
+            return Err(Refused::Invalid(format!("cannot record the volume list: {e}")));
         }
         if let Err(e) = crate::served::add_volumes(&self.index, volumes) {
-            return Err(format!("cannot record the volume list: {e}"));
+            return Err(Refused::Invalid(format!("cannot record the volume list: {e}")));
         }
         *slot = Arc::new(next);
         self.topo_gen.fetch_add(1, Ordering::Release);
@@ -275,4 +289,13 @@ impl Ctx {
             }
         }
     }
+}
+
+/// Why a volume list was not switched to (VOLUMES).
+#[derive(Debug)]
+pub enum Refused {
+    /// The list does not validate, or could not be recorded.
+    Invalid(String),
+    /// A volume of it does not answer.
+    Unreachable(String),
 }

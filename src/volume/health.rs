@@ -17,6 +17,10 @@ use monoio::{
 
 use super::Volume;
 
+/// Why a probe failed when the volume took the connection but did not answer in time: it
+/// is there, busy or stopped (a wrong address refuses the connection, or does not resolve).
+pub const HUNG: &str = "no answer in time (hung?)";
+
 /// Longest a probe waits: a hung volume is marked down within interval + this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -63,7 +67,7 @@ fn ask(addr: SocketAddr, name: &str, timeout: Duration) -> Result<(), String> {
             Ok(0) => return Err("closed without answering".into()),
             Ok(k) => n += k,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err("no answer in time (hung?)".into())
+                return Err(HUNG.into())
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -18,7 +18,7 @@ use std::{
 };
 
 pub use client::{Client, Download};
-pub use health::{probe_all, Prober};
+pub use health::{probe_all, Prober, HUNG};
 
 /// What went wrong talking to a volume; every variant names the volume.
 #[derive(Debug)]
