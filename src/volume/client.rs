@@ -157,9 +157,11 @@ impl Client {
         Client { rcvbuf, ..Client::default() }
     }
 
-    async fn lease(&self, topo: &Topology, server: &str, fresh: bool) -> Result<Leased, Error> {
+    /// A connection to `server` for a request; one that `writes` (changes files) also
+    /// waits out a request of its own that timed out (see [`super::Late`]).
+    async fn lease(&self, topo: &Topology, server: &str, fresh: bool, writes: bool) -> Result<Leased, Error> {
         let vol = topo.volume(server).cloned();
-        if vol.as_ref().is_some_and(|v| !v.is_up()) {
+        if vol.as_ref().is_some_and(|v| if writes { !v.takes_writes() } else { !v.is_up() }) {
             return Err(Error::Down(server.to_string()));
         }
         if !fresh {
@@ -221,10 +223,10 @@ impl Client {
         body: Bytes,
     ) -> Result<(Leased, Head, Vec<u8>), Error> {
         let reads = head.starts_with(b"GET ") || head.starts_with(b"HEAD ");
-        let mut l = self.lease(topo, server, false).await?;
+        let mut l = self.lease(topo, server, false, !reads).await?;
         let r = match send_and_read_head(&mut l, HeadBody::new(head.clone(), body.clone()), topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
-                l = self.lease(topo, server, true).await?;
+                l = self.lease(topo, server, true, !reads).await?;
                 send_and_read_head(&mut l, HeadBody::new(head, body), topo.timeout).await
             }
             r => r,
@@ -299,11 +301,11 @@ impl Client {
 
     /// One PUT of a whole body; on a timeout after the body went out, fenced.
     async fn put_fenced(&self, topo: &Topology, server: &str, path: &str, body: Bytes) -> Result<u16, Error> {
-        let mut l = self.lease(topo, server, false).await?;
+        let mut l = self.lease(topo, server, false, true).await?;
         let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body.clone());
         let r = match send_and_read_head(&mut l, msg, topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
-                l = self.lease(topo, server, true).await?;
+                l = self.lease(topo, server, true, true).await?;
                 let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body);
                 send_and_read_head(&mut l, msg, topo.timeout).await
             }
@@ -502,7 +504,7 @@ impl Client {
         // fresh connections: a body is streamed once and cannot be sent again, so a pooled
         // connection that nginx closed at the same moment would fail the PUT (and wrongly
         // mark a healthy volume down); a connect on a LAN costs little next to a streamed body
-        let leases = join_all(targets.iter().map(|(s, _)| self.lease(topo, s, true))).await;
+        let leases = join_all(targets.iter().map(|(s, _)| self.lease(topo, s, true, true))).await;
         let mut legs = Vec::with_capacity(targets.len());
         for l in leases {
             legs.push(l?);
@@ -733,13 +735,17 @@ fn set_rcvlowat(s: &TcpStream, bytes: usize) -> std::io::Result<()> {
 
 /// Sets a socket-level option that takes an int.
 fn set_int(s: &TcpStream, opt: libc::c_int, value: usize) -> std::io::Result<()> {
+    set_opt(s, libc::SOL_SOCKET, opt, value)
+}
+
+fn set_opt(s: &TcpStream, level: libc::c_int, opt: libc::c_int, value: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let v = value.min(i32::MAX as usize) as libc::c_int;
     // SAFETY: setsockopt reads an int from a live local for an fd the stream holds open
     let r = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             opt,
             &v as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -776,17 +782,33 @@ const FENCE_WAIT: Duration = Duration::from_secs(600);
 fn fence(mut l: Leased, path: &str) {
     let msg = head("DELETE", &l.server, path, Some(0));
     let late = l.vol.as_ref().map(|v| v.late());
+    let until = kept(&l);
     monoio::spawn(async move {
         let _late = late;
-        if write_to(&mut l, msg, FENCE_WAIT).await.is_err() {
+        if write_to(&mut l, msg, left(until)).await.is_err() {
             return;
         }
         for _ in 0..2 {
-            if read_answer(&mut l, FENCE_WAIT).await.is_err() {
+            if read_answer(&mut l, left(until)).await.is_err() {
                 return;
             }
         }
     });
+}
+
+/// A connection kept for late answers: until when, and TCP keepalive on it, so that a volume
+/// host that crashed (no reset ever comes) ends the wait within about 30 s, not at
+/// [`FENCE_WAIT`].
+fn kept(l: &Leased) -> Instant {
+    let _ = set_int(&l.stream, libc::SO_KEEPALIVE, 1);
+    let _ = set_opt(&l.stream, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
+    let _ = set_opt(&l.stream, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5);
+    let _ = set_opt(&l.stream, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    Instant::now() + FENCE_WAIT
+}
+
+fn left(until: Instant) -> Duration {
+    until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
 }
 
 /// A request that changes files (a DELETE, a MOVE, a marker's PUT) whose answer did not
@@ -795,10 +817,11 @@ fn fence(mut l: Leased, path: &str) {
 /// the connection fails): see [`super::Late`].
 fn await_late(mut l: Leased, answers: usize) {
     let Some(late) = l.vol.as_ref().map(|v| v.late()) else { return };
+    let until = kept(&l);
     monoio::spawn(async move {
         let _late = late;
         for _ in 0..answers {
-            if read_answer(&mut l, FENCE_WAIT).await.is_err() {
+            if read_answer(&mut l, left(until)).await.is_err() {
                 return;
             }
         }
@@ -1059,9 +1082,9 @@ mod tests {
             let addr = l.local_addr().unwrap().to_string();
             // a server no topology names is not taken for down
             let topo = Topology::new(&[], 1, 1, Duration::from_secs(1), None);
-            let fixed = Client::new(300 << 10).lease(&topo, &addr, true).await.unwrap();
+            let fixed = Client::new(300 << 10).lease(&topo, &addr, true, false).await.unwrap();
             assert_eq!(rcvbuf_of(&fixed.stream), 600 << 10);
-            let kernel = Client::new(0).lease(&topo, &addr, true).await.unwrap();
+            let kernel = Client::new(0).lease(&topo, &addr, true, false).await.unwrap();
             assert_ne!(rcvbuf_of(&kernel.stream), 600 << 10);
         });
     }

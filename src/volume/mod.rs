@@ -90,17 +90,21 @@ pub struct Volume {
     late: AtomicUsize,
 }
 
-/// A request a volume may still carry out: it went out whole, its answer did not come in
-/// time. While one is outstanding the volume counts as down, even when its probes answer:
-/// a write sent on another connection meanwhile (recovery putting back an unlink marker
-/// that a late DELETE then removes; nginx serves its connections in any order) could be
-/// undone by it. Held by the task that waits on the connection for that answer.
+/// A request that changes files that a volume may still carry out: it went out, its answer
+/// did not come in time. While one is outstanding the volume takes no write, even when its
+/// probes answer: a write sent on another connection meanwhile (recovery putting back an
+/// unlink marker that a late DELETE then removes; nginx serves its connections in any
+/// order) could be undone by it. Reads go on. Held by the task that waits on the
+/// connection for that answer.
 pub struct Late(Arc<Volume>);
 
 impl Drop for Late {
     fn drop(&mut self) {
-        if self.0.late.fetch_sub(1, Ordering::Relaxed) == 1 {
-            eprintln!("mkv: volume {}: no request that timed out is outstanding now", self.0.name);
+        if self.0.late.fetch_sub(1, Ordering::Relaxed) == 1 && ANNOUNCE_UP.load(Ordering::Relaxed) {
+            eprintln!(
+                "mkv: volume {} takes writes again (the late answers came, or the wait for them ended)",
+                self.0.name
+            );
         }
     }
 }
@@ -116,15 +120,21 @@ impl Volume {
         })
     }
 
-    /// Probes answer and no request sent to it may still be carried out late.
+    /// Its probes answer.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed) && self.late.load(Ordering::Relaxed) == 0
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Up, and no request that changes files and timed out may still be carried out late:
+    /// reads go on meanwhile, writes wait (see [`Late`]).
+    pub fn takes_writes(&self) -> bool {
+        self.is_up() && self.late.load(Ordering::Relaxed) == 0
     }
 
     /// Counts a request that may still be carried out until the [`Late`] is dropped.
     pub fn late(self: &Arc<Self>) -> Late {
-        if self.late.fetch_add(1, Ordering::Relaxed) == 0 {
-            eprintln!("mkv: volume {} is not used until it answers a request that timed out", self.name);
+        if self.late.fetch_add(1, Ordering::Relaxed) == 0 && ANNOUNCE_UP.load(Ordering::Relaxed) {
+            eprintln!("mkv: volume {} takes no write until it answers a request that timed out", self.name);
         }
         Late(self.clone())
     }
