@@ -511,11 +511,20 @@ struct Parts<'a> {
     next: usize,
     d: Option<Download>,
     total: u64,
-    /// The checksums the Complete asked for, checked as the bytes go by.
+    /// The checksums the Complete asked for, checked as the bytes go by; the first that
+    /// failed, refused at the end (see [`Source::end`]): the body may have gone out whole.
     sums: sums::Sums,
+    failed: Option<S3Error>,
 }
 
 impl Parts<'_> {
+    /// Notes a checksum that failed: the first is the answer (at the end).
+    fn check(&mut self, r: Result<(), S3Error>) {
+        if let Err(e) = r {
+            self.failed.get_or_insert(e);
+        }
+    }
+
     /// Opens part `i` on the first replica that answers. A part every replica of which
     /// answered that it has no such file (a snapshot restored, a volume emptied) will not
     /// come back by retrying: `InvalidPart`, final; anything else may pass: `503`.
@@ -545,12 +554,14 @@ impl Source for Parts<'_> {
         loop {
             if self.d.is_none() {
                 if self.next == self.parts.len() {
-                    self.sums.finish()?;
+                    let r = self.sums.finish();
+                    self.check(r);
                     return Ok(None);
                 }
                 self.sums.start(self.next);
                 if self.parts[self.next].size == 0 {
-                    self.sums.end()?;
+                    let r = self.sums.end();
+                    self.check(r);
                     self.next += 1;
                     continue;
                 }
@@ -564,7 +575,8 @@ impl Source for Parts<'_> {
                     return Ok(Some(c));
                 }
                 Ok(None) => {
-                    self.sums.end()?;
+                    let r = self.sums.end();
+                    self.check(r);
                     if let Some(d) = self.d.take() {
                         self.ctx.client.finish(d);
                     }
@@ -576,6 +588,10 @@ impl Source for Parts<'_> {
 
     fn len(&self) -> Option<u64> {
         Some(self.total)
+    }
+
+    async fn end(&mut self) -> Result<(), S3Error> {
+        self.failed.take().map_or(Ok(()), Err)
     }
 }
 
@@ -616,7 +632,7 @@ pub async fn complete(
         stored.etag = Some(tag.clone());
         let total = chosen.iter().map(|p| p.size).sum();
         let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
-        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums };
+        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums, failed: None };
         // refused, the upload stays: the client may complete it again or abort it
         let held = claim_for_write(ctx, &u.key, write_if, false).await?;
         // kept if the write fails or a crash cuts it: a write recovery rolls forward ends

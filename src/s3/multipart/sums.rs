@@ -10,13 +10,15 @@ use super::super::checksum::{Algorithm, Digest, Hasher};
 use super::super::error::S3Error;
 use super::super::request::Headers;
 
-/// What the whole object must have.
+/// What the whole object must have, and how its value may be read: of every byte
+/// (`FULL_OBJECT`) or of the parts' checksums (`COMPOSITE`). A value written `<b64>-<N>` is
+/// composite; one without says it by `x-amz-checksum-type`, or, with none, may be either:
+/// minio-go sends a composite one bare, as S3 accepts when the upload was created so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Whole {
-    /// Of every byte.
-    Full(Digest),
-    /// Of the parts' binary checksums in order, over this many parts.
-    Composite(Digest, usize),
+struct Whole {
+    want: Digest,
+    full: bool,
+    composite: bool,
 }
 
 pub struct Sums {
@@ -34,20 +36,22 @@ impl Sums {
     /// `listed` are the chosen parts' XML checksums, in order.
     pub fn new(headers: &Headers, listed: Vec<Option<Digest>>) -> Result<Sums, S3Error> {
         let whole = whole(headers, listed.len())?;
-        let full = match whole {
-            Some(Whole::Full(d)) => Some(Hasher::new(d.algorithm())),
-            _ => None,
-        };
+        let full = whole.filter(|w| w.full).map(|w| Hasher::new(w.want.algorithm()));
         Ok(Sums { listed, whole, full, part: None, composite: Vec::new() })
+    }
+
+    /// The algorithm of a composite checksum, when one may be asked.
+    fn composite_alg(&self) -> Option<Algorithm> {
+        self.whole.filter(|w| w.composite).map(|w| w.want.algorithm())
     }
 
     /// Part `i` starts.
     pub fn start(&mut self, i: usize) {
         let mut algs: Vec<Algorithm> =
             self.listed.get(i).copied().flatten().map(|d| d.algorithm()).into_iter().collect();
-        if let Some(Whole::Composite(d, _)) = self.whole {
-            if !algs.contains(&d.algorithm()) {
-                algs.push(d.algorithm());
+        if let Some(alg) = self.composite_alg() {
+            if !algs.contains(&alg) {
+                algs.push(alg);
             }
         }
         self.part = Some((i, algs.into_iter().map(Hasher::new).collect()));
@@ -73,29 +77,26 @@ impl Sums {
                 return Err(S3Error::InvalidPart);
             }
         }
-        if let Some(Whole::Composite(d, _)) = self.whole {
-            if let Some(g) = find(d.algorithm()) {
-                self.composite.extend_from_slice(g.as_bytes());
-            }
+        if let Some(g) = self.composite_alg().and_then(find) {
+            self.composite.extend_from_slice(g.as_bytes());
         }
         Ok(())
     }
 
-    /// Every part streamed: the whole object's checksum must match (`400 BadDigest`).
+    /// Every part streamed: the whole object's checksum must match (`400 BadDigest`), read
+    /// in either form it may be in.
     pub fn finish(&mut self) -> Result<(), S3Error> {
-        let got = match (self.whole, self.full.take()) {
-            (Some(Whole::Full(_)), Some(h)) => h.finish(),
-            (Some(Whole::Composite(d, _)), _) => {
-                let mut h = Hasher::new(d.algorithm());
-                h.update(&self.composite);
-                h.finish()
-            }
-            _ => return Ok(()),
-        };
-        match self.whole {
-            Some(Whole::Full(want) | Whole::Composite(want, _)) if want != got => Err(want.algorithm().mismatch()),
-            _ => Ok(()),
+        let Some(w) = self.whole else { return Ok(()) };
+        let full = self.full.take().map(Hasher::finish);
+        let composite = w.composite.then(|| {
+            let mut h = Hasher::new(w.want.algorithm());
+            h.update(&self.composite);
+            h.finish()
+        });
+        if full == Some(w.want) || composite == Some(w.want) {
+            return Ok(());
         }
+        Err(w.want.algorithm().mismatch())
     }
 }
 
@@ -103,6 +104,12 @@ impl Sums {
 /// `<base64>-<N>` of the parts' checksums, N the number of parts listed (another N is
 /// `BadDigest`: it cannot match).
 fn whole(headers: &Headers, parts: usize) -> Result<Option<Whole>, S3Error> {
+    let kind = headers.get("x-amz-checksum-type").map(|t| t.trim_ascii().to_ascii_uppercase());
+    let (full, composite) = match kind.as_deref() {
+        Some(b"FULL_OBJECT") => (true, false),
+        Some(b"COMPOSITE") => (false, true),
+        _ => (true, true),
+    };
     let mut found = None;
     for (name, value) in headers.iter() {
         let Some(alg) = Algorithm::from_header(name).filter(|a| *a != Algorithm::Md5) else { continue };
@@ -115,14 +122,14 @@ fn whole(headers: &Headers, parts: usize) -> Result<Option<Whole>, S3Error> {
         found = Some(match value.iter().rposition(|&b| b == b'-') {
             Some(dash) => {
                 let n = std::str::from_utf8(&value[dash + 1..]).ok().and_then(|n| n.parse::<usize>().ok());
-                let d = Digest::from_base64(alg, &value[..dash])?;
+                let want = Digest::from_base64(alg, &value[..dash])?;
                 match n {
-                    Some(n) if n == parts => Whole::Composite(d, n),
+                    Some(n) if n == parts => Whole { want, full: false, composite: true },
                     Some(_) => return Err(alg.mismatch()),
                     None => return Err(alg.malformed()),
                 }
             }
-            None => Whole::Full(Digest::from_base64(alg, value)?),
+            None => Whole { want: Digest::from_base64(alg, value)?, full, composite },
         });
     }
     Ok(found)
@@ -179,6 +186,13 @@ mod tests {
         assert_eq!(run(&[(alg.header(), &format!("{whole}-2"))], listed, &[b, a]), Err(S3Error::InvalidPart));
         let full = digest(alg, &[a, b]).to_base64();
         assert_eq!(run(&[(alg.header(), &format!("{full}-2"))], vec![None, None], &[a, b]), Err(alg.mismatch()));
+        // bare, as minio-go sends it: either form, unless the type says which
+        assert_eq!(run(&[(alg.header(), &whole)], vec![None, None], &[a, b]), Ok(()));
+        let typed = |t: &str, v: &str| run(&[(alg.header(), v), ("x-amz-checksum-type", t)], vec![None, None], &[a, b]);
+        assert_eq!(typed("COMPOSITE", &whole), Ok(()));
+        assert_eq!(typed("FULL_OBJECT", &whole), Err(alg.mismatch()));
+        assert_eq!(typed("COMPOSITE", &full), Err(alg.mismatch()));
+        assert_eq!(typed("full_object", &full), Ok(()));
         assert!(run(&[(alg.header(), "AAAA-2")], vec![None, None], &[a, b]).is_err(), "not a CRC32's base64");
         assert!(run(&[(alg.header(), "AAAAAA==-x")], vec![None, None], &[a, b]).is_err());
     }
