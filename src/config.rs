@@ -25,6 +25,11 @@ pub struct Limits {
     pub send_timeout: Duration,
 }
 
+/// The smallest `-max-head` and `-max-uri` taken: a request head of a few headers, a key
+/// near the longest a file name allows, percent-encoded.
+const MIN_HEAD: usize = 1024;
+const MIN_URI: usize = 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -127,6 +132,13 @@ impl Config {
                 self.replicas,
                 self.volumes.len()
             ));
+        }
+        // 0 is not "no limit" here (it is for -max-body): every request would be refused
+        if self.limits.max_head < MIN_HEAD {
+            return Err(format!("-max-head must be at least {MIN_HEAD} (bytes of a request head)"));
+        }
+        if self.limits.max_uri < MIN_URI {
+            return Err(format!("-max-uri must be at least {MIN_URI} (bytes of a request target)"));
         }
         if self.subvolumes == 0 || self.subvolumes > 256 {
             return Err("-subvolumes must be between 1 and 256".into());
@@ -266,6 +278,12 @@ mod tests {
         c.volume_rcvbuf = 4096;
         assert!(c.validate().unwrap_err().contains("-volume-rcvbuf"));
         c.volume_rcvbuf = 0;
+        // 0 reads as "no limit" (as -max-body's does) but refused every request
+        c.limits.max_head = 0;
+        assert!(c.validate().unwrap_err().contains("-max-head must be at least"));
+        c.limits = Limits { max_uri: 0, ..Limits::default() };
+        assert!(c.validate().unwrap_err().contains("-max-uri must be at least"));
+        c.limits = Limits::default();
         assert!(c.validate().is_ok());
     }
 }

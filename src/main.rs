@@ -198,10 +198,10 @@ struct Flags {
     /// (~350 bytes each), and as many keys found missing (0 turns both off)
     #[arg(long, global = true, default_value_t = 131072)]
     cache_keys: usize,
-    /// Longest request head (request line + headers) in bytes: 431 beyond
+    /// Longest request head (request line + headers) in bytes, at least 1024: 431 beyond
     #[arg(long, global = true, default_value_t = Limits::default().max_head)]
     max_head: usize,
-    /// Longest request target in bytes: 414 beyond
+    /// Longest request target in bytes, at least 1024: 414 beyond
     #[arg(long, global = true, default_value_t = Limits::default().max_uri)]
     max_uri: usize,
     /// Largest request body in bytes, 0 = no limit: 413 beyond
