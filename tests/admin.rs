@@ -248,6 +248,7 @@ fn taken_explicit_admin_address_is_an_error() {
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
     assert!(stderr.starts_with("mkv: ") && stderr.contains(&addr), "{stderr}");
+    assert!(!db.path().join("CURRENT").exists(), "a master that did not start made an index");
 }
 
 /// `-listen` on an address no interface has says so (it asked whether another server ran
@@ -267,6 +268,8 @@ fn a_listen_address_is_refused_with_its_reason() {
         assert!(code.is_some_and(|c| c != 0), "exit {code:?}:\n{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line:\n{stderr}");
         assert!(stderr.contains(says), "{stderr}");
+        // a new empty index left behind: a verify took it for one holding nothing
+        assert!(!db.path().join("CURRENT").exists(), "a master that did not start made an index");
     }
 }
 

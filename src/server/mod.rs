@@ -91,13 +91,16 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     // before any thread starts, so every thread inherits the mask and only the signal
     // thread sees SIGTERM/SIGINT
     let signals = signals::block()?;
-    let index = Index::open_with_cache(&cfg.db, cfg.index_cache_mb).map_err(anyhow::Error::msg)?;
     let addr = cfg.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], cfg.port)));
+    // a busy port is said before the index is opened: a master that cannot start leaves no
+    // new empty index behind (which a verify would then take for one with nothing in it)
+    check_free(addr)?;
+    let admin = admin_listener(&cfg, addr.port())?;
+    let index = Index::open_with_cache(&cfg.db, cfg.index_cache_mb).map_err(anyhow::Error::msg)?;
     let listeners = listen(addr, cfg.threads)?;
     let bound = listeners[0].local_addr()?;
     // copies of the index (snapshots) carry it: offline tools given one know it is not the whole truth
     crate::served::record(&index, &crate::served::Master::me(bound, &cfg.volumes)).map_err(anyhow::Error::msg)?;
-    let admin = admin_listener(&cfg, addr.port())?;
     let uring = monoio::utils::detect_uring();
     let shared = Arc::new(Shared::new(cfg, index, true)?);
     eprintln!(
@@ -165,23 +168,29 @@ fn raise_nofile() -> u64 {
     r.rlim_cur
 }
 
+/// Whether `addr` can be listened on, by a plain bind (port 0 always can).
+fn check_free(addr: SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => Some("is another server running there?"),
+            std::io::ErrorKind::AddrNotAvailable => Some("no interface of this host has that address"),
+            _ => None,
+        };
+        match why {
+            Some(why) => anyhow::anyhow!("cannot listen on {addr}: {e} ({why})"),
+            None => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+        }
+    })
+}
+
 /// Binds `n` listeners on one address with SO_REUSEPORT, so the kernel spreads connections.
 /// Port 0 takes a free port. Because SO_REUSEPORT would let a second server share a port
 /// silently, a busy port is detected first with a plain bind.
 fn listen(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
-    if addr.port() != 0 {
-        std::net::TcpListener::bind(addr).map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::AddrInUse => Some("is another server running there?"),
-                std::io::ErrorKind::AddrNotAvailable => Some("no interface of this host has that address"),
-                _ => None,
-            };
-            match why {
-                Some(why) => anyhow::anyhow!("cannot listen on {addr}: {e} ({why})"),
-                None => anyhow::anyhow!("cannot listen on {addr}: {e}"),
-            }
-        })?;
-    }
+    check_free(addr)?;
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
