@@ -118,10 +118,10 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct Flags {
-    /// RocksDB index folder (required)
+    /// RocksDB index folder (required, but with -online)
     #[arg(long, global = true, value_name = "PATH")]
     db: Option<PathBuf>,
-    /// Volume servers, comma separated host:port (required)
+    /// Volume servers, comma separated host:port (required; verify -online takes the master's)
     #[arg(long, global = true, value_name = "a,b,c", value_delimiter = ',')]
     volumes: Vec<String>,
     /// Master port (0 picks a free one and prints it)
@@ -289,12 +289,124 @@ fn go_style(args: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// The flags each command reads, the only ones its `--help` lists. Every flag is global and
+/// taken by every command (a script may pass one set to all); listing all ~45 under each
+/// command said nothing of which mattered where.
+const SHOWN: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "db",
+            "volumes",
+            "port",
+            "listen",
+            "admin",
+            "admin_token",
+            "drain",
+            "move_grace",
+            "s3_keys",
+            "s3_keepalive",
+            "sync",
+            "index_cache",
+            "volume_rcvbuf",
+            "max_conns",
+            "replicas",
+            "subvolumes",
+            "fallback",
+            "protect",
+            "md5sum",
+            "voltimeout",
+            "threads",
+            "verbose",
+            "cache_keys",
+            "max_head",
+            "max_uri",
+            "max_body",
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "body_min_rate",
+            "send_timeout",
+            "scrub",
+            "grace",
+            "rate",
+            "volume_secret",
+            "sign_redirects",
+        ],
+    ),
+    (
+        "rebuild",
+        &["db", "volumes", "replicas", "subvolumes", "voltimeout", "force", "verify", "concurrency", "volume_secret"],
+    ),
+    (
+        "rebalance",
+        &[
+            "db",
+            "volumes",
+            "replicas",
+            "subvolumes",
+            "voltimeout",
+            "dry_run",
+            "online",
+            "admin_token",
+            "concurrency",
+            "volume_secret",
+        ],
+    ),
+    (
+        "verify",
+        &[
+            "db",
+            "volumes",
+            "replicas",
+            "subvolumes",
+            "voltimeout",
+            "online",
+            "admin_token",
+            "deep",
+            "repair",
+            "grace",
+            "rate",
+            "concurrency",
+            "volume_secret",
+        ],
+    ),
+    ("snapshot", &["online", "admin_token", "to"]),
+];
+
+/// `mkv <name> --help` as printed: the flags [`SHOWN`] lists for it, the others hidden (the
+/// command is built for this rendering only: clap parses with every flag).
+fn scoped_help(name: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let shown = SHOWN.iter().find(|(n, _)| *n == name)?.1;
+    let mut cmd = Cli::command().bin_name("mkv");
+    cmd.build();
+    let sc = cmd.find_subcommand_mut(name)?;
+    let ids: Vec<String> = sc.get_arguments().filter(|a| a.is_global_set()).map(|a| a.get_id().to_string()).collect();
+    let mut sc = sc.clone();
+    for id in ids.iter().filter(|id| !shown.contains(&id.as_str())) {
+        sc = sc.mut_arg(id, |a| a.hide(true));
+    }
+    Some(sc.render_help().to_string())
+}
+
+/// The command a `--help` is about: the first argument naming one.
+fn help_topic(args: &[String]) -> Option<&str> {
+    args.iter().skip(1).map(String::as_str).find(|a| SHOWN.iter().any(|(n, _)| n == a))
+}
+
 fn main() -> ExitCode {
     lean_memory();
-    let cli = match Cli::try_parse_from(go_style(std::env::args())) {
+    let args: Vec<String> = go_style(std::env::args());
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
-            let _ = e.print();
+            match help_topic(&args).and_then(scoped_help).filter(|_| e.kind() == clap::error::ErrorKind::DisplayHelp) {
+                Some(text) => print!("{text}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return ExitCode::SUCCESS;
         }
         Err(e)
@@ -489,6 +601,40 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(go_style(args.iter().map(|s| s.to_string())))
+    }
+
+    /// `mkv <cmd> --help`, as printed.
+    fn help(cmd: &str) -> String {
+        let args: Vec<String> = ["mkv", "-db", "/x", cmd, "--help"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(help_topic(&args), Some(cmd));
+        scoped_help(cmd).expect("a command SHOWN lists")
+    }
+
+    #[test]
+    fn each_command_lists_the_flags_it_reads() {
+        let snapshot = help("snapshot");
+        for flag in ["--online", "--to", "--admin-token"] {
+            assert!(snapshot.contains(flag), "{flag}:\n{snapshot}");
+        }
+        for flag in ["--db", "--volumes", "--max-head", "--port", "--repair"] {
+            assert!(!snapshot.contains(flag), "{flag}:\n{snapshot}");
+        }
+        let verify = help("verify");
+        assert!(verify.contains("--deep") && verify.contains("--grace") && !verify.contains("--s3-keys"), "{verify}");
+        let server = help("server");
+        assert!(
+            server.contains("--max-head") && server.contains("--s3-keys") && !server.contains("--dry-run"),
+            "{server}"
+        );
+        // every flag is still taken by every command
+        assert!(parse(&["mkv", "snapshot", "-online", "http://a:1", "-to", "/x", "-max-head", "4096"]).is_ok());
+        // each flag named in SHOWN exists
+        let all = help("server") + &help("rebuild") + &help("rebalance") + &help("verify") + &snapshot;
+        for (_, shown) in SHOWN {
+            for id in *shown {
+                assert!(all.contains(&format!("--{}", id.replace('_', "-"))), "{id}");
+            }
+        }
     }
 
     /// The option number lean_memory sets is mimalloc's purge delay: the only option of v3
