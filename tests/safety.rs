@@ -175,9 +175,13 @@ fn volumes_switches_do_not_add_threads() {
     let addr = c.addr();
     let pid = c.master.pid().unwrap();
     let vols = addrs(&c.volumes).join(",");
-    // each call names a volume the master has never seen (nobody listens there)
+    // each call names a volume the master has never seen (a listener that never answers: one
+    // nobody listens at is refused)
+    let silent = std::cell::RefCell::new(Vec::new());
     let switch = || {
-        let r = request(&addr, "VOLUMES", &format!("/?volumes={vols},127.0.0.1:{}", free_port()), &[], b"");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = request(&addr, "VOLUMES", &format!("/?volumes={vols},{}", l.local_addr().unwrap()), &[], b"");
+        silent.borrow_mut().push(l);
         assert_eq!(r.status, 200, "{r:?}");
     };
     switch(); // whatever starts once (a thread pool) starts now

@@ -788,12 +788,62 @@ fn fence(mut l: Leased, path: &str) {
         if write_to(&mut l, msg, left(until)).await.is_err() {
             return;
         }
-        for _ in 0..2 {
-            if read_answer(&mut l, left(until)).await.is_err() {
-                return;
-            }
-        }
+        let _ = read_answers(&mut l, 2, until).await;
     });
+}
+
+/// Reads `n` answers pipelined on one connection (a fence's PUT and DELETE), by `until`.
+/// They often come in one read, which [`read_answer`] (one answer; the rest of what it read
+/// is dropped) would take for one: the second wait then lasted until nginx closed the idle
+/// connection, 5 minutes, the volume taking no write meanwhile.
+async fn read_answers(l: &mut Leased, mut n: usize, until: Instant) -> Result<(), Error> {
+    let bad = || Error::Protocol(l.server.clone(), "malformed response");
+    let (mut buf, mut skip, mut to_eof) = (Vec::<u8>::new(), 0usize, false);
+    loop {
+        // the answers the bytes so far hold, whole
+        while !to_eof {
+            let k = skip.min(buf.len());
+            buf.drain(..k);
+            skip -= k;
+            if skip > 0 {
+                break;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            let head = match resp.parse(&buf).map_err(|_| bad())? {
+                httparse::Status::Partial if buf.len() > MAX_RESPONSE_HEAD => return Err(bad()),
+                httparse::Status::Partial => break,
+                httparse::Status::Complete(h) => h,
+            };
+            let status = resp.code.unwrap_or(0);
+            let length = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+            buf.drain(..head);
+            match (status, length) {
+                (100..=199, _) => continue,
+                (204 | 304, _) => skip = 0,
+                (_, Some(len)) => skip = len,
+                // no length (chunked, or to the close): done when the volume closes it
+                _ => to_eof = true,
+            }
+            n -= 1;
+        }
+        let chunk = Vec::with_capacity(4096);
+        let (r, chunk) = monoio::time::timeout(left(until), l.stream.read(chunk))
+            .await
+            .map_err(|_| Error::Timeout(l.server.clone()))?;
+        match r.map_err(|e| Error::Io(l.server.clone(), e))? {
+            0 if to_eof => return Ok(()),
+            0 => return Err(Error::Io(l.server.clone(), std::io::ErrorKind::UnexpectedEof.into())),
+            _ => buf.extend_from_slice(&chunk),
+        }
+    }
 }
 
 /// A connection kept for late answers: until when, and TCP keepalive on it, so that a volume
