@@ -118,7 +118,7 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct Flags {
-    /// RocksDB index folder (required, but with -online)
+    /// RocksDB index folder (required; rebalance and verify may name a running master with -online instead)
     #[arg(long, global = true, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Volume servers, comma separated host:port (required; verify -online takes the master's)
