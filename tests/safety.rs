@@ -745,6 +745,87 @@ fn a_failed_unlink_leaves_no_marker_to_resurrect_it() {
     }
 }
 
+/// A volume that writes an UNLINK's marker and then drops the connection without answering
+/// (its nginx killed, a reset): the UNLINK fails and the key stays live, and the marker is
+/// cleaned up once the volume takes requests again. The one clean-up DELETE was refused
+/// (the volume just marked down) and the marker stayed beside the live key for good:
+/// `verify` reported it and a `rebuild` restored the live key unlinked.
+#[test]
+fn a_marker_written_by_an_unlink_that_failed_is_cleaned_up() {
+    let vols: Vec<Volume> = (0..2).map(|_| Volume::new()).collect();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = dropping_proxy(vols[0].addr(), armed.clone());
+    let master = Master::start_on(&[cut.clone(), vols[1].addr()], &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = master.addr();
+    let key = "/cut/k";
+    assert_eq!(request(&addr, "PUT", key, &[], b"stays live").status, 201);
+    armed.store(true, Ordering::SeqCst);
+    let r = request(&addr, "UNLINK", key, &[], b"");
+    armed.store(false, Ordering::SeqCst);
+    assert!((500..600).contains(&r.status), "UNLINK with its marker's answer cut off: {r:?}");
+    assert_eq!(request(&addr, "HEAD", key, &[], b"").status, 302, "still live");
+    let marker = marker_of(key_path(key).trim_start_matches('/'));
+    wait_until("the marker the failed UNLINK left to go", TIMEOUT, || !on_volume(&vols[0], &marker));
+    assert!(!on_volume(&vols[1], &marker), "a marker on the other volume");
+    let db = TempDir::new("rebuilt");
+    let joined = addrs(&vols).join(",");
+    let dbp = db.path().join("db");
+    let (code, err) =
+        run_mkv(&["rebuild", "-volumes", &joined, "-db", dbp.to_str().unwrap(), "-replicas", "2", "-subvolumes", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("1 live, 0 unlinked"), "{err}");
+}
+
+/// A proxy to `upstream` that, while `armed`, passes an unlink marker's PUT on, lets the
+/// volume write it, and then closes the client's connection without its answer.
+fn dropping_proxy(upstream: String, armed: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::AtomicBool;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = TcpStream::connect(&upstream) else { continue };
+            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let (armed, muted) = (armed.clone(), Arc::new(AtomicBool::new(false)));
+            let mute = muted.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = down.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let cut = armed.load(Ordering::SeqCst)
+                        && buf[..n].starts_with(b"PUT ")
+                        && buf[..n].windows(10).any(|w| w == b"_unlinked/");
+                    // the answer never reaches the master; the volume has the request
+                    mute.store(cut, Ordering::SeqCst);
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if cut {
+                        thread::sleep(Duration::from_millis(300));
+                        let _ = down.shutdown(std::net::Shutdown::Both);
+                        let _ = up.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                }
+                let _ = up.shutdown(std::net::Shutdown::Write);
+            });
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = up2.read(&mut buf) {
+                    if n == 0 || muted.load(Ordering::SeqCst) || down2.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = down2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
 // ---- 10. smaller ones --------------------------------------------------------------------
 
 #[test]

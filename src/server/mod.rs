@@ -402,6 +402,14 @@ async fn recover(ctx: &Ctx) {
         if let Some(e) = e {
             warn("delete the files of failed PUTs", &e);
         }
+        // unlink markers failed UNLINKs left beside live keys
+        let (n, e) = crate::store::remove::unmark(ctx).await;
+        if n > 0 {
+            eprintln!("mkv: deleted the unlink markers {n} failed UNLINK(s) had left beside live keys");
+        }
+        if let Some(e) = e {
+            warn("delete the unlink markers of failed UNLINKs", &e);
+        }
         let left = ctx.shared.index.pending_keys(b"", 1).map(|k| !k.is_empty()).unwrap_or(true);
         if left {
             match write::recover(ctx).await {

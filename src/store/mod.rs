@@ -71,6 +71,9 @@ pub struct Shared {
     /// Keys whose failed PUT could not remove its files (its placeholder is listed under
     /// `?unlinked`): the server deletes them once the volumes let it ([`remove::finish`]).
     pub failed_puts: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Live keys whose failed UNLINK may have left a marker it could not delete: the server
+    /// deletes them once the volumes let it ([`remove::unmark`]).
+    pub stray_markers: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             last_rebalance: Mutex::new(None),
             moves: relocate::Moves::default(),
             failed_puts: Mutex::default(),
+            stray_markers: Mutex::default(),
             scrub: Mutex::new(None),
         })
     }

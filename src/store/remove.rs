@@ -117,10 +117,45 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     // a volume that took a marker but did not answer has a DELETE of it queued behind on
     // the same connection (the client's fence), so the clean-up below cannot be overtaken
     if let Err(e) = ctx.client.put_all(&topo, &markers, Bytes::from_static(MARKER_BODY)).await {
-        let _ = ctx.client.delete_all(&topo, &markers).await;
+        // a volume that wrote a marker and then failed (reset, killed) is refused this
+        // DELETE (just marked down): the server retries it ([`unmark`]), or a rebuild would
+        // restore the live key unlinked
+        if ctx.client.delete_all(&topo, &markers).await.is_err() {
+            sh.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
+        }
         return Err(e.into());
     }
     sh.index.set(key, State::Unlinked, &rec)?;
     ctx.durable().await?;
     Ok(rec)
+}
+
+/// Deletes the unlink markers failed UNLINKs may have left beside keys still live
+/// ([`Shared::stray_markers`]), once the volumes let it; a key unlinked since, or gone,
+/// keeps what it has. Returns how many keys were cleaned, and the last failure.
+///
+/// [`Shared::stray_markers`]: super::Shared
+pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
+    let keys: Vec<Vec<u8>> =
+        ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    let (mut done, mut last) = (0, None);
+    for key in keys {
+        let Ok(_claim) = ctx.claim(&key) else { continue };
+        let outcome = match ctx.shared.index.get(&key) {
+            Ok(Some((State::Live, rec))) => {
+                let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(&key)));
+                ctx.client.delete_all(&ctx.topo(), &markers).await.map(|()| true).map_err(Error::from)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(cleaned) => {
+                done += usize::from(cleaned);
+                ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    (done, last)
 }
