@@ -336,7 +336,18 @@ const SHOWN: &[(&str, &[&str])] = &[
     ),
     (
         "rebuild",
-        &["db", "volumes", "replicas", "subvolumes", "voltimeout", "force", "verify", "concurrency", "volume_secret"],
+        &[
+            "db",
+            "volumes",
+            "replicas",
+            "subvolumes",
+            "voltimeout",
+            "force",
+            "verify",
+            "concurrency",
+            "volume_secret",
+            "volume_rcvbuf",
+        ],
     ),
     (
         "rebalance",
@@ -351,6 +362,7 @@ const SHOWN: &[(&str, &[&str])] = &[
             "admin_token",
             "concurrency",
             "volume_secret",
+            "volume_rcvbuf",
         ],
     ),
     (
@@ -369,6 +381,7 @@ const SHOWN: &[(&str, &[&str])] = &[
             "rate",
             "concurrency",
             "volume_secret",
+            "volume_rcvbuf",
         ],
     ),
     ("snapshot", &["online", "admin_token", "to"]),
