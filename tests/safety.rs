@@ -826,6 +826,97 @@ fn dropping_proxy(upstream: String, armed: Arc<std::sync::atomic::AtomicBool>) -
     addr
 }
 
+/// A volume that stops taking a PUT's body part way (its disk stalls, the process hangs):
+/// the PUT fails, and nothing but the body's own bytes follows its head on that connection.
+/// The master took any write that ran past -voltimeout for one that had gone out whole and
+/// "fenced" it by pipelining a DELETE of the file behind it, whose head then went out as the
+/// rest of the body: a volume stores those bytes as the file's tail when the lengths meet,
+/// and rebuild would index that file as the key.
+#[test]
+fn a_put_whose_body_stalls_part_way_gets_no_request_spliced_into_it() {
+    let vol = Volume::new();
+    let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stalling = stalling_proxy(vol.addr(), conns.clone(), Duration::from_secs(3));
+    let master =
+        Master::start_on(std::slice::from_ref(&stalling), &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = master.addr();
+    // under 1 MiB: one request written whole (larger bodies are streamed)
+    let body = vec![b'x'; (1 << 20) - 1];
+    let r = request(&addr, "PUT", "/stalled", &[], &body);
+    assert!(r.status >= 500, "a PUT whose body the volume stopped taking: {r:?}");
+    // the stall ends: whatever the master queued on the connection reaches the volume
+    thread::sleep(Duration::from_secs(4));
+    let conns = conns.lock().unwrap();
+    let sent = conns
+        .iter()
+        .find_map(|c| {
+            let c = c.lock().unwrap();
+            let at = c.windows(5).position(|w| w == b"PUT /")?;
+            Some(c[at..].to_vec())
+        })
+        .expect("the PUT went through the proxy");
+    let head = sent.windows(4).position(|w| w == b"\r\n\r\n").expect("the PUT's head") + 4;
+    let rest = &sent[head..];
+    assert!(rest.len() < body.len(), "the stall did not cut the body: all {} bytes came", rest.len());
+    if let Some(at) = rest.iter().position(|&b| b != b'x') {
+        panic!(
+            "after {at} of the body's {} bytes came: {:?}",
+            body.len(),
+            String::from_utf8_lossy(&rest[at..rest.len().min(at + 120)])
+        );
+    }
+    assert_eq!(get(&addr, "/stalled").status, 404);
+    assert!(vol.files().is_empty(), "{:?}", vol.files());
+}
+
+/// A proxy to `upstream` that keeps what each connection sent in `conns` and, on the first
+/// connection carrying a PUT, stops reading for `stall` once the first bytes of its body
+/// passed (its receive buffer kept small, so the master's writes wait on it).
+fn stalling_proxy(
+    upstream: String,
+    conns: Arc<std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>>,
+    stall: Duration,
+) -> String {
+    let listener = narrow_listener(16 << 10, Some(1400));
+    let addr = listener.local_addr().unwrap().to_string();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut down) = conn else { continue };
+            let Ok(mut up) = TcpStream::connect(&upstream) else { continue };
+            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+            let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+            conns.lock().unwrap().push(kept.clone());
+            let stalled = stalled.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 16 << 10];
+                while let Ok(n) = down.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let put = {
+                        let mut k = kept.lock().unwrap();
+                        k.extend_from_slice(&buf[..n]);
+                        k.windows(5).any(|w| w == b"PUT /")
+                    };
+                    if up.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if put && !stalled.swap(true, Ordering::SeqCst) {
+                        thread::sleep(stall);
+                    }
+                }
+                let _ = up.shutdown(std::net::Shutdown::Write);
+            });
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut up2, &mut down2);
+                let _ = down2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
 // ---- 10. smaller ones --------------------------------------------------------------------
 
 #[test]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::future::{join_all, select, Either};
 use monoio::{
     buf::{IoBuf, IoBufMut},
-    io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt},
+    io::{AsyncReadRent, AsyncWriteRent},
     net::TcpStream,
 };
 
@@ -912,14 +912,28 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
     }
 }
 
+/// Writes a request and reads its answer's head. A write that takes no byte for `t` is
+/// [`Error::Stalled`], never [`Error::Timeout`]: a timeout means the whole request went out,
+/// which [`fence`] relies on (a DELETE queued behind a body cut short would go out as the
+/// rest of that body: a volume stores it as the file's tail when the lengths meet).
 async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Result<(Head, Vec<u8>), Error> {
     // a body went out: the answer may wait on the volume reading what the sockets buffered
     let patience = if msg.body.is_empty() { None } else { l.vol.clone() };
-    let _ = (&msg.head, &msg.body); // kept alive by `msg` for the write
-    let (res, _) = monoio::time::timeout(t, l.stream.write_vectored_all(msg))
-        .await
-        .map_err(|_| Error::Timeout(l.server.clone()))?;
-    res.map_err(|e| Error::Io(l.server.clone(), e))?;
+    let whole = msg.head.len() + msg.body.len();
+    // one writev, which takes it all unless the socket's buffer is full
+    let (res, msg) =
+        monoio::time::timeout(t, l.stream.writev(msg)).await.map_err(|_| Error::Stalled(l.server.clone()))?;
+    let n = res.map_err(|e| Error::Io(l.server.clone(), e))?;
+    if n < whole {
+        // the rest as the volume takes it, each wait as long as `t`
+        let HeadBody { mut head, body, .. } = msg;
+        if n < head.len() {
+            write_to(l, head.split_off(n), t).await?;
+            write_to(l, body, t).await?;
+        } else {
+            write_to(l, body.slice(n - head.len()..), t).await?;
+        }
+    }
     read_head(&mut l.stream, &l.server, t, patience.as_deref()).await
 }
 

@@ -60,6 +60,31 @@ pub fn proxy(
     addr
 }
 
+/// A listener on a free loopback port whose connections take little before the sender
+/// waits, as a slow volume over a real network does: `rcvbuf` bytes of receive buffer and,
+/// given `mss`, segments of that size rather than loopback's 64 KiB (the sender's buffer
+/// grows with its segments, and would take a whole body of a megabyte at once).
+pub fn narrow_listener(rcvbuf: i32, mss: Option<i32>) -> TcpListener {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let opts = [(libc::SOL_SOCKET, libc::SO_RCVBUF, Some(rcvbuf)), (libc::IPPROTO_TCP, libc::TCP_MAXSEG, mss)];
+    for (level, opt, v) in opts {
+        let Some(v) = v else { continue };
+        // SAFETY: setsockopt reads an int from a live local; accepted sockets inherit it
+        let r = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                level,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "setsockopt {opt}: {}", io::Error::last_os_error());
+    }
+    listener
+}
+
 /// A port nobody listens on now and that this test process has not handed out before
 /// (volumes listen with SO_REUSEPORT, so two of them on one port would both start).
 pub fn free_port() -> u16 {
