@@ -869,14 +869,13 @@ fn a_put_whose_body_stalls_part_way_gets_no_request_spliced_into_it() {
     assert!(vol.files().is_empty(), "{:?}", vol.files());
 }
 
+/// What each connection through a proxy sent, in the order they came.
+type Sent = Arc<std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>>;
+
 /// A proxy to `upstream` that keeps what each connection sent in `conns` and, on the first
 /// connection carrying a PUT, stops reading for `stall` once the first bytes of its body
 /// passed (its receive buffer kept small, so the master's writes wait on it).
-fn stalling_proxy(
-    upstream: String,
-    conns: Arc<std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>>,
-    stall: Duration,
-) -> String {
+fn stalling_proxy(upstream: String, conns: Sent, stall: Duration) -> String {
     let listener = narrow_listener(16 << 10, Some(1400));
     let addr = listener.local_addr().unwrap().to_string();
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
