@@ -631,21 +631,23 @@ fn a_delete_that_fails_half_way_drops_a_stuck_replacement() {
 }
 
 /// A TCP proxy to `upstream` that passes what the master sends at most `step` bytes per
-/// `tick` (its receive buffer kept small, so the master's writes wait on it), as a volume
-/// whose disk writeback throttles it takes a body; answers come back at once.
-/// `mss`: the segment size the proxy asks for (None: loopback's).
-fn start_throttled_proxy(upstream: String, step: usize, tick: Duration, mss: Option<i32>) -> String {
-    proxy(narrow_listener(16 << 10, mss), upstream, step, move |_| thread::sleep(tick))
+/// `tick`, as a volume whose disk writeback throttles it takes a body; answers come back at
+/// once. Its receive buffer is small and its segments an Ethernet's, so the master's send
+/// buffer stays as small as over a real network (loopback's 64 KiB segments grow it past
+/// a megabyte, and the master's writes would end at once).
+fn start_throttled_proxy(upstream: String, step: usize, tick: Duration) -> String {
+    proxy(narrow_listener(16 << 10, Some(1400)), upstream, step, move |_| thread::sleep(tick))
 }
 
 #[test]
 fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
     // 64 KiB every 100 ms: the 2 MiB body takes over 3 s to reach the volume, which takes
-    // bytes every 100 ms. The master's writes end long before (the sockets buffer most of
-    // it), so the answer comes seconds after the body went out. Before, that was a volume
-    // silent past -voltimeout: 504, and the volume marked down.
+    // bytes every 100 ms. Before, that was a volume silent past -voltimeout: 504, and the
+    // volume marked down. Then, with the send buffer a real network has, a write waiting
+    // past -voltimeout while the volume took bytes: the kernel wakes a writer only once a
+    // good share of its grown buffer is free (504, "took no byte of the body in time").
     let vol = Volume::new();
-    let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100), None);
+    let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100));
     let mut m =
         Master::start_on(std::slice::from_ref(&slow), &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "500ms"]);
     let addr = m.addr();
@@ -672,7 +674,7 @@ fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
 #[test]
 fn a_small_body_the_volume_takes_in_several_writes_is_stored_byte_for_byte() {
     let vol = Volume::new();
-    let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100), Some(1400));
+    let slow = start_throttled_proxy(vol.addr(), 64 << 10, Duration::from_millis(100));
     let mut m =
         Master::start_on(std::slice::from_ref(&slow), &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "500ms"]);
     let addr = m.addr();

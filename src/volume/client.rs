@@ -4,7 +4,7 @@
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, RawFd},
     pin::pin,
     rc::Rc,
     sync::Arc,
@@ -686,17 +686,16 @@ async fn read_answer(l: &mut Leased, t: Duration) -> Result<Answer, Error> {
     skip_body(&mut l.stream, &l.server, head, buf, t).await
 }
 
-/// Writes all of `data`, allowing `t` for each write to take some bytes rather than for the
+/// Writes all of `data`, allowing `t` for the volume to take some bytes rather than for the
 /// whole: a streamed piece of a MiB that a volume takes slowly (its disk throttled by
 /// writeback, 200 ms pauses at a time) is progress, not a hang. A volume that takes nothing
-/// for `t` has stalled.
+/// for `t` has stalled (see [`taken`]).
 async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> Result<(), Error> {
     let len = data.bytes_init();
     let (mut buf, mut done) = (data, 0);
     while done < len {
-        let (r, slice) = monoio::time::timeout(t, l.stream.write(buf.slice(done..)))
-            .await
-            .map_err(|_| Error::Stalled(l.server.clone()))?;
+        let fd = l.stream.as_raw_fd();
+        let (r, slice) = taken(fd, &l.server, t, l.stream.write(buf.slice(done..))).await?;
         buf = slice.into_inner();
         match r.map_err(|e| Error::Io(l.server.clone(), e))? {
             0 => return Err(Error::Io(l.server.clone(), std::io::ErrorKind::WriteZero.into())),
@@ -704,6 +703,33 @@ async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> R
         }
     }
     Ok(())
+}
+
+/// Awaits a write to a volume: [`Error::Stalled`] once the volume took no byte for `t`.
+/// The write itself may wait far longer while bytes flow: the kernel wakes a writer whose
+/// send buffer is full only once a good share of it is free, which for a volume reading
+/// slowly through a buffer grown to megabytes comes seconds apart. What the volume took is
+/// what left the send queue (`SIOCOUTQ`, the bytes it has not acknowledged).
+async fn taken<F: std::future::Future>(fd: RawFd, server: &str, t: Duration, write: F) -> Result<F::Output, Error> {
+    let mut write = pin!(write);
+    let mut queued = unacked(fd);
+    loop {
+        if let Ok(done) = monoio::time::timeout(t, write.as_mut()).await {
+            return Ok(done);
+        }
+        match (queued, unacked(fd)) {
+            (Some(before), Some(now)) if now < before => queued = Some(now),
+            _ => return Err(Error::Stalled(server.to_string())),
+        }
+    }
+}
+
+/// The bytes written to a socket that its peer has not acknowledged yet.
+fn unacked(fd: RawFd) -> Option<libc::c_int> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int, for a socket the caller holds open
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n)
 }
 
 /// Reads at most `want` (> 0) body bytes of `d` into `buf`'s spare room: the bytes read, 0
@@ -921,8 +947,8 @@ async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Resul
     let patience = if msg.body.is_empty() { None } else { l.vol.clone() };
     let whole = msg.head.len() + msg.body.len();
     // one writev, which takes it all unless the socket's buffer is full
-    let (res, msg) =
-        monoio::time::timeout(t, l.stream.writev(msg)).await.map_err(|_| Error::Stalled(l.server.clone()))?;
+    let fd = l.stream.as_raw_fd();
+    let (res, msg) = taken(fd, &l.server, t, l.stream.writev(msg)).await?;
     let n = res.map_err(|e| Error::Io(l.server.clone(), e))?;
     if n < whole {
         // the rest as the volume takes it, each wait as long as `t`
