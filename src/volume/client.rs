@@ -705,11 +705,17 @@ async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> R
     Ok(())
 }
 
-/// Awaits a write to a volume: [`Error::Stalled`] once the volume took no byte for `t`.
-/// The write itself may wait far longer while bytes flow: the kernel wakes a writer whose
-/// send buffer is full only once a good share of it is free, which for a volume reading
-/// slowly through a buffer grown to megabytes comes seconds apart. What the volume took is
-/// what left the send queue (`SIOCOUTQ`, the bytes it has not acknowledged).
+/// What a volume must take of a body in each `-voltimeout` not to have stalled. A volume
+/// that stopped reading still takes a little now and then (its kernel merges the segments
+/// it holds to make room, and acknowledges a few more): that is no progress.
+const MIN_PROGRESS: i32 = 64 << 10;
+
+/// Awaits a write to a volume: [`Error::Stalled`] once the volume took (almost) nothing for
+/// `t` (see [`MIN_PROGRESS`]). The write itself may wait far longer while bytes flow: the
+/// kernel wakes a writer whose send buffer is full only once a good share of it is free,
+/// which for a volume reading slowly through a buffer grown to megabytes comes seconds
+/// apart. What the volume took is what left the send queue (`SIOCOUTQ`, the bytes it has
+/// not acknowledged).
 async fn taken<F: std::future::Future>(fd: RawFd, server: &str, t: Duration, write: F) -> Result<F::Output, Error> {
     let mut write = pin!(write);
     let mut queued = unacked(fd);
@@ -718,7 +724,7 @@ async fn taken<F: std::future::Future>(fd: RawFd, server: &str, t: Duration, wri
             return Ok(done);
         }
         match (queued, unacked(fd)) {
-            (Some(before), Some(now)) if now < before => queued = Some(now),
+            (Some(before), Some(now)) if before - now >= MIN_PROGRESS.min(before).max(1) => queued = Some(now),
             _ => return Err(Error::Stalled(server.to_string())),
         }
     }
