@@ -836,16 +836,21 @@ fn dropping_proxy(upstream: String, armed: Arc<std::sync::atomic::AtomicBool>) -
 fn a_put_whose_body_stalls_part_way_gets_no_request_spliced_into_it() {
     let vol = Volume::new();
     let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stalling = stalling_proxy(vol.addr(), conns.clone(), Duration::from_secs(3));
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stalling = stalling_proxy(vol.addr(), conns.clone(), release.clone());
     let master =
         Master::start_on(std::slice::from_ref(&stalling), &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
     let addr = master.addr();
     // under 1 MiB: one request written whole (larger bodies are streamed)
     let body = vec![b'x'; (1 << 20) - 1];
+    let began = Instant::now();
     let r = request(&addr, "PUT", "/stalled", &[], &body);
-    assert!(r.status >= 500, "a PUT whose body the volume stopped taking: {r:?}");
+    let took = began.elapsed();
+    release.store(true, Ordering::SeqCst);
+    let log = master.lines().join("\n");
+    assert!(r.status >= 500, "a PUT whose body the volume stopped taking: {r:?} after {took:?}; master log:\n{log}");
     // the stall ends: whatever the master queued on the connection reaches the volume
-    thread::sleep(Duration::from_secs(4));
+    thread::sleep(Duration::from_secs(2));
     let conns = conns.lock().unwrap();
     let sent = conns
         .iter()
@@ -873,9 +878,9 @@ fn a_put_whose_body_stalls_part_way_gets_no_request_spliced_into_it() {
 type Sent = Arc<std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>>;
 
 /// A proxy to `upstream` that keeps what each connection sent in `conns` and, on the first
-/// connection carrying a PUT, stops reading for `stall` once the first bytes of its body
-/// passed (its receive buffer kept small, so the master's writes wait on it).
-fn stalling_proxy(upstream: String, conns: Sent, stall: Duration) -> String {
+/// connection carrying a PUT, stops reading once the first bytes of its body passed, until
+/// `release` (or 30 s; its receive buffer kept small, so the master's writes wait on it).
+fn stalling_proxy(upstream: String, conns: Sent, release: Arc<std::sync::atomic::AtomicBool>) -> String {
     let listener = narrow_listener(16 << 10, Some(1400));
     let addr = listener.local_addr().unwrap().to_string();
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -886,7 +891,7 @@ fn stalling_proxy(upstream: String, conns: Sent, stall: Duration) -> String {
             let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
             let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
             conns.lock().unwrap().push(kept.clone());
-            let stalled = stalled.clone();
+            let (stalled, release) = (stalled.clone(), release.clone());
             thread::spawn(move || {
                 let mut buf = vec![0u8; 16 << 10];
                 while let Ok(n) = down.read(&mut buf) {
@@ -902,7 +907,10 @@ fn stalling_proxy(upstream: String, conns: Sent, stall: Duration) -> String {
                         break;
                     }
                     if put && !stalled.swap(true, Ordering::SeqCst) {
-                        thread::sleep(stall);
+                        let until = Instant::now() + Duration::from_secs(30);
+                        while !release.load(Ordering::SeqCst) && Instant::now() < until {
+                            thread::sleep(Duration::from_millis(20));
+                        }
                     }
                 }
                 let _ = up.shutdown(std::net::Shutdown::Write);
