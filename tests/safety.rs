@@ -851,8 +851,10 @@ fn a_put_whose_body_stalls_part_way_gets_no_request_spliced_into_it() {
     eprintln!("PUT {} after {took:?}; master log:\n{log}", r.status);
     // the stall ends: whatever the master queued on the connection reaches the volume
     thread::sleep(Duration::from_secs(2));
-    let conns = conns.lock().unwrap();
+    // (the lock let go at once: the proxy takes it for each new connection)
     let sent = conns
+        .lock()
+        .unwrap()
         .iter()
         .find_map(|c| {
             let c = c.lock().unwrap();
