@@ -629,10 +629,13 @@ pub fn continuation_token(key: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
 }
 
+/// The key a token names. None is empty (keys are not), so an empty token is refused, as S3
+/// does, rather than taken for "from the start".
 fn decode_token(token: &str) -> Result<Vec<u8>, S3Error> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| S3Error::InvalidArgument("The continuation token provided is incorrect"))
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token) {
+        Ok(key) if !key.is_empty() => Ok(key),
+        _ => Err(S3Error::InvalidArgument("The continuation token provided is incorrect")),
+    }
 }
 
 #[cfg(test)]

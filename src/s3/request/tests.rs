@@ -150,6 +150,7 @@ fn listings() {
         })
     );
     assert!(matches!(op("GET", "/b12?list-type=2&continuation-token=%21%21", &[]), Err(S3Error::InvalidArgument(_))));
+    assert!(matches!(op("GET", "/b12?list-type=2&continuation-token=", &[]), Err(S3Error::InvalidArgument(_))));
     assert!(matches!(op("GET", "/b12?list-type=3", &[]), Err(S3Error::InvalidArgument(_))));
     assert!(matches!(op("GET", "/b12?max-keys=-1", &[]), Err(S3Error::InvalidArgument(_))));
     assert!(matches!(op("GET", "/b12?max-keys=ten", &[]), Err(S3Error::InvalidArgument(_))));
