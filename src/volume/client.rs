@@ -705,9 +705,10 @@ async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> R
     Ok(())
 }
 
-/// What a volume must take of a body in each `-voltimeout` not to have stalled. A volume
-/// that stopped reading still takes a little now and then (its kernel merges the segments
-/// it holds to make room, and acknowledges a few more): that is no progress.
+/// What a volume must take of a body in each `-voltimeout` not to have stalled. A margin:
+/// the kernel of a volume that stopped reading may still take a little now and then (it
+/// merges the segments it holds to make room, and acknowledges a few more), which is no
+/// progress; and a volume that takes under 64 KiB in a whole -voltimeout is as good as stalled.
 const MIN_PROGRESS: i32 = 64 << 10;
 
 /// Awaits a write to a volume: [`Error::Stalled`] once the volume took (almost) nothing for
