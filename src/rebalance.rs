@@ -133,7 +133,12 @@ async fn relocate_all(
         match (again.as_deref_mut(), r) {
             (
                 Some(a),
-                Err(Error::Volume(volume::Error::Timeout(_) | volume::Error::Io(..) | volume::Error::Down(_))),
+                Err(Error::Volume(
+                    volume::Error::Timeout(_)
+                    | volume::Error::Stalled(_)
+                    | volume::Error::Io(..)
+                    | volume::Error::Down(_),
+                )),
             ) if a.len() < AGAIN_MAX => a.push(k),
             (_, r) => record(progress, &k, r),
         }

@@ -143,6 +143,48 @@ fn a_volume_that_stalls_once_fails_no_key() {
     }
 }
 
+/// The same for a volume that stops taking a copy's body (its write stalls past
+/// -voltimeout, with the send buffer a real network has): that key is tried again too. It
+/// failed the run ("failed:", exit 1): only timeouts, resets and down volumes were retried.
+#[test]
+fn a_volume_that_stalls_once_taking_a_body_fails_no_key() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let armed = Arc::new(AtomicBool::new(false));
+    let arm = armed.clone();
+    // the new volume: its first large PUT (a copy of a big value) held for 2.5 s
+    let stalling = proxy(narrow_listener(16 << 10, Some(1400)), vols[3].addr(), 64 << 10, move |sent| {
+        let big = sent.windows(24).any(|w| w.eq_ignore_ascii_case(b"Content-Length: 1048575\r"));
+        if sent.starts_with(b"PUT ") && big && arm.swap(false, Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(2500));
+        }
+    });
+    let mut four = addrs(&vols);
+    four[3] = stalling;
+    let mut master = Master::start_on(&four[..3], &flags());
+    let addr = master.addr();
+    // six big values: each has a replica to move to the new volume with odds 3 in 4
+    let big: Vec<(String, Vec<u8>)> = (0..6u32)
+        .map(|i| {
+            (format!("/big/{i}"), (0..(1u32 << 20) - 1).map(|j| (j.wrapping_mul(2654435761 + i) >> 24) as u8).collect())
+        })
+        .collect();
+    for (key, value) in &big {
+        assert_eq!(request(&addr, "PUT", key, &[], value).status, 201);
+    }
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    armed.store(true, Ordering::SeqCst);
+    let (code, err) = rebalance(&four, &["-db", &db]);
+    assert!(!armed.load(Ordering::SeqCst), "no big PUT went to the new volume: {err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("trying again "), "{err}");
+    assert!(!err.contains("failed:"), "{err}");
+    master.restart_with(&four, &flags());
+    for (key, value) in &big {
+        assert!(get_follow(&master.addr(), key).body == *value, "{key} reads back other bytes");
+    }
+}
+
 /// A TCP proxy to `upstream` that, once armed, holds the first GET it sees for `hold`
 /// before passing it on (and disarms); everything else passes as it comes.
 fn stall_once_proxy(upstream: String, hold: Duration) -> (String, Arc<AtomicBool>) {
