@@ -668,7 +668,7 @@ fn put_to_a_slow_volume(size: u32) {
 /// A streamed body of 2 MiB. Before, that was a volume silent past -voltimeout: 504, and
 /// the volume marked down. Then, with the send buffer a real network has, a write waiting
 /// past -voltimeout while the volume took bytes: the kernel wakes a writer only once a good
-/// share of its grown buffer is free (504, "took no byte of the body in time").
+/// share of its grown buffer is free (504, "took no byte of the body in time", as it said then).
 #[test]
 fn a_volume_that_takes_a_body_slowly_but_steadily_is_not_a_hung_one() {
     put_to_a_slow_volume(2 << 20);

@@ -695,7 +695,7 @@ async fn write_to<B: IoBuf + 'static>(l: &mut Leased, data: B, t: Duration) -> R
     let (mut buf, mut done) = (data, 0);
     while done < len {
         let fd = l.stream.as_raw_fd();
-        let (r, slice) = taken(fd, &l.server, t, l.stream.write(buf.slice(done..))).await?;
+        let (r, slice) = taken(fd, &l.server, t, true, l.stream.write(buf.slice(done..))).await?;
         buf = slice.into_inner();
         match r.map_err(|e| Error::Io(l.server.clone(), e))? {
             0 => return Err(Error::Io(l.server.clone(), std::io::ErrorKind::WriteZero.into())),
@@ -717,17 +717,49 @@ const MIN_PROGRESS: i32 = 64 << 10;
 /// which for a volume reading slowly through a buffer grown to megabytes comes seconds
 /// apart. What the volume took is what left the send queue (`SIOCOUTQ`, the bytes it has
 /// not acknowledged).
-async fn taken<F: std::future::Future>(fd: RawFd, server: &str, t: Duration, write: F) -> Result<F::Output, Error> {
+///
+/// `watch` false (a small request on an idle connection, which the kernel takes at once):
+/// no baseline is read, and the first timeout is a stall, sparing the hot path a syscall.
+/// On a stall the connection is set to reset when it closes, so that bytes still queued
+/// (or a write that completed as the timer fired) do not reach the volume as a whole request.
+async fn taken<F: std::future::Future>(
+    fd: RawFd,
+    server: &str,
+    t: Duration,
+    watch: bool,
+    write: F,
+) -> Result<F::Output, Error> {
     let mut write = pin!(write);
-    let mut queued = unacked(fd);
+    let mut queued = if watch { unacked(fd) } else { None };
     loop {
         if let Ok(done) = monoio::time::timeout(t, write.as_mut()).await {
             return Ok(done);
         }
         match (queued, unacked(fd)) {
+            // grown: the write went into the kernel just now, its completion not yet seen
+            (Some(before), Some(now)) if now > before => queued = Some(now),
             (Some(before), Some(now)) if before - now >= MIN_PROGRESS.min(before).max(1) => queued = Some(now),
-            _ => return Err(Error::Stalled(server.to_string())),
+            _ => {
+                reset_on_close(fd);
+                return Err(Error::Stalled(server.to_string()));
+            }
         }
+    }
+}
+
+/// `SO_LINGER` 0: the close sends a reset and drops what is queued, so the volume aborts
+/// the request rather than reading a complete one from a connection given up on.
+fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads a linger struct from a live local, for a socket held open
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
@@ -955,7 +987,7 @@ async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Resul
     let whole = msg.head.len() + msg.body.len();
     // one writev, which takes it all unless the socket's buffer is full
     let fd = l.stream.as_raw_fd();
-    let (res, msg) = taken(fd, &l.server, t, l.stream.writev(msg)).await?;
+    let (res, msg) = taken(fd, &l.server, t, whole > MIN_PROGRESS as usize, l.stream.writev(msg)).await?;
     let n = res.map_err(|e| Error::Io(l.server.clone(), e))?;
     if n < whole {
         // the rest as the volume takes it, each wait as long as `t`

@@ -26,7 +26,8 @@ pub enum Error {
     /// Known down (probe or an earlier failure): not even tried.
     Down(String),
     Timeout(String),
-    /// Took no byte of a body for a whole timeout. Not a sign that the volume is down (a
+    /// Took (almost) nothing of a request for a whole timeout (see `client::MIN_PROGRESS`).
+    /// Not a sign that the volume is down (a
     /// volume whose disk is throttled by writeback stalls like this while it still answers
     /// its probes): the request fails, and the prober alone decides on down.
     Stalled(String),
@@ -44,7 +45,7 @@ impl fmt::Display for Error {
         match self {
             Error::Down(v) => write!(f, "volume {v} is down"),
             Error::Timeout(v) => write!(f, "volume {v} did not answer in time"),
-            Error::Stalled(v) => write!(f, "volume {v} took no byte of the body in time (a busy disk?)"),
+            Error::Stalled(v) => write!(f, "volume {v} took (almost) nothing of the request in time (a busy disk?)"),
             Error::Io(v, e) => write!(f, "volume {v}: {e}"),
             Error::Status(v, s) => write!(f, "volume {v} answered {s}"),
             Error::Protocol(v, why) => write!(f, "volume {v}: {why}"),
@@ -64,7 +65,7 @@ impl Error {
         match self {
             Error::Down(_) => "down".into(),
             Error::Timeout(_) => "no answer in time".into(),
-            Error::Stalled(_) => "took no byte of the body in time".into(),
+            Error::Stalled(_) => "took (almost) nothing of the request in time".into(),
             Error::Io(_, e) => e.to_string(),
             Error::Status(_, s) => format!("answered {s}"),
             Error::Protocol(_, why) => why.to_string(),
