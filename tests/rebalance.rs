@@ -129,15 +129,7 @@ fn a_volume_that_stalls_once_fails_no_key() {
     four[0] = stalling;
     let mut master = Master::start_on(&four[..3], &flags());
     let (live, _) = fill(&master, 40);
-    master.kill9();
-    let db = master.db().to_str().unwrap().to_string();
-    armed.store(true, Ordering::SeqCst);
-    let (code, err) = rebalance(&four, &["-db", &db]);
-    assert!(!armed.load(Ordering::SeqCst), "no GET went through the stalling volume: {err}");
-    assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("trying again "), "{err}");
-    assert!(!err.contains("failed:"), "{err}");
-    master.restart_with(&four, &flags());
+    rebalance_through_a_stall(&mut master, &four, &armed, "no GET went through the stalling volume");
     for key in &live {
         assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
     }
@@ -171,18 +163,25 @@ fn a_volume_that_stalls_once_taking_a_body_fails_no_key() {
     for (key, value) in &big {
         assert_eq!(request(&addr, "PUT", key, &[], value).status, 201);
     }
-    master.kill9();
-    let db = master.db().to_str().unwrap().to_string();
-    armed.store(true, Ordering::SeqCst);
-    let (code, err) = rebalance(&four, &["-db", &db]);
-    assert!(!armed.load(Ordering::SeqCst), "no big PUT went to the new volume: {err}");
-    assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("trying again "), "{err}");
-    assert!(!err.contains("failed:"), "{err}");
-    master.restart_with(&four, &flags());
+    rebalance_through_a_stall(&mut master, &four, &armed, "no big PUT went to the new volume");
     for (key, value) in &big {
         assert!(get_follow(&master.addr(), key).body == *value, "{key} reads back other bytes");
     }
+}
+
+/// Stops `master`, arms the stalling proxy, rebalances its index onto `four` and starts it
+/// there: the stall came (else `unarmed` says why not), the keys it held up were tried
+/// again after the pass, and the run ended clean.
+fn rebalance_through_a_stall(master: &mut Master, four: &[String], armed: &AtomicBool, unarmed: &str) {
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    armed.store(true, Ordering::SeqCst);
+    let (code, err) = rebalance(four, &["-db", &db]);
+    assert!(!armed.load(Ordering::SeqCst), "{unarmed}: {err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("trying again "), "{err}");
+    assert!(!err.contains("failed:"), "{err}");
+    master.restart_with(four, &flags());
 }
 
 /// A TCP proxy to `upstream` that, once armed, holds the first GET it sees for `hold`
