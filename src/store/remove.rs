@@ -2,6 +2,8 @@
 //! and a marker beside each replica (so `rebuild` restores it as unlinked), then moves the
 //! record to `unlinked`.
 
+use std::{collections::HashSet, sync::Mutex};
+
 use bytes::Bytes;
 
 use super::{Ctx, Error, KeyGuard};
@@ -78,23 +80,36 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 ///
 /// [`Shared::failed_puts`]: super::Shared
 pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
-    let keys: Vec<Vec<u8>> = ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    sweep(ctx, &ctx.shared.failed_puts, async |claim, key, found| match found {
+        Some((state, rec)) if state.holds_unfinished(&rec) => {
+            delete_claimed(ctx, claim, key, false).await.map(|()| true)
+        }
+        _ => Ok(false),
+    })
+    .await
+}
+
+/// Runs `each` on every key of `set` (with the key's claim and its record), leaving out a
+/// key a write holds now (its business first); a key `each` handled leaves the set, one it
+/// failed stays for the next call. Returns how many it did something for, and the last
+/// failure.
+async fn sweep<'c>(
+    ctx: &'c Ctx,
+    set: &Mutex<HashSet<Vec<u8>>>,
+    mut each: impl AsyncFnMut(KeyGuard<'c>, &[u8], Option<(State, Record)>) -> Result<bool, Error>,
+) -> (usize, Option<Error>) {
+    let keys: Vec<Vec<u8>> = set.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
     let (mut done, mut last) = (0, None);
     for key in keys {
-        let outcome = match ctx.claim(&key) {
-            Err(_) => continue, // a write of it in flight: its business first
-            Ok(claim) => match ctx.shared.index.get(&key) {
-                Ok(Some((state, rec))) if state.holds_unfinished(&rec) => {
-                    delete_claimed(ctx, claim, &key, false).await.map(|()| true)
-                }
-                Ok(_) => Ok(false),
-                Err(e) => Err(e.into()),
-            },
+        let Ok(claim) = ctx.claim(&key) else { continue };
+        let outcome = match ctx.shared.index.get(&key) {
+            Ok(found) => each(claim, &key, found).await,
+            Err(e) => Err(e.into()),
         };
         match outcome {
-            Ok(deleted) => {
-                done += usize::from(deleted);
-                ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            Ok(acted) => {
+                done += usize::from(acted);
+                set.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             }
             Err(e) => last = Some(e),
         }
@@ -136,26 +151,12 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
 ///
 /// [`Shared::stray_markers`]: super::Shared
 pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
-    let keys: Vec<Vec<u8>> =
-        ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-    let (mut done, mut last) = (0, None);
-    for key in keys {
-        let Ok(_claim) = ctx.claim(&key) else { continue };
-        let outcome = match ctx.shared.index.get(&key) {
-            Ok(Some((State::Live, rec))) => {
-                let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(&key)));
-                ctx.client.delete_all(&ctx.topo(), &markers).await.map(|()| true).map_err(Error::from)
-            }
-            Ok(_) => Ok(false),
-            Err(e) => Err(e.into()),
-        };
-        match outcome {
-            Ok(cleaned) => {
-                done += usize::from(cleaned);
-                ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-            }
-            Err(e) => last = Some(e),
+    sweep(ctx, &ctx.shared.stray_markers, async |_claim, key, found| match found {
+        Some((State::Live, rec)) => {
+            let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
+            ctx.client.delete_all(&ctx.topo(), &markers).await.map(|()| true).map_err(Error::from)
         }
-    }
-    (done, last)
+        _ => Ok(false),
+    })
+    .await
 }
