@@ -235,7 +235,7 @@ impl Client {
             Ok((head, buf)) => Ok((l, head, buf)),
             Err(e @ Error::Timeout(_)) if !reads => {
                 let e = failed(l.vol.as_ref().filter(|_| !l.reused), e);
-                await_late(l, 1);
+                await_late(l);
                 Err(e)
             }
             Err(e) => Err(failed(l.vol.as_ref().filter(|_| !l.reused), e)),
@@ -928,18 +928,14 @@ fn left(until: Instant) -> Duration {
 
 /// A request that changes files (a DELETE, a MOVE, a marker's PUT) whose answer did not
 /// come in time may still be carried out, after whatever is sent next on another
-/// connection. Its volume counts as down until the `answers` come (or [`FENCE_WAIT`], or
-/// the connection fails): see [`super::Late`].
-fn await_late(mut l: Leased, answers: usize) {
+/// connection. Its volume takes no write until the answer comes (or [`FENCE_WAIT`], or the
+/// connection fails): see [`super::Late`].
+fn await_late(mut l: Leased) {
     let Some(late) = l.vol.as_ref().map(|v| v.late()) else { return };
     let until = kept(&l);
     monoio::spawn(async move {
         let _late = late;
-        for _ in 0..answers {
-            if read_answer(&mut l, left(until)).await.is_err() {
-                return;
-            }
-        }
+        let _ = read_answers(&mut l, 1, until).await;
     });
 }
 

@@ -27,9 +27,9 @@ pub enum Error {
     Down(String),
     Timeout(String),
     /// Took (almost) nothing of a request for a whole timeout (see `client::MIN_PROGRESS`).
-    /// Not a sign that the volume is down (a
-    /// volume whose disk is throttled by writeback stalls like this while it still answers
-    /// its probes): the request fails, and the prober alone decides on down.
+    /// Not a sign that the volume is down (a volume whose disk is throttled by writeback
+    /// stalls like this while it still answers its probes): the request fails, and the
+    /// prober alone decides on down.
     Stalled(String),
     Io(String, io::Error),
     /// The volume answered, but not with success.
