@@ -403,9 +403,25 @@ fn scoped_help(name: &str) -> Option<String> {
     Some(sc.render_help().to_string())
 }
 
-/// The command a `--help` is about: the first argument naming one.
+/// The command a `--help` is about: the first argument naming one that is not a flag's
+/// value (`mkv -to server snapshot --help` is about snapshot).
 fn help_topic(args: &[String]) -> Option<&str> {
-    args.iter().skip(1).map(String::as_str).find(|a| SHOWN.iter().any(|(n, _)| n == a))
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let takes_value = |flag: &str| {
+        let long = flag.strip_prefix("--").filter(|l| !l.contains('='));
+        long.and_then(|l| cmd.get_arguments().find(|a| a.get_long() == Some(l)))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut args = args.iter().skip(1).map(String::as_str);
+    while let Some(a) = args.next() {
+        if takes_value(a) {
+            args.next();
+        } else if SHOWN.iter().any(|(n, _)| *n == a) {
+            return Some(a);
+        }
+    }
+    None
 }
 
 fn main() -> ExitCode {
@@ -621,6 +637,14 @@ mod tests {
         let args: Vec<String> = ["mkv", "-db", "/x", cmd, "--help"].iter().map(|s| s.to_string()).collect();
         assert_eq!(help_topic(&args), Some(cmd));
         scoped_help(cmd).expect("a command SHOWN lists")
+    }
+
+    #[test]
+    fn the_help_topic_is_the_command_not_a_flag_value_that_names_one() {
+        let args = |a: &[&str]| go_style(a.iter().map(|s| s.to_string()));
+        assert_eq!(help_topic(&args(&["mkv", "-to", "server", "snapshot", "--help"])), Some("snapshot"));
+        assert_eq!(help_topic(&args(&["mkv", "--db=verify", "rebuild", "-h"])), Some("rebuild"));
+        assert_eq!(help_topic(&args(&["mkv", "--help"])), None);
     }
 
     #[test]
