@@ -1306,3 +1306,20 @@ fn the_scrub_deletes_part_files_no_upload_names() {
     assert!(r.text().contains("<CompleteMultipartUploadResult"), "{r:?}");
     assert_eq!(part_files(&c), Vec::new());
 }
+
+/// A file in a folder inside a key folder is no key's: verify names it once, by its own
+/// path (it named the folder twice: `…/notes/notes/todo`), and takes it for an orphan.
+#[test]
+fn a_file_in_a_folder_inside_a_key_folder_is_named_by_its_own_path() {
+    let (c, _, _) = filled(1, 0, &[]);
+    let (v, rel) = replica_file(&layout(&c.volumes), "/v/0", 0);
+    let folder = rel.rsplit_once('/').unwrap().0;
+    let junk = format!("{folder}/notes/todo");
+    write_file(&c, v, &junk, b"an operator's note");
+    let (code, err) = verify_online(&c, &["-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    let named = format!("{}/{junk}", addrs(&c.volumes)[v]);
+    assert!(err.contains(&format!("ignoring {named}: ")), "{named}:\n{err}");
+    assert!(err.contains(&format!("orphans: {named}")), "{named}:\n{err}");
+    assert_eq!(count(&err, "orphans"), Some(1), "{err}");
+}

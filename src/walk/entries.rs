@@ -130,7 +130,7 @@ impl Walk<'_> {
             if let Some(f) = decoded.as_deref().and_then(|k| shard.keys.get_mut(k)) {
                 if f.yy == yy {
                     if !add_replica(&mut f.reps, rep) {
-                        self.stray(job, name, TWICE);
+                        self.stray_file(job, name, TWICE);
                     }
                     return false;
                 }
@@ -142,12 +142,12 @@ impl Walk<'_> {
                 Ok(Some(k)) => k,
                 Ok(None) => {
                     self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
-                    self.stray(job, name, "not the base64 of a key hashing to its folder");
+                    self.stray_file(job, name, "not the base64 of a key hashing to its folder");
                     return false;
                 }
                 Err(Spent) => {
                     self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
-                    self.stray(job, name, "not the base64 of a key hashing to its folder (not all tried)");
+                    self.stray_file(job, name, "not the base64 of a key hashing to its folder (not all tried)");
                     return true;
                 }
             },
@@ -163,7 +163,7 @@ impl Walk<'_> {
             let f =
                 shard.keys.entry(key.into_boxed_slice()).or_insert_with(|| Found { yy, reps: Vec::with_capacity(3) });
             if !add_replica(&mut f.reps, rep) {
-                self.stray(job, name, TWICE);
+                self.stray_file(job, name, TWICE);
             }
         }
         false
@@ -182,12 +182,22 @@ impl Walk<'_> {
         self.strays(job, name, why, 1);
     }
 
+    /// A file [`Self::found`] judged: its name runs from the key folder (`job.name_at`),
+    /// not from the folder listed.
+    fn stray_file(&mut self, job: &ListJob, name: &str, why: &str) {
+        self.strays_in(job, &job.dir[..job.name_at], name, why, 1);
+    }
+
     /// `n` entries of a listing ignored for the same reason, shown as one.
     fn strays(&mut self, job: &ListJob, name: &str, why: &str, n: u64) {
+        self.strays_in(job, &job.dir, name, why, n);
+    }
+
+    fn strays_in(&mut self, job: &ListJob, dir: &str, name: &str, why: &str, n: u64) {
         self.progress.note("strays", n);
         let root = &self.layout.roots[job.root as usize];
         let server = &self.layout.volumes[root.server];
-        self.warn(&format!("ignoring {server}{}{name}: {why}", job.dir));
+        self.warn(&format!("ignoring {server}{dir}{name}: {why}"));
     }
 
     /// A folder name a listing has `n` times: walked once, the other times strays.
