@@ -1659,9 +1659,6 @@ fn a_pipelined_put_expecting_100_continue_leaves_the_master_whole() {
     }
 }
 
-/// A bucket nobody created exists while it holds keys; the clients' "empty it, then remove
-/// it" (`aws s3 rb --force`, `rclone purge`, `s3cmd del -r` + `rb`) ends with DeleteBucket
-/// of a bucket that has just lost its last key, which S3.md answers 204.
 /// -protect guards a live value against the S3 port as against the native one: neither a
 /// delete nor an overwrite (PutObject, CopyObject onto it) goes through until it is UNLINKed.
 #[test]
@@ -1722,6 +1719,9 @@ fn a_delete_waits_for_a_put_of_the_same_key_in_flight() {
     }
 }
 
+/// A bucket nobody created exists while it holds keys; the clients' "empty it, then remove
+/// it" (`aws s3 rb --force`, `rclone purge`, `s3cmd del -r` + `rb`) ends with DeleteBucket
+/// of a bucket that has just lost its last key, which S3.md answers 204.
 #[test]
 fn clients_remove_a_bucket_they_never_created() {
     let c = cluster(&[]);
