@@ -90,17 +90,29 @@ impl Algorithm {
 /// `x-amz-checksum-algorithm` (CreateMultipartUpload) and `x-amz-sdk-checksum-algorithm`
 /// (the SDKs' note on a PutObject or UploadPart) name one of S3's checksums or nothing: a
 /// name S3 does not know is `400 InvalidRequest`, as S3 answers, not silently no checksum.
+/// So is a checksum header mkv does not compute (`x-amz-checksum-sha512`, S3's newer MD5
+/// and XXHASH ones): ignored, a wrong value would be stored as a right one.
 pub fn check_algorithm_names(headers: &Headers) -> Result<(), S3Error> {
     const KNOWN: [&[u8]; 5] = [b"CRC32", b"CRC32C", b"CRC64NVME", b"SHA1", b"SHA256"];
+    /// `x-amz-checksum-*` headers that carry no checksum value.
+    const NOT_VALUES: [&str; 3] = ["x-amz-checksum-algorithm", "x-amz-checksum-type", "x-amz-checksum-mode"];
+    const UNSUPPORTED: S3Error = S3Error::InvalidRequest(
+        "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
+    );
     for name in ["x-amz-checksum-algorithm", "x-amz-sdk-checksum-algorithm"] {
         let Some(v) = headers.get(name).map(<[u8]>::trim_ascii) else { continue };
         if !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(v)) {
-            return Err(S3Error::InvalidRequest(
-                "Checksum algorithm provided is unsupported. Please try again with any of the valid types: [CRC32, CRC32C, CRC64NVME, SHA1, SHA256]",
-            ));
+            return Err(UNSUPPORTED);
         }
     }
-    Ok(())
+    let checksum_value = |name: &str| {
+        name.get(..15).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-checksum-"))
+            && !NOT_VALUES.iter().any(|n| n.eq_ignore_ascii_case(name))
+    };
+    match headers.iter().any(|(name, _)| checksum_value(name) && Algorithm::from_header(name).is_none()) {
+        true => Err(UNSUPPORTED),
+        false => Ok(()),
+    }
 }
 
 /// A finished checksum.

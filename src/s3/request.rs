@@ -401,7 +401,10 @@ fn bucket_op(method: &str, bucket: String, q: &Query, headers: &Headers) -> Resu
             return Err(S3Error::MethodNotAllowed)
         }
         "DELETE" => Op::DeleteBucket { bucket },
-        "POST" if q.has("delete") => Op::DeleteObjects { bucket },
+        "POST" if q.has("delete") => {
+            super::checksum::check_algorithm_names(headers)?;
+            Op::DeleteObjects { bucket }
+        }
         "POST" => Op::NotImplemented("POST object (browser form upload)"),
         _ => return Err(S3Error::MethodNotAllowed),
     })
@@ -496,7 +499,10 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
             Op::CreateMultipartUpload { meta: Metadata::from_headers(headers)?, obj }
         }
         "POST" => match upload_id {
-            Some(upload_id) => Op::CompleteMultipartUpload { obj, upload_id, write_if: Conditions::for_write(headers) },
+            Some(upload_id) => {
+                super::checksum::check_algorithm_names(headers)?;
+                Op::CompleteMultipartUpload { obj, upload_id, write_if: Conditions::for_write(headers) }
+            }
             None => Op::NotImplemented("POST to an object without ?uploads or ?uploadId"),
         },
         _ => return Err(S3Error::MethodNotAllowed),

@@ -347,3 +347,30 @@ fn a_checksum_algorithm_s3_does_not_know_is_refused() {
         }
     }
 }
+
+/// A checksum value in a header mkv does not compute (S3's newer SHA512, MD5, XXHASH*) is
+/// refused, not ignored: ignored, a wrong one stored the body (a wrong success).
+#[test]
+fn a_checksum_header_mkv_does_not_compute_is_refused() {
+    let writes = [
+        ("PUT", "/b12/big"),
+        ("PUT", "/b12/big?partNumber=1&uploadId=u-1"),
+        ("POST", "/b12/big?uploads"),
+        ("POST", "/b12/big?uploadId=u-1"),
+        ("POST", "/b12?delete"),
+    ];
+    for (method, target) in writes {
+        for header in ["x-amz-checksum-sha512", "X-Amz-Checksum-Md5", "x-amz-checksum-xxhash64", "x-amz-checksum-foo"] {
+            let r = op(method, target, &[(header, "AAAAAAAAAAA=")]);
+            assert!(matches!(r, Err(S3Error::InvalidRequest(_))), "{method} {target} {header}: {r:?}");
+        }
+        // the checksums mkv checks, and the headers that carry no checksum value
+        for header in
+            ["x-amz-checksum-crc32", "x-amz-checksum-sha256", "x-amz-checksum-type", "x-amz-checksum-algorithm"]
+        {
+            let value = if header.ends_with("algorithm") { "CRC32" } else { "AAAAAA==" };
+            assert!(op(method, target, &[(header, value)]).is_ok(), "{method} {target} {header}");
+        }
+    }
+    assert!(op("GET", "/b12/big", &[("x-amz-checksum-mode", "ENABLED")]).is_ok());
+}
