@@ -341,7 +341,7 @@ async fn tmp_files(
     work: &Work<'_>,
     cutoff: i64,
 ) -> anyhow::Result<()> {
-    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, cutoff).await;
+    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, &[(cutoff, SPARED)]).await;
     if old.is_empty() {
         return Ok(());
     }
@@ -366,8 +366,9 @@ async fn part_files(
     work: &Work<'_>,
     cutoff: i64,
 ) -> anyhow::Result<()> {
-    let cutoff = cutoff.min((now_ms() / 1000) as i64 - PART_GRACE.as_secs() as i64);
-    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, cutoff).await;
+    let part_cutoff = (now_ms() / 1000) as i64 - PART_GRACE.as_secs() as i64;
+    let cutoffs = [(cutoff, SPARED), (part_cutoff, "part files spared (younger than 1h)")];
+    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, &cutoffs).await;
     if old.is_empty() {
         return Ok(());
     }
@@ -389,8 +390,12 @@ struct Old {
     name: String,
 }
 
-/// The files of folder `dir` in each root that `has` it, older than `cutoff` (Unix seconds);
-/// younger ones are counted as spared.
+/// What the summary calls a file younger than `-grace`.
+pub(crate) const SPARED: &str = "spared (younger than -grace)";
+
+/// The files of folder `dir` in each root that `has` it, older than every cutoff (Unix
+/// seconds) of `cutoffs`; a younger one is counted as spared under the first cutoff's name
+/// it is younger than.
 async fn old_files(
     s: &Setup<'_>,
     layout: &Layout,
@@ -398,7 +403,7 @@ async fn old_files(
     v: &mut Verifier<'_>,
     dir: &str,
     has: fn(&Root) -> bool,
-    cutoff: i64,
+    cutoffs: &[(i64, &'static str)],
 ) -> Vec<Old> {
     let mut old = Vec::new();
     for r in layout.roots.iter().filter(|r| has(r)) {
@@ -419,9 +424,9 @@ async fn old_files(
             }
         };
         for e in entries.iter().filter(|e| e.kind == "file") {
-            if e.mtime() > cutoff {
+            if let Some((_, why)) = cutoffs.iter().find(|(cutoff, _)| e.mtime() > *cutoff) {
                 v.report.spared += 1;
-                s.progress.note("spared (younger than -grace)", 1);
+                s.progress.note(why, 1);
             } else {
                 let (path, name) = (format!("{dir}{}", e.name), e.name.to_string());
                 old.push(Old { replica: r.name.clone(), server: server.clone(), path, name });

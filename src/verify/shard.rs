@@ -246,7 +246,7 @@ impl Verifier<'_> {
     fn spared(&mut self, n: u64) {
         if n > 0 {
             self.report.spared += n;
-            self.progress.note("spared (younger than -grace)", n);
+            self.progress.note(super::SPARED, n);
         }
     }
 
