@@ -1788,3 +1788,40 @@ fn a_write_that_fails_after_its_early_200_is_counted_by_its_outcome() {
     assert_eq!(ok_200(&m), Some(before), "the failed copy counted as a 200:\n{m}");
     assert!(m.lines().any(|l| l.starts_with(r#"mkv_requests_total{method="S3",status="5"#)), "no 5xx counted:\n{m}");
 }
+
+/// An Abort sent while a Complete of the same upload runs waits for it, and then finds no
+/// upload to abort: `404 NoSuchUpload`, as S3 answers an Abort of a completed upload. It
+/// answered `204`, telling the client its upload was gone while its object was written.
+#[test]
+fn an_abort_that_waited_for_a_complete_is_no_such_upload() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    // once the part is in, one volume takes each 64 KiB of a write 20 ms late: the 5 MiB
+    // Complete runs ~1.6 s
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let late = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let late = late.clone();
+        proxy(listener, vols[0].addr(), 64 << 10, move |_| {
+            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
+        })
+    };
+    let on = [slow, vols[1].addr(), vols[2].addr()];
+    let master = Master::start_on(&on, &["-threads", "2", "-voltimeout", "5s"]);
+    let addr = master.addr();
+    let data = pattern(5 << 20, 3);
+    let (id, doc) = one_part_upload(&addr, "/racec/k", &data);
+    late.store(20, Ordering::Relaxed);
+    let complete = {
+        let (addr, doc) = (addr.clone(), doc.clone());
+        let path = format!("/racec/k?uploadId={id}");
+        thread::spawn(move || request(&addr, "POST", &path, &[UNSIGNED], doc.as_bytes()))
+    };
+    thread::sleep(Duration::from_millis(300));
+    let abort = request(&addr, "DELETE", &format!("/racec/k?uploadId={id}"), &[UNSIGNED], b"");
+    let complete = complete.join().unwrap();
+    assert!(complete.text().contains("<CompleteMultipartUploadResult"), "{complete:?}");
+    assert_eq!(abort.status, 404, "{abort:?}");
+    assert_eq!(xml_field(&abort.text(), "Code"), "NoSuchUpload", "{abort:?}");
+    late.store(0, Ordering::Relaxed);
+    assert!(s3_get(&addr, "/racec/k").body == data, "the completed object");
+}

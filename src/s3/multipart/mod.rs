@@ -830,13 +830,18 @@ async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
     }
 }
 
+/// AbortMultipartUpload. The upload is looked for again under its lock: a Complete that
+/// held it may have ended the upload meanwhile, and then there is nothing to abort
+/// (`NoSuchUpload`, as S3 answers), not a `204` that says the upload is gone unwritten.
 pub async fn abort(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, id: &str) -> Result<Answer, Failure> {
     upload(ctx, obj, id)?;
-    drop_upload(ctx, id).await?;
+    let _upload = claim(ctx, &lock_name(id, None)).await?;
+    upload(ctx, obj, id)?;
+    forget(ctx, id, all_parts(ctx, id)?).await;
     Ok(ok(conn, req, 204, None))
 }
 
-/// Deletes upload `id`'s part files and records, under its lock (Abort, DeleteBucket).
+/// Deletes upload `id`'s part files and records, under its lock (DeleteBucket).
 async fn drop_upload(ctx: &Ctx, id: &str) -> Result<(), Failure> {
     let _upload = claim(ctx, &lock_name(id, None)).await?;
     let have = all_parts(ctx, id)?;
