@@ -1307,11 +1307,13 @@ fn the_scrub_deletes_part_files_no_upload_names() {
     assert_eq!(part_files(&c), Vec::new());
 }
 
-/// A file in a folder inside a key folder is no key's: verify names it once, by its own
-/// path (it named the folder twice: `…/notes/notes/todo`), and takes it for an orphan.
+/// A file in a folder inside a key folder is no key's: verify takes it for an orphan and
+/// says only that (it said "ignoring" it first, and counted it as a stray too), and a
+/// rebuild, which ignores it, names it by its own path (it named the folder twice:
+/// `…/notes/notes/todo`).
 #[test]
-fn a_file_in_a_folder_inside_a_key_folder_is_named_by_its_own_path() {
-    let (c, _, _) = filled(1, 0, &[]);
+fn a_file_in_a_folder_inside_a_key_folder_is_an_orphan_named_by_its_own_path() {
+    let (mut c, _, _) = filled(1, 0, &[]);
     let (v, rel) = replica_file(&layout(&c.volumes), "/v/0", 0);
     let folder = rel.rsplit_once('/').unwrap().0;
     let junk = format!("{folder}/notes/todo");
@@ -1319,9 +1321,21 @@ fn a_file_in_a_folder_inside_a_key_folder_is_named_by_its_own_path() {
     let (code, err) = verify_online(&c, &["-grace", "0s"]);
     assert_eq!(code, Some(1), "{err}");
     let named = format!("{}/{junk}", addrs(&c.volumes)[v]);
-    assert!(err.contains(&format!("ignoring {named}: ")), "{named}:\n{err}");
     assert!(err.contains(&format!("orphans: {named}")), "{named}:\n{err}");
     assert_eq!(count(&err, "orphans"), Some(1), "{err}");
+    assert!(!err.contains("ignoring"), "{err}");
+    assert_eq!(count(&err, "strays"), None, "{err}");
+    c.master.kill9();
+    let dir = TempDir::new("rebuilt");
+    let db = dir.path().join("db");
+    let mut args = vec!["rebuild", "-volumes"];
+    let vols = addrs(&c.volumes).join(",");
+    let db_arg = db.display().to_string();
+    args.extend([vols.as_str(), "-db", &db_arg]);
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("ignoring {named}: ")), "{named}:\n{err}");
 }
 
 /// A part file no record names yet may be an UploadPart's in flight (written before its

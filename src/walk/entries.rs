@@ -140,14 +140,18 @@ impl Walk<'_> {
             Some(k) => k,
             None => match recover_merged(name, [xx, yy], budget) {
                 Ok(Some(k)) => k,
+                // judged as an orphan (or spared as a young one) by a verify that keeps it,
+                // ignored by a walk that does not
                 Ok(None) => {
-                    self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
-                    self.stray_file(job, name, "not the base64 of a key hashing to its folder");
+                    if !self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime) {
+                        self.stray_file(job, name, "not the base64 of a key hashing to its folder");
+                    }
                     return false;
                 }
                 Err(Spent) => {
-                    self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime);
-                    self.stray_file(job, name, "not the base64 of a key hashing to its folder (not all tried)");
+                    if !self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime) {
+                        self.stray_file(job, name, "not the base64 of a key hashing to its folder (not all tried)");
+                    }
                     return true;
                 }
             },
@@ -170,12 +174,15 @@ impl Walk<'_> {
     }
 
     /// A file in the tree that is no key's (`path` on its server): kept with its time, so
-    /// that a verify can tell an old one (an orphan) from one being written.
-    fn junk(&mut self, job: &ListJob, path: String, mtime: i64) {
+    /// that a verify can tell an old one (an orphan) from one being written. False when it
+    /// is not kept (a walk that keeps none, or too many kept): then it is only a stray.
+    fn junk(&mut self, job: &ListJob, path: String, mtime: i64) -> bool {
         let junk = &mut self.shards[job.shard as usize].found.junk;
-        if self.keep_junk && junk.len() < JUNK_MAX {
+        let keep = self.keep_junk && junk.len() < JUNK_MAX;
+        if keep {
             junk.push(Junk { root: job.root, path, mtime });
         }
+        keep
     }
 
     fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
