@@ -703,3 +703,26 @@ fn a_volume_hung_with_the_whole_body_buffered_fails_the_put_soon() {
     assert!(took < Duration::from_millis(1900), "the PUT took {took:?} to fail");
     assert_eq!(get(&addr, "/hung").status, 404);
 }
+
+/// A PUT cut by a crash (or by the end of `-drain`) leaves its key under `?unlinked` with
+/// no value behind it: the master forgot it with its memory and it stayed listed for good.
+/// The restarted master finds such keys and ends them as it ends failed PUTs.
+#[test]
+fn a_put_cut_by_a_crash_is_not_listed_for_good() {
+    use std::io::Write;
+    let mut c = Cluster::new(3, &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = c.addr();
+    let mut cut = std::net::TcpStream::connect(&addr).unwrap();
+    cut.write_all(b"PUT /cut/k HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n").unwrap();
+    cut.write_all(&[7u8; 2 << 20]).unwrap();
+    wait_until("the PUT to be recorded as a placeholder", TIMEOUT, || {
+        listed(&addr, "unlinked").contains(&"/cut/k".to_string())
+    });
+    c.master.kill9();
+    drop(cut);
+    c.master.restart();
+    let addr = c.addr();
+    wait_until("the cut PUT's key to go", Duration::from_secs(10), || listed(&addr, "unlinked").is_empty());
+    assert_eq!(request(&addr, "GET", "/cut/k", &[], b"").status, 404);
+    assert_eq!(request(&addr, "PUT", "/cut/k", &[], b"whole").status, 201, "the key can be written");
+}

@@ -271,7 +271,7 @@ pub fn string(out: &mut Vec<u8>, s: &[u8], url: bool) {
 }
 
 /// Lets the runtime run other tasks before continuing (monoio has no `yield_now`).
-async fn yield_now() {
+pub(super) async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {

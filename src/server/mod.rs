@@ -46,6 +46,9 @@ use crate::{
 /// until it is settled, so one left by a volume that went down is settled this soon after
 /// the volume is back. The look is one seek in a family that is almost always empty.
 const RECOVER_EVERY: Duration = Duration::from_secs(1);
+/// Unlinked records read at once (one RocksDB scan, then the thread serves again) while
+/// the master looks for failed PUTs a restart forgot.
+const ADOPT_PAGE: usize = 4096;
 /// A replacement that cannot be settled yet (or part files not deleted) is reported at most
 /// this often.
 const RECOVER_WARN_EVERY: Duration = Duration::from_secs(30);
@@ -387,6 +390,20 @@ async fn recover(ctx: &Ctx) {
             eprintln!("mkv: warning: could not {what} yet ({e}); retrying");
         }
     };
+    // failed PUTs a restart forgot (a crash or the end of -drain cut them), a page at a
+    // time between this thread's requests; [`store::remove::finish`] below ends them
+    let mut after: Option<Vec<u8>> = None;
+    while !ctx.shared.stopping() {
+        match crate::store::remove::adopt_forgotten(ctx, after.as_deref(), ADOPT_PAGE) {
+            Ok(Some(last)) => after = Some(last),
+            Ok(None) => break,
+            Err(e) => {
+                warn("look for failed PUTs a restart forgot", &e);
+                break;
+            }
+        }
+        list::yield_now().await;
+    }
     while !ctx.shared.stopping() {
         // part files of ended S3 uploads that a volume down kept
         match crate::s3::multipart::sweep(ctx).await {

@@ -8,9 +8,9 @@ use bytes::Bytes;
 
 use super::{Ctx, Error, KeyGuard};
 use crate::{
-    index::State,
+    index::{Index, State},
     placement::{key_path, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
-    record::Record,
+    record::{Record, RecordRef},
 };
 
 /// DELETE: the record goes to `unlinked` first, as a placeholder (so a failure leaves it
@@ -75,7 +75,8 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 /// Deletes what failed PUTs could not ([`Shared::failed_puts`]), as a DELETE would, while
 /// each key is still the placeholder its PUT left (a PUT since replaced it, a DELETE ended
 /// it); one busy or whose volume is still down waits for the next call. A failed DELETE's
-/// key is left to its client's retry, which SPEC.md promises it. Returns how many went, and
+/// key is left to its client's retry, which SPEC.md promises it, until a restart (then
+/// [`adopt_forgotten`] cannot tell it from a failed PUT's, and its DELETE is finished). Returns how many went, and
 /// the last failure.
 ///
 /// [`Shared::failed_puts`]: super::Shared
@@ -87,6 +88,43 @@ pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
         _ => Ok(false),
     })
     .await
+}
+
+/// Failed PUTs a restart forgot ([`Shared::failed_puts`] lives in memory): the placeholders
+/// under `unlinked` that a PUT cut by a crash or by the end of `-drain` left, with no value
+/// behind them, listed for good. A page of up to `n` keys after `after` is handed to
+/// [`finish`], which ends them as it ends failed PUTs (a placeholder a PUT in flight holds
+/// is passed over while held, and is no placeholder once the PUT is done; one a failed
+/// DELETE left is that DELETE finished). Returns the key to go on after, None at the end.
+///
+/// [`Shared::failed_puts`]: super::Shared
+pub fn adopt_forgotten(ctx: &Ctx, after: Option<&[u8]>, n: usize) -> Result<Option<Vec<u8>>, Error> {
+    let (found, last) = placeholders(&ctx.shared.index, after, n)?;
+    ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+    Ok(last)
+}
+
+/// Keys, and the key a page ended at when there may be more.
+type Page = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+/// The placeholders among the next `n` unlinked keys after `after` (from the first without
+/// it), and the last key read when there may be more.
+fn placeholders(index: &Index, after: Option<&[u8]>, n: usize) -> Result<Page, Error> {
+    let start = after.map(|a| [a, &[0]].concat()).unwrap_or_default();
+    let mut scan = index.scan(State::Unlinked, b"", &start);
+    let (mut found, mut last) = (Vec::new(), None);
+    for _ in 0..n {
+        let Some((k, v)) = scan.next() else {
+            last = None;
+            break;
+        };
+        if RecordRef::parse(v).is_ok_and(|r| r.to_owned().is_placeholder()) {
+            found.push(k.to_vec());
+        }
+        last = Some(k.to_vec());
+    }
+    scan.status()?;
+    Ok((found, last))
 }
 
 /// Runs `each` on every key of `set` (with the key's claim and its record), leaving out a
@@ -159,4 +197,47 @@ pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
         _ => Ok(false),
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every placeholder under `unlinked` is found, page by page, whatever the page size,
+    /// and nothing else: not an unlinked value, not a live key.
+    #[test]
+    fn placeholders_are_found_page_by_page() {
+        let p = std::env::temp_dir().join(format!("mkv-remove-placeholders-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        let idx = Index::open(&p).unwrap();
+        let value = Record { volumes: vec!["a:1".into()], size: 3, mtime: 5, ..Record::default() };
+        let mut want = Vec::new();
+        for i in 0..10u8 {
+            let key = vec![b'/', b'k', b'0' + i];
+            match i % 3 {
+                0 => {
+                    idx.set(&key, State::Unlinked, &Record::placeholder(vec!["a:1".into()])).unwrap();
+                    want.push(key);
+                }
+                1 => idx.set(&key, State::Unlinked, &value).unwrap(),
+                _ => idx.set(&key, State::Live, &value).unwrap(),
+            }
+        }
+        for n in [1, 2, 3, 7, 100] {
+            let (mut got, mut after, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let (found, last) = placeholders(&idx, after.as_deref(), n).unwrap();
+                got.extend(found);
+                pages += 1;
+                assert!(pages <= 11, "page size {n}: no end");
+                match last {
+                    Some(l) => after = Some(l),
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "page size {n}");
+        }
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
+    }
 }
