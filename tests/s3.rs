@@ -1342,19 +1342,9 @@ fn a_complete_cut_by_a_kill_ends_its_upload_once_recovery_rolls_it_forward() {
 /// `InvalidPart` while the first ran, then `503 SlowDown` past 5 s; `NoSuchUpload` after).
 #[test]
 fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
-    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
     // once the parts are in, one volume takes each 64 KiB of a write 70 ms late: the 6 MiB
     // Complete runs ~7 s, longer than a write waits for another (5 s)
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let late = Arc::new(AtomicUsize::new(0));
-    let slow = {
-        let late = late.clone();
-        proxy(listener, vols[0].addr(), 64 << 10, move |_| {
-            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
-        })
-    };
-    let on = [slow, vols[1].addr(), vols[2].addr()];
-    let master = Master::start_on(&on, &["-threads", "2", "-s3-keepalive", "200ms", "-voltimeout", "5s"]);
+    let (master, late, _vols) = master_with_a_late_volume(&["-s3-keepalive", "200ms"]);
     let addr = master.addr();
     assert_eq!(s3_put(&addr, "/slowc", b"").status, 200);
     let r = request(&addr, "POST", "/slowc/k?uploads", &[UNSIGNED], b"");
@@ -1409,6 +1399,25 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     let r = request(&addr, "POST", &path, &[UNSIGNED], other.as_bytes());
     assert_eq!(r.status, 404, "{r:?}");
     assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
+}
+
+/// Three volumes, the first behind a proxy that holds each 64 KiB of a write back by the
+/// milliseconds `late` says (0 at first), and a master on them (2 threads, -voltimeout 5s,
+/// and `flags`); the volumes go with the last of the three.
+fn master_with_a_late_volume(flags: &[&str]) -> (Master, Arc<AtomicUsize>, Vec<Volume>) {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let late = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let late = late.clone();
+        proxy(listener, vols[0].addr(), 64 << 10, move |_| {
+            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
+        })
+    };
+    let on = [slow, vols[1].addr(), vols[2].addr()];
+    let mut all = vec!["-threads", "2", "-voltimeout", "5s"];
+    all.extend_from_slice(flags);
+    (Master::start_on(&on, &all), late, vols)
 }
 
 /// `If-Range` serves the Range only while the object is the one the client named (by its
@@ -1794,19 +1803,9 @@ fn a_write_that_fails_after_its_early_200_is_counted_by_its_outcome() {
 /// answered `204`, telling the client its upload was gone while its object was written.
 #[test]
 fn an_abort_that_waited_for_a_complete_is_no_such_upload() {
-    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
     // once the part is in, one volume takes each 64 KiB of a write 20 ms late: the 5 MiB
     // Complete runs ~1.6 s
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let late = Arc::new(AtomicUsize::new(0));
-    let slow = {
-        let late = late.clone();
-        proxy(listener, vols[0].addr(), 64 << 10, move |_| {
-            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
-        })
-    };
-    let on = [slow, vols[1].addr(), vols[2].addr()];
-    let master = Master::start_on(&on, &["-threads", "2", "-voltimeout", "5s"]);
+    let (master, late, _vols) = master_with_a_late_volume(&[]);
     let addr = master.addr();
     let data = pattern(5 << 20, 3);
     let (id, doc) = one_part_upload(&addr, "/racec/k", &data);
