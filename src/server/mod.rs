@@ -304,6 +304,12 @@ async fn serve(
         let local = local.clone();
         monoio::spawn(async move { recover(&local.ctx).await });
     }
+    if first {
+        // beside recover, not before it: a crash's half-moved replacements are settled at
+        // once however many unlinked keys there are to look through
+        let local = local.clone();
+        monoio::spawn(async move { adopt_forgotten_puts(&local.ctx).await });
+    }
     let listeners = Listeners { api: api.clone(), admin };
     monoio::spawn({
         let local = local.clone();
@@ -378,6 +384,24 @@ fn shut(fd: std::os::fd::RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// Failed PUTs a restart forgot (a crash or the end of `-drain` cut them): found a page at
+/// a time between this thread's requests and handed to the failed-PUT sweep of
+/// [`recover`], which ends them.
+async fn adopt_forgotten_puts(ctx: &Ctx) {
+    let mut after: Option<Vec<u8>> = None;
+    while !ctx.shared.stopping() {
+        match crate::store::remove::adopt_forgotten(ctx, after.as_deref(), ADOPT_PAGE) {
+            Ok(Some(last)) => after = Some(last),
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("mkv: warning: could not look for failed PUTs a restart forgot ({e})");
+                return;
+            }
+        }
+        list::yield_now().await;
+    }
+}
+
 /// Rolls back or forward the replacements a crash or a failed move left half written (a
 /// volume down at the move, a key busy), and deletes part files of ended S3 uploads a
 /// volume down kept, for as long as the server runs.
@@ -390,20 +414,6 @@ async fn recover(ctx: &Ctx) {
             eprintln!("mkv: warning: could not {what} yet ({e}); retrying");
         }
     };
-    // failed PUTs a restart forgot (a crash or the end of -drain cut them), a page at a
-    // time between this thread's requests; [`store::remove::finish`] below ends them
-    let mut after: Option<Vec<u8>> = None;
-    while !ctx.shared.stopping() {
-        match crate::store::remove::adopt_forgotten(ctx, after.as_deref(), ADOPT_PAGE) {
-            Ok(Some(last)) => after = Some(last),
-            Ok(None) => break,
-            Err(e) => {
-                warn("look for failed PUTs a restart forgot", &e);
-                break;
-            }
-        }
-        list::yield_now().await;
-    }
     while !ctx.shared.stopping() {
         // part files of ended S3 uploads that a volume down kept
         match crate::s3::multipart::sweep(ctx).await {
