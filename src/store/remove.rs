@@ -76,8 +76,8 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 /// each key is still the placeholder its PUT left (a PUT since replaced it, a DELETE ended
 /// it); one busy or whose volume is still down waits for the next call. A failed DELETE's
 /// key is left to its client's retry, which SPEC.md promises it, until a restart (then
-/// [`adopt_forgotten`] cannot tell it from a failed PUT's, and its DELETE is finished). Returns how many went, and
-/// the last failure.
+/// [`adopt_forgotten`] cannot tell it from a failed PUT's, and its DELETE is finished).
+/// Returns how many went, and the last failure.
 ///
 /// [`Shared::failed_puts`]: super::Shared
 pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
