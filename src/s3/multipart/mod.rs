@@ -830,23 +830,27 @@ async fn forget(ctx: &Ctx, id: &str, parts: Vec<(u32, Part)>) {
     }
 }
 
-/// AbortMultipartUpload. The upload is looked for again under its lock: a Complete that
-/// held it may have ended the upload meanwhile, and then there is nothing to abort
-/// (`NoSuchUpload`, as S3 answers), not a `204` that says the upload is gone unwritten.
+/// AbortMultipartUpload. An upload a Complete ended while the Abort waited for its lock
+/// is no upload to abort: `NoSuchUpload`, as S3 answers, not a `204` that says the upload
+/// is gone unwritten.
 pub async fn abort(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, id: &str) -> Result<Answer, Failure> {
     upload(ctx, obj, id)?;
-    let _upload = claim(ctx, &lock_name(id, None)).await?;
-    upload(ctx, obj, id)?;
-    forget(ctx, id, all_parts(ctx, id)?).await;
+    if !drop_upload(ctx, id).await? {
+        return Err(S3Error::NoSuchUpload.into());
+    }
     Ok(ok(conn, req, 204, None))
 }
 
-/// Deletes upload `id`'s part files and records, under its lock (DeleteBucket).
-async fn drop_upload(ctx: &Ctx, id: &str) -> Result<(), Failure> {
+/// Deletes upload `id`'s part files and records, under its lock (Abort, DeleteBucket).
+/// False when the upload was gone once the lock was had (a Complete that held it ended it).
+async fn drop_upload(ctx: &Ctx, id: &str) -> Result<bool, Failure> {
     let _upload = claim(ctx, &lock_name(id, None)).await?;
+    if ctx.shared.index.mp_get(&upload_key(id)).map_err(store::Error::from)?.is_none() {
+        return Ok(false);
+    }
     let have = all_parts(ctx, id)?;
     forget(ctx, id, have).await;
-    Ok(())
+    Ok(true)
 }
 
 /// Every upload in progress into `bucket`: (key within the bucket, upload id, time).
