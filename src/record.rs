@@ -61,7 +61,7 @@ impl Record {
 
     /// Whether this is a [`Record::placeholder`] (a value, even an empty S3 one, has a time).
     pub fn is_placeholder(&self) -> bool {
-        self.size == 0 && self.md5.is_none() && self.mtime == 0
+        placeholder_fields(self.size, self.md5.is_some(), self.mtime)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -145,7 +145,17 @@ fn volumes_iter(mut p: &[u8]) -> impl Iterator<Item = &str> {
     })
 }
 
+/// What marks a [`Record::placeholder`]: no size, no MD5, no time.
+fn placeholder_fields(size: u64, has_md5: bool, mtime: u64) -> bool {
+    size == 0 && !has_md5 && mtime == 0
+}
+
 impl<'a> RecordRef<'a> {
+    /// [`Record::is_placeholder`], read from the stored bytes.
+    pub fn is_placeholder(&self) -> bool {
+        placeholder_fields(self.size, self.md5.is_some(), self.mtime)
+    }
+
     pub fn parse(bytes: &'a [u8]) -> Result<RecordRef<'a>, Corrupt> {
         let body = checked(bytes)?;
         let (version, flags) = (body[0], body[1]);

@@ -118,7 +118,7 @@ fn placeholders(index: &Index, after: Option<&[u8]>, n: usize) -> Result<Page, E
             last = None;
             break;
         };
-        if RecordRef::parse(v).is_ok_and(|r| r.to_owned().is_placeholder()) {
+        if RecordRef::parse(v).is_ok_and(|r| r.is_placeholder()) {
             found.push(k.to_vec());
         }
         last = Some(k.to_vec());
