@@ -140,18 +140,12 @@ impl Walk<'_> {
             Some(k) => k,
             None => match recover_merged(name, [xx, yy], budget) {
                 Ok(Some(k)) => k,
-                // judged as an orphan (or spared as a young one) by a verify that keeps it,
-                // ignored by a walk that does not
                 Ok(None) => {
-                    if !self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime) {
-                        self.stray_file(job, name, "not the base64 of a key hashing to its folder");
-                    }
+                    self.no_key(job, name, rep.mtime, "not the base64 of a key hashing to its folder");
                     return false;
                 }
                 Err(Spent) => {
-                    if !self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), rep.mtime) {
-                        self.stray_file(job, name, "not the base64 of a key hashing to its folder (not all tried)");
-                    }
+                    self.no_key(job, name, rep.mtime, "not the base64 of a key hashing to its folder (not all tried)");
                     return true;
                 }
             },
@@ -183,6 +177,14 @@ impl Walk<'_> {
             junk.push(Junk { root: job.root, path, mtime });
         }
         keep
+    }
+
+    /// A file in a key folder that no key makes: judged as an orphan (or spared as a young
+    /// one) by a verify that keeps it, ignored by a walk that does not.
+    fn no_key(&mut self, job: &ListJob, name: &str, mtime: i64, why: &str) {
+        if !self.junk(job, format!("{}{name}", &job.dir[..job.name_at]), mtime) {
+            self.stray_file(job, name, why);
+        }
     }
 
     fn stray(&mut self, job: &ListJob, name: &str, why: &str) {
