@@ -1344,7 +1344,7 @@ fn a_complete_cut_by_a_kill_ends_its_upload_once_recovery_rolls_it_forward() {
 fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     // once the parts are in, one volume takes each 64 KiB of a write 70 ms late: the 6 MiB
     // Complete runs ~7 s, longer than a write waits for another (5 s)
-    let (master, late, _vols) = master_with_a_late_volume(&["-s3-keepalive", "200ms"]);
+    let LateVolume { master, late, _vols, .. } = master_with_a_late_volume(&["-s3-keepalive", "200ms"]);
     let addr = master.addr();
     assert_eq!(s3_put(&addr, "/slowc", b"").status, 200);
     let r = request(&addr, "POST", "/slowc/k?uploads", &[UNSIGNED], b"");
@@ -1401,23 +1401,36 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
 }
 
+/// A master whose first volume is late: see [`master_with_a_late_volume`].
+struct LateVolume {
+    master: Master,
+    /// How late (ms) the volume takes each 64 KiB of a write; 0 at first.
+    late: Arc<AtomicUsize>,
+    /// Pieces it has taken late so far.
+    held: Arc<AtomicUsize>,
+    _vols: Vec<Volume>,
+}
+
 /// Three volumes, the first behind a proxy that holds each 64 KiB of a write back by the
-/// milliseconds `late` says (0 at first), and a master on them (2 threads, -voltimeout 5s,
-/// and `flags`); the volumes go with the last of the three.
-fn master_with_a_late_volume(flags: &[&str]) -> (Master, Arc<AtomicUsize>, Vec<Volume>) {
+/// milliseconds `late` says, and a master on them (2 threads, -voltimeout 5s, and `flags`).
+fn master_with_a_late_volume(flags: &[&str]) -> LateVolume {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let late = Arc::new(AtomicUsize::new(0));
+    let (late, held) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let slow = {
-        let late = late.clone();
+        let (late, held) = (late.clone(), held.clone());
         proxy(listener, vols[0].addr(), 64 << 10, move |_| {
-            thread::sleep(Duration::from_millis(late.load(Ordering::Relaxed) as u64))
+            let ms = late.load(Ordering::Relaxed);
+            if ms > 0 {
+                held.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(ms as u64));
+            }
         })
     };
     let on = [slow, vols[1].addr(), vols[2].addr()];
     let mut all = vec!["-threads", "2", "-voltimeout", "5s"];
     all.extend_from_slice(flags);
-    (Master::start_on(&on, &all), late, vols)
+    LateVolume { master: Master::start_on(&on, &all), late, held, _vols: vols }
 }
 
 /// `If-Range` serves the Range only while the object is the one the client named (by its
@@ -1805,7 +1818,7 @@ fn a_write_that_fails_after_its_early_200_is_counted_by_its_outcome() {
 fn an_abort_that_waited_for_a_complete_is_no_such_upload() {
     // once the part is in, one volume takes each 64 KiB of a write 20 ms late: the 5 MiB
     // Complete runs ~1.6 s
-    let (master, late, _vols) = master_with_a_late_volume(&[]);
+    let LateVolume { master, late, held, _vols } = master_with_a_late_volume(&[]);
     let addr = master.addr();
     let data = pattern(5 << 20, 3);
     let (id, doc) = one_part_upload(&addr, "/racec/k", &data);
@@ -1815,7 +1828,7 @@ fn an_abort_that_waited_for_a_complete_is_no_such_upload() {
         let path = format!("/racec/k?uploadId={id}");
         thread::spawn(move || request(&addr, "POST", &path, &[UNSIGNED], doc.as_bytes()))
     };
-    thread::sleep(Duration::from_millis(300));
+    wait_until("the Complete to write to the late volume", TIMEOUT, || held.load(Ordering::Relaxed) > 0);
     let abort = request(&addr, "DELETE", &format!("/racec/k?uploadId={id}"), &[UNSIGNED], b"");
     let complete = complete.join().unwrap();
     assert!(complete.text().contains("<CompleteMultipartUploadResult"), "{complete:?}");
