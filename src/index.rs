@@ -439,7 +439,16 @@ impl Index {
 
     /// Removes multipart entries, in one batch.
     pub fn mp_delete(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
-        self.write(|db, b| keys.iter().for_each(|k| b.delete_cf(db.cf_named(MULTIPART), k)))
+        self.mp_write(&[], keys)
+    }
+
+    /// Puts some multipart entries and removes others, in one batch: all or none of it.
+    pub fn mp_write(&self, puts: &[(&[u8], &[u8])], deletes: &[Vec<u8>]) -> Result<(), Error> {
+        self.write(|db, b| {
+            let cf = db.cf_named(MULTIPART);
+            puts.iter().for_each(|(k, v)| b.put_cf(cf, k, v));
+            deletes.iter().for_each(|k| b.delete_cf(cf, k));
+        })
     }
 
     /// Up to `n` multipart entries (key, value) with `prefix`, from `start` (or the prefix) on.

@@ -1257,6 +1257,49 @@ fn a_multipart_upload_survives_a_master_restart() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+/// An UploadPart cut by a kill -9 after some volumes stored the part's file but before the
+/// part was recorded: the files go once the master is back (they stayed for good, and the
+/// Abort that followed left them behind: S3.md's "Abort and Complete leave no part file
+/// behind"); a part uploaded after the restart, and the upload itself, are untouched.
+#[test]
+fn the_files_of_a_part_cut_by_a_kill_are_deleted_after_the_restart() {
+    let mut c = cluster(&["-subvolumes", "1", "-voltimeout", "30s"]);
+    let addr = c.addr();
+    let r = request(&addr, "POST", "/cutpart/mp?uploads", &[UNSIGNED], b"");
+    let id = xml_field(&r.text(), "UploadId").to_string();
+    // the first volume takes the part's body and never answers: the other two store it
+    c.volumes[0].pause();
+    let cut = {
+        let (addr, path) = (addr.clone(), format!("/cutpart/mp?partNumber=1&uploadId={id}"));
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let _ = s.write_all(&encode_request("PUT", &path, &[UNSIGNED], &pattern(1 << 20, 1)));
+            let _ = s.read(&mut [0u8; 1024]);
+        })
+    };
+    wait_until("two volumes to store the part", TIMEOUT, || leftovers(&c).len() == 2);
+    c.master.kill9();
+    c.volumes[0].resume();
+    cut.join().unwrap();
+    c.master.restart();
+    let addr = c.addr();
+    wait_until("the cut part's files to go", TIMEOUT, || leftovers(&c).is_empty());
+    let r = s3_get(&addr, &format!("/cutpart/mp?uploadId={id}"));
+    assert_eq!(r.status, 200, "the upload is still there: {r:?}");
+    assert_eq!(r.text().matches("<Part>").count(), 0, "{r:?}");
+    let data = pattern(1 << 20, 2);
+    let r = s3_put(&addr, &format!("/cutpart/mp?partNumber=1&uploadId={id}"), &data);
+    assert_eq!(r.status, 200, "{r:?}");
+    let doc = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        r.header("etag").unwrap()
+    );
+    let r = request(&addr, "POST", &format!("/cutpart/mp?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(s3_get(&addr, "/cutpart/mp").body == data, "the completed object differs");
+    assert_eq!(leftovers(&c), Vec::<String>::new());
+}
+
 /// One part uploaded to a new upload of `key`: (upload id, the Complete's document).
 fn one_part_upload(addr: &str, key: &str, data: &[u8]) -> (String, String) {
     let r = request(addr, "POST", &format!("{key}?uploads"), &[UNSIGNED], b"");

@@ -104,6 +104,12 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     let bound = listeners[0].local_addr()?;
     // copies of the index (snapshots) carry it: offline tools given one know it is not the whole truth
     crate::served::record(&index, &crate::served::Master::me(bound, &cfg.volumes)).map_err(anyhow::Error::msg)?;
+    // before any request, so that no upload of this run is taken for one a crash cut
+    match crate::s3::multipart::adopt_cut_parts(&index) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("mkv: {n} S3 part upload(s) were cut by the last stop; deleting their files"),
+        Err(e) => bail!("cannot read the index's S3 uploads: {e}"),
+    }
     let uring = monoio::utils::detect_uring();
     let shared = Arc::new(Shared::new(cfg, index, true)?);
     eprintln!(

@@ -50,8 +50,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 const TMP_ITEMS: usize = usize::MAX;
 /// Items of the `_parts` folders.
 const PART_ITEMS: usize = usize::MAX - 1;
-/// A part's file is written before its record (which may wait for a Complete of its upload
-/// to end): part files younger than this are spared, however short `-grace` is.
+/// A part upload names its file in the index before writing it, but one that starts after
+/// verify read those names writes a file they lack: part files younger than this are
+/// spared, however short `-grace` is.
 const PART_GRACE: Duration = Duration::from_secs(60 * 60);
 
 pub struct Options {

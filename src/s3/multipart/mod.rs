@@ -160,6 +160,25 @@ fn leftover_key(p: &Part) -> Vec<u8> {
     format!("g/{}", p.file).into_bytes()
 }
 
+/// A part whose files are being written, named by no part record yet (`w/<file>`): a crash
+/// before the record leaves this note, which the next start hands to [`sweep`]
+/// ([`adopt_cut_parts`]); without it the files stayed on the volumes for good.
+fn writing_key(p: &Part) -> Vec<u8> {
+    format!("w/{}", p.file).into_bytes()
+}
+
+/// Hands the parts whose writing a crash or a stop cut (their notes, [`writing_key`]) to
+/// [`sweep`], which deletes their files. Run at start, before any request: every such note
+/// then is a previous run's. How many there were.
+pub fn adopt_cut_parts(index: &Index) -> Result<usize, crate::index::Error> {
+    let cut = scan_index(index, b"w/")?;
+    for (k, v) in &cut {
+        let Some(p) = Part::decode(v) else { continue };
+        index.mp_write(&[(&leftover_key(&p), v)], std::slice::from_ref(k))?;
+    }
+    Ok(cut.len())
+}
+
 /// Notes `p`'s files for [`sweep`] when deleting them failed now.
 fn leave_for_sweep(ctx: &Ctx, p: &Part, why: &volume::Error) {
     eprintln!("mkv: S3 part {}: could not delete its files yet ({why}); retrying in the background", p.file);
@@ -172,6 +191,14 @@ fn leave_for_sweep(ctx: &Ctx, p: &Part, why: &volume::Error) {
 async fn delete_files(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
     if let Err(why) = ctx.client.delete_all(topo, &targets(&p.replicas, &p.path())).await {
         leave_for_sweep(ctx, p, &why);
+    }
+}
+
+/// Deletes the files of a part whose upload failed, then its [`writing_key`] note.
+async fn drop_written(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
+    delete_files(ctx, topo, p).await;
+    if let Err(e) = ctx.shared.index.mp_delete(&[writing_key(p)]) {
+        eprintln!("mkv: S3 part {}: could not drop the note of its writing: {e}", p.file);
     }
 }
 
@@ -192,9 +219,9 @@ pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
     Ok(cleared)
 }
 
-/// The records that name part files: the parts of uploads in progress (`p/`), and those
-/// of ended uploads a volume down kept (`g/`, for [`sweep`]).
-const NAMING_FILES: [&[u8]; 2] = [b"p/", b"g/"];
+/// The records that name part files: the parts of uploads in progress (`p/`), those of
+/// ended uploads a volume down kept (`g/`, for [`sweep`]), and those being written (`w/`).
+const NAMING_FILES: [&[u8]; 3] = [b"p/", b"g/", b"w/"];
 
 /// The file names (under [`PARTS_DIR`]) that part records name: the parts of uploads in
 /// progress, and those of ended uploads still to delete. `mkv verify` takes any other part
@@ -371,11 +398,13 @@ async fn write_part<S: Source<Error = S3Error>>(
     }
     let file = format!("{id}.{n}.{}", write::temp_id());
     let mut part = Part { size: 0, md5: [0; 16], mtime_ms: 0, file, replicas };
+    let index = &ctx.shared.index;
+    index.mp_put(&writing_key(&part), &part.encode()).map_err(store::Error::from)?;
     let w = match write::send_all(ctx, &topo, &targets(&part.replicas, &part.path()), src, true).await {
         Ok(w) => w,
         Err(e) => {
             // what some replicas took: a part of no upload
-            delete_files(ctx, &topo, &part).await;
+            drop_written(ctx, &topo, &part).await;
             return Err(e);
         }
     };
@@ -386,13 +415,15 @@ async fn write_part<S: Source<Error = S3Error>>(
     let held = match hold_upload(ctx, id).await {
         Ok(held) => held,
         Err(e) => {
-            delete_files(ctx, &topo, &part).await;
+            drop_written(ctx, &topo, &part).await;
             return Err(e);
         }
     };
-    let index = &ctx.shared.index;
     let old = index.mp_get(&part_key(id, n)).map_err(store::Error::from)?.and_then(|v| Part::decode(&v));
-    index.mp_put(&part_key(id, n), &part.encode()).map_err(store::Error::from)?;
+    // the record and the end of the writing note at once: a crash between them would leave
+    // the note, and the next start would delete the files of a recorded part
+    let record = part.encode();
+    index.mp_write(&[(&part_key(id, n), &record)], &[writing_key(&part)]).map_err(store::Error::from)?;
     drop(held);
     // -sync: a part acknowledged is on disk like a value
     ctx.durable().await?;
@@ -894,9 +925,11 @@ mod tests {
         index.mp_put(&part_key("up", 1), &part("up.1.x")).unwrap();
         index.mp_put(&part_key("up", 2), &part("up.2.x")).unwrap();
         index.mp_put(b"g/old.1.y", &part("old.1.y")).unwrap();
+        index.mp_put(b"w/up.3.z", &part("up.3.z")).unwrap();
         index.mp_put(&done_key("done"), &encode_done(b"/b/d", "abc-2")).unwrap();
         index.mp_put(&completing_key("up"), &encode_done(b"/b/k", "def-2")).unwrap();
-        let want: std::collections::HashSet<String> = ["up.1.x", "up.2.x", "old.1.y"].map(String::from).into();
+        let want: std::collections::HashSet<String> =
+            ["up.1.x", "up.2.x", "old.1.y", "up.3.z"].map(String::from).into();
         assert_eq!(part_files(&index).unwrap(), want);
         let (mut paged, mut start, mut pages) = (std::collections::HashSet::new(), Vec::new(), 0);
         loop {
@@ -908,8 +941,13 @@ mod tests {
                 None => break,
             }
         }
-        // 6 records, 2 a page: a full page cannot tell it was the last, an empty one ends
-        assert_eq!((paged, pages), (want, 4));
+        // 7 records, 2 a page
+        assert_eq!((paged, pages), (want.clone(), 4));
+        // at start, a part being written (a crash cut it) becomes one whose files the sweep deletes
+        assert_eq!(adopt_cut_parts(&index).unwrap(), 1);
+        assert_eq!(part_files(&index).unwrap(), want);
+        assert!(index.mp_get(b"w/up.3.z").unwrap().is_none());
+        assert!(index.mp_get(b"g/up.3.z").unwrap().is_some());
         drop(index);
         let _ = std::fs::remove_dir_all(&dir);
     }
