@@ -873,6 +873,53 @@ fn a_part_arriving_after_its_upload_ended_leaves_nothing() {
     assert!(s3_get(&addr, "/late/mp").body == pattern(5 << 20, 3), "the completed object");
 }
 
+/// A GET or HEAD that carries a body (legal HTTP, if odd): the body is read and dropped, not
+/// parsed as the next request on the connection. It was, for every answer streamed out
+/// (GetObject 200/206/304, a native listing): `JUNK!GET …` came back `405`, a body that is
+/// itself a request was answered as one (request smuggling behind a proxy that forwards it).
+#[test]
+fn a_body_sent_with_a_get_is_not_taken_for_the_next_request() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/getbody/obj", b"hello world").status, 200);
+    let next =
+        "GET /getbody/obj HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nConnection: close\r\n\r\n";
+    let smuggled = "GET /getbody/obj HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\r\n";
+    let cases = [
+        ("GET", "/getbody/obj", "", 200),
+        ("GET", "/getbody/obj", "Range: bytes=0-4\r\n", 206),
+        ("GET", "/getbody/obj", "If-None-Match: *\r\n", 304),
+        ("HEAD", "/getbody/obj", "", 200),
+        ("GET", "/getbody?list-type=2", "", 200),
+        ("GET", "/getbody/?list", "", 200),
+    ];
+    for (method, path, extra, status) in cases {
+        for body in ["JUNK!", smuggled] {
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n{extra}\
+                 Content-Length: {}\r\n\r\n{body}{next}",
+                body.len()
+            );
+            let r = raw(&addr, head.as_bytes(), Duration::from_secs(5));
+            let text = r.text();
+            let statuses: Vec<&str> = text.match_indices("HTTP/1.1 ").map(|(i, _)| &text[i + 9..i + 12]).collect();
+            let what = format!("{method} {path} {extra:?} with a {} byte body", body.len());
+            assert_eq!(statuses, [status.to_string().as_str(), "200"], "{what}: {text}");
+            assert!(r.closed, "{what}: the connection closes after the second answer");
+            assert!(text.ends_with("hello world"), "{what}: {text}");
+        }
+    }
+    // a chunked body on a GET is not read through: the connection closes after the answer
+    let head = format!(
+        "GET /getbody/obj HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nJUNK!\r\n0\r\n\r\n{next}"
+    );
+    let r = raw(&addr, head.as_bytes(), Duration::from_secs(5));
+    let text = r.text();
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(r.status() == Some(200) && r.closed, "{text}");
+}
+
 /// GetObjects of one key take turns over its replicas (each GET of a hot key used to read
 /// the first live one): one replica altered on disk (same size) shows in about a third of
 /// the reads, the others in the rest. (A test of turns, not a case verify would miss: a

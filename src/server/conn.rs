@@ -216,9 +216,11 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         };
         // a stop that began while this request ran: its answer says the connection closes
-        let mut keep = wanted && !close && !conn.draining();
-        if keep && !body.is_done() && !matches!(reply, Reply::Streamed { .. }) {
-            // an early answer (403, 409, ...): the body must be consumed to find the next request
+        let mut keep = wanted && !close && !conn.draining() && !matches!(reply, Reply::Streamed { keep: false, .. });
+        if keep && !body.is_done() {
+            // an early answer (403, 409, ...), or one that never wanted a body (a GET or a
+            // listing streamed out, whose request carried one anyway): the body must be
+            // consumed to find the next request, or its bytes would be read as one
             keep = !body.awaits_continue()
                 && head.framing != Framing::Chunked
                 && body.remaining() <= DISCARD_MAX
