@@ -48,6 +48,8 @@ use config::{parse_duration, Config, Limits};
 
 /// `-concurrency` of `rebalance -online` when not given (see where it is used).
 const ONLINE_REBALANCE_CONCURRENCY: usize = 32;
+/// `-replicas` when not given (but by `rebalance -online`, which keeps the master's).
+const DEFAULT_REPLICAS: usize = 3;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -170,9 +172,10 @@ struct Flags {
     /// Client connections open at most [default: the open-files limit less a reserve]
     #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
     max_conns: usize,
-    /// Replicas per key (at most the number of volumes)
-    #[arg(long, global = true, default_value_t = 3)]
-    replicas: usize,
+    /// Replicas per key (at most the number of volumes) [default: 3; rebalance -online: the
+    /// master's count]
+    #[arg(long, global = true)]
+    replicas: Option<usize>,
     /// Folders (disks) per volume server, sv00...; 1 means none
     #[arg(long, global = true, default_value_t = 10)]
     subvolumes: u32,
@@ -543,7 +546,9 @@ fn main() -> ExitCode {
         db,
         volumes: f.volumes.into_iter().filter(|v| !v.is_empty()).collect(),
         port: f.port,
-        replicas: f.replicas,
+        // an online rebalance without -replicas keeps the master's count, which the master
+        // checks the new list against; here nothing is placed, so 1 passes any list
+        replicas: f.replicas.unwrap_or(if online_rebalance { 1 } else { DEFAULT_REPLICAS }),
         subvolumes: f.subvolumes,
         fallback: f.fallback,
         protect: f.protect,
@@ -593,7 +598,10 @@ fn main() -> ExitCode {
             server::run(cfg)
         }
         Cmd::Rebuild => rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency }),
-        Cmd::Rebalance => rebalance::run(cfg, rebalance::Options { dry_run: f.dry_run, online: f.online, concurrency }),
+        Cmd::Rebalance => {
+            let opts = rebalance::Options { dry_run: f.dry_run, online: f.online, replicas: f.replicas, concurrency };
+            rebalance::run(cfg, opts)
+        }
         Cmd::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
         Cmd::Verify => {
             let opts = verify::Options {

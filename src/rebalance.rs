@@ -28,6 +28,8 @@ const BUSY_RETRIES: u32 = 20;
 pub struct Options {
     pub dry_run: bool,
     pub online: Option<String>,
+    /// `-replicas` as given: `-online` without it keeps the master's own count.
+    pub replicas: Option<usize>,
     pub concurrency: usize,
 }
 
@@ -206,7 +208,12 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
     let mut rt = runtime()?;
     rt.block_on(async {
         let client = Rc::new(Client::new(cfg.volume_rcvbuf));
-        let switch = format!("/?volumes={}&replicas={}", cfg.volumes.join(","), cfg.replicas);
+        // -replicas only when given: the default (3) would change a master of another count
+        // and copy or drop a replica of every key
+        let mut switch = format!("/?volumes={}", cfg.volumes.join(","));
+        if let Some(n) = opts.replicas {
+            switch.push_str(&format!("&replicas={n}"));
+        }
         let auth = cfg.admin_token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let (status, body) = client
             .get_with(&topo, &master, "VOLUMES", &switch, auth.as_bytes(), 1 << 20)

@@ -860,3 +860,34 @@ fn an_online_rebalance_onto_an_unreachable_volume_is_refused_before_the_switch()
         assert_eq!(get_follow(&master.addr(), key).body, value_of(key), "{key}");
     }
 }
+
+/// `mkv rebalance -online` without `-replicas` keeps the master's own count: it sent the
+/// default (3), so a master of 2 replicas went to 3 and copied every key to a third volume
+/// (a rebalance onto the same list "moved" all of them), and a 2-volume master could not be
+/// rebalanced at all ("-replicas 3 needs at least 3 volumes").
+#[test]
+fn an_online_rebalance_without_replicas_keeps_the_masters_count() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let master = Master::start_on(&all[..3], &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/two/k", &[], b"value").status, 201);
+    let online = format!("http://{addr}");
+    let replicas_now = || {
+        let r = request(&addr, "VOLUMES", "/", &[], b"");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["replicas"].as_u64().unwrap()
+    };
+    for to in [&all[..3], &all[1..3], &all[..]] {
+        let (code, err) = run_mkv(&["rebalance", "-volumes", &to.join(","), "-subvolumes", "1", "-online", &online]);
+        assert_eq!(code, Some(0), "onto {to:?}: {err}");
+        assert_eq!(replicas_now(), 2, "onto {to:?}: {err}");
+        let r = request(&addr, "HEAD", "/two/k", &[], b"");
+        assert_eq!(r.header("key-volumes").unwrap().split(',').count(), 2, "onto {to:?}: {r:?}");
+        assert_eq!(r.header("key-balance"), Some("balanced"), "onto {to:?}: {r:?}");
+    }
+    // given, it is the new count
+    let (code, err) = run_mkv(&["rebalance", "-volumes", &all.join(","), "-replicas", "3", "-online", &online]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(replicas_now(), 3);
+}
