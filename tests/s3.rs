@@ -1575,6 +1575,33 @@ fn if_range_serves_the_range_only_of_the_object_named() {
     assert_eq!((r.status, r.header("content-length")), (200, Some("10")), "HEAD");
 }
 
+/// The XML bodies of CompleteMultipartUpload and CreateBucket are checked against a
+/// `Content-MD5` like any body (S3.md: "400 BadDigest with nothing stored"): a wrong one
+/// was ignored and the upload completed.
+#[test]
+fn a_complete_or_create_bucket_with_a_wrong_content_md5_is_bad_digest() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    let (id, doc) = one_part_upload(&addr, "/digestmp/k", b"abc");
+    let path = format!("/digestmp/k?uploadId={id}");
+    let wrong = md5_b64(b"another document");
+    let r = request(&addr, "POST", &path, &[UNSIGNED, ("Content-MD5", &wrong)], doc.as_bytes());
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(xml_field(&r.text(), "Code"), "BadDigest", "{r:?}");
+    assert_eq!(s3_get(&addr, "/digestmp/k").status, 404, "nothing completed");
+    let r = request(&addr, "POST", &path, &[UNSIGNED, ("Content-MD5", &md5_b64(doc.as_bytes()))], doc.as_bytes());
+    assert_eq!(r.status, 200, "the right digest: {r:?}");
+    assert_eq!(s3_get(&addr, "/digestmp/k").body, b"abc");
+    let create =
+        b"<CreateBucketConfiguration><LocationConstraint>us-east-1</LocationConstraint></CreateBucketConfiguration>";
+    let r = request(&addr, "PUT", "/digestbucket", &[UNSIGNED, ("Content-MD5", &wrong)], create);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(xml_field(&r.text(), "Code"), "BadDigest", "{r:?}");
+    assert_eq!(request(&addr, "HEAD", "/digestbucket", &[UNSIGNED], b"").status, 404, "no bucket made");
+    let r = request(&addr, "PUT", "/digestbucket", &[UNSIGNED, ("Content-MD5", &md5_b64(create))], create);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
 #[test]
 fn bad_digests_are_400_and_store_nothing() {
     let c = cluster(&[]);

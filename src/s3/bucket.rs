@@ -6,7 +6,7 @@
 use super::{
     error::S3Error,
     request::{continuation_token, ListParams},
-    serve::{ok, small_body, Answer, Failure, Req},
+    serve::{checked_body, ok, Answer, Failure, Req},
     sigv4::Verified,
     stored::{etag, Stored},
     xml,
@@ -147,10 +147,12 @@ pub async fn create(
     req: &Req<'_>,
     body: &mut Body,
     bucket: &str,
+    verified: Verified,
 ) -> Result<Answer, Failure> {
     // a CreateBucketConfiguration may name a location: kept for GetBucketLocation (mkv has
     // one place, so it changes nothing else). Creating a bucket again keeps what it had.
-    let location = xml::parse_create_bucket(&small_body(conn, body, 64 << 10).await?)?;
+    let doc = checked_body(conn, req, body, verified, 64 << 10, true, "an aws-chunked CreateBucket body").await?;
+    let location = xml::parse_create_bucket(&doc)?;
     if created(ctx, bucket)?.is_none() {
         let c = Created { ms: now_ms() as i64, location };
         ctx.shared.index.set_meta(&format!("{BUCKET}{bucket}"), &c.encode()).map_err(store::Error::from)?;
@@ -357,14 +359,8 @@ pub async fn delete_objects(
     bucket: &str,
     verified: Verified,
 ) -> Result<Answer, Failure> {
-    let payload = super::payload::Payload::new(&req.headers, verified, false)?;
-    let doc = small_body(conn, body, super::xml::MAX_XML_BODY).await?;
-    let mut payload = payload;
-    if payload.is_chunked() {
-        return Err(S3Error::NotImplemented("an aws-chunked DeleteObjects body").into());
-    }
-    payload.observe(&doc)?;
-    payload.finish()?;
+    let what = "an aws-chunked DeleteObjects body";
+    let doc = checked_body(conn, req, body, verified, super::xml::MAX_XML_BODY, true, what).await?;
     let asked = xml::parse_delete(&doc)?;
     if asked.objects.len() > MAX_DELETE {
         return Err(S3Error::MalformedXML.into());

@@ -321,7 +321,7 @@ async fn dispatch(
 ) -> Result<Answer, Failure> {
     match op {
         Op::ListBuckets { prefix, max, after } => bucket::list_buckets(ctx, conn, req, &prefix, max, after),
-        Op::CreateBucket { bucket } => bucket::create(ctx, conn, req, body, &bucket).await,
+        Op::CreateBucket { bucket } => bucket::create(ctx, conn, req, body, &bucket, verified).await,
         Op::HeadBucket { bucket } => bucket::head(ctx, conn, req, &bucket),
         Op::DeleteBucket { bucket } => {
             bucket::must_be_empty(ctx, &bucket)?;
@@ -358,7 +358,7 @@ async fn dispatch(
             multipart::upload_part_copy(ctx, conn, req, &obj, &upload_id, part, &source, range, &conditions).await
         }
         Op::CompleteMultipartUpload { obj, upload_id, write_if } => {
-            multipart::complete(ctx, conn, req, body, &obj, &upload_id, &write_if).await
+            multipart::complete(ctx, conn, req, body, &obj, &upload_id, &write_if, verified).await
         }
         Op::AbortMultipartUpload { obj, upload_id } => multipart::abort(ctx, conn, req, &obj, &upload_id).await,
         Op::ListParts { obj, upload_id, max_parts, part_number_marker } => {
@@ -391,8 +391,34 @@ fn expired(query: &[u8], now: i64) -> Result<(), S3Error> {
     }
 }
 
+/// Reads a small request body whole (an XML document, at most `max` bytes) and checks it as
+/// a PutObject's is: `x-amz-content-sha256` (a signature covers the body through it),
+/// `Content-MD5`, and an `x-amz-checksum-*` header when `sums_of_body` (a Complete's
+/// describe the object it makes, not its document). `aws-chunked` is refused (`what`).
+pub async fn checked_body(
+    conn: &mut Conn,
+    req: &Req<'_>,
+    body: &mut Body,
+    verified: Verified,
+    max: usize,
+    sums_of_body: bool,
+    what: &'static str,
+) -> Result<Vec<u8>, Failure> {
+    let object_sum = |name: &str| name.len() > 15 && name[..15].eq_ignore_ascii_case("x-amz-checksum-");
+    let kept: Vec<httparse::Header> =
+        req.headers.0.iter().filter(|h| sums_of_body || !object_sum(h.name)).copied().collect();
+    let mut payload = super::payload::Payload::new(&Headers(&kept), verified, false)?;
+    if payload.is_chunked() {
+        return Err(S3Error::NotImplemented(what).into());
+    }
+    let doc = small_body(conn, body, max).await?;
+    payload.observe(&doc)?;
+    payload.finish()?;
+    Ok(doc)
+}
+
 /// Reads a small request body whole (an XML document), at most `max` bytes.
-pub async fn small_body(conn: &mut Conn, body: &mut Body, max: usize) -> Result<Vec<u8>, Failure> {
+async fn small_body(conn: &mut Conn, body: &mut Body, max: usize) -> Result<Vec<u8>, Failure> {
     let mut out = Vec::new();
     loop {
         match conn.body_chunk(body, 64 << 10).await {

@@ -18,7 +18,7 @@ use super::{
     object::{claim_for_write, claim_waiting, write_failure, BUSY_WAIT},
     payload::Payload,
     request::Object,
-    serve::{ok, patiently, small_body, start, Answer, Failure, Req},
+    serve::{checked_body, ok, patiently, start, Answer, Failure, Req},
     sigv4::Verified,
     stored::{etag, Stored},
     xml,
@@ -626,6 +626,7 @@ impl Source for Parts<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn complete(
     ctx: &Ctx,
     conn: &mut Conn,
@@ -634,8 +635,10 @@ pub async fn complete(
     obj: &Object,
     id: &str,
     write_if: &Conditions,
+    verified: Verified,
 ) -> Result<Answer, Failure> {
-    let doc = small_body(conn, body, xml::MAX_XML_BODY).await?;
+    let what = "an aws-chunked CompleteMultipartUpload body";
+    let doc = checked_body(conn, req, body, verified, xml::MAX_XML_BODY, false, what).await?;
     let asked = xml::parse_complete(&doc)?;
     if asked.is_empty() {
         return Err(S3Error::MalformedXML.into());
