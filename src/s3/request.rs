@@ -2,8 +2,8 @@
 //! method, path, query and headers into an [`Op`], before any index or volume is touched.
 //!
 //! Path style only: `/BUCKET/KEY`, whose native key is `/BUCKET/KEY` (one namespace with
-//! the native API). Keys are bytes: percent-decoded from the path, never required to be
-//! UTF-8. What mkv does not implement parses to [`Op::NotImplemented`], never to a guess.
+//! the native API). Keys are bytes, percent-decoded from the path: an S3 write must name
+//! a UTF-8 key, but a key the native API made with other bytes is read and deleted alike. What mkv does not implement parses to [`Op::NotImplemented`], never to a guess.
 
 use base64::Engine;
 
@@ -443,6 +443,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
             }
         }
         "PUT" => {
+            utf8_key(&obj)?;
             refuse_unsupported(headers)?;
             super::checksum::check_algorithm_names(headers)?;
             let source = headers.get("x-amz-copy-source").map(copy_source).transpose()?;
@@ -494,6 +495,7 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
             None => Op::DeleteObject { obj, write_if: Conditions::for_delete(headers) },
         },
         "POST" if q.has("uploads") => {
+            utf8_key(&obj)?;
             refuse_unsupported(headers)?;
             super::checksum::check_algorithm_names(headers)?;
             Op::CreateMultipartUpload { meta: Metadata::from_headers(headers)?, obj }
@@ -507,6 +509,17 @@ fn object_op(method: &str, obj: Object, q: &Query, headers: &Headers) -> Result<
         },
         _ => return Err(S3Error::MethodNotAllowed),
     })
+}
+
+/// A key an S3 write makes is UTF-8, as S3's keys are: listings carry keys as XML text,
+/// and one other byte made a bucket's listing unreadable to every client (and `aws s3 rm`
+/// could not name the key to delete it). A key the native API made with such bytes is still
+/// read, copied from and deleted through S3.
+fn utf8_key(obj: &Object) -> Result<(), S3Error> {
+    match std::str::from_utf8(&obj.key) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(S3Error::InvalidArgument("Object keys must be UTF-8")),
+    }
 }
 
 /// Write headers whose promise mkv cannot keep: refused rather than silently dropped.

@@ -374,3 +374,17 @@ fn a_checksum_header_mkv_does_not_compute_is_refused() {
     }
     assert!(op("GET", "/b12/big", &[("x-amz-checksum-mode", "ENABLED")]).is_ok());
 }
+
+#[test]
+fn an_s3_write_names_a_utf8_key_and_reads_take_any() {
+    let bad = |r: Result<Op, S3Error>| matches!(r, Err(S3Error::InvalidArgument(why)) if why.contains("UTF-8"));
+    assert!(bad(op("PUT", "/bkt/a%FFb", &[])));
+    assert!(bad(op("PUT", "/bkt/a%FFb", &[("x-amz-copy-source", "/bkt/src")])));
+    assert!(bad(op("POST", "/bkt/a%C3?uploads", &[])));
+    assert!(matches!(op("PUT", "/bkt/a%C3%A9b", &[]), Ok(Op::PutObject { .. })));
+    // a key the native API made with such bytes is still read, copied from and deleted
+    assert!(matches!(op("GET", "/bkt/a%FFb", &[]), Ok(Op::GetObject { .. })));
+    assert!(matches!(op("HEAD", "/bkt/a%FFb", &[]), Ok(Op::HeadObject { .. })));
+    assert!(matches!(op("DELETE", "/bkt/a%FFb", &[]), Ok(Op::DeleteObject { .. })));
+    assert!(matches!(op("PUT", "/bkt/dst", &[("x-amz-copy-source", "/bkt/a%FFb")]), Ok(Op::CopyObject { .. })));
+}
