@@ -1347,6 +1347,21 @@ fn the_files_of_a_part_cut_by_a_kill_are_deleted_after_the_restart() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+/// ListParts with max-parts=0 is an empty page that is not truncated (it said truncated,
+/// with no marker to go on from: a client following the pages could not move on).
+#[test]
+fn list_parts_of_zero_parts_is_not_truncated() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    let (id, _) = one_part_upload(&addr, "/zeroparts/k", b"abc");
+    let r = s3_get(&addr, &format!("/zeroparts/k?uploadId={id}&max-parts=0"));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(xml_field(&r.text(), "IsTruncated"), "false", "{r:?}");
+    assert!(!r.text().contains("<Part>") && !r.text().contains("NextPartNumberMarker"), "{r:?}");
+    let r = s3_get(&addr, &format!("/zeroparts/k?uploadId={id}&max-parts=1"));
+    assert_eq!((xml_field(&r.text(), "IsTruncated"), r.text().matches("<Part>").count()), ("false", 1), "{r:?}");
+}
+
 /// One part uploaded to a new upload of `key`: (upload id, the Complete's document).
 fn one_part_upload(addr: &str, key: &str, data: &[u8]) -> (String, String) {
     let r = request(addr, "POST", &format!("{key}?uploads"), &[UNSIGNED], b"");

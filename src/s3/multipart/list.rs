@@ -22,7 +22,9 @@ pub fn list_parts(
 ) -> Result<Answer, Failure> {
     upload(ctx, obj, id)?;
     let mut page = parts(ctx, id, marker, max_parts + 1)?;
-    let truncated = page.len() > max_parts;
+    // max-parts=0: an empty page that is not truncated, as S3's listings answer max-keys=0
+    // (a truncated page with no part on it would have no marker to go on from)
+    let truncated = max_parts > 0 && page.len() > max_parts;
     page.truncate(max_parts);
     let etags: Vec<String> = page.iter().map(|(_, p)| p.etag()).collect();
     let listed: Vec<xml::Part> = page
