@@ -1506,6 +1506,47 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
 }
 
+/// An overwrite whose move timed out on one volume (which then carried the MOVE out late)
+/// answers 503 and is rolled forward once the volume answers; a write of the key meanwhile
+/// (a client's retry) must not take its place. It did: the retry's own replacement replaced
+/// the pending one and, failing on the same volume, rolled back, so the record kept the old
+/// value while every replica held the new one: GetObject 500 for good (a size that did not
+/// match), and the old bytes gone.
+#[test]
+fn a_write_after_an_overwrite_whose_move_failed_finishes_that_one_first() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let stall = Arc::new(AtomicBool::new(false));
+    let stalled = {
+        let stall = stall.clone();
+        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[0].addr(), 64 << 10, move |bytes| {
+            if bytes.starts_with(b"MOVE ") && stall.swap(false, Ordering::Relaxed) {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let on = [stalled, vols[1].addr(), vols[2].addr()];
+    let master = Master::start_on(&on, &["-threads", "2", "-voltimeout", "1s", "-subvolumes", "1"]);
+    let addr = master.addr();
+    let (old, first, retry) = (pattern(50 << 10, 1), pattern(100 << 10, 2), pattern(150 << 10, 3));
+    assert_eq!(s3_put(&addr, "/moves/k", &old).status, 200);
+    stall.store(true, Ordering::Relaxed);
+    let r = s3_put(&addr, "/moves/k", &first);
+    assert_eq!(r.status, 503, "the move to the stalled volume timed out: {r:?}");
+    let r = s3_put(&addr, "/moves/k", &retry);
+    let want = if r.status == 200 { &retry } else { &first };
+    let files = Layout { volumes: on.to_vec(), replicas: 3, subvolumes: 1 }.files("/moves/k");
+    // the stalled MOVE reaches its volume 3 s on; recovery rolls the replacement forward
+    wait_until("the value and every replica to agree", TIMEOUT, || {
+        let got = s3_get(&addr, "/moves/k");
+        got.status == 200
+            && got.body == *want
+            && got.header("etag") == Some(&format!("\"{}\"", md5_hex(want)))
+            && files.iter().all(|(i, path)| fs::read(vols[*i].dir().join(path)).is_ok_and(|b| b == *want))
+    });
+    assert_eq!(s3_put(&addr, "/moves/k", &retry).status, 200);
+    assert!(s3_get(&addr, "/moves/k").body == retry);
+}
+
 /// A master whose first volume is late: see [`master_with_a_late_volume`].
 struct LateVolume {
     master: Master,

@@ -52,6 +52,8 @@ pub async fn claim_for_write<'a>(
 ) -> Result<KeyGuard<'a>, Failure> {
     let wait = if write_if.is_empty() { BUSY_WAIT } else { Duration::ZERO };
     let held = claim_waiting(ctx, key, wait).await.map_err(|f| conflict(f, write_if))?;
+    // the conditions hold against the value a replacement left pending makes
+    write::settle_pending(ctx, &held, key).await?;
     check_write(ctx, key, write_if, missing_ok)?;
     Ok(held)
 }

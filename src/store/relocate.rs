@@ -46,6 +46,10 @@ pub enum Outcome {
 pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error> {
     let sh = &ctx.shared;
     let claim = ctx.claim(key)?;
+    // the record a replacement left pending would replace names where it was written
+    if !dry_run {
+        super::write::settle_pending(ctx, &claim, key).await?;
+    }
     let (state, rec) = sh.index.get(key)?.ok_or(Error::NotFound)?;
     if state.holds_unfinished(&rec) {
         // a PUT or DELETE that failed half way (one in flight holds the claim): no value to

@@ -159,7 +159,9 @@ async fn sweep<'c>(
 /// Returns the record.
 pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     let sh = &ctx.shared;
-    let _claim = ctx.claim(key)?;
+    let claim = ctx.claim(key)?;
+    // a replacement left pending would be rolled forward live over the unlink
+    super::write::settle_pending(ctx, &claim, key).await?;
     let Some(pinned) = sh.index.get_pinned(State::Live, key)? else {
         return Err(Error::NotFound);
     };

@@ -109,6 +109,7 @@ pub async fn put_claimed<S: Source>(
     assert_eq!(claim.key(), key, "a write under another key's claim");
     let sh = &ctx.shared;
     check_key(key)?;
+    settle_pending(ctx, &claim, key).await?;
     let prior = sh.index.get(key)?;
     if let Some((State::Live, _)) = prior {
         if !opts.replace_live {
@@ -366,6 +367,19 @@ pub async fn recover(ctx: &Ctx) -> Result<usize, Error> {
     match last_failure {
         Some(e) if settled == 0 => Err(e),
         _ => Ok(settled),
+    }
+}
+
+/// Settles a replacement of `key` a failed move or a crash left pending, as recovery would,
+/// before anything else changes the key (its caller holds `claim`). A write meanwhile put
+/// its own replacement in the pending entry's place, and the moves already done were
+/// forgotten: the record kept the old value while the replicas held the new one. While a
+/// volume the moves need cannot take them, this fails, and so does what wanted the key.
+pub async fn settle_pending(ctx: &Ctx, claim: &KeyGuard<'_>, key: &[u8]) -> Result<(), Error> {
+    assert_eq!(claim.key(), key, "a replacement settled under another key's claim");
+    match ctx.shared.index.pending(key)? {
+        Some(p) => settle(ctx, key, &p).await,
+        None => Ok(()),
     }
 }
 
