@@ -7,6 +7,7 @@ use monoio::net::TcpStream;
 
 use super::{admin, handlers, ApiError, Local, Port};
 use crate::{
+    config::Limits,
     http::{self, response, Body, Conn, Framing, Head, Method, Reply, Watch},
     index::State,
     metrics, s3,
@@ -128,11 +129,11 @@ impl Req {
 
     /// The request kind, for the metrics.
     fn kind(&self) -> usize {
+        let listing = self.list.is_some() || self.pending || self.parts;
         match self.method {
-            // (`VOLUMES /?parts` is a volume change, counted as the method it is)
-            _ if self.list.is_some() || self.pending || (self.parts && self.method != Some(Method::Volumes)) => {
-                metrics::LIST
-            }
+            // as the handlers read it: only a GET or HEAD with one of these lists (a PUT or
+            // DELETE of `/k?list` writes or deletes `/k`; `VOLUMES /?parts` is a volume change)
+            Some(Method::Get | Method::Head) if listing => metrics::LIST,
             Some(Method::Get) => metrics::GET,
             Some(Method::Head) => metrics::HEAD,
             Some(Method::Put) => metrics::PUT,
@@ -148,7 +149,15 @@ impl Req {
 
 pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: SocketAddr, port: Port) {
     let ctx = &local.ctx;
-    let limits = &ctx.shared.cfg.limits;
+    let admin_limits;
+    let limits = match port {
+        Port::Api => &ctx.shared.cfg.limits,
+        Port::Admin => {
+            let l = &ctx.shared.cfg.limits;
+            admin_limits = Limits { idle_timeout: l.idle_timeout.min(super::ADMIN_IDLE), ..l.clone() };
+            &admin_limits
+        }
+    };
     let watched = watch.register(stream.as_raw_fd());
     let mut conn = Conn::new(stream, watched, limits);
     let mut req = Req { loopback: is_loopback(&peer), ..Req::default() };

@@ -61,7 +61,12 @@ const BACKLOG: i32 = 4096;
 const RESERVED_FDS: u64 = 1024;
 /// Admin-port connections open at most. They are counted apart from `-max-conns` (and come
 /// out of [`RESERVED_FDS`]), so that a full API port still answers `/health` and `/metrics`.
-const ADMIN_MAX_CONNS: usize = 16;
+/// (16 were taken by as many idle keep-alive clients, and `/health` went unanswered.)
+const ADMIN_MAX_CONNS: usize = 64;
+/// How long an admin connection stays open between requests (the API port's is
+/// `-idle-timeout`): scrapers and health checks come every few seconds at most, and idle
+/// ones must not hold the port's few connections for a minute.
+pub const ADMIN_IDLE: Duration = Duration::from_secs(5);
 
 /// One runtime thread's state: the store's per-thread view and the GET answer cache.
 pub struct Local {
