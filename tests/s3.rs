@@ -1362,6 +1362,27 @@ fn list_parts_of_zero_parts_is_not_truncated() {
     assert_eq!((xml_field(&r.text(), "IsTruncated"), r.text().matches("<Part>").count()), ("false", 1), "{r:?}");
 }
 
+/// A DeleteObjects entry with an empty key is an `<Error>` of its own (its native key is
+/// `/BUCKET/`, which a native PUT may have made: it was deleted), the others go on.
+#[test]
+fn delete_objects_refuses_an_empty_key_and_deletes_the_rest() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    assert_eq!(request(&addr, "PUT", "/emptykey/", &[], b"native").status, 201, "a native key /emptykey/");
+    assert_eq!(s3_put(&addr, "/emptykey/a", b"a").status, 200);
+    let doc = b"<Delete><Object><Key></Key></Object><Object><Key>a</Key></Object></Delete>";
+    let r = request(&addr, "POST", "/emptykey?delete", &[UNSIGNED], doc);
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    assert!(text.contains("<Error><Key></Key><Code>UserKeyMustBeSpecified</Code>"), "{text}");
+    assert!(text.contains("<Deleted><Key>a</Key></Deleted>"), "{text}");
+    assert_eq!(s3_get(&addr, "/emptykey/a").status, 404);
+    assert_eq!(request(&addr, "GET", "/emptykey/", &[], b"").status, 302, "the native key stays");
+    let two = b"<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>";
+    let r = request(&addr, "POST", "/emptykey?delete", &[UNSIGNED], two);
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (400, "MalformedXML"), "{r:?}");
+}
+
 /// One part uploaded to a new upload of `key`: (upload id, the Complete's document).
 fn one_part_upload(addr: &str, key: &str, data: &[u8]) -> (String, String) {
     let r = request(addr, "POST", &format!("{key}?uploads"), &[UNSIGNED], b"");

@@ -372,6 +372,9 @@ pub async fn delete_objects(
         // mkv keeps no versions: one asked for is not there (and the live object stays)
         let r = if o.version.as_deref().is_some_and(|v| v != "null") {
             Some(S3Error::NoSuchVersion)
+        } else if o.key.is_empty() {
+            // its native key is `/BUCKET/`: no object, and nothing to delete there
+            Some(S3Error::UserKeyMustBeSpecified)
         } else {
             super::object::delete_if(ctx, &native, &write_if).await.err().map(|f| f.error)
         };

@@ -53,6 +53,8 @@ pub enum S3Error {
     SlowDown,
     /// The body's SHA-256 is not the one `x-amz-content-sha256` promised.
     ContentSha256Mismatch,
+    /// A DeleteObjects entry with an empty key (which would name the bucket itself).
+    UserKeyMustBeSpecified,
 }
 
 impl S3Error {
@@ -98,6 +100,7 @@ impl S3Error {
             SignatureDoesNotMatch => (403, "SignatureDoesNotMatch"),
             SlowDown => (503, "SlowDown"),
             ContentSha256Mismatch => (400, "XAmzContentSHA256Mismatch"),
+            UserKeyMustBeSpecified => (400, "UserKeyMustBeSpecified"),
         }
     }
 
@@ -158,6 +161,7 @@ impl S3Error {
             }
             SlowDown => "Please reduce your request rate.",
             ContentSha256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            UserKeyMustBeSpecified => "A key to delete must be specified.",
         }
     }
 }
@@ -176,7 +180,7 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        let cases: [(S3Error, u16, &str); 29] = [
+        let cases: [(S3Error, u16, &str); 30] = [
             (NoSuchKey, 404, "NoSuchKey"),
             (NoSuchBucket, 404, "NoSuchBucket"),
             (NoSuchUpload, 404, "NoSuchUpload"),
@@ -206,6 +210,7 @@ mod tests {
             (ServiceUnavailable("x"), 503, "ServiceUnavailable"),
             (KeyTooLong, 400, "KeyTooLongError"),
             (ContentSha256Mismatch, 400, "XAmzContentSHA256Mismatch"),
+            (UserKeyMustBeSpecified, 400, "UserKeyMustBeSpecified"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status_code(), (status, code), "{e:?}");

@@ -604,6 +604,10 @@ pub fn parse_delete(body: &[u8]) -> Result<DeleteRequest, S3Error> {
     };
     let mut objects = Vec::new();
     for o in root.children.iter().filter(|c| c.name == "Object") {
+        // one Key an Object: a second one was dropped unsaid
+        if o.children.iter().filter(|c| c.name == "Key").count() != 1 {
+            return Err(S3Error::MalformedXML);
+        }
         let key = o.child("Key").ok_or(S3Error::MalformedXML)?.text.clone();
         let version = o.child("VersionId").map(|v| String::from_utf8_lossy(v.text_trimmed()).into_owned());
         let etag = o.child("ETag").map(|e| e.text_trimmed().to_vec());

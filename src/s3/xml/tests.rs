@@ -233,6 +233,7 @@ fn delete_bodies() {
         &b"<Delete></Delete>"[..],
         b"<Delete><Quiet>yes</Quiet><Object><Key>k</Key></Object></Delete>",
         b"<Delete><Object></Object></Delete>",
+        b"<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>",
         b"<Remove/>",
     ] {
         assert_eq!(parse_delete(bad), Err(S3Error::MalformedXML), "{:?}", String::from_utf8_lossy(bad));
