@@ -230,6 +230,14 @@ fn parse_credential(c: &str, bad: S3Error) -> Result<(&str, Scope), S3Error> {
 pub fn authenticate(req: &Request, keys: Option<&Keys>, cache: &mut KeyCache, now: i64) -> Result<Verified, S3Error> {
     let content = ContentSha256::from_headers(&req.headers)?;
     let Some(keys) = keys else { return Ok(Verified { access_key: None, content, chain: None }) };
+    let presigned = query_has(req.query, b"X-Amz-Signature")
+        || query_has(req.query, b"X-Amz-Algorithm")
+        || query_has(req.query, b"AWSAccessKeyId");
+    if presigned && req.headers.has("authorization") {
+        return Err(S3Error::InvalidArgument(
+            "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
+        ));
+    }
     match req.headers.get("authorization") {
         Some(a) if a.starts_with(b"AWS4-HMAC-SHA256 ") => header_auth(req, &a[17..], keys, cache, now, content),
         Some(a) if a.starts_with(b"AWS ") => super::sigv2::header_auth(req, &a[4..], keys, now, content),

@@ -191,6 +191,11 @@ fn s3_presigned_example() {
         auth("GET", &target.replace("&X-Amz-SignedHeaders=host", ""), &h, T2013),
         Err(S3Error::AuthorizationQueryParametersError(_))
     ));
+    // a presigned URL sent with an Authorization header too: S3's 400, not a 403
+    let both = [h[0], ("Authorization", "AWS4-HMAC-SHA256 Credential=x")];
+    assert!(
+        matches!(auth("GET", target, &both, T2013), Err(S3Error::InvalidArgument(why)) if why.starts_with("Only one auth"))
+    );
 }
 
 /// S3 docs, "Example: PUT Object" of the streaming upload: the seed signature, then the
