@@ -177,6 +177,8 @@ impl Index {
         if path.exists() && !path.is_dir() {
             return Err(fail("it is a file, not a folder (-db names the index's folder)".into()));
         }
+        // made here, not by RocksDB, whose error is a Rust debug dump of the I/O error
+        std::fs::create_dir_all(path).map_err(|e| fail(format!("cannot create its folder: {e}")))?;
         // RocksDB's first writes at open go to its info log, whose assertion aborts the
         // process on a full disk (see Db::open): refuse before it starts
         if let Some(free) = free_bytes(path) {
@@ -608,6 +610,17 @@ mod tests {
         let p = std::env::temp_dir().join(format!("mkv-index-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         p
+    }
+
+    /// A -db whose folder cannot be made says why in one line (RocksDB's own error was a
+    /// Rust debug dump: `Os { code: 2, kind: NotFound, … }`).
+    #[test]
+    fn an_index_folder_that_cannot_be_made_is_one_clear_line() {
+        let e = Index::open(Path::new("/proc/no-such-dir/db")).err().expect("cannot be made");
+        assert_eq!(
+            e,
+            "cannot open index /proc/no-such-dir/db: cannot create its folder: No such file or directory (os error 2)"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub fn run(cfg: &Config, url: &str, to: &Path) -> anyhow::Result<()> {
         master.call(&client, "SNAPSHOT", &target).await
     })?;
     if status != 200 {
-        bail!("the master refused the snapshot ({status}): {}", String::from_utf8_lossy(&body).trim());
+        bail!("the master refused the snapshot ({status}): {}", master.refusal(&body));
     }
     eprintln!("mkv: snapshot of the index of {} taken in {} (on the master's host)", master.addr, dir.display());
     eprintln!(
