@@ -5,6 +5,7 @@ mod common;
 
 use common::layout::*;
 use common::*;
+use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -530,6 +531,27 @@ fn malformed_requests_get_a_4xx_and_others_are_still_served() {
     assert_eq!(bystander.request("GET", "/fine", &[], b"").status, 302, "bystander starved");
     assert_eq!(list(&a, "/?list").0, strings(&["/fine", "/justfits"]), "a malformed PUT stored something");
     wait_until("no orphan of a malformed PUT", TIMEOUT, || list(&a, "/?unlinked").0.is_empty());
+}
+
+/// Bytes no request line starts with and no line end (a TLS hello to the plain port, binary
+/// junk) are a `400` at once: they waited for -header-timeout (10 s), then got a `408`.
+#[test]
+fn junk_that_cannot_start_a_request_is_400_at_once() {
+    let c = cluster(3, &[]);
+    let a = c.addr();
+    let tls_hello = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03";
+    for junk in [&tls_hello[..], b"\x00\x01\x02\x03 garbage", b"GE(T / HTTP/1.1", b"\r\n\x80"] {
+        let started = Instant::now();
+        let r = raw(&a, junk, Duration::from_secs(5));
+        assert_eq!((r.status(), r.closed), (Some(400), true), "{junk:?}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(2), "{junk:?}: after {:?}", started.elapsed());
+    }
+    // what may still become a request waits for the rest of its head
+    let mut s = std::net::TcpStream::connect(&a).unwrap();
+    s.write_all(b"\r\nGET /nothing HTT").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    s.write_all(b"P/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(read_raw(&mut s, Duration::from_secs(5)).status(), Some(404));
 }
 
 #[test]

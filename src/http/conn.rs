@@ -114,6 +114,15 @@ impl Body {
     }
 }
 
+/// Whether `b`, the start of a head not yet whole, can still begin a request line: empty
+/// lines (which RFC 9112 lets a server skip), then a method of token characters up to its
+/// space. Only what httparse would refuse anyway is refused early.
+fn could_start_a_request(b: &[u8]) -> bool {
+    let b = &b[b.iter().position(|&c| c != b'\r' && c != b'\n').unwrap_or(b.len())..];
+    let method = &b[..b.iter().position(|&c| c == b' ').unwrap_or(b.len())];
+    method.iter().all(|&c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
 impl Conn {
     pub fn new(stream: TcpStream, watched: Watched, limits: &Limits) -> Conn {
         let _ = stream.set_nodelay(true);
@@ -158,6 +167,11 @@ impl Conn {
                         self.fresh = false;
                         return Ok(Some(h));
                     }
+                }
+                // bytes no request line starts with (a TLS hello, binary junk): 400 now, not
+                // a 408 once -header-timeout has passed waiting for a line that never ends
+                if !could_start_a_request(buffered) {
+                    return Err(Error::BadRequest("malformed request line"));
                 }
                 self.scanned = buffered.len();
                 deadline.get_or_insert(self.watched.now() + limits.header_timeout.as_millis() as u64);
