@@ -421,9 +421,12 @@ fn copies_outside_the_record_restore_it_offline_and_are_never_deleted_first() {
 
 /// A writer of `keys` that PUTs, UNLINKs, PUTs again and DELETEs them in turn, retrying
 /// `409` (a repair holds the key), and remembers what was acknowledged last for each.
+/// Each failed write: when it was sent, and what it got.
+type Failures = Vec<(Instant, String)>;
+
 struct Writer {
     stop: Arc<AtomicBool>,
-    failed: Arc<Mutex<Vec<String>>>,
+    failed: Arc<Mutex<Failures>>,
     /// key → Some(value) when the last acknowledged write was a PUT, None after a DELETE.
     acked: Arc<Mutex<HashMap<String, Option<Vec<u8>>>>>,
     writes: Arc<AtomicUsize>,
@@ -449,7 +452,7 @@ impl Writer {
                         1 => ("UNLINK", vec![], 204),
                         _ => ("DELETE", vec![], 204),
                     };
-                    let mut tries = 0;
+                    let (mut tries, began) = (0, Instant::now());
                     let r = loop {
                         let r = request(&addr, method, key, &[], &body);
                         if r.status != 409 || tries == 200 {
@@ -462,7 +465,7 @@ impl Writer {
                         || (method == "PUT" && r.status == 403)
                         || (method != "PUT" && r.status == 404);
                     if !ok {
-                        f.lock().unwrap().push(format!("{method} {key}: {} {}", r.status, r.text()));
+                        f.lock().unwrap().push((began, format!("{method} {key}: {} {}", r.status, r.text())));
                         continue;
                     }
                     w.fetch_add(1, Ordering::Relaxed);
@@ -485,7 +488,7 @@ impl Writer {
         Writer { stop, failed, acked, writes, handle: Some(handle) }
     }
 
-    fn finish(mut self) -> (Vec<String>, HashMap<String, Option<Vec<u8>>>, usize) {
+    fn finish(mut self) -> (Failures, HashMap<String, Option<Vec<u8>>>, usize) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.take().unwrap().join().unwrap();
         let failed = self.failed.lock().unwrap().clone();
@@ -511,6 +514,7 @@ fn online_repair_under_writes_of_the_same_keys_loses_nothing() {
         assert!(!err.contains("panicked"), "{err}");
     }
     let (failed, acked, writes) = writer.finish();
+    let failed: Vec<&String> = failed.iter().map(|(_, what)| what).collect();
     assert!(failed.is_empty(), "writes that failed: {failed:?}");
     assert!(writes > 20, "the writer wrote {writes} times");
     // every acknowledged PUT reads back, every DELETE or UNLINK is gone
@@ -587,6 +591,7 @@ fn a_wiped_volume_comes_back_under_reads_and_writes() {
     let writer = Writer::start(c.addr(), fresh.clone());
     thread::sleep(Duration::from_millis(300));
     wipe(&c.volumes[2]);
+    let wiped = Instant::now();
     let (code, err) = verify_online(&c, &["-repair", "-concurrency", "16"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(count(&err, "missing").unwrap() > 20, "{err}");
@@ -595,7 +600,12 @@ fn a_wiped_volume_comes_back_under_reads_and_writes() {
     let (failed, acked, writes) = writer.finish();
     eprintln!("{reads} reads ({misses} landed on the wiped volume before its repair), {writes} writes");
     assert!(bad.is_empty(), "{bad:?}");
-    assert!(failed.is_empty(), "zero failed writes: {failed:?}");
+    // a write sent while the volume's folders were being removed under nginx may fail there
+    // (a 500: a folder of the path it made vanished), as on a disk pulled mid-write; none
+    // sent once the volume was empty may
+    let (during, after): (Vec<_>, Vec<_>) = failed.iter().partition(|(began, _)| *began < wiped);
+    assert!(during.iter().all(|(_, what)| what.contains(" 502 volume ")), "{during:?}");
+    assert!(after.is_empty(), "zero failed writes once the volume was wiped: {after:?}");
     // every key again has all its replicas, with the right bytes
     let lay = layout(&c.volumes);
     for key in &live {
