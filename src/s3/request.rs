@@ -3,7 +3,8 @@
 //!
 //! Path style only: `/BUCKET/KEY`, whose native key is `/BUCKET/KEY` (one namespace with
 //! the native API). Keys are bytes, percent-decoded from the path: an S3 write must name
-//! a UTF-8 key, but a key the native API made with other bytes is read and deleted alike. What mkv does not implement parses to [`Op::NotImplemented`], never to a guess.
+//! a UTF-8 key, but a key the native API made with other bytes is read and deleted alike.
+//! What mkv does not implement parses to [`Op::NotImplemented`], never to a guess.
 
 use base64::Engine;
 

@@ -7,8 +7,9 @@
 //! other C0 controls as character references such as `&#x1;` (legal in XML 1.1, which
 //! strict XML 1.0 parsers refuse: such keys need `encoding-type=url`, which boto3, the AWS
 //! CLI and rclone send). Bytes that are not UTF-8, which S3 keys never hold (an S3 write
-//! refuses them; the native API may make such keys), are written as they are: the document is then not UTF-8 and a strict parser refuses it; nothing is
-//! replaced, so no key is ever silently mangled.
+//! refuses them; the native API may make such keys), are written as they are: the
+//! document is then not UTF-8 and a strict parser refuses it; nothing is replaced, so no
+//! key is ever silently mangled.
 
 use quick_xml::{escape::partial_escape, events::Event, Reader};
 
