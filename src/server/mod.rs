@@ -312,14 +312,12 @@ async fn serve(
     if first {
         // with or without an admin port (it ran only beside one: `-admin ''` left crashes'
         // half-written replacements and ended uploads' part files for good)
-        let local = local.clone();
-        monoio::spawn(async move { recover(&local.ctx).await });
-    }
-    if first {
+        let l = local.clone();
+        monoio::spawn(async move { recover(&l.ctx).await });
         // beside recover, not before it: a crash's half-moved replacements are settled at
         // once however many unlinked keys there are to look through
-        let local = local.clone();
-        monoio::spawn(async move { adopt_forgotten_puts(&local.ctx).await });
+        let l = local.clone();
+        monoio::spawn(async move { adopt_forgotten_puts(&l.ctx).await });
     }
     let listeners = Listeners { api: api.clone(), admin };
     monoio::spawn({
