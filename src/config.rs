@@ -185,6 +185,22 @@ pub fn master_addr(url: &str) -> Result<String, String> {
     Ok(addr.to_string())
 }
 
+/// What a master's refusal says, for a batch command's one-line error: the body's first
+/// line, cut at 200 characters; an HTML page (nginx's: a volume's address given for the
+/// master's) is named as one, not printed.
+pub fn master_refusal(addr: &str, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.starts_with('<') {
+        return format!("an HTML page: is {addr} an mkv master's address?");
+    }
+    let line = text.lines().next().unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// Parses a Go duration: `500ms`, `2s`, `1m30s`, `1.5s`, `100us`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration '{s}' (use e.g. 500ms, 2s, 1m)");
@@ -285,5 +301,16 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("-max-uri must be at least"));
         c.limits = Limits::default();
         assert!(c.validate().is_ok());
+    }
+
+    /// A refusal is one line: nginx's HTML page (a volume's address given for the master's)
+    /// was printed whole, seven lines of it.
+    #[test]
+    fn a_refusal_is_one_line() {
+        let html = b"<html>\r\n<head><title>405 Not Allowed</title></head>\r\n<body>\r\n</body>\r\n</html>\r\n";
+        let addr = "127.0.0.1:3001";
+        assert_eq!(master_refusal(addr, html), "an HTML page: is 127.0.0.1:3001 an mkv master's address?");
+        assert_eq!(master_refusal(addr, b"snapshot folder exists\nmore\n"), "snapshot folder exists");
+        assert_eq!(master_refusal(addr, "é".repeat(300).as_bytes()), format!("{}…", "é".repeat(200)));
     }
 }

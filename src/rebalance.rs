@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::{
-    config::Config,
+    config::{master_refusal, Config},
     index::{Index, State},
     progress::Progress,
     s3::multipart::{self, PartMove, PartName},
@@ -220,7 +220,7 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
         if status != 200 {
-            bail!("the master refused the volume list ({status}): {}", String::from_utf8_lossy(&body).trim());
+            bail!("the master refused the volume list ({status}): {}", master_refusal(&master, &body));
         }
         progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
         let before = moves_of(&body)?;
@@ -367,7 +367,7 @@ async fn move_parts_online(client: &Client, master: &str, auth: &[u8], progress:
         .await
         .map_err(|e| anyhow::anyhow!("asking the master at {master} to move S3 upload parts failed: {}", e.cause()))?;
     if status != 200 {
-        bail!("the master could not move S3 upload parts ({status}): {}", String::from_utf8_lossy(&body).trim());
+        bail!("the master could not move S3 upload parts ({status}): {}", master_refusal(master, &body));
     }
     let v: serde_json::Value = serde_json::from_slice(&body).context("bad answer to VOLUMES /?parts")?;
     let parts = &v["parts"];
@@ -405,7 +405,7 @@ async fn forget_removed(
         .get_with(topo, master, "VOLUMES", &query, auth, 1 << 20)
         .await
         .map_err(|e| anyhow::anyhow!("the master at {master}: {}", e.cause()))?;
-    let text = String::from_utf8_lossy(&body);
+    let text = master_refusal(master, &body);
     match status {
         200 => {
             let v: serde_json::Value = serde_json::from_slice(&body).context("bad answer to VOLUMES /?settled")?;
@@ -416,12 +416,12 @@ async fn forget_removed(
         }
         // a part recorded after the parts moved, whose own move failed: the old volumes still
         // hold it, so they must not be stopped yet
-        409 if text.contains("run the rebalance again") => {
-            bail!("the master keeps watching every volume: {}", text.trim())
+        409 if String::from_utf8_lossy(&body).contains("run the rebalance again") => {
+            bail!("the master keeps watching every volume: {text}")
         }
         // another volume change since ours: the volumes stay for the rebalance onto that list
-        409 => progress.println(&format!("the master keeps watching every volume: {}", text.trim())),
-        s => bail!("the master refused to forget the volumes that left the list ({s}): {}", text.trim()),
+        409 => progress.println(&format!("the master keeps watching every volume: {text}")),
+        s => bail!("the master refused to forget the volumes that left the list ({s}): {text}"),
     }
     Ok(())
 }

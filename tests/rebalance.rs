@@ -891,3 +891,17 @@ fn an_online_rebalance_without_replicas_keeps_the_masters_count() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(replicas_now(), 3);
 }
+
+/// `mkv rebalance -online` pointed at a volume's address (not the master's) says so in one
+/// line, as verify and snapshot do: it printed nginx's whole HTML 405 page.
+#[test]
+fn an_online_rebalance_pointed_at_a_volume_says_so_in_one_line() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let online = format!("http://{}", all[0]);
+    let (code, err) = run_mkv(&["rebalance", "-volumes", &all.join(","), "-online", &online]);
+    assert_eq!(code, Some(1), "{err}");
+    let err = err.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("405") && err.contains("master's address"), "{err}");
+}

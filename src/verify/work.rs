@@ -76,19 +76,9 @@ impl Master {
             .map_err(|e| anyhow::anyhow!("cannot reach the master at {}: {}", self.addr, e.cause()))
     }
 
-    /// What a refusal's body says, for a one-line error: its first line, cut at 200
-    /// characters; an HTML page (nginx's, say) is named as one, not printed.
+    /// What a refusal's body says, in one line.
     pub fn refusal(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        if text.starts_with('<') {
-            return format!("an HTML page: is {} an mkv master's address?", self.addr);
-        }
-        let line = text.lines().next().unwrap_or("");
-        match line.char_indices().nth(200) {
-            Some((i, _)) => format!("{}…", &line[..i]),
-            None => line.to_string(),
-        }
+        crate::config::master_refusal(&self.addr, body)
     }
 
     /// A page of a listing the master answered. Not one (the `-admin` port answers its
@@ -587,19 +577,5 @@ async fn online_repair(m: &Master, client: &Client, key: &[u8], fix: &Fix) -> Re
         409 => Err(None),
         503 if text().contains("no replica of this key holds its value") => Err(Some(Unfixed::NoGoodReplica)),
         s => Err(Some(Unfixed::Failed(format!("the master answered {s} to REPAIR: {}", text())))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// A refusal is one line: nginx's HTML page (a volume's address given for the master's)
-    /// was printed whole, seven lines of it.
-    #[test]
-    fn a_refusal_is_one_line() {
-        let m = super::Master::new("http://127.0.0.1:3001", None).unwrap();
-        let html = b"<html>\r\n<head><title>405 Not Allowed</title></head>\r\n<body>\r\n</body>\r\n</html>\r\n";
-        assert_eq!(m.refusal(html), "an HTML page: is 127.0.0.1:3001 an mkv master's address?");
-        assert_eq!(m.refusal(b"snapshot folder exists\nmore\n"), "snapshot folder exists");
-        assert_eq!(m.refusal("é".repeat(300).as_bytes()), format!("{}…", "é".repeat(200)));
     }
 }
