@@ -127,7 +127,7 @@ struct Flags {
     #[arg(long, global = true, value_name = "a,b,c", value_delimiter = ',')]
     volumes: Vec<String>,
     /// Master port (0 picks a free one and prints it)
-    #[arg(long, global = true, default_value_t = 3000)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 3000)]
     port: u16,
     /// API address [default: 0.0.0.0:<port>]
     #[arg(long, global = true, value_name = "ADDR")]
@@ -141,11 +141,11 @@ struct Flags {
     #[arg(long, global = true, value_name = "FILE")]
     admin_token: Option<PathBuf>,
     /// On SIGTERM/SIGINT, time to finish requests in flight before exiting
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "10s", value_parser = parse_duration)]
     drain: std::time::Duration,
     /// Online rebalance: how long a moved key's old replicas stay after its record names the
     /// new ones, so that a client following a redirect answered just before still finds them
-    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "2s", value_parser = parse_duration)]
     move_grace: std::time::Duration,
     /// File of S3 credentials, lines 'ACCESS_KEY SECRET_KEY': every S3 request must then be
     /// signed (SigV4, or SigV2 as boto3 presigns by default) by one of them; without it S3
@@ -155,7 +155,7 @@ struct Flags {
     /// A long S3 write (CompleteMultipartUpload, CopyObject, UploadPartCopy of gigabytes)
     /// answers 200 after this and sends a space as often until its outcome (S3 does the
     /// same), so that clients' read timeouts (botocore's: 60s) do not cut it off
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "10s", value_parser = parse_duration)]
     s3_keepalive: std::time::Duration,
     /// Fsync the index's write-ahead log before answering a write (group commit), for
     /// deployments that must survive power loss, not only kill -9
@@ -163,21 +163,21 @@ struct Flags {
     sync: bool,
     /// The index's block cache in MiB: RocksDB keeps blocks uncompressed there, ~80 bytes a
     /// key, so size it for the keys read often (512 MiB holds ~6M)
-    #[arg(long, global = true, value_name = "MIB", default_value_t = index::DEFAULT_CACHE_MB)]
+    #[arg(allow_negative_numbers = true, long, global = true, value_name = "MIB", default_value_t = index::DEFAULT_CACHE_MB)]
     index_cache: usize,
     /// Receive buffer of each connection to a volume, in bytes (0: the kernel's autotuning,
     /// which lets nginx queue many MiB ahead of a reader and costs both sides CPU)
-    #[arg(long, global = true, value_name = "BYTES", default_value_t = config::DEFAULT_VOLUME_RCVBUF)]
+    #[arg(allow_negative_numbers = true, long, global = true, value_name = "BYTES", default_value_t = config::DEFAULT_VOLUME_RCVBUF)]
     volume_rcvbuf: usize,
     /// Client connections open at most [default: the open-files limit less a reserve]
-    #[arg(long, global = true, default_value_t = 0, hide_default_value = true)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 0, hide_default_value = true)]
     max_conns: usize,
     /// Replicas per key (at most the number of volumes) [default: 3; rebalance -online: the
     /// master's count]
-    #[arg(long, global = true)]
+    #[arg(allow_negative_numbers = true, long, global = true)]
     replicas: Option<usize>,
     /// Folders (disks) per volume server, sv00...; 1 means none
-    #[arg(long, global = true, default_value_t = 10)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 10)]
     subvolumes: u32,
     /// Where a GET for a missing key is redirected (host:port)
     #[arg(long, global = true, value_name = "HOST:PORT")]
@@ -189,41 +189,41 @@ struct Flags {
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     md5sum: bool,
     /// A volume that does not answer within this is down (Go duration: 500ms, 2s)
-    #[arg(long, global = true, default_value = "1s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "1s", value_parser = parse_duration)]
     voltimeout: std::time::Duration,
     /// Runtimes, one per core [default: all cores]
-    #[arg(long, global = true)]
+    #[arg(allow_negative_numbers = true, long, global = true)]
     threads: Option<usize>,
     /// Log each request to stderr
     #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     verbose: bool,
     /// Each thread caches the GET answers of the N keys it read last and of up to N more
     /// (~350 bytes each), and as many keys found missing (0 turns both off)
-    #[arg(long, global = true, default_value_t = 131072)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 131072)]
     cache_keys: usize,
     /// Longest request head (request line + headers) in bytes, at least 1024: 431 beyond
-    #[arg(long, global = true, default_value_t = Limits::default().max_head)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = Limits::default().max_head)]
     max_head: usize,
     /// Longest request target in bytes, at least 1024: 414 beyond
-    #[arg(long, global = true, default_value_t = Limits::default().max_uri)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = Limits::default().max_uri)]
     max_uri: usize,
     /// Largest request body in bytes, 0 = no limit: 413 beyond
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 0)]
     max_body: u64,
     /// Time for a request head to arrive once started: 408 and close beyond
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "10s", value_parser = parse_duration)]
     header_timeout: std::time::Duration,
     /// Time an idle keep-alive connection is kept open
-    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
     /// Time one read of a request body may wait for bytes
-    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "30s", value_parser = parse_duration)]
     body_timeout: std::time::Duration,
     /// Bytes per second a request body must average once -body-timeout has passed (0: no minimum)
-    #[arg(long, global = true, default_value_t = Limits::default().body_min_rate)]
+    #[arg(allow_negative_numbers = true, long, global = true, default_value_t = Limits::default().body_min_rate)]
     body_min_rate: u64,
     /// Time an answer may take to be written (the client must keep reading)
-    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, default_value = "30s", value_parser = parse_duration)]
     send_timeout: std::time::Duration,
     /// rebuild: write into a -db that already holds keys
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -238,7 +238,7 @@ struct Flags {
     #[arg(long, global = true, value_name = "URL")]
     online: Option<String>,
     /// rebuild/rebalance/verify: requests in flight at once [default: 256; rebalance -online: 32]
-    #[arg(long, global = true)]
+    #[arg(allow_negative_numbers = true, long, global = true)]
     concurrency: Option<usize>,
     /// verify: read every replica and check its MD5 and size against the record
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
@@ -256,13 +256,13 @@ struct Flags {
     #[arg(long, global = true, value_name = "DIR")]
     to: Option<PathBuf>,
     /// server: verify -deep -repair in the background every DUR (at -rate, default 16 MiB/s)
-    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, value_name = "DUR", value_parser = parse_duration)]
     scrub: Option<std::time::Duration>,
     /// File with the volumes' secret (bin/volume SECRET_FILE): sent to them as X-Mkv-Secret
     #[arg(long, global = true, value_name = "FILE")]
     volume_secret: Option<PathBuf>,
     /// Sign each redirect to a volume for this long (bin/volume SIGN=1), e.g. 60s; needs -volume-secret
-    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(allow_hyphen_values = true, long, global = true, value_name = "DUR", value_parser = parse_duration)]
     sign_redirects: Option<std::time::Duration>,
 }
 
@@ -707,5 +707,26 @@ mod tests {
         let c = parse(&["mkv", "server", "-volume-secret", "/etc/mkv/s", "-sign-redirects", "1m"]).unwrap();
         assert_eq!(c.flags.volume_secret.as_deref(), Some(std::path::Path::new("/etc/mkv/s")));
         assert_eq!(c.flags.sign_redirects, Some(std::time::Duration::from_secs(60)));
+    }
+
+    /// A negative value is named as a bad value of its flag: `-voltimeout -1s` said
+    /// "unexpected argument '-1' found" (taken for a flag) and `-replicas -1` the same.
+    #[test]
+    fn a_negative_value_is_a_bad_value_not_a_flag() {
+        for (args, says) in [
+            (&["-voltimeout", "-1s"][..], "invalid value '-1s' for '--voltimeout"),
+            (&["-drain", "-2s"], "invalid value '-2s' for '--drain"),
+            (&["-replicas", "-1"], "invalid value '-1' for '--replicas"),
+            (&["-max-body", "-1"], "invalid value '-1' for '--max-body"),
+            (&["-port", "-5"], "invalid value '-5' for '--port"),
+        ] {
+            let mut all = vec!["mkv", "server"];
+            all.extend_from_slice(args);
+            let err = parse(&all).err().unwrap_or_else(|| panic!("{args:?} parsed")).to_string();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+        // a flag given no value is still told so
+        let err = parse(&["mkv", "server", "-voltimeout"]).err().unwrap().to_string();
+        assert!(err.contains("a value is required for '--voltimeout"), "{err}");
     }
 }
