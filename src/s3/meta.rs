@@ -138,14 +138,14 @@ impl Conditions {
     pub fn check(&self, etag: &str, modified: i64, read: bool) -> Result<(), S3Error> {
         let not_modified = if read { S3Error::NotModified } else { S3Error::PreconditionFailed };
         if let Some(m) = &self.if_match {
-            if !etag_matches(m, etag) {
+            if !etag_matches(m, etag, Compare::Strong) {
                 return Err(S3Error::PreconditionFailed);
             }
         } else if self.if_unmodified_since.is_some_and(|t| modified > t) {
             return Err(S3Error::PreconditionFailed);
         }
         if let Some(m) = &self.if_none_match {
-            if etag_matches(m, etag) {
+            if etag_matches(m, etag, Compare::Weak) {
                 return Err(not_modified);
             }
         } else if self.if_modified_since.is_some_and(|t| modified <= t) {
@@ -155,10 +155,22 @@ impl Conditions {
     }
 }
 
-/// Whether an `If-Match`/`If-None-Match` list (`*`, or quoted tags, weak or not) names `etag`.
-fn etag_matches(list: &[u8], etag: &str) -> bool {
+/// How an entity tag is compared (RFC 9110 §8.8.3.2): `If-Match` strongly (a weak tag
+/// never matches), `If-None-Match` weakly. mkv's own ETags are all strong.
+#[derive(Clone, Copy, PartialEq)]
+enum Compare {
+    Strong,
+    Weak,
+}
+
+/// Whether an `If-Match`/`If-None-Match` list (`*`, or quoted tags) names `etag`.
+fn etag_matches(list: &[u8], etag: &str, how: Compare) -> bool {
     list.split(|&b| b == b',').map(<[u8]>::trim_ascii).any(|t| {
-        let t = t.strip_prefix(b"W/").unwrap_or(t);
+        let t = match t.strip_prefix(b"W/") {
+            Some(_) if how == Compare::Strong => return false,
+            Some(weak) => weak,
+            None => t,
+        };
         let t = t.strip_prefix(b"\"").and_then(|t| t.strip_suffix(b"\"")).unwrap_or(t);
         t == b"*" || t == etag.as_bytes()
     })
@@ -342,6 +354,13 @@ mod tests {
         assert_eq!(c.check("y", 0, true), Ok(()));
         let c = Conditions { if_none_match: Some(b"*".to_vec()), ..Default::default() };
         assert_eq!(c.check("any", 0, false), Err(S3Error::PreconditionFailed));
+        // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never holds, on a read or
+        // a conditional write (it did, and replaced the object)
+        let c = Conditions { if_match: Some(b"W/\"abc\"".to_vec()), ..Default::default() };
+        assert_eq!(c.check("abc", 0, true), Err(S3Error::PreconditionFailed));
+        assert_eq!(c.check("abc", 0, false), Err(S3Error::PreconditionFailed));
+        let c = Conditions { if_match: Some(b"W/\"abc\", \"abc\"".to_vec()), ..Default::default() };
+        assert_eq!(c.check("abc", 0, false), Ok(()));
         let c = Conditions { if_unmodified_since: Some(100), ..Default::default() };
         assert_eq!(c.check("e", 101, true), Err(S3Error::PreconditionFailed));
         assert_eq!(c.check("e", 100, true), Ok(()));
