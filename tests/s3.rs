@@ -2031,3 +2031,34 @@ fn an_abort_that_waited_for_a_complete_is_no_such_upload() {
     late.store(0, Ordering::Relaxed);
     assert!(s3_get(&addr, "/racec/k").body == data, "the completed object");
 }
+
+/// A PutObject or UploadPart that says nothing of its body's length (no `Content-Length`,
+/// not chunked) is S3's `411 MissingContentLength`: it stored an empty object (or part)
+/// with `200`, and the bytes that followed were read as the next request. An empty PUT of
+/// a folder marker (`/b/dir/`) and a copy (no body) need no length.
+#[test]
+fn a_put_that_gives_no_length_is_missing_content_length() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    let (id, _) = one_part_upload(&addr, "/nolen/up", b"part one");
+    assert_eq!(s3_put(&addr, "/nolen/src", b"source").status, 200);
+    for path in ["/nolen/k".to_string(), format!("/nolen/up?partNumber=2&uploadId={id}")] {
+        let mut client = Client::connect(&addr);
+        client.send(format!("PUT {path} HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\r\n").as_bytes());
+        let r = client.read_response("PUT");
+        assert_eq!((r.status, xml_field(&r.text(), "Code")), (411, "MissingContentLength"), "{path}: {r:?}");
+    }
+    assert_eq!(request(&addr, "HEAD", "/nolen/k", &[UNSIGNED], b"").status, 404, "nothing stored");
+    let parts = s3_get(&addr, &format!("/nolen/up?uploadId={id}"));
+    assert_eq!(parts.text().matches("<Part>").count(), 1, "no part 2: {parts:?}");
+    // these need no length
+    let no_length = |path: &str, more: &str| {
+        let mut client = Client::connect(&addr);
+        client.send(format!("PUT {path} HTTP/1.1\r\nHost: x\r\n{more}\r\n").as_bytes());
+        client.read_response("PUT")
+    };
+    assert_eq!(no_length("/nolen/dir/", "").status, 200, "a folder marker");
+    let r = no_length("/nolen/copy", "x-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-copy-source: /nolen/src\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(s3_get(&addr, "/nolen/copy").body, b"source");
+}

@@ -55,6 +55,8 @@ pub enum S3Error {
     ContentSha256Mismatch,
     /// A DeleteObjects entry with an empty key (which would name the bucket itself).
     UserKeyMustBeSpecified,
+    /// A PutObject or UploadPart whose body has no stated length.
+    MissingContentLength,
 }
 
 impl S3Error {
@@ -101,6 +103,7 @@ impl S3Error {
             SlowDown => (503, "SlowDown"),
             ContentSha256Mismatch => (400, "XAmzContentSHA256Mismatch"),
             UserKeyMustBeSpecified => (400, "UserKeyMustBeSpecified"),
+            MissingContentLength => (411, "MissingContentLength"),
         }
     }
 
@@ -162,6 +165,7 @@ impl S3Error {
             SlowDown => "Please reduce your request rate.",
             ContentSha256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
             UserKeyMustBeSpecified => "A key to delete must be specified.",
+            MissingContentLength => "You must provide the Content-Length HTTP header.",
         }
     }
 }
@@ -180,7 +184,7 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        let cases: [(S3Error, u16, &str); 30] = [
+        let cases: [(S3Error, u16, &str); 31] = [
             (NoSuchKey, 404, "NoSuchKey"),
             (NoSuchBucket, 404, "NoSuchBucket"),
             (NoSuchUpload, 404, "NoSuchUpload"),
@@ -211,6 +215,7 @@ mod tests {
             (KeyTooLong, 400, "KeyTooLongError"),
             (ContentSha256Mismatch, 400, "XAmzContentSHA256Mismatch"),
             (UserKeyMustBeSpecified, 400, "UserKeyMustBeSpecified"),
+            (MissingContentLength, 411, "MissingContentLength"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status_code(), (status, code), "{e:?}");

@@ -7,7 +7,7 @@ use super::{
     bucket,
     error::S3Error,
     multipart, object,
-    request::{self, Headers, Op},
+    request::{self, Headers, Object, Op},
     sigv4::{self, KeyCache, Keys, Verified},
     xml,
 };
@@ -121,6 +121,17 @@ pub async fn serve(ctx: &store::Ctx, conn: &mut Conn, raw: &[u8], body: &mut Bod
         Ok(a) => a,
         Err(Failure { error, close }) => error_answer(conn, &req, &error, close),
     }
+}
+
+/// A PutObject's or UploadPart's body must state its length (`Content-Length`, or chunked):
+/// one that does not has none (RFC 9112), and S3 answers `411` rather than store an empty
+/// object. A folder marker's empty PUT (`/b/dir/`, which some clients send bare) is exempt.
+fn length_stated(req: &Req, obj: &Object) -> Result<(), S3Error> {
+    let stated = req.headers.has("content-length") || req.headers.has("transfer-encoding");
+    if stated || obj.key.ends_with(b"/") {
+        return Ok(());
+    }
+    Err(S3Error::MissingContentLength)
 }
 
 /// `Expect: 100-continue` on an HTTP/1.1 request (HTTP/1.0 ignores it).
@@ -342,6 +353,7 @@ async fn dispatch(
         }
         Op::DeleteObjects { bucket } => bucket::delete_objects(ctx, conn, req, body, &bucket, verified).await,
         Op::PutObject { obj, meta, conditions } => {
+            length_stated(req, &obj)?;
             object::put(ctx, conn, req, body, &obj, meta, &conditions, verified).await
         }
         Op::CopyObject { obj, source, meta, conditions, write_if } => {
@@ -352,6 +364,7 @@ async fn dispatch(
         Op::DeleteObject { obj, write_if } => object::delete(ctx, conn, req, &obj, &write_if).await,
         Op::CreateMultipartUpload { obj, meta } => multipart::create(ctx, conn, req, &obj, meta),
         Op::UploadPart { obj, upload_id, part } => {
+            length_stated(req, &obj)?;
             multipart::upload_part(ctx, conn, req, body, &obj, &upload_id, part, verified).await
         }
         Op::UploadPartCopy { obj, upload_id, part, source, range, conditions } => {
