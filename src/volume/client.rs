@@ -978,8 +978,11 @@ unsafe impl monoio::buf::IoVecBuf for HeadBody {
 /// which [`fence`] relies on (a DELETE queued behind a body cut short would go out as the
 /// rest of that body: a volume stores it as the file's tail when the lengths meet).
 async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Result<(Head, Vec<u8>), Error> {
-    // a body went out: the answer may wait on the volume reading what the sockets buffered
-    let patience = if msg.body.is_empty() { None } else { l.vol.clone() };
+    // a body went out: the answer may wait on the volume reading what the sockets buffered;
+    // a DELETE's or MOVE's on its disk unlinking a file (a 1 GiB one on ext4: ~0.5 s, more
+    // with several at once)
+    let slow_on_disk = msg.head.starts_with(b"DELETE ") || msg.head.starts_with(b"MOVE ");
+    let patience = if msg.body.is_empty() && !slow_on_disk { None } else { l.vol.clone() };
     let whole = msg.head.len() + msg.body.len();
     // one writev, which takes it all unless the socket's buffer is full
     let fd = l.stream.as_raw_fd();
@@ -1061,12 +1064,13 @@ const PATIENCE_STEP: Duration = Duration::from_millis(100);
 
 /// Reads one response head; the buffer returned may hold the first body bytes after it.
 ///
-/// `patience`: the volume took a body. Its last bytes may still sit in the two sockets'
+/// `patience`: the volume took a body, whose last bytes may still sit in the two sockets'
 /// buffers (several MiB on a fast link), which a volume whose disk writeback throttles it
-/// reads slowly: the answer can come seconds after the body went out while the volume is
-/// alive and well. So while no byte of the answer came, the wait goes on past `t` as long
-/// as the prober still finds the volume up (a hung one is marked down within about 1.5 s),
-/// looked at every [`PATIENCE_STEP`] beside one read left running, up to [`ANSWER_PATIENCE`].
+/// reads slowly; or a DELETE or MOVE, whose unlink of a big file takes as long as its disk
+/// wants. Either way the answer can come seconds later while the volume is alive and well.
+/// So while no byte of the answer came, the wait goes on past `t` as long as the prober
+/// still finds the volume up (a hung one is marked down within about 1.5 s), looked at
+/// every [`PATIENCE_STEP`] beside one read left running, up to [`ANSWER_PATIENCE`].
 async fn read_head(
     stream: &mut TcpStream,
     server: &str,
