@@ -1063,13 +1063,17 @@ fn conditional_writes_hold_for_copies_completes_and_deletes() {
     assert_eq!(s3_get(&addr, "/cond/b").body, b"two");
     assert_eq!(copy(("If-Match", &tag(b"two"))).status, 200);
     assert_eq!(s3_get(&addr, "/cond/b").body, b"one");
-    // DeleteObject: a wrong ETag keeps the object; a missing object is 204 as ever
+    // DeleteObject: a wrong ETag keeps the object; a missing object fails `If-Match` (AWS
+    // since 2025-09: `*` is how a client asks "only if it exists"), and without one is 204
     let delete = |k: &str, etag: &str| request(&addr, "DELETE", k, &[UNSIGNED, ("If-Match", etag)], b"").status;
     assert_eq!(delete("/cond/a", "\"0123\""), 412);
     assert_eq!(s3_get(&addr, "/cond/a").status, 200);
     assert_eq!(delete("/cond/a", &tag(b"one")), 204);
     assert_eq!(s3_get(&addr, "/cond/a").status, 404);
-    assert_eq!(delete("/cond/a", &tag(b"one")), 204);
+    let r = request(&addr, "DELETE", "/cond/a", &[UNSIGNED, ("If-Match", &tag(b"one"))], b"");
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (404, "NoSuchKey"), "{r:?}");
+    assert_eq!(delete("/cond/a", "*"), 404);
+    assert_eq!(request(&addr, "DELETE", "/cond/a", &[UNSIGNED], b"").status, 204);
     // DeleteObjects: per object
     let doc = format!(
         "<Delete><Object><Key>b</Key><ETag>\"0123\"</ETag></Object><Object><Key>c</Key><ETag>{}</ETag></Object></Delete>",
@@ -2044,7 +2048,9 @@ fn a_put_that_gives_no_length_is_missing_content_length() {
     assert_eq!(s3_put(&addr, "/nolen/src", b"source").status, 200);
     for path in ["/nolen/k".to_string(), format!("/nolen/up?partNumber=2&uploadId={id}")] {
         let mut client = Client::connect(&addr);
-        client.send(format!("PUT {path} HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\r\n").as_bytes());
+        client.send(
+            format!("PUT {path} HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n\r\n").as_bytes(),
+        );
         let r = client.read_response("PUT");
         assert_eq!((r.status, xml_field(&r.text(), "Code")), (411, "MissingContentLength"), "{path}: {r:?}");
     }

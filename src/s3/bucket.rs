@@ -376,7 +376,7 @@ pub async fn delete_objects(
             // its native key is `/BUCKET/`: no object, and nothing to delete there
             Some(S3Error::UserKeyMustBeSpecified)
         } else {
-            super::object::delete_if(ctx, &native, &write_if).await.err().map(|f| f.error)
+            super::object::delete_if(ctx, &native, &write_if, true).await.err().map(|f| f.error)
         };
         results.push((o.key.clone(), r));
     }

@@ -66,9 +66,10 @@ pub async fn claim_waiting<'a>(ctx: &'a Ctx, key: &[u8], wait: Duration) -> Resu
 
 /// DeleteObject of `key` (also each of DeleteObjects) under its conditions, claimed as
 /// writes are ([`claim_for_write`]; S3 has no `409` for a plain delete: the client would
-/// see a `503 SlowDown`). Deleting what is not there succeeds.
-pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions) -> Result<(), Failure> {
-    let held = claim_for_write(ctx, key, write_if, true).await?;
+/// see a `503 SlowDown`). Deleting what is not there succeeds, unless `missing_ok` is false
+/// and an `If-Match` asked for the object (`404 NoSuchKey`, as DeleteObject answers).
+pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions, missing_ok: bool) -> Result<(), Failure> {
+    let held = claim_for_write(ctx, key, write_if, missing_ok).await?;
     match remove::delete_claimed(ctx, held, key, ctx.shared.cfg.protect).await {
         Ok(()) | Err(store::Error::NotFound) => Ok(()),
         Err(e) => Err(e.into()),
@@ -337,7 +338,9 @@ pub async fn delete(
     obj: &Object,
     write_if: &Conditions,
 ) -> Result<Answer, Failure> {
-    delete_if(ctx, &obj.native_key(), write_if).await?;
+    // `If-Match` on a missing object fails, as S3 answers (`*` asks "only if it exists");
+    // DeleteObjects, whose ETag a listing gave, reports such a key deleted, as moto does
+    delete_if(ctx, &obj.native_key(), write_if, false).await?;
     Ok(ok(conn, req, 204, None))
 }
 
