@@ -1304,6 +1304,76 @@ fn online_verify_finds_and_deletes_part_files_no_upload_names() {
     part_files_no_upload_names_found_and_deleted(true);
 }
 
+/// The replicas of an upload's parts are checked as a key's are: a part file gone, cut
+/// short, or (`-deep`) of other bytes is found and `-repair` copies it again from a replica
+/// that verifies. verify looked at part files only for orphans: an upload left with one
+/// good copy of a part was "nothing wrong", one disk from losing it.
+fn damaged_part_replicas_found_and_repaired(online: bool) {
+    let (mut c, live, _) = filled(6, 0, &[]);
+    // a part larger than a small copy (it goes through a temporary file), and two small
+    let parts: Vec<(String, Vec<u8>)> = [("/parts/gone", 200 << 10), ("/parts/short", 3000), ("/parts/rot", 3000)]
+        .iter()
+        .map(|(k, n)| (k.to_string(), value_of(k).into_iter().cycle().take(*n).collect()))
+        .collect();
+    let mut uploads = Vec::new();
+    for (key, data) in &parts {
+        let before = part_files(&c);
+        let (id, doc) = upload_one_part(&c.addr(), key, data);
+        let files: Vec<(usize, String)> = part_files(&c).into_iter().filter(|f| !before.contains(f)).collect();
+        assert_eq!(files.len(), REPLICAS, "{files:?}");
+        uploads.push((id, doc, files));
+    }
+    let all = part_files(&c);
+    let (gone, short, rot) = (&uploads[0].2[0], &uploads[1].2[1], &uploads[2].2[0]);
+    fs::remove_file(path_on(&c, gone.0, &gone.1)).unwrap();
+    fs::write(path_on(&c, short.0, &short.1), &parts[1].1[..100]).unwrap();
+    flip_at(&path_on(&c, rot.0, &rot.1), 1000);
+    let run = |c: &Cluster, args: &[&str]| if online { verify_online(c, args) } else { verify_offline(c, args) };
+    if !online {
+        c.master.kill9();
+    }
+    let (code, err) = run(&c, &["-grace", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!((count(&err, "missing"), count(&err, "size mismatch")), (Some(1), Some(1)), "{err}");
+    assert!(err.contains(&format!("S3 upload {} part 1 on ", uploads[0].0)), "the part is named: {err}");
+    let (code, err) = run(&c, &["-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "corrupt"), Some(1), "{err}");
+    let (code, err) = run(&c, &["-grace", "0s", "-deep", "-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&err, "repaired"), Some(3), "{err}");
+    let (code, err) = run(&c, &["-grace", "0s", "-deep"]);
+    assert_eq!(code, Some(0), "a second run finds nothing: {err}");
+    assert_eq!(part_files(&c), all, "every replica back where it was, nothing more");
+    for ((_, data), (_, _, files)) in parts.iter().zip(&uploads) {
+        for (v, rel) in files {
+            assert!(fs::read(path_on(&c, *v, rel)).unwrap() == *data, "{rel} on volume {v} holds other bytes");
+        }
+    }
+    if !online {
+        c.master.restart();
+    }
+    for ((key, data), (id, doc, _)) in parts.iter().zip(&uploads) {
+        let r = request(&c.addr(), "POST", &format!("{key}?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+        assert!(r.text().contains("<CompleteMultipartUploadResult"), "{r:?}");
+        assert!(get_follow(&c.addr(), key).body == *data, "{key}");
+    }
+    assert_eq!(part_files(&c), Vec::new());
+    for key in &live {
+        assert_eq!(get_follow(&c.addr(), key).body, value_of(key), "{key}");
+    }
+}
+
+#[test]
+fn offline_verify_finds_and_repairs_damaged_part_replicas() {
+    damaged_part_replicas_found_and_repaired(false);
+}
+
+#[test]
+fn online_verify_finds_and_repairs_damaged_part_replicas() {
+    damaged_part_replicas_found_and_repaired(true);
+}
+
 /// The scrub does the same in the background, beside an upload in progress.
 #[test]
 fn the_scrub_deletes_part_files_no_upload_names() {

@@ -122,6 +122,9 @@ pub async fn method(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, 
 /// on volumes that could not be asked, left for later; `adopted`: the record was stale and
 /// now names the value every replica holds).
 async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    if req.parts {
+        return repair_parts(local, conn, req).await;
+    }
     let ask = repair::Ask { suspects: &req.suspects, markers: req.markers, strays: &req.orphans, known_bad: None };
     let (done, removed) = repair::key(&local.ctx, &req.key, &ask).await?;
     let body = serde_json::json!({
@@ -134,6 +137,18 @@ async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiE
     empty(conn, 200)?;
     response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
     Ok(Reply::Body(body.to_string().into_bytes()))
+}
+
+/// `REPAIR /?parts[&deep=1][&check=1]` (what `mkv verify -online` asks after the keys):
+/// checks every replica of every part of the S3 uploads in progress (`deep`: reads them)
+/// and, unless `check`, copies the damaged ones again; what it found, as JSON.
+async fn repair_parts(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
+    let done = multipart::check_parts(&local.ctx, req.deep, !req.check_only).await?;
+    // strings, numbers and lists: serializing cannot fail
+    let body = serde_json::to_vec(&done).unwrap_or_default();
+    empty(conn, 200)?;
+    response::header(&mut conn.out, "Content-Type", &[b"application/json"]);
+    Ok(Reply::Body(body))
 }
 
 /// `SNAPSHOT /?to=DIR`: a consistent copy of the index (a RocksDB checkpoint: hard links

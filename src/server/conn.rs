@@ -40,8 +40,11 @@ pub struct Req {
     /// `?pending`: list the replacements being written.
     pub pending: bool,
     /// `?parts`: GET lists the S3 part files that part records name; `VOLUMES /?parts`
-    /// moves S3 uploads' parts to the placement in force.
+    /// moves S3 uploads' parts to the placement in force; `REPAIR /?parts` checks them and
+    /// copies damaged replicas again (`deep`: reads them; `check`: repairs nothing).
     pub parts: bool,
+    pub deep: bool,
+    pub check_only: bool,
     /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
     /// whether to check the unlink markers.
     pub suspects: Vec<String>,
@@ -81,6 +84,8 @@ impl Req {
         self.records = false;
         self.pending = false;
         self.parts = false;
+        self.deep = false;
+        self.check_only = false;
         self.suspects.clear();
         self.orphans.clear();
         self.markers = false;
@@ -112,6 +117,8 @@ impl Req {
                     list.extend(text.split(',').filter(|v| !v.is_empty()).map(str::to_string));
                 }
                 b"markers" if method == Method::Repair => self.markers = value != b"0",
+                b"deep" if method == Method::Repair => self.deep = value != b"0",
+                b"check" if method == Method::Repair => self.check_only = value != b"0",
                 b"to" if method == Method::Snapshot => self.to = Some(text_param(value)?),
                 b"volumes" | b"settled" if method == Method::Volumes => {
                     let mut v = Vec::new();

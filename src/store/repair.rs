@@ -161,7 +161,12 @@ async fn adopt(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, rec: &Recor
 
 /// Size and MD5 of replica `r`'s file, read whole (hashed off the event loop); None when
 /// it is not there.
-async fn digest_of(ctx: &Ctx, topo: &Topology, r: &str, path: &str) -> Result<Option<(u64, [u8; 16])>, Error> {
+pub(crate) async fn digest_of(
+    ctx: &Ctx,
+    topo: &Topology,
+    r: &str,
+    path: &str,
+) -> Result<Option<(u64, [u8; 16])>, Error> {
     let (server, p) = replica_target(r, path);
     let d = ctx.client.download(topo, &server, &p).await?;
     if d.status != 200 {
@@ -246,6 +251,23 @@ pub async fn restore(
         ctx.client.put_all(topo, &targets(&done.restored, &m), Bytes::from_static(MARKER_BODY)).await?;
     }
     Ok(done)
+}
+
+/// A file no key's record names (a part of an S3 upload in progress) copied again onto
+/// `bad` from the first of `good` whose bytes have `size` and `md5`, as a key's replicas
+/// are. Returns the replicas restored: `bad`, and any of `good` found not to verify.
+pub async fn restore_file(
+    ctx: &Ctx,
+    topo: &Topology,
+    path: &str,
+    size: u64,
+    md5: [u8; 16],
+    mut good: Vec<String>,
+    mut bad: Vec<String>,
+) -> Result<Vec<String>, Error> {
+    let rec = Record { volumes: good.iter().chain(&bad).cloned().collect(), size, md5: Some(md5), ..Record::default() };
+    restore_from(ctx, topo, path, &rec, &mut good, &mut bad, &[]).await?;
+    Ok(bad)
 }
 
 /// Copies the value onto every `bad` replica from the first of `good` that verifies; a

@@ -29,6 +29,7 @@ use crate::{
     placement::{PARTS_DIR, TMP_DIR},
     progress::Progress,
     record::now_ms,
+    s3::multipart::{self, Damage},
     store::{write, Ctx, Shared},
     volume::{self, Client, Topology},
     walk::{
@@ -328,6 +329,7 @@ pub async fn check_all(s: &Setup<'_>) -> anyhow::Result<Report> {
     walk.run(s.client, s.topo, &gate, s.opts.concurrency, &mut v, &work).await?;
     tmp_files(s, &layout, &gate, &mut v, &work, cutoff).await?;
     part_files(s, &layout, &gate, &mut v, &work, cutoff).await?;
+    part_replicas(s, &mut v).await?;
     v.unwalked();
     Ok(v.report)
 }
@@ -375,11 +377,37 @@ async fn part_files(
     }
     // read after the listing: a part recorded since the run began is named
     let named = match s.backend {
-        Backend::Local(ctx) => crate::s3::multipart::part_files(&ctx.shared.index)?,
+        Backend::Local(ctx) => multipart::part_files(&ctx.shared.index)?,
         Backend::Online(m) => part_files_of_master(m, s.client).await?,
     };
     let orphans: Vec<Old> = old.into_iter().filter(|o| !named.contains(&o.name)).collect();
     delete_orphans(s, v, work, PART_ITEMS, orphans).await
+}
+
+/// The replicas of the parts of S3 uploads in progress, as their records name them: there,
+/// of the part's size (`-deep`: its MD5) and, with `-repair`, copied again where not, by
+/// the store (offline, the scrub) or the master (`-online`). A part's damage leaves its
+/// upload a disk from losing it, as a key's does.
+async fn part_replicas(s: &Setup<'_>, v: &mut Verifier<'_>) -> anyhow::Result<()> {
+    let checked = match s.backend {
+        Backend::Local(ctx) => multipart::check_parts(ctx, s.opts.deep, s.opts.repair)
+            .await
+            .context("cannot read the S3 uploads in the index")?,
+        Backend::Online(m) => m.check_parts(s.client, s.opts.deep, s.opts.repair).await?,
+    };
+    for f in &checked.found {
+        let kind = match f.damage {
+            Damage::Missing => Kind::Missing,
+            Damage::Size => Kind::Size,
+            Damage::Corrupt => Kind::Corrupt,
+        };
+        v.confirm_part(kind, &format!("{} on {}", f.part, f.replica), f.repaired);
+    }
+    for failed in &checked.failed {
+        let (name, why) = failed.split_once(": ").unwrap_or((failed, "failed"));
+        s.progress.error(name, why);
+    }
+    Ok(())
 }
 
 /// A file in a `_tmp` or `_parts` folder, older than the grace.

@@ -366,24 +366,33 @@ impl Verifier<'_> {
     /// Problems that are real: counted per kind, the first few of each shown.
     fn confirm(&mut self, s: usize, idx: usize, problems: &[Problem], fixed: bool) {
         for p in problems {
-            let k = p.kind.index();
-            self.report.found[k] += 1;
-            self.progress.note(p.kind.name(), 1);
-            if self.opts.repair {
-                self.progress.note(if fixed { "repaired" } else { "not repaired" }, 1);
-            }
-            if fixed {
-                self.report.fixed += 1;
-            }
-            self.shown[k] += 1;
-            if self.shown[k] <= EXAMPLES {
-                let name = self.items[&s][idx].name(p);
-                let done = if fixed { " (repaired)" } else { "" };
-                self.progress.println(&format!("{}: {}: {name}{done}", self.progress.label(), p.kind.name()));
-            } else if self.shown[k] == EXAMPLES + 1 {
-                let more = format!("{}: more {} are only counted", self.progress.label(), p.kind.name());
-                self.progress.println(&more);
-            }
+            let name = self.items[&s][idx].name(p);
+            self.count(p.kind, &name, fixed);
+        }
+    }
+
+    /// A damaged replica of an S3 upload's part (`name` says which), counted as a key's.
+    pub(super) fn confirm_part(&mut self, kind: Kind, name: &str, fixed: bool) {
+        self.count(kind, name, fixed);
+    }
+
+    fn count(&mut self, kind: Kind, name: &str, fixed: bool) {
+        let k = kind.index();
+        self.report.found[k] += 1;
+        self.progress.note(kind.name(), 1);
+        if self.opts.repair {
+            self.progress.note(if fixed { "repaired" } else { "not repaired" }, 1);
+        }
+        if fixed {
+            self.report.fixed += 1;
+        }
+        self.shown[k] += 1;
+        if self.shown[k] <= EXAMPLES {
+            let done = if fixed { " (repaired)" } else { "" };
+            self.progress.println(&format!("{}: {}: {name}{done}", self.progress.label(), kind.name()));
+        } else if self.shown[k] == EXAMPLES + 1 {
+            let more = format!("{}: more {} are only counted", self.progress.label(), kind.name());
+            self.progress.println(&more);
         }
     }
 }

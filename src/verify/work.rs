@@ -35,6 +35,8 @@ const HASH_PIECE: usize = 256 << 10;
 pub const PAGE: usize = 10_000;
 /// Largest answer read from the master (a page of records).
 const ANSWER_MAX: usize = 256 << 20;
+/// Longest wait for the master's answer to `REPAIR /?parts` (a deep check reads every part).
+const PARTS_WAIT: Duration = Duration::from_secs(6 * 3600);
 
 /// Where records come from and repairs go.
 pub enum Backend {
@@ -106,6 +108,27 @@ impl Master {
         }
         let a: Answer = serde_json::from_slice(&body).context("bad answer to VOLUMES")?;
         Ok(Volumes { volumes: a.volumes, replicas: a.replicas, subvolumes: a.subvolumes })
+    }
+
+    /// `REPAIR /?parts`: the master checks (`deep`: reads) the replicas of the parts of S3
+    /// uploads in progress and, with `repair`, copies the damaged ones again.
+    pub async fn check_parts(
+        &self,
+        client: &Client,
+        deep: bool,
+        repair: bool,
+    ) -> anyhow::Result<crate::s3::multipart::PartsChecked> {
+        // the answer comes once every part was looked at: as long as reading them all takes
+        let patient = Topology::new(&[], 1, 1, PARTS_WAIT, None);
+        let target = format!("/?parts&deep={}&check={}", u8::from(deep), u8::from(!repair));
+        let (status, body) = client
+            .get_with(&patient, &self.addr, "REPAIR", &target, self.auth.as_bytes(), ANSWER_MAX)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the master at {}: {}", self.addr, e.cause()))?;
+        if status != 200 {
+            bail!("the master refused to check S3 upload parts ({status}): {}", self.refusal(&body));
+        }
+        serde_json::from_slice(&body).context("bad answer to REPAIR /?parts (a master too old to check parts?)")
     }
 
     /// The record of `key` now, in either state.

@@ -1,0 +1,165 @@
+//! The parts of uploads in progress checked, and with `repair` made whole again: what
+//! `mkv verify` (offline, the master's scrub, or the master's for `-online`) does for them
+//! after the keys. A part's record names its replicas as a key's does; a replica whose file
+//! is gone, of another size, or (`deep`) of other bytes than the part's MD5 leaves the
+//! upload one disk from losing the part, and is copied again from one that verifies
+//! ([`restore_file`]: a corrupt source never spreads).
+//!
+//! The part's lock is held throughout (no upload of the same part number meanwhile); a
+//! Complete or an Abort that ended the upload while a copy was made took the part's files
+//! with it, and the copy goes too.
+
+use serde::{Deserialize, Serialize};
+
+use super::{current_part, lock_name, numbered, parts_prefix, scan_all, upload_key, Part, Upload};
+use crate::{
+    placement::replica_target,
+    store::{
+        self,
+        repair::{digest_of, restore_file},
+        Ctx,
+    },
+};
+
+/// How long a part's lock is waited for (an upload of it, a Complete) before the part is
+/// reported busy and left for the next run.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What is wrong with one replica of a part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Damage {
+    /// Its file is not there.
+    Missing,
+    /// Its file has another size than the part.
+    Size,
+    /// `deep`: its bytes do not have the part's MD5.
+    Corrupt,
+}
+
+/// One damaged replica of a part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    /// `S3 upload <id> part <n>`.
+    pub part: String,
+    pub replica: String,
+    pub damage: Damage,
+    /// Copied again (with `repair`).
+    pub repaired: bool,
+}
+
+/// What a check of every part came to.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PartsChecked {
+    /// Parts looked at.
+    pub parts: u64,
+    pub found: Vec<Found>,
+    /// Parts that could not be checked or repaired, each `<part>: <why>`.
+    pub failed: Vec<String>,
+}
+
+/// Checks (`deep`: reads) every replica of every part of every upload in progress and,
+/// with `repair`, copies the damaged ones again. Fails only when the index cannot be read.
+pub async fn check_parts(ctx: &Ctx, deep: bool, repair: bool) -> Result<PartsChecked, store::Error> {
+    let mut done = PartsChecked::default();
+    for (k, v) in scan_all(ctx, b"u/")? {
+        let Some(id) = k.strip_prefix(b"u/").and_then(|id| std::str::from_utf8(id).ok()) else { continue };
+        if Upload::decode(&v).is_none() {
+            continue;
+        }
+        for (number, _) in numbered(&parts_prefix(id), scan_all(ctx, &parts_prefix(id))?) {
+            let name = super::PartName { upload: id, number }.to_string();
+            done.parts += 1;
+            match check_part(ctx, id, number, deep, repair).await {
+                Ok(bad) => done.found.extend(bad.into_iter().map(|(replica, damage, repaired)| Found {
+                    part: name.clone(),
+                    replica,
+                    damage,
+                    repaired,
+                })),
+                Err(e) => done.failed.push(format!("{name}: {e}")),
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Part `n` of upload `id`: its damaged replicas, each with whether it was repaired.
+async fn check_part(
+    ctx: &Ctx,
+    id: &str,
+    n: u32,
+    deep: bool,
+    repair: bool,
+) -> Result<Vec<(String, Damage, bool)>, store::Error> {
+    let _part = ctx.claim_within(&lock_name(id, Some(n)), LOCK_WAIT).await?;
+    let Some(p) = current_part(ctx, id, n)? else { return Ok(Vec::new()) };
+    let topo = ctx.topo();
+    let path = p.path();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    // a replica on a volume that is down cannot be asked: neither good nor bad now
+    for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+        match damage_of(ctx, &topo, &p, r, deep).await? {
+            None => good.push(r.clone()),
+            Some(d) => bad.push((r.clone(), d)),
+        }
+    }
+    if bad.is_empty() || !repair {
+        return Ok(bad.into_iter().map(|(r, d)| (r, d, false)).collect());
+    }
+    let to: Vec<String> = bad.iter().map(|(r, _)| r.clone()).collect();
+    let restored = restore_file(ctx, &topo, &path, p.size, p.md5, good, to).await?;
+    // a source found not to verify was restored too: damaged as well
+    for r in &restored {
+        if !bad.iter().any(|(b, _)| b == r) {
+            bad.push((r.clone(), Damage::Corrupt));
+        }
+    }
+    // Complete and Abort delete a part's files under the upload's lock: looked at under it,
+    // an upload still there deletes the copies with the rest when it ends
+    let _upload = ctx.claim_within(&lock_name(id, None), LOCK_WAIT).await?;
+    if ended(ctx, id, n, &p)? {
+        // the upload's files went with it while the copies were made, but for the copies
+        let copies = Part { replicas: restored, ..p };
+        super::delete_files(ctx, &topo, &copies).await;
+        return Ok(Vec::new());
+    }
+    Ok(bad.into_iter().map(|(r, d)| (r, d, true)).collect())
+}
+
+/// Whether part `n` of upload `id` is no longer `p`: the upload completed or aborted, or
+/// the part was uploaded again.
+fn ended(ctx: &Ctx, id: &str, n: u32, p: &Part) -> Result<bool, store::Error> {
+    let upload_gone = ctx.shared.index.mp_get(&upload_key(id))?.is_none();
+    Ok(upload_gone || current_part(ctx, id, n)?.as_ref() != Some(p))
+}
+
+/// What is wrong with replica `r` of part `p`: a HEAD, or (`deep`) its bytes read whole.
+async fn damage_of(
+    ctx: &Ctx,
+    topo: &crate::volume::Topology,
+    p: &Part,
+    r: &str,
+    deep: bool,
+) -> Result<Option<Damage>, store::Error> {
+    let path = p.path();
+    let (size, md5) = if deep {
+        match digest_of(ctx, topo, r, &path).await? {
+            None => return Ok(Some(Damage::Missing)),
+            Some((size, md5)) => (size, Some(md5)),
+        }
+    } else {
+        let (server, fpath) = replica_target(r, &path);
+        match ctx.client.stat(topo, &server, &fpath).await? {
+            None => return Ok(Some(Damage::Missing)),
+            Some(size) => (size, None),
+        }
+    };
+    Ok(if size != p.size {
+        Some(Damage::Size)
+    } else if md5.is_some_and(|m| m != p.md5) {
+        Some(Damage::Corrupt)
+    } else {
+        None
+    })
+}
