@@ -139,11 +139,13 @@ async fn repair(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiE
     Ok(Reply::Body(body.to_string().into_bytes()))
 }
 
-/// `REPAIR /?parts[&deep=1][&check=1]` (what `mkv verify -online` asks after the keys):
-/// checks every replica of every part of the S3 uploads in progress (`deep`: reads them)
-/// and, unless `check`, copies the damaged ones again; what it found, as JSON.
+/// `REPAIR /?parts[&deep=1][&check=1][&rate=N]` (what `mkv verify -online` asks after the
+/// keys): checks every replica of every part of the S3 uploads in progress (`deep`: reads
+/// them, at most N MiB/s) and, unless `check`, copies the damaged ones again; what it
+/// found, as JSON.
 async fn repair_parts(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
-    let done = multipart::check_parts(&local.ctx, req.deep, !req.check_only).await?;
+    let opts = multipart::CheckOpts { deep: req.deep, repair: !req.check_only, rate: req.rate };
+    let done = multipart::check_parts(&local.ctx, opts).await?;
     // strings, numbers and lists: serializing cannot fail
     let body = serde_json::to_vec(&done).unwrap_or_default();
     empty(conn, 200)?;

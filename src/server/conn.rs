@@ -45,6 +45,8 @@ pub struct Req {
     pub parts: bool,
     pub deep: bool,
     pub check_only: bool,
+    /// `REPAIR /?parts&rate=N`: deep reads at most N MiB/s (0 or absent: no limit).
+    pub rate: f64,
     /// `REPAIR`: replicas found corrupt, files found where no record wants them, and
     /// whether to check the unlink markers.
     pub suspects: Vec<String>,
@@ -86,6 +88,7 @@ impl Req {
         self.parts = false;
         self.deep = false;
         self.check_only = false;
+        self.rate = 0.0;
         self.suspects.clear();
         self.orphans.clear();
         self.markers = false;
@@ -119,6 +122,11 @@ impl Req {
                 b"markers" if method == Method::Repair => self.markers = value != b"0",
                 b"deep" if method == Method::Repair => self.deep = value != b"0",
                 b"check" if method == Method::Repair => self.check_only = value != b"0",
+                b"rate" if method == Method::Repair => {
+                    let rate = std::str::from_utf8(value).ok().and_then(|v| v.parse::<f64>().ok());
+                    self.rate =
+                        rate.filter(|r| r.is_finite() && *r >= 0.0).ok_or(ApiError::BadQuery("rate must be MiB/s"))?;
+                }
                 b"to" if method == Method::Snapshot => self.to = Some(text_param(value)?),
                 b"volumes" | b"settled" if method == Method::Volumes => {
                     let mut v = Vec::new();

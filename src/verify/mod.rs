@@ -389,11 +389,12 @@ async fn part_files(
 /// the store (offline, the scrub) or the master (`-online`). A part's damage leaves its
 /// upload a disk from losing it, as a key's does.
 async fn part_replicas(s: &Setup<'_>, v: &mut Verifier<'_>) -> anyhow::Result<()> {
+    let opts = multipart::CheckOpts { deep: s.opts.deep, repair: s.opts.repair, rate: s.opts.rate };
     let checked = match s.backend {
-        Backend::Local(ctx) => multipart::check_parts(ctx, s.opts.deep, s.opts.repair)
-            .await
-            .context("cannot read the S3 uploads in the index")?,
-        Backend::Online(m) => m.check_parts(s.client, s.opts.deep, s.opts.repair).await?,
+        Backend::Local(ctx) => {
+            multipart::check_parts(ctx, opts).await.context("cannot read the S3 uploads in the index")?
+        }
+        Backend::Online(m) => m.check_parts(s.client, opts).await?,
     };
     for f in &checked.found {
         let kind = match f.damage {

@@ -115,12 +115,12 @@ impl Master {
     pub async fn check_parts(
         &self,
         client: &Client,
-        deep: bool,
-        repair: bool,
+        opts: crate::s3::multipart::CheckOpts,
     ) -> anyhow::Result<crate::s3::multipart::PartsChecked> {
         // the answer comes once every part was looked at: as long as reading them all takes
         let patient = Topology::new(&[], 1, 1, PARTS_WAIT, None);
-        let target = format!("/?parts&deep={}&check={}", u8::from(deep), u8::from(!repair));
+        let target =
+            format!("/?parts&deep={}&check={}&rate={}", u8::from(opts.deep), u8::from(!opts.repair), opts.rate);
         let (status, body) = client
             .get_with(&patient, &self.addr, "REPAIR", &target, self.auth.as_bytes(), ANSWER_MAX)
             .await

@@ -5,7 +5,7 @@
 //! upload one disk from losing the part, and is copied again from one that verifies
 //! ([`restore_file`]: a corrupt source never spreads).
 //!
-//! The part's lock is held throughout (no upload of the same part number meanwhile); a
+//! A repair holds the part's lock (no upload of the same part number meanwhile); a
 //! Complete or an Abort that ended the upload while a copy was made took the part's files
 //! with it, and the copy goes too.
 
@@ -58,10 +58,22 @@ pub struct PartsChecked {
     pub failed: Vec<String>,
 }
 
+/// How a check of the parts reads them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CheckOpts {
+    /// Read every replica whole and check its MD5 (else a HEAD: there, of the right size).
+    pub deep: bool,
+    /// Copy the damaged replicas again.
+    pub repair: bool,
+    /// Deep reads average at most this many MiB/s (0: no limit), as verify's `-rate`.
+    pub rate: f64,
+}
+
 /// Checks (`deep`: reads) every replica of every part of every upload in progress and,
 /// with `repair`, copies the damaged ones again. Fails only when the index cannot be read.
-pub async fn check_parts(ctx: &Ctx, deep: bool, repair: bool) -> Result<PartsChecked, store::Error> {
+pub async fn check_parts(ctx: &Ctx, opts: CheckOpts) -> Result<PartsChecked, store::Error> {
     let mut done = PartsChecked::default();
+    let (began, mut read) = (std::time::Instant::now(), 0u64);
     for (k, v) in scan_all(ctx, b"u/")? {
         let Some(id) = k.strip_prefix(b"u/").and_then(|id| std::str::from_utf8(id).ok()) else { continue };
         if Upload::decode(&v).is_none() {
@@ -70,7 +82,14 @@ pub async fn check_parts(ctx: &Ctx, deep: bool, repair: bool) -> Result<PartsChe
         for (number, _) in numbered(&parts_prefix(id), scan_all(ctx, &parts_prefix(id))?) {
             let name = super::PartName { upload: id, number }.to_string();
             done.parts += 1;
-            match check_part(ctx, id, number, deep, repair).await {
+            if opts.deep && opts.rate > 0.0 {
+                // what was read so far, at the rate asked: wait until then
+                let due = std::time::Duration::from_secs_f64(read as f64 / (opts.rate * (1 << 20) as f64));
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    monoio::time::sleep(wait).await;
+                }
+            }
+            match check_part(ctx, id, number, opts.deep, opts.repair, &mut read).await {
                 Ok(bad) => done.found.extend(bad.into_iter().map(|(replica, damage, repaired)| Found {
                     part: name.clone(),
                     replica,
@@ -84,31 +103,43 @@ pub async fn check_parts(ctx: &Ctx, deep: bool, repair: bool) -> Result<PartsChe
     Ok(done)
 }
 
-/// Part `n` of upload `id`: its damaged replicas, each with whether it was repaired.
+/// Part `n` of upload `id`: its damaged replicas, each with whether it was repaired. They
+/// are judged without the part's lock (a deep read of a 5 GiB part would keep a retry of
+/// its upload waiting for minutes), then judged again only if the part is still the one
+/// read: a part uploaded again, or an upload that ended meanwhile, had its files deleted.
 async fn check_part(
     ctx: &Ctx,
     id: &str,
     n: u32,
     deep: bool,
     repair: bool,
+    read: &mut u64,
 ) -> Result<Vec<(String, Damage, bool)>, store::Error> {
-    let _part = ctx.claim_within(&lock_name(id, Some(n)), LOCK_WAIT).await?;
     let Some(p) = current_part(ctx, id, n)? else { return Ok(Vec::new()) };
     let topo = ctx.topo();
-    let path = p.path();
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     // a replica on a volume that is down cannot be asked: neither good nor bad now
     for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+        if deep {
+            *read += p.size;
+        }
         match damage_of(ctx, &topo, &p, r, deep).await? {
             None => good.push(r.clone()),
             Some(d) => bad.push((r.clone(), d)),
         }
     }
-    if bad.is_empty() || !repair {
+    if bad.is_empty() || ended(ctx, id, n, &p)? {
+        return Ok(Vec::new());
+    }
+    if !repair {
         return Ok(bad.into_iter().map(|(r, d)| (r, d, false)).collect());
     }
+    let _part = ctx.claim_within(&lock_name(id, Some(n)), LOCK_WAIT).await?;
+    if ended(ctx, id, n, &p)? {
+        return Ok(Vec::new());
+    }
     let to: Vec<String> = bad.iter().map(|(r, _)| r.clone()).collect();
-    let restored = restore_file(ctx, &topo, &path, p.size, p.md5, good, to).await?;
+    let restored = restore_file(ctx, &topo, &p.path(), p.size, p.md5, good, to).await?;
     // a source found not to verify was restored too: damaged as well
     for r in &restored {
         if !bad.iter().any(|(b, _)| b == r) {

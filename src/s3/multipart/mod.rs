@@ -41,7 +41,7 @@ mod check;
 mod list;
 mod moves;
 mod sums;
-pub use check::{check_parts, Damage, PartsChecked};
+pub use check::{check_parts, CheckOpts, Damage, PartsChecked};
 pub use list::{list_parts, list_uploads};
 pub use moves::{relocate_parts, PartMove, PartName};
 
