@@ -505,3 +505,18 @@ fn a_corrupt_index_is_said_by_health_metrics_and_the_status_page() {
     assert!(err.contains("it is a file, not a folder") && !err.contains("Os {"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `SNAPSHOT /?to=DIR` wants an absolute DIR: a relative one was taken against the master's
+/// working folder, wherever that is (`mkv snapshot` makes its `-to` absolute itself).
+#[test]
+fn a_snapshot_to_a_relative_folder_is_refused() {
+    let (c, admin) = cluster(3, &[]);
+    assert_eq!(request(&c.addr(), "PUT", "/snap/k", &[], b"v").status, 201);
+    let r = request(&admin, "SNAPSHOT", "/?to=relative-snap", &[], b"");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.text().contains("absolute"), "{r:?}");
+    assert!(!std::path::Path::new("relative-snap").exists());
+    let dir = TempDir::new("snapabs");
+    let r = request(&admin, "SNAPSHOT", &format!("/?to={}", dir.path().join("s").display()), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -158,6 +158,10 @@ async fn repair_parts(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply
 /// exist yet. A master started on DIR serves every key the snapshot holds.
 async fn snapshot_index(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply, ApiError> {
     let to = req.to.clone().ok_or(ApiError::BadQuery("SNAPSHOT needs ?to=DIR (a folder that does not exist yet)"))?;
+    if !std::path::Path::new(&to).is_absolute() {
+        // a relative one would land wherever the master was started from
+        return Err(ApiError::BadQuery("SNAPSHOT needs an absolute ?to=DIR (a folder on the master's host)"));
+    }
     let shared = local.ctx.shared.clone();
     let dir = std::path::PathBuf::from(&to);
     on_pool(move || shared.index.checkpoint(&dir)).await?.map_err(ApiError::BadConfig)?;
