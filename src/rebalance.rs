@@ -15,7 +15,7 @@ use crate::{
     s3::multipart::{self, PartMove, PartName},
     store::{
         relocate::{self, Outcome},
-        Ctx, Error, Shared, REBALANCED_TO,
+        Ctx, Error, Shared, REBALANCED_REPLICAS, REBALANCED_TO,
     },
     volume::{self, Client, Topology},
 };
@@ -96,6 +96,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         multipart::relocate_parts(&ctx, opts.dry_run, |name, r| record_part(&progress, name, r)).await?;
         if !opts.dry_run {
             shared.index.set_meta(REBALANCED_TO, shared.cfg.volumes.join(",").as_bytes())?;
+            shared.index.set_meta(REBALANCED_REPLICAS, shared.cfg.replicas.to_string().as_bytes())?;
         }
         anyhow::Ok(())
     })?;

@@ -905,3 +905,40 @@ fn an_online_rebalance_pointed_at_a_volume_says_so_in_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("405") && err.contains("master's address"), "{err}");
 }
+
+/// A master restarted with a -volumes or -replicas other than its last rebalance's says so:
+/// after `rebalance -online -replicas 2`, a restart with the old command line (3 replicas)
+/// started silently, every key then unbalanced and verify content.
+#[test]
+fn a_restart_with_another_list_or_count_than_the_last_rebalance_warns() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let mut master = Master::start_on(&all[..3], &["-replicas", "3", "-subvolumes", "1"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/count/k", &[], b"value").status, 201);
+    let online = format!("http://{addr}");
+    let (code, err) = run_mkv(&[
+        "rebalance",
+        "-volumes",
+        &all[..3].join(","),
+        "-replicas",
+        "2",
+        "-subvolumes",
+        "1",
+        "-online",
+        &online,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // what the latest start said (restart waits for `listening on`, said after the warnings)
+    let warned = |m: &Master, what: &str| {
+        let lines = m.lines();
+        let latest = lines.iter().rev().take_while(|l| !l.starts_with("--- restart"));
+        latest.filter(|l| l.contains("warning")).any(|l| l.contains(what))
+    };
+    master.restart_with(&all[..3], &["-replicas", "3", "-subvolumes", "1"]);
+    assert!(warned(&master, "last rebalanced to -replicas 2"), "{:?}", master.lines());
+    assert!(!warned(&master, "last rebalanced to -volumes"), "{:?}", master.lines());
+    master.restart_with(&all[..3], &["-replicas", "2", "-subvolumes", "1"]);
+    assert!(!warned(&master, "last rebalanced"), "{:?}", master.lines());
+    assert_eq!(get_follow(&master.addr(), "/count/k").body, b"value");
+}

@@ -39,6 +39,8 @@ use crate::{
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// Index setting: the volume list the last rebalance (online or offline) placed keys on.
 pub const REBALANCED_TO: &str = "rebalanced-to";
+/// Index setting: the replica count it placed them with.
+pub const REBALANCED_REPLICAS: &str = "rebalanced-replicas";
 
 /// What every thread shares.
 pub struct Shared {
@@ -98,6 +100,16 @@ impl Shared {
                     "mkv: warning: this index was last rebalanced to -volumes {online}, but -volumes is {}; \
                      using -volumes (keys placed by the other list show Key-Balance: unbalanced)",
                     cfg.volumes.join(",")
+                );
+            }
+        }
+        if let Ok(Some(v)) = index.meta(REBALANCED_REPLICAS) {
+            let then = String::from_utf8_lossy(&v);
+            if then != cfg.replicas.to_string() {
+                eprintln!(
+                    "mkv: warning: this index was last rebalanced to -replicas {then}, but -replicas is {}; \
+                     using -replicas (keys placed with the other count show Key-Balance: unbalanced)",
+                    cfg.replicas
                 );
             }
         }
@@ -163,7 +175,10 @@ impl Shared {
         if let Some(p) = &self.prober {
             p.watch(fresh.iter());
         }
-        if let Err(e) = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes()) {
+        let recorded = self.index.set_meta(REBALANCED_TO, volumes.join(",").as_bytes());
+        let recorded =
+            recorded.and_then(|()| self.index.set_meta(REBALANCED_REPLICAS, replicas.to_string().as_bytes()));
+        if let Err(e) = recorded {
             return Err(Refused::Invalid(format!("cannot record the volume list: {e}")));
         }
         if let Err(e) = crate::served::add_volumes(&self.index, volumes) {
