@@ -57,6 +57,8 @@ pub enum S3Error {
     UserKeyMustBeSpecified,
     /// A PutObject or UploadPart whose body has no stated length.
     MissingContentLength,
+    /// An `x-amz-storage-class` S3 does not know.
+    InvalidStorageClass,
 }
 
 impl S3Error {
@@ -104,6 +106,7 @@ impl S3Error {
             ContentSha256Mismatch => (400, "XAmzContentSHA256Mismatch"),
             UserKeyMustBeSpecified => (400, "UserKeyMustBeSpecified"),
             MissingContentLength => (411, "MissingContentLength"),
+            InvalidStorageClass => (400, "InvalidStorageClass"),
         }
     }
 
@@ -166,6 +169,7 @@ impl S3Error {
             ContentSha256Mismatch => "The provided 'x-amz-content-sha256' header does not match what was computed.",
             UserKeyMustBeSpecified => "A key to delete must be specified.",
             MissingContentLength => "You must provide the Content-Length HTTP header.",
+            InvalidStorageClass => "The storage class you specified is not valid.",
         }
     }
 }
@@ -184,7 +188,7 @@ mod tests {
 
     #[test]
     fn statuses_and_codes() {
-        let cases: [(S3Error, u16, &str); 31] = [
+        let cases: [(S3Error, u16, &str); 32] = [
             (NoSuchKey, 404, "NoSuchKey"),
             (NoSuchBucket, 404, "NoSuchBucket"),
             (NoSuchUpload, 404, "NoSuchUpload"),
@@ -216,6 +220,7 @@ mod tests {
             (ContentSha256Mismatch, 400, "XAmzContentSHA256Mismatch"),
             (UserKeyMustBeSpecified, 400, "UserKeyMustBeSpecified"),
             (MissingContentLength, 411, "MissingContentLength"),
+            (InvalidStorageClass, 400, "InvalidStorageClass"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status_code(), (status, code), "{e:?}");

@@ -545,6 +545,8 @@ fn refuse_unsupported(headers: &Headers) -> Result<(), S3Error> {
             "appends (x-amz-write-offset-bytes)"
         } else if n == "x-amz-rename-source" {
             "RenameObject"
+        } else if n == "x-amz-storage-class" && !STORAGE_CLASSES.contains(&value.trim_ascii()) {
+            return Err(S3Error::InvalidStorageClass);
         } else if n == "x-amz-storage-class" && value.trim_ascii() != b"STANDARD" {
             // GLACIER and its kin promise another kind of keeping: mkv has one, STANDARD
             "storage classes other than STANDARD"
@@ -555,6 +557,22 @@ fn refuse_unsupported(headers: &Headers) -> Result<(), S3Error> {
     }
     Ok(())
 }
+
+/// The storage classes S3 knows (`x-amz-storage-class`); any other is `InvalidStorageClass`.
+const STORAGE_CLASSES: [&[u8]; 12] = [
+    b"STANDARD",
+    b"REDUCED_REDUNDANCY",
+    b"STANDARD_IA",
+    b"ONEZONE_IA",
+    b"INTELLIGENT_TIERING",
+    b"GLACIER",
+    b"DEEP_ARCHIVE",
+    b"OUTPOSTS",
+    b"GLACIER_IR",
+    b"SNOW",
+    b"EXPRESS_ONEZONE",
+    b"FSX_OPENZFS",
+];
 
 fn list_params(q: &Query, max_name: &str) -> Result<ListParams, S3Error> {
     let url_encoding = match q.get("encoding-type") {

@@ -214,6 +214,9 @@ fn objects() {
     assert!(matches!(op("PUT", "/b12/k?renameObject", &[]), Ok(Op::NotImplemented("renameObject"))));
     assert!(s3("PUT", "/b12/k?renameObject", &[]));
     assert!(matches!(op("PUT", "/b12/k", &[("x-amz-storage-class", "STANDARD")]), Ok(Op::PutObject { .. })));
+    // a class S3 does not know is S3's own 400, not "not implemented"
+    assert_eq!(op("PUT", "/b12/k", &[("x-amz-storage-class", "FOO")]), Err(S3Error::InvalidStorageClass));
+    assert_eq!(op("POST", "/b12/k?uploads", &[("x-amz-storage-class", "FOO")]), Err(S3Error::InvalidStorageClass));
     assert_eq!(op("GET", &format!("/b12/{}", "k".repeat(1025)), &[]), Err(S3Error::KeyTooLong));
     assert_eq!(op("GET", "/b12/a%2", &[]), Err(S3Error::InvalidURI));
     for (name, value) in [
