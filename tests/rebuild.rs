@@ -373,12 +373,13 @@ fn a_put_over_an_unlinked_key_moved_elsewhere_waits_for_its_old_volume() {
     assert!(summary(&stderr).contains("1 live, 0 unlinked"), "{stderr}");
 }
 
-/// A PUT over an unlinked key whose every volume is slow to DELETE the old markers: the
-/// DELETEs time out, the PUT fails and recovery rolls the new value forward unlinked,
-/// putting the markers back. The volumes carry out the DELETEs late: had recovery put the
-/// markers back before those answers came, the late DELETEs would remove them and a rebuild
-/// would restore the failed PUT's value live. A volume takes no write until its late
-/// answers are in; reads go on.
+/// A PUT over an unlinked key whose every volume hangs while it DELETEs the old markers
+/// (it answers neither them nor its probes, so it is found down): the DELETEs time out, the
+/// PUT fails and recovery rolls the new value forward unlinked, putting the markers back.
+/// The volumes carry out the DELETEs late: had recovery put the markers back before those
+/// answers came, the late DELETEs would remove them and a rebuild would restore the failed
+/// PUT's value live. A volume takes no write until its late answers are in. (A volume that
+/// answers its probes meanwhile is slow, not hung, and its DELETEs are waited for.)
 #[test]
 fn late_marker_deletes_do_not_undo_the_markers_recovery_puts_back() {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
@@ -390,7 +391,8 @@ fn late_marker_deletes_do_not_undo_the_markers_recovery_puts_back() {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let slow = slow_deletes.clone();
             common::proxy(listener, v.clone(), 64 << 10, move |sent| {
-                if slow.load(std::sync::atomic::Ordering::SeqCst) && sent.starts_with(b"DELETE /_unlinked/") {
+                let hung = sent.starts_with(b"DELETE /_unlinked/") || sent.starts_with(b"HEAD / ");
+                if slow.load(std::sync::atomic::Ordering::SeqCst) && hung {
                     thread::sleep(Duration::from_secs(3));
                 }
             })
@@ -404,11 +406,13 @@ fn late_marker_deletes_do_not_undo_the_markers_recovery_puts_back() {
     slow_deletes.store(true, std::sync::atomic::Ordering::SeqCst);
     let r = request(&addr, "PUT", "/late/k", &[], b"the new value");
     assert!(r.status >= 500, "the markers could not go in time: {r:?}");
-    // reads go on while the volumes' answers are late: only writes wait for them
-    assert_eq!(get_follow(&addr, "/late/other").body, b"read on");
     let r = request(&addr, "PUT", "/late/third", &[], b"v");
     assert!(r.status >= 500, "a write while the DELETEs may still be carried out: {r:?}");
     slow_deletes.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("reads once the volumes answer again", TIMEOUT, || {
+        request(&addr, "GET", "/late/other", &[], b"").status == 302
+    });
+    assert_eq!(get_follow(&addr, "/late/other").body, b"read on");
     wait_until("the replacement rolled forward, unlinked", TIMEOUT, || unlinked_size(&addr, "/late/k") == Some(13));
     // the held DELETEs reached the volumes 3 s after they were sent
     thread::sleep(Duration::from_secs(4));
