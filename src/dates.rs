@@ -1,5 +1,6 @@
-//! The date formats S3 speaks: `20130524T000000Z` (SigV4), HTTP dates (`Last-Modified`,
-//! `If-Modified-Since`) and ISO 8601 with milliseconds (listings); all UTC, all pure.
+//! The date formats mkv speaks: `20130524T000000Z` (SigV4), HTTP dates (S3's
+//! `Last-Modified`, `If-Modified-Since`; nginx's listings; a copy's `Date`, which nginx
+//! gives the file it writes) and ISO 8601 with milliseconds (S3 listings); all UTC, pure.
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {

@@ -21,6 +21,7 @@
 mod admin;
 mod benchindex;
 mod config;
+mod dates;
 mod http;
 mod index;
 mod md5;

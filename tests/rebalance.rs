@@ -942,3 +942,39 @@ fn a_restart_with_another_list_or_count_than_the_last_rebalance_warns() {
     assert!(!warned(&master, "last rebalanced"), "{:?}", master.lines());
     assert_eq!(get_follow(&master.addr(), "/count/k").body, b"value");
 }
+
+/// A copy a rebalance makes keeps its value's time (the PUT's `Date`, which nginx gives the
+/// file it writes): a `rebuild` reads a record's time (S3's Last-Modified) back from its
+/// files, and after a rebalance took the copies' own time, every moved object looked
+/// modified then.
+#[test]
+fn a_rebalances_copies_keep_the_values_time() {
+    let (vols, four, master, keys) = three_of_four(&flags(), "/t/", 12);
+    let addr = master.addr();
+    // the values' time, by the records (milliseconds), before the copies are made
+    let r = get(&addr, "/t/?list&records");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let times: std::collections::HashMap<String, u64> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_string(), k["mtime"].as_u64().unwrap() / 1000))
+        .collect();
+    assert_eq!(times.len(), keys.len(), "{v}");
+    thread::sleep(Duration::from_millis(2100));
+    let (code, err) = rebalance(&four, &["-online", &format!("http://{addr}")]);
+    assert_eq!(code, Some(0), "{err}");
+    let copies = vols[3].files();
+    assert!(!copies.is_empty(), "nothing moved to the new volume: {err}");
+    let lay = Layout { volumes: four.clone(), replicas: 3, subvolumes: 4 };
+    let mut checked = 0;
+    for key in &keys {
+        for (vol, rel) in lay.files(key).into_iter().filter(|(v, _)| *v == 3) {
+            let meta = std::fs::metadata(vols[vol].dir().join(&rel)).unwrap();
+            let secs = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            assert_eq!(secs, times[key], "{key}: the copy on the new volume took its own time");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, copies.len(), "{copies:?}");
+}

@@ -108,7 +108,7 @@ impl Conditions {
     /// Reads `{prefix}if-match` and its kin: `prefix` is `""` or `"x-amz-copy-source-"`.
     pub fn from_headers(headers: &Headers, prefix: &str) -> Conditions {
         let get = |name: &str| headers.get(&format!("{prefix}{name}")).map(|v| v.trim_ascii().to_vec());
-        let date = |name: &str| headers.get(&format!("{prefix}{name}")).and_then(super::dates::parse_http_date);
+        let date = |name: &str| headers.get(&format!("{prefix}{name}")).and_then(crate::dates::parse_http_date);
         Conditions {
             if_match: get("if-match"),
             if_none_match: get("if-none-match"),
@@ -234,7 +234,7 @@ impl IfRange {
     pub fn holds(&self, etag: &str, modified: i64) -> bool {
         match self.0.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) {
             Some(tag) => tag == etag.as_bytes(),
-            None => super::dates::parse_http_date(&self.0) == Some(modified),
+            None => crate::dates::parse_http_date(&self.0) == Some(modified),
         }
     }
 }

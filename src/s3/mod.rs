@@ -21,7 +21,6 @@ pub mod body;
 pub mod bucket;
 pub mod checksum;
 pub mod chunked;
-pub mod dates;
 pub mod error;
 pub mod meta;
 pub mod multipart;

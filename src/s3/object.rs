@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::{
     body::S3Body,
-    dates,
     error::S3Error,
     meta::{Conditions, Metadata},
     payload::Payload,
@@ -149,7 +148,7 @@ fn live(ctx: &Ctx, key: &[u8]) -> Result<Option<(Record, Stored)>, Failure> {
 fn describe(out: &mut Vec<u8>, rec: &Record, stored: &Stored, read: &Read) {
     let tag = format!("\"{}\"", etag(rec, stored));
     response::header(out, "ETag", &[tag.as_bytes()]);
-    response::header(out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
+    response::header(out, "Last-Modified", &[crate::dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
     response::header(out, "Accept-Ranges", &[b"bytes"]);
     let overridden = |name: &str| read.overrides.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if stored.headers.iter().all(|(n, _)| n != "content-type") && !overridden("content-type") {
@@ -179,7 +178,7 @@ fn not_modified(conn: &mut Conn, req: &Req, rec: &Record, stored: &Stored) -> An
     start(conn, 304, &req.request_id);
     let tag = format!("\"{}\"", etag(rec, stored));
     response::header(&mut conn.out, "ETag", &[tag.as_bytes()]);
-    response::header(&mut conn.out, "Last-Modified", &[dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
+    response::header(&mut conn.out, "Last-Modified", &[crate::dates::http_date((rec.mtime / 1000) as i64).as_bytes()]);
     conn.out.extend_from_slice(if req.keep_alive { b"\r\n" as &[u8] } else { b"Connection: close\r\n\r\n" });
     Answer { reply: Reply::Streamed { status: 304, keep: req.keep_alive }, close: false }
 }

@@ -186,7 +186,7 @@ pub fn start(conn: &mut Conn, status: u16, request_id: &str) {
         let mut d = d.borrow_mut();
         let now = now_secs();
         if d.0 != now {
-            *d = (now, super::dates::http_date(now));
+            *d = (now, crate::dates::http_date(now));
         }
         response::header(&mut conn.out, "Date", &[d.1.as_bytes()]);
     });
@@ -394,7 +394,7 @@ fn expired(query: &[u8], now: i64) -> Result<(), S3Error> {
     let q = request::Query::parse(query)?;
     let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok());
     let until = match (q.get("X-Amz-Date"), q.get("X-Amz-Expires"), q.get("Expires")) {
-        (Some(d), Some(e), _) => super::dates::parse_amz_date(d).zip(number(e)).map(|(d, e)| d + e),
+        (Some(d), Some(e), _) => crate::dates::parse_amz_date(d).zip(number(e)).map(|(d, e)| d + e),
         (_, _, Some(e)) if q.has("AWSAccessKeyId") => number(e),
         _ => None,
     };

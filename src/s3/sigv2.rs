@@ -14,10 +14,10 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-use super::dates::{parse_amz_date, parse_http_date};
 use super::error::S3Error;
 use super::request::{percent_decode, Headers};
 use super::sigv4::{ContentSha256, Keys, Request, Verified, MAX_SKEW};
+use crate::dates::{parse_amz_date, parse_http_date};
 
 type HmacSha1 = Hmac<Sha1>;
 

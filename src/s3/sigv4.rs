@@ -15,9 +15,9 @@ use std::{collections::HashMap, fmt};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::dates::{amz_date, parse_amz_date, parse_http_date};
 use super::error::S3Error;
 use super::request::{percent_decode, Headers};
+use crate::dates::{amz_date, parse_amz_date, parse_http_date};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -14,9 +14,9 @@
 use quick_xml::{escape::partial_escape, events::Event, Reader};
 
 use super::checksum::{Algorithm, Digest};
-use super::dates::iso8601_ms;
 use super::error::S3Error;
 use super::request::{ListParams, MAX_LIST, MAX_PART};
+use crate::dates::iso8601_ms;
 
 pub const XMLNS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 /// The largest CompleteMultipartUpload or Delete body read (10000 parts, 1000 keys of

@@ -82,7 +82,7 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let missing: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
     if !missing.is_empty() {
         let src = rec.volumes.iter().find(|v| topo.is_up(v)).ok_or(Error::NoLiveReplica)?;
-        copy(&ctx.client, &topo, src, &path, &targets(&missing, &path)).await?;
+        copy(&ctx.client, &topo, src, &path, &targets(&missing, &path), rec.mtime).await?;
         if state == State::Unlinked {
             let marker = format!("{MARKER_DIR}{path}");
             ctx.client.put_all(&topo, &targets(&missing, &marker), Bytes::from_static(MARKER_BODY)).await?;
@@ -239,13 +239,15 @@ async fn retire(ctx: &Ctx, r: Retire) {
     ctx.retiring.done(&ctx.shared.moves);
 }
 
-/// Streams the file at `path` of replica `src` to every `(server, path)` of `to`.
+/// Streams the file at `path` of replica `src` to every `(server, path)` of `to`, dated
+/// `modified_ms` (the value's time: a rebuild reads it back from the copy).
 pub async fn copy(
     client: &Client,
     topo: &Topology,
     src: &str,
     path: &str,
     to: &[(String, String)],
+    modified_ms: u64,
 ) -> Result<(), Error> {
     let (server, spath) = replica_target(src, path);
     let mut d = client.download(topo, &server, &spath).await?;
@@ -255,7 +257,9 @@ pub async fn copy(
     let Some(len) = d.length else {
         return Err(volume::Error::Protocol(server, "no Content-Length on a stored value").into());
     };
-    let mut up = client.upload(topo, to, Some(len)).await?;
+    // the copy keeps the value's time (0: a record too old to know it)
+    let modified = (modified_ms > 0).then_some((modified_ms / 1000) as i64);
+    let mut up = client.upload_dated(topo, to, Some(len), modified).await?;
     while let Some(chunk) = client.next_chunk(&mut d, COPY_CHUNK).await? {
         client.upload_chunk(&mut up, chunk).await?;
     }

@@ -501,6 +501,20 @@ impl Client {
         targets: &[(String, String)],
         len: Option<u64>,
     ) -> Result<Upload, Error> {
+        self.upload_dated(topo, targets, len, None).await
+    }
+
+    /// [`Client::upload`] of a copy of a value written at `modified` (Unix seconds): sent
+    /// as the PUT's `Date`, which nginx gives the file it writes, so the copy keeps the
+    /// time a `rebuild` reads back as the value's (S3's `Last-Modified`).
+    pub async fn upload_dated(
+        &self,
+        topo: &Topology,
+        targets: &[(String, String)],
+        len: Option<u64>,
+        modified: Option<i64>,
+    ) -> Result<Upload, Error> {
+        let date = modified.map_or(String::new(), |t| format!("Date: {}\r\n", crate::dates::http_date(t)));
         // fresh connections: a body is streamed once and cannot be sent again, so a pooled
         // connection that nginx closed at the same moment would fail the PUT (and wrongly
         // mark a healthy volume down); a connect on a LAN costs little next to a streamed body
@@ -511,7 +525,7 @@ impl Client {
         }
         let t = topo.timeout;
         let writes = legs.iter_mut().zip(targets).map(|(l, (server, path))| {
-            let msg = head("PUT", server, path, len);
+            let msg = head_with("PUT", server, path, date.as_bytes(), len);
             async move { write_to(l, msg, t).await }
         });
         let results = join_all(writes).await;

@@ -78,7 +78,7 @@ pub struct Entry<'a> {
 impl Entry<'_> {
     /// The entry's last-modified time in Unix seconds; 0 when the listing gives none.
     pub fn mtime(&self) -> i64 {
-        self.mtime.as_deref().and_then(|m| crate::s3::dates::parse_http_date(m.as_bytes())).unwrap_or(0)
+        self.mtime.as_deref().and_then(|m| crate::dates::parse_http_date(m.as_bytes())).unwrap_or(0)
     }
 }
 

@@ -97,7 +97,7 @@ pub(super) async fn relocate_held(
     let copies = Part { replicas: missing, ..p.clone() };
     if !copies.replicas.is_empty() {
         let src = whole_replica(ctx, &topo, &p).await.ok_or(store::Error::NoLiveReplica)?;
-        if let Err(e) = copy(&ctx.client, &topo, &src, &path, &targets(&copies.replicas, &path)).await {
+        if let Err(e) = copy(&ctx.client, &topo, &src, &path, &targets(&copies.replicas, &path), p.mtime_ms).await {
             super::delete_files(ctx, &topo, &copies).await;
             return Err(e);
         }
