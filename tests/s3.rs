@@ -1531,8 +1531,9 @@ fn a_long_complete_is_answered_early_and_a_complete_sent_again_answers_alike() {
     assert!(r.text().contains("<Code>NoSuchUpload</Code>"), "{r:?}");
 }
 
-/// An overwrite whose move timed out on one volume (which then carried the MOVE out late)
-/// answers 503 and is rolled forward once the volume answers; a write of the key meanwhile
+/// An overwrite whose move timed out on one volume (hung for 3 s, its probes unanswered
+/// too, then carrying the MOVE out late) answers 503 and is rolled forward once the volume
+/// answers; a write of the key meanwhile
 /// (a client's retry) must not take its place. It did: the retry's own replacement replaced
 /// the pending one and, failing on the same volume, rolled back, so the record kept the old
 /// value while every replica held the new one: GetObject 500 for good (a size that did not
@@ -1542,9 +1543,14 @@ fn a_write_after_an_overwrite_whose_move_failed_finishes_that_one_first() {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
     let stall = Arc::new(AtomicBool::new(false));
     let stalled = {
-        let stall = stall.clone();
+        let (stall, hung) = (stall.clone(), Arc::new(AtomicBool::new(false)));
         proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[0].addr(), 64 << 10, move |bytes| {
             if bytes.starts_with(b"MOVE ") && stall.swap(false, Ordering::Relaxed) {
+                hung.store(true, Ordering::Relaxed);
+                thread::sleep(Duration::from_secs(3));
+                hung.store(false, Ordering::Relaxed);
+            } else if bytes.starts_with(b"HEAD / ") && hung.load(Ordering::Relaxed) {
+                // hung, not slow: a volume that answers its probes is waited for
                 thread::sleep(Duration::from_secs(3));
             }
         })
