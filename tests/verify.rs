@@ -1374,6 +1374,41 @@ fn online_verify_finds_and_repairs_damaged_part_replicas() {
     damaged_part_replicas_found_and_repaired(true);
 }
 
+/// A part no replica of which holds its bytes is counted as damage, not repaired, and left
+/// as it is (it was only "failed", the summary saying "nothing wrong"); a part replica on a
+/// volume that is down is not vouched for: the master's `REPAIR /?parts` says so (verify
+/// said "nothing wrong" when a volume went down while it checked the parts).
+#[test]
+fn a_part_with_no_good_replica_is_damage_and_one_on_a_down_volume_is_not_vouched_for() {
+    let (mut c, _, _) = filled(3, 0, &[]);
+    let data: Vec<u8> = value_of("/parts/lost").into_iter().cycle().take(3000).collect();
+    let (id, _) = upload_one_part(&c.addr(), "/parts/lost", &data);
+    let files = part_files(&c);
+    assert_eq!(files.len(), REPLICAS, "{files:?}");
+    for (v, rel) in &files {
+        flip_at(&path_on(&c, *v, rel), 10);
+    }
+    let (code, err) = verify_online(&c, &["-grace", "0s", "-deep", "-repair"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(count(&err, "corrupt"), Some(2), "{err}");
+    assert!(err.contains("2 problems (2 corrupt), 0 repaired, 2 not"), "{err}");
+    assert!(err.contains(&format!("S3 upload {id} part 1")) && err.contains("left as it is"), "{err}");
+    for (v, rel) in &files {
+        assert_ne!(fs::read(path_on(&c, *v, rel)).unwrap(), data, "a corrupt copy stays as it was, not spread");
+    }
+    c.volumes[files[0].0].stop();
+    let down = c.volumes[files[0].0].addr();
+    wait_until("the master to find the volume down", Duration::from_secs(10), || {
+        c.master.lines().iter().any(|l| l.contains(&down) && l.contains("is down"))
+    });
+    let admin = admin_addr(&c.master);
+    let r = request(&admin, "REPAIR", "/?parts&check=1", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let failed: Vec<&str> = v["failed"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(failed.iter().any(|f| f.contains("not checked: its volume is down")), "{v}");
+}
+
 /// The scrub does the same in the background, beside an upload in progress.
 #[test]
 fn the_scrub_deletes_part_files_no_upload_names() {

@@ -90,12 +90,15 @@ pub async fn check_parts(ctx: &Ctx, opts: CheckOpts) -> Result<PartsChecked, sto
                 }
             }
             match check_part(ctx, id, number, opts.deep, opts.repair, &mut read).await {
-                Ok(bad) => done.found.extend(bad.into_iter().map(|(replica, damage, repaired)| Found {
-                    part: name.clone(),
-                    replica,
-                    damage,
-                    repaired,
-                })),
+                Ok(Judged { bad, failed }) => {
+                    done.found.extend(bad.into_iter().map(|(replica, damage, repaired)| Found {
+                        part: name.clone(),
+                        replica,
+                        damage,
+                        repaired,
+                    }));
+                    done.failed.extend(failed.into_iter().map(|why| format!("{name}: {why}")));
+                }
                 Err(e) => done.failed.push(format!("{name}: {e}")),
             }
         }
@@ -114,12 +117,16 @@ async fn check_part(
     deep: bool,
     repair: bool,
     read: &mut u64,
-) -> Result<Vec<(String, Damage, bool)>, store::Error> {
-    let Some(p) = current_part(ctx, id, n)? else { return Ok(Vec::new()) };
+) -> Result<Judged, store::Error> {
+    let Some(p) = current_part(ctx, id, n)? else { return Ok(Judged::default()) };
     let topo = ctx.topo();
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
-    // a replica on a volume that is down cannot be asked: neither good nor bad now
-    for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+    let (mut good, mut bad, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &p.replicas {
+        if !topo.is_up(r) {
+            // cannot be asked: not vouched for either (a verify says so and fails)
+            failed.push(format!("{r} not checked: its volume is down"));
+            continue;
+        }
         if deep {
             *read += p.size;
         }
@@ -129,17 +136,29 @@ async fn check_part(
         }
     }
     if bad.is_empty() || ended(ctx, id, n, &p)? {
-        return Ok(Vec::new());
+        return Ok(Judged { bad: Vec::new(), failed });
     }
+    let not_repaired = |bad: Vec<(String, Damage)>| bad.into_iter().map(|(r, d)| (r, d, false)).collect();
     if !repair {
-        return Ok(bad.into_iter().map(|(r, d)| (r, d, false)).collect());
+        return Ok(Judged { bad: not_repaired(bad), failed });
     }
     let _part = ctx.claim_within(&lock_name(id, Some(n)), LOCK_WAIT).await?;
     if ended(ctx, id, n, &p)? {
-        return Ok(Vec::new());
+        return Ok(Judged::default());
     }
     let to: Vec<String> = bad.iter().map(|(r, _)| r.clone()).collect();
-    let restored = restore_file(ctx, &topo, &p.path(), p.size, p.md5, good, to).await?;
+    let restored = match restore_file(ctx, &topo, &p.path(), p.size, p.md5, good, to).await {
+        Ok(restored) => restored,
+        // found all the same, and left as it is: counted damage, not only a failure
+        Err(store::Error::NoGoodReplica) => {
+            failed.push("no replica holds the part's bytes (size and MD5): left as it is".to_string());
+            return Ok(Judged { bad: not_repaired(bad), failed });
+        }
+        Err(e) => {
+            failed.push(format!("not repaired: {e}"));
+            return Ok(Judged { bad: not_repaired(bad), failed });
+        }
+    };
     // a source found not to verify was restored too: damaged as well
     for r in &restored {
         if !bad.iter().any(|(b, _)| b == r) {
@@ -153,9 +172,17 @@ async fn check_part(
         // the upload's files went with it while the copies were made, but for the copies
         let copies = Part { replicas: restored, ..p };
         super::delete_files(ctx, &topo, &copies).await;
-        return Ok(Vec::new());
+        return Ok(Judged::default());
     }
-    Ok(bad.into_iter().map(|(r, d)| (r, d, true)).collect())
+    Ok(Judged { bad: bad.into_iter().map(|(r, d)| (r, d, true)).collect(), failed })
+}
+
+/// What [`check_part`] found: each damaged replica with whether it was repaired, and what
+/// could not be done (replicas not checked, a repair that failed).
+#[derive(Default)]
+struct Judged {
+    bad: Vec<(String, Damage, bool)>,
+    failed: Vec<String>,
 }
 
 /// Whether part `n` of upload `id` is no longer `p`: the upload completed or aborted, or
