@@ -216,6 +216,18 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
             switch.push_str(&format!("&replicas={n}"));
         }
         let auth = cfg.admin_token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        // the keys are listed through the API port: asked first, so that an -admin address
+        // (which takes VOLUMES too) is refused before it switched anything
+        let (status, body) = client
+            .get(&topo, &master, "/?list&limit=1", 1 << 20)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
+        if status != 200 || serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+            bail!(
+                "{master} answered a listing with no JSON listing ({status}): is it the master's API address \
+                 (not its -admin one)? Nothing switched"
+            );
+        }
         let (status, body) = client
             .get_with(&topo, &master, "VOLUMES", &switch, auth.as_bytes(), 1 << 20)
             .await

@@ -906,6 +906,24 @@ fn an_online_rebalance_pointed_at_a_volume_says_so_in_one_line() {
     assert!(err.contains("405") && err.contains("master's address"), "{err}");
 }
 
+/// Pointed at the master's -admin address (which takes VOLUMES too), it is refused before
+/// anything switched: the master moved to the new list, then the listing failed ("bad
+/// listing from the master: expected value at line 1 column 1").
+#[test]
+fn an_online_rebalance_pointed_at_the_admin_port_switches_nothing() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let all = addrs(&vols);
+    let master = Master::start_on(&all[..3], &["-replicas", "2", "-subvolumes", "1"]);
+    let admin = master.admin_addr().expect("an admin address");
+    let (code, err) = run_mkv(&["rebalance", "-volumes", &all.join(","), "-online", &format!("http://{admin}")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("-admin") && err.contains("Nothing switched"), "{err}");
+    let r = request(&master.addr(), "VOLUMES", "/", &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["volumes"].as_array().unwrap().len(), 3, "switched: {v}");
+}
+
 /// A master restarted with a -volumes or -replicas other than its last rebalance's says so:
 /// after `rebalance -online -replicas 2`, a restart with the old command line (3 replicas)
 /// started silently, every key then unbalanced and verify content.
