@@ -1409,6 +1409,23 @@ fn a_part_with_no_good_replica_is_damage_and_one_on_a_down_volume_is_not_vouched
     assert!(failed.iter().any(|f| f.contains("not checked: its volume is down")), "{v}");
 }
 
+/// A deep check of the parts keeps to `rate` inside a part too: the wait was paid between
+/// parts only, so one big part (a 5 GiB one, three replicas) was read at disk speed.
+#[test]
+fn a_deep_check_of_parts_keeps_to_the_rate_inside_a_part() {
+    let (c, _, _) = filled(1, 0, &[]);
+    let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    upload_one_part(&c.addr(), "/parts/paced", &data);
+    let admin = admin_addr(&c.master);
+    let began = Instant::now();
+    // 2 replicas of 6 MiB at 4 MiB/s: 3 s
+    let r = request(&admin, "REPAIR", "/?parts&deep=1&check=1&rate=4", &[], b"");
+    let took = began.elapsed();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("\"found\":[]"), "{r:?}");
+    assert!(took >= Duration::from_millis(2500), "12 MiB read in {took:?} at 4 MiB/s");
+}
+
 /// The scrub does the same in the background, beside an upload in progress.
 #[test]
 fn the_scrub_deletes_part_files_no_upload_names() {

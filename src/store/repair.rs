@@ -147,7 +147,7 @@ async fn adopt(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, rec: &Recor
     let path = key_path(key);
     let mut held = None;
     for r in &rec.volumes {
-        let value = digest_of(ctx, topo, r, &path).await?;
+        let value = digest_of(ctx, topo, r, &path, None).await?;
         if value.is_none() || held.is_some_and(|h| Some(h) != value) {
             return Err(Error::NoGoodReplica);
         }
@@ -159,13 +159,37 @@ async fn adopt(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, rec: &Recor
     Ok(Repaired { restored: rec.volumes.clone(), adopted: true, ..Repaired::default() })
 }
 
-/// Size and MD5 of replica `r`'s file, read whole (hashed off the event loop); None when
-/// it is not there.
+/// Reads kept to a rate (MiB/s): each piece read waits until the bytes read so far are due.
+pub struct Pace {
+    began: std::time::Instant,
+    bytes: u64,
+    bytes_per_sec: f64,
+}
+
+impl Pace {
+    /// None for no limit (0).
+    pub fn new(mib_per_sec: f64) -> Option<Pace> {
+        let bytes_per_sec = mib_per_sec * (1 << 20) as f64;
+        (mib_per_sec > 0.0).then(|| Pace { began: std::time::Instant::now(), bytes: 0, bytes_per_sec })
+    }
+
+    async fn took(&mut self, n: u64) {
+        self.bytes += n;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec);
+        if let Some(wait) = due.checked_sub(self.began.elapsed()) {
+            monoio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Size and MD5 of replica `r`'s file, read whole (hashed off the event loop, kept to
+/// `pace` when given); None when it is not there.
 pub(crate) async fn digest_of(
     ctx: &Ctx,
     topo: &Topology,
     r: &str,
     path: &str,
+    mut pace: Option<&mut Pace>,
 ) -> Result<Option<(u64, [u8; 16])>, Error> {
     let (server, p) = replica_target(r, path);
     let d = ctx.client.download(topo, &server, &p).await?;
@@ -176,6 +200,9 @@ pub(crate) async fn digest_of(
     let (mut md5, mut size) = (Md5::new(), 0u64);
     while let Some(piece) = write::Source::next(&mut from, 1 << 20).await? {
         size += piece.len() as u64;
+        if let Some(p) = pace.as_deref_mut() {
+            p.took(piece.len() as u64).await;
+        }
         md5 = write::on_pool(move || {
             md5.update(&piece);
             md5

@@ -16,7 +16,7 @@ use crate::{
     placement::replica_target,
     store::{
         self,
-        repair::{digest_of, restore_file},
+        repair::{digest_of, restore_file, Pace},
         Ctx,
     },
 };
@@ -73,7 +73,7 @@ pub struct CheckOpts {
 /// with `repair`, copies the damaged ones again. Fails only when the index cannot be read.
 pub async fn check_parts(ctx: &Ctx, opts: CheckOpts) -> Result<PartsChecked, store::Error> {
     let mut done = PartsChecked::default();
-    let (began, mut read) = (std::time::Instant::now(), 0u64);
+    let mut pace = if opts.deep { Pace::new(opts.rate) } else { None };
     for (k, v) in scan_all(ctx, b"u/")? {
         let Some(id) = k.strip_prefix(b"u/").and_then(|id| std::str::from_utf8(id).ok()) else { continue };
         if Upload::decode(&v).is_none() {
@@ -82,14 +82,7 @@ pub async fn check_parts(ctx: &Ctx, opts: CheckOpts) -> Result<PartsChecked, sto
         for (number, _) in numbered(&parts_prefix(id), scan_all(ctx, &parts_prefix(id))?) {
             let name = super::PartName { upload: id, number }.to_string();
             done.parts += 1;
-            if opts.deep && opts.rate > 0.0 {
-                // what was read so far, at the rate asked: wait until then
-                let due = std::time::Duration::from_secs_f64(read as f64 / (opts.rate * (1 << 20) as f64));
-                if let Some(wait) = due.checked_sub(began.elapsed()) {
-                    monoio::time::sleep(wait).await;
-                }
-            }
-            match check_part(ctx, id, number, opts.deep, opts.repair, &mut read).await {
+            match check_part(ctx, id, number, opts.deep, opts.repair, pace.as_mut()).await {
                 Ok(Judged { bad, failed }) => {
                     done.found.extend(bad.into_iter().map(|(replica, damage, repaired)| Found {
                         part: name.clone(),
@@ -116,7 +109,7 @@ async fn check_part(
     n: u32,
     deep: bool,
     repair: bool,
-    read: &mut u64,
+    mut pace: Option<&mut Pace>,
 ) -> Result<Judged, store::Error> {
     let Some(p) = current_part(ctx, id, n)? else { return Ok(Judged::default()) };
     let topo = ctx.topo();
@@ -127,10 +120,7 @@ async fn check_part(
             failed.push(format!("{r} not checked: its volume is down"));
             continue;
         }
-        if deep {
-            *read += p.size;
-        }
-        match damage_of(ctx, &topo, &p, r, deep).await? {
+        match damage_of(ctx, &topo, &p, r, deep, pace.as_deref_mut()).await? {
             None => good.push(r.clone()),
             Some(d) => bad.push((r.clone(), d)),
         }
@@ -199,10 +189,11 @@ async fn damage_of(
     p: &Part,
     r: &str,
     deep: bool,
+    pace: Option<&mut Pace>,
 ) -> Result<Option<Damage>, store::Error> {
     let path = p.path();
     let (size, md5) = if deep {
-        match digest_of(ctx, topo, r, &path).await? {
+        match digest_of(ctx, topo, r, &path, pace).await? {
             None => return Ok(Some(Damage::Missing)),
             Some((size, md5)) => (size, Some(md5)),
         }
