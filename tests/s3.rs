@@ -2074,3 +2074,44 @@ fn a_put_that_gives_no_length_is_missing_content_length() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(s3_get(&addr, "/nolen/copy").body, b"source");
 }
+
+/// A Complete reads each part's bytes against the part's MD5: a replica that rotted (same
+/// size, other bytes) fails the Complete (500, the upload kept) rather than become the
+/// object, which then passed every verify (its record's MD5 was the rotten bytes').
+#[test]
+fn a_complete_never_makes_an_object_of_a_rotten_part_replica() {
+    let c = cluster(&[]);
+    let addr = c.addr();
+    let data = pattern(200 << 10, 7);
+    let (id, doc) = one_part_upload(&addr, "/rot/k", &data);
+    let parts: Vec<std::path::PathBuf> = c
+        .volumes
+        .iter()
+        .flat_map(|v| v.files().into_iter().filter(|f| f.contains("_parts/")).map(|f| v.dir().join(f)))
+        .collect();
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    for p in &parts {
+        let mut b = fs::read(p).unwrap();
+        b[1000] ^= 0xff;
+        fs::write(p, b).unwrap();
+    }
+    let complete = || request(&addr, "POST", &format!("/rot/k?uploadId={id}"), &[UNSIGNED], doc.as_bytes());
+    for _ in 0..3 {
+        let r = complete();
+        assert!(!r.text().contains("<CompleteMultipartUploadResult"), "an object of rotten bytes: {r:?}");
+        assert!(r.text().contains("<Code>InternalError</Code>"), "{r:?}");
+    }
+    assert_eq!(s3_get(&addr, "/rot/k").status, 404);
+    // one replica put right (as verify -repair would): the Complete goes through, whichever
+    // replica it tries first, with the right bytes
+    fs::write(&parts[0], &data).unwrap();
+    let mut done = false;
+    for _ in 0..20 {
+        if complete().text().contains("<CompleteMultipartUploadResult") {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "no Complete went through");
+    assert!(s3_get(&addr, "/rot/k").body == data);
+}

@@ -548,6 +548,12 @@ struct Parts<'a> {
     /// failed, refused at the end (see [`Source::end`]): the body may have gone out whole.
     sums: sums::Sums,
     failed: Option<S3Error>,
+    /// The MD5 of the part being streamed: a replica whose bytes are not the part's (one
+    /// disk's rot, same size) fails the Complete rather than become the object.
+    md5: Option<crate::md5::Md5>,
+    /// Where each part's replicas are first tried, so that a Complete sent again after one
+    /// met a bad replica starts elsewhere.
+    first: usize,
 }
 
 impl Parts<'_> {
@@ -565,7 +571,9 @@ impl Parts<'_> {
         let p = &self.parts[i];
         let topo = self.ctx.topo();
         let mut gone = 0;
-        for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
+        let n = p.replicas.len().max(1);
+        let turn = (0..n).map(|k| &p.replicas[(self.first + k) % n]);
+        for r in turn.filter(|r| topo.is_up(r)) {
             let (server, path) = crate::placement::replica_target(r, &p.path());
             match self.ctx.client.download(&topo, &server, &path).await {
                 Ok(d) if d.status == 200 && d.length == Some(p.size) => return Ok(d),
@@ -599,17 +607,37 @@ impl Source for Parts<'_> {
                     continue;
                 }
                 self.d = Some(self.open(self.next).await?);
+                self.md5 = Some(crate::md5::Md5::new());
                 self.next += 1;
             }
             let Some(d) = self.d.as_mut() else { continue };
             match self.ctx.client.next_chunk(d, max).await {
                 Ok(Some(c)) => {
                     self.sums.update(&c);
+                    // hashed off the event loop, as a PUT's MD5 is
+                    if let Some(mut md5) = self.md5.take() {
+                        let piece = c.clone();
+                        let hashed = write::on_pool(move || {
+                            md5.update(&piece);
+                            md5
+                        })
+                        .await;
+                        self.md5 = Some(hashed.map_err(|_| S3Error::InternalError("hashing a part failed"))?);
+                    }
                     return Ok(Some(c));
                 }
                 Ok(None) => {
                     let r = self.sums.end();
                     self.check(r);
+                    let part = &self.parts[self.next - 1];
+                    if self.md5.take().is_some_and(|m| m.finalize() != part.md5) {
+                        eprintln!(
+                            "mkv: S3 part {} read for a Complete does not hold the part's bytes (MD5): the Complete fails; \
+                             mkv verify -deep -repair restores it",
+                            part.file
+                        );
+                        self.check(Err(S3Error::InternalError("a replica of a part does not hold the part's bytes")));
+                    }
                     if let Some(d) = self.d.take() {
                         self.ctx.client.finish(d);
                     }
@@ -668,7 +696,8 @@ pub async fn complete(
         stored.etag = Some(tag.clone());
         let total = chosen.iter().map(|p| p.size).sum();
         let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
-        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums, failed: None };
+        let first = crate::record::now_ms() as usize;
+        let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums, failed: None, md5: None, first };
         // refused, the upload stays: the client may complete it again or abort it
         let held = claim_for_write(ctx, &u.key, write_if, false).await?;
         // kept if the write fails or a crash cuts it: a write recovery rolls forward ends
