@@ -217,9 +217,10 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
         }
         let auth = cfg.admin_token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         // the keys are listed through the API port: asked first, so that an -admin address
-        // (which takes VOLUMES too) is refused before it switched anything
+        // (which takes VOLUMES too) is refused before it switched anything (url-encoded: a
+        // key outside UTF-8 is written `\udcXX` otherwise, which JSON parsers refuse)
         let (status, body) = client
-            .get(&topo, &master, "/?list&limit=1", 1 << 20)
+            .get(&topo, &master, "/?list&limit=1&encoding=url", 1 << 20)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
         if status != 200 || serde_json::from_slice::<serde_json::Value>(&body).is_err() {
