@@ -1417,6 +1417,11 @@ fn a_deep_check_of_parts_keeps_to_the_rate_inside_a_part() {
     let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     upload_one_part(&c.addr(), "/parts/paced", &data);
     let admin = admin_addr(&c.master);
+    // a switch is 1 or 0: `check=no` was taken for on (a typo could turn a check into a repair)
+    for (query, what) in [("check=no", "check must be 1 or 0"), ("deep=2", "deep must be 1 or 0")] {
+        let r = request(&admin, "REPAIR", &format!("/?parts&{query}"), &[], b"");
+        assert_eq!((r.status, r.text().contains(what)), (400, true), "{query}: {r:?}");
+    }
     let began = Instant::now();
     // 2 replicas of 6 MiB at 4 MiB/s: 3 s
     let r = request(&admin, "REPAIR", "/?parts&deep=1&check=1&rate=4", &[], b"");

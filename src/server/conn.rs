@@ -119,9 +119,15 @@ impl Req {
                     let text = text_param(value)?;
                     list.extend(text.split(',').filter(|v| !v.is_empty()).map(str::to_string));
                 }
-                b"markers" if method == Method::Repair => self.markers = value != b"0",
-                b"deep" if method == Method::Repair => self.deep = value != b"0",
-                b"check" if method == Method::Repair => self.check_only = value != b"0",
+                b"markers" if method == Method::Repair => {
+                    self.markers = switch(value).map_err(|_| ApiError::BadQuery("markers must be 1 or 0"))?
+                }
+                b"deep" if method == Method::Repair => {
+                    self.deep = switch(value).map_err(|_| ApiError::BadQuery("deep must be 1 or 0"))?
+                }
+                b"check" if method == Method::Repair => {
+                    self.check_only = switch(value).map_err(|_| ApiError::BadQuery("check must be 1 or 0"))?
+                }
                 b"rate" if method == Method::Repair => {
                     let rate = std::str::from_utf8(value).ok().and_then(|v| v.parse::<f64>().ok());
                     self.rate =
@@ -291,6 +297,16 @@ fn count(value: &[u8]) -> Result<usize, ()> {
     http::decimal(&v).map(|n| usize::try_from(n).unwrap_or(usize::MAX)).ok_or(())
 }
 
+/// A switch in a query (`deep`, `check`, `markers`): present with no value, `1` or `true` is
+/// on; `0` or `false` off; anything else is refused rather than guessed.
+fn switch(value: &[u8]) -> Result<bool, ()> {
+    match value {
+        b"" | b"1" | b"true" => Ok(true),
+        b"0" | b"false" => Ok(false),
+        _ => Err(()),
+    }
+}
+
 /// A query value that must be text.
 fn text_param(value: &[u8]) -> Result<String, ApiError> {
     let mut v = Vec::new();
@@ -335,6 +351,21 @@ fn reply_status(out: &[u8], at: usize) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    /// A REPAIR switch is on or off: `deep=2` or `check=yes` was taken for on, so a typo
+    /// could turn a check into a repair (`check=no` repaired, `check=flase` did not).
+    #[test]
+    fn a_switch_is_on_or_off_and_nothing_else() {
+        for on in [&b""[..], b"1", b"true"] {
+            assert_eq!(super::switch(on), Ok(true), "{:?}", String::from_utf8_lossy(on));
+        }
+        for off in [&b"0"[..], b"false"] {
+            assert_eq!(super::switch(off), Ok(false), "{:?}", String::from_utf8_lossy(off));
+        }
+        for bad in [&b"2"[..], b"yes", b"no", b"flase", b"%31"] {
+            assert_eq!(super::switch(bad), Err(()), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
     /// Query values are form-encoded (README): `limit=%31` is 1; it was refused (400).
     #[test]
     fn a_count_is_read_form_decoded() {
