@@ -152,6 +152,19 @@ impl Config {
         if self.volume_rcvbuf != 0 && self.volume_rcvbuf < MIN_VOLUME_RCVBUF {
             return Err(format!("-volume-rcvbuf must be 0 (the kernel's) or at least {MIN_VOLUME_RCVBUF} bytes"));
         }
+        // 0 is not "no limit": a request's head had to come in one read, an answer that
+        // filled the socket's buffer was cut; a timeout too short is the operator's to pick
+        let l = &self.limits;
+        for (flag, t) in [
+            ("-header-timeout", l.header_timeout),
+            ("-idle-timeout", l.idle_timeout),
+            ("-body-timeout", l.body_timeout),
+            ("-send-timeout", l.send_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(format!("{flag} must be more than 0"));
+            }
+        }
         if self.voltimeout.is_zero() {
             return Err("-voltimeout must be more than 0".into());
         }
@@ -301,6 +314,17 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("-max-uri must be at least"));
         c.limits = Limits::default();
         assert!(c.validate().is_ok());
+        // 0 was taken and meant "at once": a head in two packets got 408, an answer that
+        // filled the socket's buffer was cut, a keep-alive connection closed on arrival
+        for (flag, zero) in [
+            ("-header-timeout", Limits { header_timeout: Duration::ZERO, ..Limits::default() }),
+            ("-idle-timeout", Limits { idle_timeout: Duration::ZERO, ..Limits::default() }),
+            ("-body-timeout", Limits { body_timeout: Duration::ZERO, ..Limits::default() }),
+            ("-send-timeout", Limits { send_timeout: Duration::ZERO, ..Limits::default() }),
+        ] {
+            c.limits = zero;
+            assert_eq!(c.validate(), Err(format!("{flag} must be more than 0")));
+        }
     }
 
     /// A refusal is one line: nginx's HTML page (a volume's address given for the master's)
