@@ -146,11 +146,28 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
                 .spawn(move || run_thread(shared, l, admin, first, uring, pool))
         })
         .collect::<Result<_, _>>()?;
+    let mut left = Left::default();
     for t in threads {
         match t.join() {
-            Ok(r) => r?,
+            Ok(r) => {
+                let l = r?;
+                left.cut += l.cut;
+                left.moves += l.moves;
+            }
             Err(_) => bail!("a server thread panicked"),
         }
+    }
+    // said once for the whole server (each thread drains its own connections and moves)
+    if left.cut > 0 {
+        // closed with the runtimes: a write cut off leaves no trace (SPEC.md's failed PUT)
+        eprintln!("mkv: -drain is over: {} connection(s) still in a request are cut off", left.cut);
+    }
+    if left.moves > 0 {
+        eprintln!(
+            "mkv: stopping with the old replicas of {} moved key(s) not deleted (-drain is over): their \
+             records still name them; a rerun of the rebalance deletes them",
+            left.moves
+        );
     }
     if let Some(s) = scrubber {
         s.wait(SCRUB_END);
@@ -252,6 +269,15 @@ fn admin_listener(cfg: &Config, api_port: u16) -> anyhow::Result<Option<std::net
     }
 }
 
+/// What a thread's drain left undone when `-drain` ran out.
+#[derive(Default)]
+struct Left {
+    /// Connections still in a request.
+    cut: usize,
+    /// Moved keys whose old replicas are not deleted.
+    moves: usize,
+}
+
 fn run_thread(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
@@ -259,7 +285,7 @@ fn run_thread(
     first: bool,
     uring: bool,
     pool: Pool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Left> {
     if uring {
         // measured: cooperative task running and a single submitter save ~10-25% per request
         let mut urb = io_uring::IoUring::builder();
@@ -296,7 +322,7 @@ async fn serve(
     listener: std::net::TcpListener,
     admin: Option<std::net::TcpListener>,
     first: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Left> {
     let api = Rc::new(TcpListener::from_std(listener)?);
     let cache = RefCell::new(cache::Cache::new(shared.cfg.cache_keys));
     let local = Rc::new(Local { ctx: Ctx::serving(shared), cache });
@@ -339,20 +365,9 @@ async fn serve(
     while (busy() || admin_here && others()) && !sh.drain_over() {
         monoio::time::sleep(TICK).await;
     }
-    let cut = watch.len();
-    if cut > 0 {
-        // closed with the runtime: a write cut off leaves no trace (SPEC.md's failed PUT)
-        eprintln!("mkv: -drain is over: {cut} connection(s) still in a request are cut off");
-    }
-    let left = local.ctx.retiring.left();
-    if left > 0 {
-        eprintln!(
-            "mkv: stopping with the old replicas of {left} moved key(s) not deleted (-drain is over): their \
-             records still name them; a rerun of the rebalance deletes them"
-        );
-    }
+    let left = Left { cut: watch.len(), moves: local.ctx.retiring.left() };
     listeners.shut_all();
-    Ok(())
+    Ok(left)
 }
 
 /// One thread's listeners, shared by its accept loops and its ticker. They stay open (shut,
