@@ -18,6 +18,8 @@ use self::{
 };
 use crate::record::{Corrupt, Pending, Record, RecordRef};
 
+/// Where (in the default column family) [`Index::note_marking`] names keys.
+const MARKING: &[u8] = b"marking/";
 const LIVE: &str = "live";
 const UNLINKED: &str = "unlinked";
 /// The block cache, in MiB, unless `-index-cache` says otherwise: at ~80 bytes a record
@@ -490,6 +492,33 @@ impl Index {
 
     pub fn remove_meta(&self, name: &str) -> Result<(), Error> {
         self.write(|_, b| b.delete(format!("meta/{name}")))
+    }
+
+    /// Names `key` as having unlink markers written beside it (before an UNLINK writes
+    /// them), so that what a failed UNLINK or a crash leaves beside a live key is found again
+    /// after a restart; [`Index::forget_marking`] once the key is unlinked or the markers
+    /// are deleted.
+    pub fn note_marking(&self, key: &[u8]) -> Result<(), Error> {
+        self.write(|_, b| b.put([MARKING, key].concat(), b""))
+    }
+
+    pub fn forget_marking(&self, key: &[u8]) -> Result<(), Error> {
+        self.write(|_, b| b.delete([MARKING, key].concat()))
+    }
+
+    /// Every key [`Index::note_marking`] named and nothing forgot yet.
+    pub fn marking_keys(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let u = self.inner.enter();
+        let mut it = u.db.db.raw_iterator();
+        it.seek(MARKING);
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            let Some(key) = k.strip_prefix(MARKING) else { break };
+            out.push(key.to_vec());
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     /// Whether writes are accepted now (not while the disk is full or the index reopens).

@@ -776,6 +776,34 @@ fn a_marker_written_by_an_unlink_that_failed_is_cleaned_up() {
     assert!(err.contains("1 live, 0 unlinked"), "{err}");
 }
 
+/// The same marker, when the volume that holds it is down until after the master restarts:
+/// the master remembered the key to clean up in memory only, so the marker stayed beside
+/// the live key for good (and a rebuild restored the key unlinked). The index names it now.
+#[test]
+fn a_marker_left_by_a_failed_unlink_is_cleaned_up_after_a_restart() {
+    let mut vols: Vec<Volume> = (0..2).map(|_| Volume::new()).collect();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cut = dropping_proxy(vols[0].addr(), armed.clone());
+    let mut master = Master::start_on(&[cut.clone(), vols[1].addr()], &["-replicas", "2", "-subvolumes", "1"]);
+    let addr = master.addr();
+    let key = "/cut/restart";
+    assert_eq!(request(&addr, "PUT", key, &[], b"stays live").status, 201);
+    armed.store(true, Ordering::SeqCst);
+    let r = request(&addr, "UNLINK", key, &[], b"");
+    // the volume goes down before the master can delete the marker, and stays down past the stop
+    vols[0].stop();
+    armed.store(false, Ordering::SeqCst);
+    assert!((500..600).contains(&r.status), "UNLINK with its marker's answer cut off: {r:?}");
+    let marker = marker_of(key_path(key).trim_start_matches('/'));
+    assert!(on_volume(&vols[0], &marker), "the marker the failed UNLINK left");
+    assert!(master.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    vols[0].start();
+    master.restart();
+    assert_eq!(request(&master.addr(), "HEAD", key, &[], b"").status, 302, "still live");
+    wait_until("the marker the failed UNLINK left to go", TIMEOUT, || !on_volume(&vols[0], &marker));
+    assert!(!on_volume(&vols[1], &marker), "a marker on the other volume");
+}
+
 /// A proxy to `upstream` that, while `armed`, passes an unlink marker's PUT on, lets the
 /// volume write it, and then closes the client's connection without its answer.
 fn dropping_proxy(upstream: String, armed: Arc<std::sync::atomic::AtomicBool>) -> String {

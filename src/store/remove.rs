@@ -169,20 +169,36 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     drop(pinned);
     let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
     let topo = ctx.topo();
+    // named first, so that markers left beside the live key (the UNLINK fails, the master
+    // is killed) are deleted even after a restart: a rebuild would restore it unlinked
+    sh.index.note_marking(key)?;
     // a volume that took a marker but did not answer has a DELETE of it queued behind on
     // the same connection (the client's fence), so the clean-up below cannot be overtaken
-    if let Err(e) = ctx.client.put_all(&topo, &markers, Bytes::from_static(MARKER_BODY)).await {
+    let written = ctx.client.put_all(&topo, &markers, Bytes::from_static(MARKER_BODY)).await.map_err(Error::from);
+    if let Err(e) = written.and_then(|()| Ok(sh.index.set(key, State::Unlinked, &rec)?)) {
         // a volume that wrote a marker and then failed (reset, killed) is refused this
-        // DELETE (just marked down): the server retries it ([`unmark`]), or a rebuild would
-        // restore the live key unlinked
-        if ctx.client.delete_all(&topo, &markers).await.is_err() {
+        // DELETE (just marked down): the server retries it ([`unmark`])
+        if ctx.client.delete_all(&topo, &markers).await.is_ok() {
+            let _ = sh.index.forget_marking(key);
+        } else {
             sh.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
         }
-        return Err(e.into());
+        return Err(e);
     }
-    sh.index.set(key, State::Unlinked, &rec)?;
+    // left behind (the index failing just now), the note only has the next start look at
+    // the key again: unlinked by then, it is forgotten
+    let _ = sh.index.forget_marking(key);
     ctx.durable().await?;
     Ok(rec)
+}
+
+/// At start: the keys whose unlink markers a failed UNLINK, or one cut by a crash, may have
+/// left beside the live key (named in the index), for [`unmark`].
+pub fn adopt_markings(ctx: &Ctx) -> Result<usize, Error> {
+    let keys = ctx.shared.index.marking_keys()?;
+    let n = keys.len();
+    ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).extend(keys);
+    Ok(n)
 }
 
 /// Deletes the unlink markers failed UNLINKs may have left beside keys still live
@@ -191,12 +207,17 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
 ///
 /// [`Shared::stray_markers`]: super::Shared
 pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
-    sweep(ctx, &ctx.shared.stray_markers, async |_claim, key, found| match found {
-        Some((State::Live, rec)) => {
-            let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
-            ctx.client.delete_all(&ctx.topo(), &markers).await.map(|()| true).map_err(Error::from)
-        }
-        _ => Ok(false),
+    sweep(ctx, &ctx.shared.stray_markers, async |_claim, key, found| {
+        let acted = match found {
+            Some((State::Live, rec)) => {
+                let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
+                ctx.client.delete_all(&ctx.topo(), &markers).await?;
+                true
+            }
+            _ => false,
+        };
+        ctx.shared.index.forget_marking(key)?;
+        Ok(acted)
     })
     .await
 }
