@@ -330,6 +330,44 @@ fn large_values(env: &[(&str, &str)]) {
     assert!(fs::read(path_on(&c, v, &rel)).unwrap() == big(2));
 }
 
+/// A repair's copy keeps the value's time, as a rebalance's does: it took the time of the
+/// repair, so a `rebuild` afterwards gave the key (S3's Last-Modified) that time instead.
+/// Small values (one PUT) and large ones (streamed to a temporary file, then moved) alike,
+/// by `verify -repair` and by a rebalance that finds a replica missing.
+#[test]
+fn a_repairs_copies_keep_the_values_time() {
+    let c = Cluster::new(3, &FLAGS);
+    let big: Vec<u8> = (0..3_500_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    assert_eq!(request(&c.addr(), "PUT", "/t/small", &[], b"small value").status, 201);
+    assert_eq!(request(&c.addr(), "PUT", "/t/big", &[], &big).status, 201);
+    assert_eq!(request(&c.addr(), "PUT", "/t/moved", &[], b"rebalanced").status, 201);
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut c = c;
+    c.master.kill9();
+    let lay = layout(&c.volumes);
+    let mtime = |v: usize, rel: &str| fs::metadata(path_on(&c, v, rel)).unwrap().modified().unwrap();
+    let lose = |key: &'static str| {
+        let (kept_v, kept) = replica_file(&lay, key, 0);
+        let (v, rel) = replica_file(&lay, key, 1);
+        fs::remove_file(path_on(&c, v, &rel)).unwrap();
+        (key, v, rel, mtime(kept_v, &kept))
+    };
+    let mut lost = vec![lose("/t/small"), lose("/t/big")];
+    let (code, err) = verify_offline(&c, &["-repair"]);
+    assert_eq!(code, Some(0), "{err}");
+    lost.push(lose("/t/moved"));
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["rebalance", "-volumes", &vols, "-db", &db];
+    args.extend(FLAGS);
+    let (code, err) = run_mkv(&args);
+    assert_eq!(code, Some(0), "{err}");
+    for (key, v, rel, was) in lost {
+        let now = mtime(v, &rel);
+        let apart = now.duration_since(was).unwrap_or_else(|e| e.duration());
+        assert!(apart < Duration::from_millis(1000), "{key}: the copy's time is {apart:?} from the value's");
+    }
+}
+
 #[test]
 fn repair_never_deletes_the_last_good_copy() {
     let (c, live, unlinked) = filled(6, 0, &[]);

@@ -258,8 +258,7 @@ pub async fn copy(
         return Err(volume::Error::Protocol(server, "no Content-Length on a stored value").into());
     };
     // the copy keeps the value's time (0: a record too old to know it)
-    let modified = (modified_ms > 0).then_some((modified_ms / 1000) as i64);
-    let mut up = client.upload_dated(topo, to, Some(len), modified).await?;
+    let mut up = client.upload_dated(topo, to, Some(len), modified_ms).await?;
     while let Some(chunk) = client.next_chunk(&mut d, COPY_CHUNK).await? {
         client.upload_chunk(&mut up, chunk).await?;
     }

@@ -280,19 +280,27 @@ pub async fn restore(
     Ok(done)
 }
 
+/// What [`restore_file`] copies: bytes of `size` and `md5`, written at `mtime_ms` (which
+/// the copies keep; 0: unknown).
+pub struct FileValue {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub mtime_ms: u64,
+}
+
 /// A file no key's record names (a part of an S3 upload in progress) copied again onto
-/// `bad` from the first of `good` whose bytes have `size` and `md5`, as a key's replicas
-/// are. Returns the replicas restored: `bad`, and any of `good` found not to verify.
+/// `bad` from the first of `good` whose bytes are `value`'s, as a key's replicas are.
+/// Returns the replicas restored: `bad`, and any of `good` found not to verify.
 pub async fn restore_file(
     ctx: &Ctx,
     topo: &Topology,
     path: &str,
-    size: u64,
-    md5: [u8; 16],
+    value: FileValue,
     mut good: Vec<String>,
     mut bad: Vec<String>,
 ) -> Result<Vec<String>, Error> {
-    let rec = Record { volumes: good.iter().chain(&bad).cloned().collect(), size, md5: Some(md5), ..Record::default() };
+    let volumes = good.iter().chain(&bad).cloned().collect();
+    let rec = Record { volumes, size: value.size, md5: Some(value.md5), mtime: value.mtime_ms, meta: Vec::new() };
     restore_from(ctx, topo, path, &rec, &mut good, &mut bad, &[]).await?;
     Ok(bad)
 }
@@ -327,7 +335,9 @@ async fn restore_from(
         };
         if rec.size <= SMALL_COPY {
             match read_verified(ctx, topo, &src, path, rec).await? {
-                Some(value) => return Ok(ctx.client.put_all(topo, &targets(bad, path), value).await?),
+                Some(value) => {
+                    return Ok(ctx.client.put_all_dated(topo, &targets(bad, path), value, rec.mtime).await?)
+                }
                 None => {
                     drop_src(good, bad);
                     continue;
@@ -386,7 +396,7 @@ async fn copy_verified(
         return Ok(false);
     }
     let mut from = Reader::new(&ctx.client, Some(d));
-    match write::send_all(ctx, topo, temps, &mut from, rec.md5.is_some()).await {
+    match write::send_all(ctx, topo, temps, &mut from, rec.md5.is_some(), rec.mtime).await {
         Ok(w) => Ok(w.size == rec.size && (rec.md5.is_none() || w.md5 == rec.md5)),
         Err(Failed::Store(e)) => Err(e),
         Err(Failed::Source(e)) => Err(e.into()),

@@ -179,7 +179,7 @@ async fn in_place<S: Source>(
     // the key had no record (put() read it under the claim): nothing to delete anywhere
     sh.index.set_from(key, None, State::Unlinked, &pending)?;
     let to = targets(&replicas, &key_path(key));
-    match send(ctx, topo, &to, src, body, opts.md5).await {
+    match send(ctx, topo, &to, src, body, opts.md5, 0).await {
         Ok(w) => {
             let rec = Record { volumes: replicas, size: w.size, md5: w.md5, mtime: now_ms(), meta: opts.meta.clone() };
             sh.index.set_from(key, Some(State::Unlinked), State::Live, &rec)?;
@@ -234,7 +234,7 @@ async fn staged<S: Source>(
     };
     sh.index.set_pending(key, &p)?;
     let temps = targets(&replicas, &format!("{TMP_DIR}/{}", p.id));
-    let w = match send(ctx, topo, &temps, src, body, opts.md5).await {
+    let w = match send(ctx, topo, &temps, src, body, opts.md5, 0).await {
         Ok(w) => w,
         Err(e) => {
             roll_back(ctx, topo, key, &temps).await;
@@ -401,16 +401,18 @@ async fn settle(ctx: &Ctx, key: &[u8], p: &Pending) -> Result<(), Error> {
     Ok(())
 }
 
-/// Sends all of `src` to every target (a copy between volumes, a repair).
+/// Sends all of `src` to every target (a copy between volumes, a repair); `modified_ms`,
+/// when known (not 0), is the value's time, which the copies keep.
 pub async fn send_all<S: Source>(
     ctx: &Ctx,
     topo: &Topology,
     to: &[(String, String)],
     src: &mut S,
     md5: bool,
+    modified_ms: u64,
 ) -> Result<Written, Failed<S::Error>> {
     let (first, done) = read_first(src).await.map_err(Failed::Source)?;
-    send(ctx, topo, to, src, Body { first, done }, md5).await
+    send(ctx, topo, to, src, Body { first, done }, md5, modified_ms).await
 }
 
 /// Sends a body to every target: the first piece as it is when it is all, else streamed.
@@ -421,18 +423,20 @@ async fn send<S: Source>(
     src: &mut S,
     body: Body,
     md5: bool,
+    modified_ms: u64,
 ) -> Result<Written, Failed<S::Error>> {
     let md5 = md5.then(Md5::new);
     let Body { first, done } = body;
     if done {
         let size = first.len() as u64;
         src.end().await.map_err(Failed::Source)?;
-        let (sent, hashed) = join(ctx.client.put_all(topo, to, first.clone()), hash(md5, first)).await;
+        let put = ctx.client.put_all_dated(topo, to, first.clone(), modified_ms);
+        let (sent, hashed) = join(put, hash(md5, first)).await;
         let md5 = hashed?;
         sent?;
         return Ok(Written { size, md5: md5.map(|h| h.finalize()) });
     }
-    stream(ctx, topo, to, src, first, md5).await
+    stream(ctx, topo, to, src, first, md5, modified_ms).await
 }
 
 /// Adds `piece` to the MD5 (if one is kept), on the blocking pool when the piece is large.
@@ -483,9 +487,10 @@ async fn stream<S: Source>(
     src: &mut S,
     first: Bytes,
     md5: Option<Md5>,
+    modified_ms: u64,
 ) -> Result<Written, Failed<S::Error>> {
     let len = src.len();
-    let mut up = ctx.client.upload(topo, to, len).await?;
+    let mut up = ctx.client.upload_dated(topo, to, len, modified_ms).await?;
     // three stages run side by side, each at its own pace: reading the next piece from the
     // source, the replicas' writers (queued in the client) and the MD5 (queued here, hashed
     // on the blocking pool); a full queue pauses the reading

@@ -295,18 +295,38 @@ impl Client {
     /// a DELETE of the file behind it on the same connection (see [`fence`]), so a late write
     /// cannot leave a file that the caller's clean-up already removed.
     pub async fn put_all(&self, topo: &Topology, targets: &[(String, String)], body: Bytes) -> Result<(), Error> {
-        let results = join_all(targets.iter().map(|(s, p)| self.put_fenced(topo, s, p, body.clone()))).await;
+        self.put_all_dated(topo, targets, body, 0).await
+    }
+
+    /// [`Client::put_all`] of a copy of a value written at `modified_ms` (see [`dated`]).
+    pub async fn put_all_dated(
+        &self,
+        topo: &Topology,
+        targets: &[(String, String)],
+        body: Bytes,
+        modified_ms: u64,
+    ) -> Result<(), Error> {
+        let date = dated(modified_ms);
+        let results =
+            join_all(targets.iter().map(|(s, p)| self.put_fenced(topo, s, p, date.as_bytes(), body.clone()))).await;
         first_error(targets, results, &[200, 201, 204])
     }
 
     /// One PUT of a whole body; on a timeout after the body went out, fenced.
-    async fn put_fenced(&self, topo: &Topology, server: &str, path: &str, body: Bytes) -> Result<u16, Error> {
+    async fn put_fenced(
+        &self,
+        topo: &Topology,
+        server: &str,
+        path: &str,
+        extra: &[u8],
+        body: Bytes,
+    ) -> Result<u16, Error> {
         let mut l = self.lease(topo, server, false, true).await?;
-        let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body.clone());
+        let msg = HeadBody::new(head_with("PUT", server, path, extra, Some(body.len() as u64)), body.clone());
         let r = match send_and_read_head(&mut l, msg, topo.timeout).await {
             Err(Error::Io(..)) if l.reused => {
                 l = self.lease(topo, server, true, true).await?;
-                let msg = HeadBody::new(head("PUT", server, path, Some(body.len() as u64)), body);
+                let msg = HeadBody::new(head_with("PUT", server, path, extra, Some(body.len() as u64)), body);
                 send_and_read_head(&mut l, msg, topo.timeout).await
             }
             r => r,
@@ -494,27 +514,16 @@ impl Client {
 
     /// Starts a streamed PUT to every target: `len` is the body length, or None for chunked.
     /// Each replica gets its own writer task fed from a short queue, so a replica that is
-    /// briefly slower does not hold up the others or the reading of the next piece.
-    pub async fn upload(
-        &self,
-        topo: &Topology,
-        targets: &[(String, String)],
-        len: Option<u64>,
-    ) -> Result<Upload, Error> {
-        self.upload_dated(topo, targets, len, None).await
-    }
-
-    /// [`Client::upload`] of a copy of a value written at `modified` (Unix seconds): sent
-    /// as the PUT's `Date`, which nginx gives the file it writes, so the copy keeps the
-    /// time a `rebuild` reads back as the value's (S3's `Last-Modified`).
+    /// briefly slower does not hold up the others or the reading of the next piece. A copy
+    /// of a value written at `modified_ms` keeps that time (see [`dated`]; 0: a new value).
     pub async fn upload_dated(
         &self,
         topo: &Topology,
         targets: &[(String, String)],
         len: Option<u64>,
-        modified: Option<i64>,
+        modified_ms: u64,
     ) -> Result<Upload, Error> {
-        let date = modified.map_or(String::new(), |t| format!("Date: {}\r\n", crate::dates::http_date(t)));
+        let date = dated(modified_ms);
         // fresh connections: a body is streamed once and cannot be sent again, so a pooled
         // connection that nginx closed at the same moment would fail the PUT (and wrongly
         // mark a healthy volume down); a connect on a LAN costs little next to a streamed body
@@ -1024,6 +1033,17 @@ fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, o
         }
     }
     Ok(())
+}
+
+/// The `Date` header line of a copy of a value written at `modified_ms` (milliseconds since
+/// the Unix epoch; 0, unknown: none): nginx gives the file it writes that time, so a copy
+/// (a rebalance's, a repair's) keeps the time a `rebuild` reads back as the value's (S3's
+/// `Last-Modified`), not the copy's own.
+fn dated(modified_ms: u64) -> String {
+    match modified_ms {
+        0 => String::new(),
+        ms => format!("Date: {}\r\n", crate::dates::http_date((ms / 1000) as i64)),
+    }
 }
 
 fn head(method: &str, server: &str, path: &str, len: Option<u64>) -> Vec<u8> {

@@ -16,7 +16,7 @@ use crate::{
     placement::replica_target,
     store::{
         self,
-        repair::{digest_of, restore_file, Pace},
+        repair::{digest_of, restore_file, FileValue, Pace},
         Ctx,
     },
 };
@@ -137,7 +137,8 @@ async fn check_part(
         return Ok(Judged::default());
     }
     let to: Vec<String> = bad.iter().map(|(r, _)| r.clone()).collect();
-    let restored = match restore_file(ctx, &topo, &p.path(), p.size, p.md5, good, to).await {
+    let value = FileValue { size: p.size, md5: p.md5, mtime_ms: p.mtime_ms };
+    let restored = match restore_file(ctx, &topo, &p.path(), value, good, to).await {
         Ok(restored) => restored,
         // found all the same, and left as it is: counted damage, not only a failure
         Err(store::Error::NoGoodReplica) => {

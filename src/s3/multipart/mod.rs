@@ -402,7 +402,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     let mut part = Part { size: 0, md5: [0; 16], mtime_ms: 0, file, replicas };
     let index = &ctx.shared.index;
     index.mp_put(&writing_key(&part), &part.encode()).map_err(store::Error::from)?;
-    let w = match write::send_all(ctx, &topo, &targets(&part.replicas, &part.path()), src, true).await {
+    let w = match write::send_all(ctx, &topo, &targets(&part.replicas, &part.path()), src, true, 0).await {
         Ok(w) => w,
         Err(e) => {
             // what some replicas took: a part of no upload
