@@ -25,6 +25,11 @@ const UNLINKED: &str = "unlinked";
 /// The block cache, in MiB, unless `-index-cache` says otherwise: at ~80 bytes a record
 /// it holds the blocks of ~6M keys.
 pub const DEFAULT_CACHE_MB: usize = 512;
+/// Writes held in memory (RocksDB's memtables, every family's together) before the largest
+/// is flushed to a table file: each family's own limit (64 MiB, two of them, six families)
+/// let a write-heavy master hold ~60 MiB more after a few hundred thousand writes, and up
+/// to ~768 MiB, with no live data behind it.
+pub const MEMTABLES_MB: usize = 64;
 
 /// Replacements being written: key → [`Pending`] (usually empty; read at start-up).
 const PENDING: &str = "pending";
@@ -174,7 +179,14 @@ impl Index {
 
     /// [`Index::open`] with a block cache of `cache_mb` MiB (`-index-cache`).
     pub fn open_with_cache(path: &Path, cache_mb: usize) -> Result<Index, String> {
+        Self::open_sized(path, cache_mb, MEMTABLES_MB)
+    }
+
+    /// [`Index::open`] with a block cache of `cache_mb` MiB and `memtables_mb` MiB of writes
+    /// held in memory.
+    fn open_sized(path: &Path, cache_mb: usize, memtables_mb: usize) -> Result<Index, String> {
         let cache = rocksdb::Cache::new_lru_cache(cache_mb.max(1) << 20);
+        let memtables = memtables_mb.max(1) << 20;
         let fail = |why: String| format!("cannot open index {}: {why}", path.display());
         if path.exists() && !path.is_dir() {
             return Err(fail("it is a file, not a folder (-db names the index's folder)".into()));
@@ -188,7 +200,7 @@ impl Index {
                 return Err(fail(format!("no space left on device ({} KiB free)", free >> 10)));
             }
         }
-        let db = Db::open(path, true, &cache).map_err(|e| {
+        let db = Db::open(path, true, &cache, memtables).map_err(|e| {
             let msg = e.to_string();
             // a corruption's text may hold "block" and a path may hold anything: its kind first
             fail(if e.kind() == rocksdb::ErrorKind::Corruption {
@@ -203,7 +215,7 @@ impl Index {
         })?;
         counts::init(&db).map_err(|e| fail(format!("cannot count its keys: {e}")))?;
         Ok(Index {
-            inner: Arc::new(Inner::new(path, db, cache)),
+            inner: Arc::new(Inner::new(path, db, cache, memtables)),
             wopts: WriteOptions::default(),
             ropts: ReadOptions::default(),
             seqs: (0..SEQS).map(|_| AtomicU64::new(0)).collect(),
@@ -650,6 +662,39 @@ mod tests {
             e,
             "cannot open index /proc/no-such-dir/db: cannot create its folder: No such file or directory (os error 2)"
         );
+    }
+
+    /// The writes held in memory are bounded for all the families together: each family
+    /// held up to its own 64 MiB (×2), so writes spread over the families grew the master's
+    /// memory by their sum, flushing nothing.
+    #[test]
+    fn writes_held_in_memory_are_bounded_across_families() {
+        let p = tmp("memtables");
+        let idx = Index::open_sized(&p, 8, 4).unwrap();
+        let r = Record { volumes: vec!["a:1".into(), "b:2".into(), "c:3".into()], size: 3, ..Record::default() };
+        // ~14 MiB of records, over three families
+        for batch in 0..120u32 {
+            let items: Vec<(Vec<u8>, State, Record)> = (0..1000u32)
+                .map(|i| {
+                    let key = format!("/memtables/{batch:04}/{i:04}/{}", "x".repeat(40)).into_bytes();
+                    (key, if i % 2 == 0 { State::Live } else { State::Unlinked }, r.clone())
+                })
+                .collect();
+            idx.put_many(&items, true).unwrap();
+            let entries: Vec<(Vec<u8>, Vec<u8>)> =
+                (0..500u32).map(|i| (format!("u/{batch:04}/{i:04}").into_bytes(), vec![7u8; 100])).collect();
+            let puts: Vec<(&[u8], &[u8])> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            idx.mp_write(&puts, &[]).unwrap();
+        }
+        let began = std::time::Instant::now();
+        while idx.stats().memtable_bytes > 6 << 20 && began.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let s = idx.stats();
+        assert!(s.memtable_bytes <= 6 << 20, "{} bytes of memtables over a budget of 4 MiB", s.memtable_bytes);
+        assert!(s.sst_bytes > 0, "flushed to tables");
+        drop(idx);
+        std::fs::remove_dir_all(&p).unwrap();
     }
 
     #[test]

@@ -43,8 +43,10 @@ pub(super) struct Db {
 impl Db {
     /// Opens the database at `path`, creating it if missing when `writable`; its families
     /// share `cache`.
-    pub(super) fn open(path: &Path, writable: bool, cache: &Cache) -> Result<Db, rocksdb::Error> {
+    pub(super) fn open(path: &Path, writable: bool, cache: &Cache, memtables: usize) -> Result<Db, rocksdb::Error> {
         let mut opts = Options::default();
+        // one budget for every family's memtables: the largest is flushed when it is spent
+        opts.set_db_write_buffer_size(memtables);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
@@ -101,6 +103,8 @@ pub(super) struct Inner {
     path: PathBuf,
     /// The block cache every open of the database shares.
     pub(super) cache: Cache,
+    /// Bytes of writes all families hold in memory before one is flushed.
+    memtables: usize,
     /// The database in use, never null; replaced only by [`Inner::swap`].
     cur: AtomicPtr<Db>,
     /// Uses of `cur` in progress, per thread slot, in two sets that [`Inner::swap`] flips.
@@ -145,10 +149,11 @@ impl Inner {
         &self.path
     }
 
-    pub(super) fn new(path: &Path, db: Db, cache: Cache) -> Inner {
+    pub(super) fn new(path: &Path, db: Db, cache: Cache, memtables: usize) -> Inner {
         Inner {
             path: path.to_path_buf(),
             cache,
+            memtables,
             cur: AtomicPtr::new(Box::into_raw(Box::new(db))),
             uses: (0..SLOTS).map(|_| Uses([AtomicUsize::new(0), AtomicUsize::new(0)])).collect(),
             epoch: AtomicUsize::new(0),
@@ -241,7 +246,7 @@ impl Inner {
         };
         // read-only, the copy opens without writing, even on a full disk
         let copy = loop {
-            match Db::open(&self.path, false, &self.cache) {
+            match Db::open(&self.path, false, &self.cache, self.memtables) {
                 Ok(copy) => break copy,
                 Err(e) => say("cannot open a read-only copy, retrying", &e),
             }
@@ -254,7 +259,7 @@ impl Inner {
                 continue;
             }
             self.health.store(REOPENING, Ordering::Release);
-            match Db::open(&self.path, true, &self.cache) {
+            match Db::open(&self.path, true, &self.cache, self.memtables) {
                 Ok(db) => {
                     let copy = self.swap(db);
                     self.health.store(OK, Ordering::Release);
@@ -345,7 +350,7 @@ mod tests {
         let scan = idx.scan(State::Live, b"/", b"");
         let (tx, rx) = std::sync::mpsc::channel();
         let inner = idx.inner.clone();
-        let copy = Db::open(&p, false, &Cache::new_lru_cache(1 << 20)).unwrap();
+        let copy = Db::open(&p, false, &Cache::new_lru_cache(1 << 20), 1 << 20).unwrap();
         let swapper = std::thread::spawn(move || {
             let old = inner.swap(copy);
             tx.send(old.writable).unwrap();
