@@ -24,10 +24,13 @@ pub const OTHER: usize = 9;
 pub const BAD: usize = 10;
 
 /// Status codes counted by value; any other lands in the last slot, labelled by class.
-pub const STATUSES: [u16; 27] = [
-    200, 201, 204, 206, 302, 304, 400, 401, 403, 404, 405, 408, 409, 411, 412, 413, 414, 416, 417, 431, 500, 501, 502,
-    503, 504, 507, 0,
+pub const STATUSES: [u16; 28] = [
+    200, 201, 204, 206, 302, 304, 400, 401, 403, 404, 405, 408, 409, 411, 412, 413, 414, 416, 417, 431, 499, 500, 501,
+    502, 503, 504, 507, 0,
 ];
+/// The status a request is counted under when its client went away before its body's end
+/// (nginx's "client closed request"): its answer, if any, reached no one.
+pub const CLIENT_GONE: u16 = 499;
 const OTHER_STATUS: usize = STATUSES.len() - 1;
 
 /// Upper bounds of the latency buckets, in microseconds (the last is +Inf).

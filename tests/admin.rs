@@ -57,6 +57,29 @@ fn volume_up(admin: &str, volume: &str) -> Option<f64> {
     value(&metrics(admin), &format!("mkv_volume_up{{volume=\"{volume}\"}}"))
 }
 
+/// A client that hangs up half way through its body is counted as nginx counts it, `499`
+/// (client closed request), natively and through S3: it was counted `400`, which reads as a
+/// malformed request.
+#[test]
+fn a_client_that_hangs_up_mid_body_is_counted_499() {
+    use std::io::Write;
+    let (c, admin) = cluster(3, &["-threads", "1"]);
+    for (path, extra) in [("/hangup/native", ""), ("/hangup/s3", "x-amz-content-sha256: UNSIGNED-PAYLOAD\r\n")] {
+        let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
+        let head = format!("PUT {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: 3000000\r\n\r\n");
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&vec![b'x'; 1_500_000]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said = |m: &str, st: &str| value(&metrics(&admin), &format!("mkv_requests_total{{method=\"{m}\",status=\"{st}\"}}"));
+    wait_until("both hang-ups counted", Duration::from_secs(10), || {
+        said("PUT", "499").is_some() && said("S3", "499").is_some()
+    });
+    assert_eq!((said("PUT", "499"), said("S3", "499")), (Some(1.0), Some(1.0)));
+    assert_eq!((said("PUT", "400"), said("S3", "400")), (None, None));
+    assert_eq!(get(&c.addr(), "/hangup/native").status, 404, "nothing stored");
+}
+
 #[test]
 fn metrics_pass_promtool_and_count_exactly_what_was_done() {
     // one thread: one GET cache, so which GETs hit it is known

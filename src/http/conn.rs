@@ -53,6 +53,8 @@ pub struct Body {
     expect: bool,
     /// When the head ended (the watch's clock, ms), for the minimum rate.
     began: u64,
+    /// The client closed the connection (or it broke) before the body's end.
+    gone: bool,
     timeout: Duration,
     /// Bytes per second the body must average once `timeout` has passed (0: no minimum).
     min_rate: u64,
@@ -69,6 +71,7 @@ impl Body {
             max: limits.max_body,
             expect: head.expect_continue && head.framing != Framing::None,
             began: now,
+            gone: false,
             timeout: limits.body_timeout,
             min_rate: limits.body_min_rate,
         }
@@ -91,6 +94,12 @@ impl Body {
 
     pub fn framing(&self) -> Framing {
         self.framing
+    }
+
+    /// Whether the client went away before the body's end: no one reads the answer (nginx
+    /// logs such a request `499`).
+    pub fn client_gone(&self) -> bool {
+        self.gone
     }
 
     pub fn is_done(&self) -> bool {
@@ -306,6 +315,14 @@ impl Conn {
 
     /// The next piece of `body`, at most `max` bytes; `None` at its end.
     pub async fn body_chunk(&mut self, body: &mut Body, max: usize) -> Result<Option<Bytes>, Error> {
+        let piece = self.body_piece(body, max).await;
+        if let Err(Error::Closed | Error::Io(_)) = piece {
+            body.gone = true;
+        }
+        piece
+    }
+
+    async fn body_piece(&mut self, body: &mut Body, max: usize) -> Result<Option<Bytes>, Error> {
         if body.expect {
             body.expect = false;
             self.send_continue().await?;

@@ -268,6 +268,8 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             }
         };
         let took = began.elapsed();
+        // whatever the handler made of it, no one reads this answer (nginx's 499)
+        let status = if body.client_gone() { metrics::CLIENT_GONE } else { status };
         ctx.metrics.request(kind, status, took.as_micros() as u64);
         metrics::Block::add(&ctx.metrics.bytes_in, (head.len as u64) + body.received());
         metrics::Block::add(&ctx.metrics.bytes_out, conn.out.len().saturating_sub(at) as u64);
