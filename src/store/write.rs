@@ -189,7 +189,7 @@ async fn in_place<S: Source>(
         Err(e) => {
             // only files this PUT wrote: a volume that took a whole body late is fenced by
             // the client, so these DELETEs cannot be overtaken
-            match ctx.client.delete_all(topo, &to).await {
+            match ctx.client.delete_present(topo, &to).await {
                 Ok(()) => {
                     if let Err(e) = sh.index.remove(key) {
                         eprintln!("mkv: PUT {}: {e}", key.escape_ascii());
@@ -273,7 +273,7 @@ pub fn temp_id() -> String {
 
 /// A staged write failed before any move: its temporary files go, the old value stays.
 async fn roll_back(ctx: &Ctx, topo: &Topology, key: &[u8], temps: &[(String, String)]) {
-    match ctx.client.delete_all(topo, temps).await {
+    match ctx.client.delete_present(topo, temps).await {
         Ok(()) => {
             if let Err(e) = ctx.shared.index.remove_pending(key) {
                 eprintln!("mkv: PUT {}: {e}", key.escape_ascii());

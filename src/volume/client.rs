@@ -353,6 +353,22 @@ impl Client {
         first_error(targets, results, &[200, 204, 404])
     }
 
+    /// [`Client::delete_all`] of files a failed write may or may not have made: each asked
+    /// with `HEAD` first and deleted only if there. nginx logs a DELETE of a missing file as
+    /// an error (`lstat() ... failed`), and a client hanging up half way through a body
+    /// (which no volume keeps) made one such line per replica. A volume that took a whole
+    /// body late is fenced on the PUT's own connection, as for `delete_all`.
+    pub async fn delete_present(&self, topo: &Topology, targets: &[(String, String)]) -> Result<(), Error> {
+        let results = join_all(targets.iter().map(|(s, p)| async move {
+            match self.stat(topo, s, p).await? {
+                Some(_) => self.request(topo, s, "DELETE", p, Bytes::new()).await,
+                None => Ok(404),
+            }
+        }))
+        .await;
+        first_error(targets, results, &[200, 204, 404])
+    }
+
     /// Starts a GET whose body the caller reads with [`Client::next_chunk`].
     pub async fn download(&self, topo: &Topology, server: &str, path: &str) -> Result<Download, Error> {
         self.download_with(topo, server, "GET", path, &[]).await

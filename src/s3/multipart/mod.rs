@@ -196,9 +196,12 @@ async fn delete_files(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
     }
 }
 
-/// Deletes the files of a part whose upload failed, then its [`writing_key`] note.
+/// Deletes the files of a part whose upload failed (those it made), then its
+/// [`writing_key`] note.
 async fn drop_written(ctx: &Ctx, topo: &volume::Topology, p: &Part) {
-    delete_files(ctx, topo, p).await;
+    if let Err(why) = ctx.client.delete_present(topo, &targets(&p.replicas, &p.path())).await {
+        leave_for_sweep(ctx, p, &why);
+    }
     if let Err(e) = ctx.shared.index.mp_delete(&[writing_key(p)]) {
         eprintln!("mkv: S3 part {}: could not drop the note of its writing: {e}", p.file);
     }
