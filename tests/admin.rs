@@ -71,7 +71,8 @@ fn a_client_that_hangs_up_mid_body_is_counted_499() {
         s.write_all(&vec![b'x'; 1_500_000]).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    let said = |m: &str, st: &str| value(&metrics(&admin), &format!("mkv_requests_total{{method=\"{m}\",status=\"{st}\"}}"));
+    let said =
+        |m: &str, st: &str| value(&metrics(&admin), &format!("mkv_requests_total{{method=\"{m}\",status=\"{st}\"}}"));
     wait_until("both hang-ups counted", Duration::from_secs(10), || {
         said("PUT", "499").is_some() && said("S3", "499").is_some()
     });

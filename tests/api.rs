@@ -731,4 +731,3 @@ fn a_client_hanging_up_mid_body_leaves_no_error_in_the_volumes_logs() {
         assert!(errors.is_empty(), "volume {}: {errors:#?}", v.addr());
     }
 }
-

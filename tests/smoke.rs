@@ -223,3 +223,54 @@ fn master_banner_is_parsed() {
     assert_eq!(parse_listening("mkv: listening on [::]:3000"), Some(3000));
     assert_eq!(parse_listening("mkv: volume 127.0.0.1:1 is down"), None);
 }
+
+/// `bin/cluster` (the README's first command) stops cleanly on Ctrl-C. A terminal's SIGINT
+/// goes to every process of the foreground group, and the script's trap then sent the
+/// master a SIGTERM of its own: a second stop signal, so the master exited at once
+/// ("second stop signal: exiting now"), with no drain and its index not flushed.
+#[test]
+fn bin_cluster_stops_cleanly_on_ctrl_c() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let data = TempDir::new("cluster");
+    // the master's port and the three after it, for the volumes
+    let port = loop {
+        let p = free_port();
+        if p < 60000 && (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/cluster"))
+        .args(["-admin", ""])
+        .env("MKV_DATA", data.path())
+        .env("PORT", port.to_string())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bin/cluster");
+    let group = child.id() as i32;
+    let addr = format!("127.0.0.1:{port}");
+    let up = || std::net::TcpStream::connect(&addr).is_ok() && get(&addr, "/?list").status == 200;
+    wait_until("bin/cluster's master to answer", Duration::from_secs(120), up);
+    assert_eq!(request(&addr, "PUT", "/ctrl-c", &[], b"kept").status, 201);
+    // what a terminal's Ctrl-C does
+    // SAFETY: a signal to the process group this test made
+    assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("bin/cluster's output"));
+    let began = std::time::Instant::now();
+    while !waiter.is_finished() && began.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !waiter.is_finished() {
+        // SAFETY: as above
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        panic!("bin/cluster still running 30 s after Ctrl-C");
+    }
+    let out = waiter.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("second stop signal"), "{said}");
+    assert!(said.contains("mkv: stopped"), "{said}");
+    assert!(!up(), "the master still answers");
+}
