@@ -115,7 +115,7 @@ pub fn list_buckets(
         match rest.iter().position(|&b| b == b'/') {
             Some(i) => {
                 if let Ok(name) = std::str::from_utf8(&rest[..i]) {
-                    if super::request::valid_bucket(name) && !names.iter().any(|(n, _)| n == name) {
+                    if super::request::reachable_bucket(name) && !names.iter().any(|(n, _)| n == name) {
                         names.push((name.to_string(), mtime as i64));
                     }
                 }

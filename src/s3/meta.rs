@@ -2,7 +2,7 @@
 //! preconditions, the byte range, the copy source. Pure parsing, shared by request.rs.
 
 use super::error::S3Error;
-use super::request::{percent_decode, valid_bucket, Headers, Object, MAX_KEY};
+use super::request::{percent_decode, reachable_bucket, Headers, Object, MAX_KEY};
 
 /// The most user metadata one object may carry, counted as S3 counts it: the bytes of each
 /// `x-amz-meta-` name (without that prefix) and its value. Standard headers do not count.
@@ -259,7 +259,7 @@ pub fn copy_source(v: &[u8]) -> Result<Object, S3Error> {
     let path = path.strip_prefix(b"/").unwrap_or(&path);
     let slash = path.iter().position(|&b| b == b'/').ok_or(BAD)?;
     let (bucket, key) = (&path[..slash], &path[slash + 1..]);
-    let bucket = std::str::from_utf8(bucket).ok().filter(|b| valid_bucket(b)).ok_or(BAD)?;
+    let bucket = std::str::from_utf8(bucket).ok().filter(|b| reachable_bucket(b)).ok_or(BAD)?;
     if key.is_empty() {
         return Err(BAD);
     }

@@ -349,7 +349,7 @@ pub fn parse(method: &str, path: &[u8], query: &[u8], headers: &Headers) -> Resu
     };
     let bucket = percent_decode(bucket, false).ok_or(S3Error::InvalidURI)?;
     let bucket = match String::from_utf8(bucket) {
-        Ok(b) if valid_bucket(&b) => b,
+        Ok(b) if reachable_bucket(&b) => b,
         _ => return Err(S3Error::InvalidBucketName),
     };
     let key = percent_decode(key, false).ok_or(S3Error::InvalidURI)?;
@@ -396,6 +396,7 @@ fn bucket_op(method: &str, bucket: String, q: &Query, headers: &Headers) -> Resu
         "PUT" if headers.get("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.eq_ignore_ascii_case(b"true")) => {
             Op::NotImplemented("object lock")
         }
+        "PUT" if !valid_bucket(&bucket) => return Err(S3Error::InvalidBucketName),
         "PUT" => Op::CreateBucket { bucket },
         // a sub-resource's DELETE (DeleteBucketVersioning is no S3 call) must not take the bucket
         "DELETE" if ["versioning", "location", "uploads", "delete"].iter().any(|s| q.has(s)) => {
@@ -649,6 +650,18 @@ fn overrides(q: &Query) -> Vec<(&'static str, Vec<u8>)> {
 
 /// S3's bucket naming rules (3–63 characters of `a-z0-9.-`, a letter or digit at each
 /// end, no `..`, not shaped like an IP address, none of AWS's reserved prefixes/suffixes).
+/// Whether `name` reaches a bucket: S3's legacy rules (up to 255 letters of either case,
+/// digits, `.`, `-`, `_`), which clients still send, so that every native key whose first
+/// segment is such a name is an object (one namespace: minikeyvalue's keys, and buckets of
+/// two letters, are reached as they are). A bucket is made only under [`valid_bucket`]'s.
+pub fn reachable_bucket(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        && name != "."
+        && name != ".."
+}
+
+/// Whether CreateBucket may make a bucket named `name`: S3's rules of today.
 pub fn valid_bucket(name: &str) -> bool {
     let b = name.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();

@@ -106,11 +106,19 @@ fn buckets() {
         );
         assert!(matches!(op("PUT", &format!("/photos?{sub}"), &[]), Ok(Op::NotImplemented(_))));
     }
-    for bad in ["/ab", "/Photos", "/a_b", "/-ab", "/ab-", "/a..b", "/192.168.1.1", "/xn--ab", "/ab-s3alias", "/a%2Fb/k"]
-    {
+    // a bucket is created under today's rules, and reached under the legacy ones (the native
+    // keys' first segments: one namespace)
+    for bad in ["/ab", "/Photos", "/a_b", "/-ab", "/ab-", "/a..b", "/192.168.1.1", "/xn--ab", "/ab-s3alias"] {
+        assert_eq!(op("PUT", bad, &[]), Err(S3Error::InvalidBucketName), "{bad}");
+        assert!(matches!(op("GET", bad, &[]), Ok(Op::ListObjectsV1 { .. })), "{bad}");
+        assert!(matches!(op("GET", &format!("{bad}/k"), &[]), Ok(Op::GetObject { .. })), "{bad}/k");
+    }
+    let long = format!("/{}", "a".repeat(256));
+    for bad in ["/a%2Fb/k", "/a%20b/k", "/./k", "/../k", "/%C3%A9t%C3%A9/k", &long] {
         assert_eq!(op("GET", bad, &[]), Err(S3Error::InvalidBucketName), "{bad}");
     }
     assert!(valid_bucket("my.bucket-1") && valid_bucket(&"a".repeat(63)) && !valid_bucket(&"a".repeat(64)));
+    assert!(reachable_bucket("a") && reachable_bucket("My_Photos") && reachable_bucket(&"a".repeat(255)));
 }
 
 #[test]
