@@ -5,7 +5,6 @@
 use std::{rc::Rc, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::{
@@ -346,8 +345,8 @@ async fn ask_rebalance(
             work.push(async move {
                 let mut tries = 0;
                 loop {
-                    match client.request(topo, master, "REBALANCE", &k, Bytes::new()).await {
-                        Ok(409) if tries < BUSY_RETRIES => {
+                    match client.request_saying(topo, master, "REBALANCE", &k, "Key-Rebalance").await {
+                        Ok((409, _)) if tries < BUSY_RETRIES => {
                             tries += 1;
                             monoio::time::sleep(Duration::from_millis(50)).await;
                         }
@@ -357,12 +356,25 @@ async fn ask_rebalance(
             });
         }
         let Some((k, r)) = work.next().await else { break };
-        let busy = matches!(r, Ok(502..=504) | Err(_));
+        let busy = matches!(r, Ok((502..=504, _)) | Err(_));
         match (again.as_deref_mut(), r) {
             (Some(a), _) if busy && a.len() < AGAIN_MAX => a.push(k),
-            (_, Ok(204)) => progress.count("rebalanced", 1),
-            (_, Ok(404)) => progress.count("gone", 1),
-            (_, Ok(s)) => progress.fail(&k, &format!("master answered {s}")),
+            // counted as the offline rebalance counts them (a master without the header: as one)
+            (_, Ok((204, said))) => match said.as_deref() {
+                Some(relocate::IN_PLACE) => progress.count("in place", 1),
+                Some(relocate::MOVED) => progress.count("moved", 1),
+                Some(relocate::RESTORED) => {
+                    progress.println(&format!("restored {k}"));
+                    progress.count("restored", 1)
+                }
+                Some(relocate::DELETED) => {
+                    progress.println(&format!("deleted {k}: a PUT or DELETE of it had failed half way"));
+                    progress.count("deleted", 1)
+                }
+                _ => progress.count("rebalanced", 1),
+            },
+            (_, Ok((404, _))) => progress.count("gone", 1),
+            (_, Ok((s, _))) => progress.fail(&k, &format!("master answered {s}")),
             (_, Err(e)) => progress.fail(&k, &format!("the master at {master}: {}", e.cause())),
         }
     }

@@ -998,3 +998,26 @@ fn a_rebalances_copies_keep_the_values_time() {
     }
     assert_eq!(checked, copies.len(), "{copies:?}");
 }
+
+/// `rebalance -online` tells moved keys from those already in place, as the offline one
+/// does: it counted every key the master answered `204` for as "rebalanced", so a second run
+/// over a balanced cluster looked like a second full move. The master says which in a
+/// `Key-Rebalance` header.
+#[test]
+fn an_online_rebalance_counts_what_it_moved_and_what_was_in_place() {
+    let (_vols, four, master, keys) = three_of_four(&flags(), "/tally/", 30);
+    let online = format!("http://{}", master.addr());
+    let tally = |err: &str, what: &str| {
+        let line = err.lines().rev().find(|l| l.contains("keys")).unwrap_or_else(|| panic!("no summary: {err}"));
+        line.split(", ").find_map(|p| p.strip_suffix(what)?.rsplit(' ').next()?.parse::<usize>().ok()).unwrap_or(0)
+    };
+    let (code, err) = rebalance(&four, &["-online", &online]);
+    assert_eq!(code, Some(0), "{err}");
+    let (moved, in_place) = (tally(&err, " moved"), tally(&err, " in place"));
+    assert!(moved > 0 && moved + in_place == keys.len(), "{moved} moved, {in_place} in place: {err}");
+    let (code, err) = rebalance(&four, &["-online", &online]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!((tally(&err, " moved"), tally(&err, " in place")), (0, keys.len()), "{err}");
+    let r = request(&master.addr(), "REBALANCE", &keys[0], &[], b"");
+    assert_eq!((r.status, r.header("key-rebalance")), (204, Some("in-place")), "{r:?}");
+}

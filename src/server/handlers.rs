@@ -36,8 +36,11 @@ pub async fn handle(local: &Local, conn: &mut Conn, req: &mut Req, body: &mut Bo
             empty(conn, 204)
         }
         Some(Method::Rebalance) => {
-            relocate::one(ctx, &req.key, false).await?;
-            empty(conn, 204)
+            let outcome = relocate::one(ctx, &req.key, false).await?;
+            response::start(&mut conn.out, 204);
+            // what `rebalance -online` tallies, as the offline one does
+            response::header(&mut conn.out, "Key-Rebalance", &[outcome.word().as_bytes()]);
+            Ok(Reply::Body(Vec::new()))
         }
         Some(Method::Volumes | Method::Repair | Method::Snapshot) => admin::method(local, conn, req).await,
         _ => Err(ApiError::MethodNotAllowed(KEY_METHODS)),

@@ -42,6 +42,26 @@ pub enum Outcome {
     WouldDelete,
 }
 
+impl Outcome {
+    /// How a `REBALANCE` answer names it (its `Key-Rebalance` header).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::InPlace => IN_PLACE,
+            Outcome::Restored(_) => RESTORED,
+            Outcome::Moved => MOVED,
+            Outcome::WouldMove(..) => "would-move",
+            Outcome::Deleted => DELETED,
+            Outcome::WouldDelete => "would-delete",
+        }
+    }
+}
+
+/// The words of [`Outcome::word`] that a rebalance through the master reads back.
+pub const IN_PLACE: &str = "in-place";
+pub const RESTORED: &str = "restored";
+pub const MOVED: &str = "moved";
+pub const DELETED: &str = "deleted";
+
 /// Moves one key's replicas to where placement wants them now.
 pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error> {
     let sh = &ctx.shared;

@@ -273,6 +273,32 @@ impl Client {
         Ok(a.status)
     }
 
+    /// A request with no body, and the value of the answer's header `name` if it has one
+    /// (the master's `Key-Rebalance`).
+    pub async fn request_saying(
+        &self,
+        topo: &Topology,
+        server: &str,
+        method: &str,
+        path: &str,
+        name: &str,
+    ) -> Result<(u16, Option<String>), Error> {
+        let msg = head_with(method, server, path, &[], Some(0));
+        let (mut l, head, buf) = self.send(topo, server, msg, Bytes::new()).await?;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let said = match resp.parse(&buf[..head.head_len]) {
+            Ok(_) => resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)),
+            Err(_) => None,
+        };
+        let said = said.map(|h| String::from_utf8_lossy(h.value).into_owned());
+        let a = skip_body(&mut l.stream, &l.server, head, buf, topo.timeout).await?;
+        if a.keep {
+            self.release(l);
+        }
+        Ok((a.status, said))
+    }
+
     /// HEAD of a file: its size, or None when the volume has no such file (`404`).
     pub async fn stat(&self, topo: &Topology, server: &str, path: &str) -> Result<Option<u64>, Error> {
         let msg = head_with("HEAD", server, path, &[], Some(0));
