@@ -726,8 +726,47 @@ fn a_client_hanging_up_mid_body_leaves_no_error_in_the_volumes_logs() {
     let r = request(&addr, "GET", "/hang/over", &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")], b"");
     assert_eq!(r.body, b"old", "the old value stays");
     for v in &c.volumes {
-        let log = std::fs::read_to_string(v.dir().join(".nginx/error.log")).unwrap_or_default();
-        let errors: Vec<&str> = log.lines().filter(|l| l.contains("[error]")).collect();
-        assert!(errors.is_empty(), "volume {}: {errors:#?}", v.addr());
+        assert_eq!(nginx_errors(v), Vec::<String>::new(), "volume {}", v.addr());
+    }
+}
+
+/// The `[error]` lines of a volume's nginx log.
+fn nginx_errors(v: &Volume) -> Vec<String> {
+    let log = std::fs::read_to_string(v.dir().join(".nginx/error.log")).unwrap_or_default();
+    log.lines().filter(|l| l.contains("[error]")).map(str::to_string).collect()
+}
+
+/// The same while a volume is stopped: the master retries the clean-up of a failed write
+/// (and of a failed UNLINK's markers) every second until the volume is back, and each retry
+/// sent the other volumes a DELETE of every file, gone since the first (and re-wrote the
+/// unlink markers it had just deleted): an `[error]` line a second on each of them for as
+/// long as the outage lasted.
+#[test]
+fn the_retries_of_a_failed_writes_clean_up_leave_no_error_in_the_volumes_logs() {
+    let c = Cluster::new(3, &["-replicas", "3", "-voltimeout", "500ms"]);
+    let addr = c.addr();
+    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    assert_eq!(request(&addr, "PUT", "/retry/over", &s3, b"old").status, 200);
+    assert_eq!(request(&addr, "PUT", "/retry/unlinked", &[], b"v").status, 201);
+    c.volumes[2].pause();
+    let r = request(&addr, "PUT", "/retry/native", &[], b"never whole");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    let r = request(&addr, "PUT", "/retry/over", &s3, b"new");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    let r = request(&addr, "UNLINK", "/retry/unlinked", &[], b"");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    // several rounds of retries while the volume is stopped
+    thread::sleep(Duration::from_secs(4));
+    c.volumes[2].resume();
+    wait_until("the failed writes cleaned up", Duration::from_secs(20), || {
+        get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"# && get(&addr, "/?pending").text().contains("[]")
+    });
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(&addr, "/retry/native").status, 404);
+    assert_eq!(request(&addr, "GET", "/retry/over", &s3, b"").body, b"old");
+    assert_eq!(request(&addr, "HEAD", "/retry/unlinked", &[], b"").status, 302, "still live");
+    for v in &c.volumes[..2] {
+        let errors = nginx_errors(v);
+        assert!(errors.is_empty(), "volume {}: {} error lines: {errors:#?}", v.addr(), errors.len());
     }
 }

@@ -302,7 +302,10 @@ fn count(value: &[u8]) -> Result<usize, ()> {
 /// A switch in a query (`deep`, `check`, `markers`): present with no value, `1` or `true` is
 /// on; `0` or `false` off; anything else is refused rather than guessed.
 fn switch(value: &[u8]) -> Result<bool, ()> {
-    match value {
+    // form-decoded, as every query value is (`deep=%31` is `deep=1`)
+    let mut v = Vec::new();
+    http::query_decode(value, &mut v).map_err(|_| ())?;
+    match &v[..] {
         b"" | b"1" | b"true" => Ok(true),
         b"0" | b"false" => Ok(false),
         _ => Err(()),
@@ -357,13 +360,13 @@ mod tests {
     /// could turn a check into a repair (`check=no` repaired, `check=flase` did not).
     #[test]
     fn a_switch_is_on_or_off_and_nothing_else() {
-        for on in [&b""[..], b"1", b"true"] {
+        for on in [&b""[..], b"1", b"true", b"%31"] {
             assert_eq!(super::switch(on), Ok(true), "{:?}", String::from_utf8_lossy(on));
         }
         for off in [&b"0"[..], b"false"] {
             assert_eq!(super::switch(off), Ok(false), "{:?}", String::from_utf8_lossy(off));
         }
-        for bad in [&b"2"[..], b"yes", b"no", b"flase", b"%31"] {
+        for bad in [&b"2"[..], b"yes", b"no", b"flase", b"%32", b"%zz"] {
             assert_eq!(super::switch(bad), Err(()), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -31,19 +31,24 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         return Err(Error::Protected);
     }
     let path = key_path(key);
-    let mut gone = targets(&rec.volumes, &path);
-    if state == State::Unlinked {
-        gone.extend(targets(&rec.volumes, &format!("{MARKER_DIR}{path}")));
-    }
+    let marker = format!("{MARKER_DIR}{path}");
+    // the values' files, then the unlink markers: while a file is left, the markers keep a
+    // rebuild from restoring the key live
+    let mut files = targets(&rec.volumes, &path);
+    let mut markers = if state == State::Unlinked { targets(&rec.volumes, &marker) } else { Vec::new() };
     // a replacement a crash left half done goes with the key
     let pending = sh.index.pending(key)?;
     let mut volumes = rec.volumes.clone();
     if let Some(p) = &pending {
-        gone.extend(targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id)));
-        gone.extend(targets(&p.record.volumes, &path));
-        gone.extend(targets(&p.old_markers, &format!("{MARKER_DIR}{path}")));
+        files.extend(targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id)));
+        files.extend(targets(&p.record.volumes, &path));
+        markers.extend(targets(&p.old_markers, &marker));
         volumes.extend(p.record.volumes.iter().filter(|v| !rec.volumes.contains(v)).cloned());
     }
+    // what a failed write or delete left (a retry, every second while a volume is down):
+    // some files are gone already, asked for first rather than DELETEd again (nginx logs a
+    // DELETE of a missing file as an error); a key's own files are there
+    let unfinished = state.holds_unfinished(&rec);
     let holder = Record::placeholder(volumes);
     match &pending {
         // in the same batch: a recovery must not roll the replacement forward, live, over
@@ -53,9 +58,28 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
     let topo = ctx.topo();
-    if let Err(e) = ctx.client.delete_all(&topo, &gone).await {
-        mark_unfinished(ctx, &topo, &holder.volumes, key).await;
+    let delete = async |targets: &[(String, String)]| match unfinished {
+        true => ctx.client.delete_present(&topo, targets).await.map(|_| ()),
+        false => ctx.client.delete_all(&topo, targets).await,
+    };
+    if let Err(e) = delete(&files).await {
+        // a live key had none: markers now, for as long as a file may be left (an unlinked
+        // key's stay, and a failed write's or delete's have theirs from its first failure)
+        if state == State::Live {
+            mark_unfinished(ctx, &topo, &holder.volumes, key).await;
+        }
         return Err(e.into());
+    }
+    if !markers.is_empty() || unfinished {
+        // a placeholder's markers are on its volumes if its first failure could write them
+        if unfinished {
+            for t in targets(&holder.volumes, &marker) {
+                if !markers.contains(&t) {
+                    markers.push(t);
+                }
+            }
+        }
+        delete(&markers).await?;
     }
     sh.index.remove(key)?;
     ctx.durable().await
@@ -172,6 +196,8 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     // named first, so that markers left beside the live key (the UNLINK fails, the master
     // is killed) are deleted even after a restart: a rebuild would restore it unlinked
     sh.index.note_marking(key)?;
+    // with -sync, on disk before any marker is: a power cut must not lose the note
+    ctx.durable().await?;
     // a volume that took a marker but did not answer has a DELETE of it queued behind on
     // the same connection (the client's fence), so the clean-up below cannot be overtaken
     let written = ctx.client.put_all(&topo, &markers, Bytes::from_static(MARKER_BODY)).await.map_err(Error::from);
@@ -210,9 +236,10 @@ pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
     sweep(ctx, &ctx.shared.stray_markers, async |_claim, key, found| {
         let acted = match found {
             Some((State::Live, rec)) => {
+                // the markers may be gone already (an offline verify -repair, a crash before
+                // any was written): asked first, and only a marker found counts
                 let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
-                ctx.client.delete_all(&ctx.topo(), &markers).await?;
-                true
+                ctx.client.delete_present(&ctx.topo(), &markers).await? > 0
             }
             _ => false,
         };

@@ -190,7 +190,7 @@ async fn in_place<S: Source>(
             // only files this PUT wrote: a volume that took a whole body late is fenced by
             // the client, so these DELETEs cannot be overtaken
             match ctx.client.delete_present(topo, &to).await {
-                Ok(()) => {
+                Ok(_) => {
                     if let Err(e) = sh.index.remove(key) {
                         eprintln!("mkv: PUT {}: {e}", key.escape_ascii());
                     }
@@ -274,7 +274,7 @@ pub fn temp_id() -> String {
 /// A staged write failed before any move: its temporary files go, the old value stays.
 async fn roll_back(ctx: &Ctx, topo: &Topology, key: &[u8], temps: &[(String, String)]) {
     match ctx.client.delete_present(topo, temps).await {
-        Ok(()) => {
+        Ok(_) => {
             if let Err(e) = ctx.shared.index.remove_pending(key) {
                 eprintln!("mkv: PUT {}: {e}", key.escape_ascii());
             }
@@ -389,8 +389,9 @@ async fn settle(ctx: &Ctx, key: &[u8], p: &Pending) -> Result<(), Error> {
     let topo = ctx.topo();
     match p.phase {
         Phase::Writing => {
+            // some or none written (a retry may have deleted them already): asked first
             let temps = targets(&p.record.volumes, &format!("{TMP_DIR}/{}", p.id));
-            ctx.client.delete_all(&topo, &temps).await?;
+            ctx.client.delete_present(&topo, &temps).await?;
             ctx.shared.index.remove_pending(key)?;
         }
         Phase::Moving => {

@@ -384,7 +384,8 @@ impl Client {
     /// an error (`lstat() ... failed`), and a client hanging up half way through a body
     /// (which no volume keeps) made one such line per replica. A volume that took a whole
     /// body late is fenced on the PUT's own connection, as for `delete_all`.
-    pub async fn delete_present(&self, topo: &Topology, targets: &[(String, String)]) -> Result<(), Error> {
+    /// Returns how many it found and deleted.
+    pub async fn delete_present(&self, topo: &Topology, targets: &[(String, String)]) -> Result<usize, Error> {
         let results = join_all(targets.iter().map(|(s, p)| async move {
             match self.stat(topo, s, p).await? {
                 Some(_) => self.request(topo, s, "DELETE", p, Bytes::new()).await,
@@ -392,7 +393,8 @@ impl Client {
             }
         }))
         .await;
-        first_error(targets, results, &[200, 204, 404])
+        let found = results.iter().filter(|r| matches!(r, Ok(200 | 204))).count();
+        first_error(targets, results, &[200, 204, 404]).map(|()| found)
     }
 
     /// Starts a GET whose body the caller reads with [`Client::next_chunk`].
