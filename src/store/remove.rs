@@ -36,6 +36,13 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     // rebuild from restoring the key live
     let mut files = targets(&rec.volumes, &path);
     let mut markers = if state == State::Unlinked { targets(&rec.volumes, &marker) } else { Vec::new() };
+    // markers a failed UNLINK may have left beside the live key, not yet deleted (the
+    // master restarted since, the sweep not there yet): they go with it, or a later PUT of
+    // the key would be rebuilt unlinked
+    let stray = state == State::Live && sh.index.has_marking(key)?;
+    if stray {
+        markers = targets(&rec.volumes, &marker);
+    }
     // a replacement a crash left half done goes with the key
     let pending = sh.index.pending(key)?;
     let mut volumes = rec.volumes.clone();
@@ -58,11 +65,11 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
     let topo = ctx.topo();
-    let delete = async |targets: &[(String, String)]| match unfinished {
+    let delete = async |targets: &[(String, String)], maybe: bool| match maybe {
         true => ctx.client.delete_present(&topo, targets).await.map(|_| ()),
         false => ctx.client.delete_all(&topo, targets).await,
     };
-    if let Err(e) = delete(&files).await {
+    if let Err(e) = delete(&files, unfinished).await {
         // a live key had none: markers now, for as long as a file may be left (an unlinked
         // key's stay, and a failed write's or delete's have theirs from its first failure)
         if state == State::Live {
@@ -79,7 +86,10 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
                 }
             }
         }
-        delete(&markers).await?;
+        delete(&markers, unfinished || stray).await?;
+    }
+    if stray {
+        let _ = sh.index.forget_marking(key);
     }
     sh.index.remove(key)?;
     ctx.durable().await
