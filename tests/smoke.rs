@@ -240,16 +240,19 @@ fn bin_cluster_stops_cleanly_on_ctrl_c() {
             break p;
         }
     };
-    let child = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/cluster"))
-        .args(["-admin", ""])
-        .env("MKV_DATA", data.path())
-        .env("PORT", port.to_string())
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bin/cluster");
+    let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/cluster"));
+    cmd.args(["-admin", ""]).env("MKV_DATA", data.path()).env("PORT", port.to_string()).process_group(0);
+    // as from a terminal: a test run started in a non-interactive shell's background (CI)
+    // has SIGINT ignored, which bash inherits and then cannot trap
+    // SAFETY: async-signal-safe calls only, between fork and exec
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run bin/cluster");
     let group = child.id() as i32;
     let addr = format!("127.0.0.1:{port}");
     let up = || std::net::TcpStream::connect(&addr).is_ok() && get(&addr, "/?list").status == 200;
@@ -264,6 +267,16 @@ fn bin_cluster_stops_cleanly_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(100));
     }
     if !waiter.is_finished() {
+        // the servers run in sessions of their own: found by their data folder
+        let dir = data.path().display().to_string();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&dir) {
+                // SAFETY: a process of this test's own cluster
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         // SAFETY: as above
         unsafe { libc::kill(-group, libc::SIGKILL) };
         panic!("bin/cluster still running 30 s after Ctrl-C");
