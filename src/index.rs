@@ -514,11 +514,6 @@ impl Index {
         self.write(|_, b| b.put([MARKING, key].concat(), b""))
     }
 
-    /// Whether [`Index::note_marking`] named `key` and nothing forgot it yet.
-    pub fn has_marking(&self, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.inner.enter().db.db.get_pinned([MARKING, key].concat())?.is_some())
-    }
-
     pub fn forget_marking(&self, key: &[u8]) -> Result<(), Error> {
         self.write(|_, b| b.delete([MARKING, key].concat()))
     }

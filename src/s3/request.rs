@@ -648,8 +648,6 @@ fn overrides(q: &Query) -> Vec<(&'static str, Vec<u8>)> {
     NAMES.iter().filter_map(|(param, header)| q.get(param).filter(safe).map(|v| (*header, v.to_vec()))).collect()
 }
 
-/// S3's bucket naming rules (3–63 characters of `a-z0-9.-`, a letter or digit at each
-/// end, no `..`, not shaped like an IP address, none of AWS's reserved prefixes/suffixes).
 /// Whether `name` reaches a bucket: S3's legacy rules (up to 255 letters of either case,
 /// digits, `.`, `-`, `_`), which clients still send, so that every native key whose first
 /// segment is such a name is an object (one namespace: minikeyvalue's keys, and buckets of
@@ -661,7 +659,9 @@ pub fn reachable_bucket(name: &str) -> bool {
         && name != ".."
 }
 
-/// Whether CreateBucket may make a bucket named `name`: S3's rules of today.
+/// Whether CreateBucket may make a bucket named `name`: S3's naming rules of today (3–63
+/// characters of `a-z0-9.-`, a letter or digit at each end, no `..`, not shaped like an IP
+/// address, none of AWS's reserved prefixes/suffixes).
 pub fn valid_bucket(name: &str) -> bool {
     let b = name.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();

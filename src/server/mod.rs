@@ -438,11 +438,6 @@ async fn recover(ctx: &Ctx) {
             eprintln!("mkv: warning: could not {what} yet ({e}); retrying");
         }
     };
-    // unlink markers a failed UNLINK (or one a crash cut) left beside live keys, before the
-    // restart: the index names the keys
-    if let Err(e) = crate::store::remove::adopt_markings(ctx) {
-        warn("read the keys failed UNLINKs left markers beside", &e);
-    }
     while !ctx.shared.stopping() {
         // part files of ended S3 uploads that a volume down kept
         match crate::s3::multipart::sweep(ctx).await {

@@ -73,8 +73,9 @@ pub struct Shared {
     /// Keys whose failed PUT could not remove its files (its placeholder is listed under
     /// `?unlinked`): the server deletes them once the volumes let it ([`remove::finish`]).
     pub failed_puts: Mutex<std::collections::HashSet<Vec<u8>>>,
-    /// Live keys whose failed UNLINK may have left a marker it could not delete: the server
-    /// deletes them once the volumes let it ([`remove::unmark`]).
+    /// Live keys whose failed UNLINK may have left a marker it could not delete (at start,
+    /// every key the index names so): the server deletes them once the volumes let it
+    /// ([`remove::unmark`]), and a DELETE of the key takes them with it.
     pub stray_markers: Mutex<std::collections::HashSet<Vec<u8>>>,
 }
 
@@ -113,6 +114,9 @@ impl Shared {
                 );
             }
         }
+        // what failed UNLINKs left beside live keys before a restart (the index names them),
+        // known before any request: a DELETE of such a key takes the markers with it
+        let stray_markers = index.marking_keys().context("cannot read the index")?.into_iter().collect();
         let index = Arc::new(index);
         let syncer = if cfg.sync {
             Some(durable::Syncer::start(index.clone()).context("cannot start the fsync thread")?)
@@ -136,7 +140,7 @@ impl Shared {
             last_rebalance: Mutex::new(None),
             moves: relocate::Moves::default(),
             failed_puts: Mutex::default(),
-            stray_markers: Mutex::default(),
+            stray_markers: Mutex::new(stray_markers),
             scrub: Mutex::new(None),
         })
     }

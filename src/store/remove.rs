@@ -38,8 +38,8 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     let mut markers = if state == State::Unlinked { targets(&rec.volumes, &marker) } else { Vec::new() };
     // markers a failed UNLINK may have left beside the live key, not yet deleted (the
     // master restarted since, the sweep not there yet): they go with it, or a later PUT of
-    // the key would be rebuilt unlinked
-    let stray = state == State::Live && sh.index.has_marking(key)?;
+    // the key would be rebuilt unlinked (the sweep then forgets the key)
+    let stray = state == State::Live && sh.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).contains(key);
     if stray {
         markers = targets(&rec.volumes, &marker);
     }
@@ -61,13 +61,16 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         // in the same batch: a recovery must not roll the replacement forward, live, over
         // a delete that failed half way (its temporary files left are orphans for verify)
         Some(_) => sh.index.commit_pending(key, State::Unlinked, &holder)?,
-        None if state.holds_unfinished(&rec) => {}
+        None if unfinished => {}
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }
     let topo = ctx.topo();
-    let delete = async |targets: &[(String, String)], maybe: bool| match maybe {
-        true => ctx.client.delete_present(&topo, targets).await.map(|_| ()),
-        false => ctx.client.delete_all(&topo, targets).await,
+    let delete = async |targets: &[(String, String)], maybe: bool| {
+        if maybe {
+            ctx.client.delete_present(&topo, targets).await.map(|_| ())
+        } else {
+            ctx.client.delete_all(&topo, targets).await
+        }
     };
     if let Err(e) = delete(&files, unfinished).await {
         // a live key had none: markers now, for as long as a file may be left (an unlinked
@@ -87,9 +90,6 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
             }
         }
         delete(&markers, unfinished || stray).await?;
-    }
-    if stray {
-        let _ = sh.index.forget_marking(key);
     }
     sh.index.remove(key)?;
     ctx.durable().await
@@ -226,15 +226,6 @@ pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     let _ = sh.index.forget_marking(key);
     ctx.durable().await?;
     Ok(rec)
-}
-
-/// At start: the keys whose unlink markers a failed UNLINK, or one cut by a crash, may have
-/// left beside the live key (named in the index), for [`unmark`].
-pub fn adopt_markings(ctx: &Ctx) -> Result<usize, Error> {
-    let keys = ctx.shared.index.marking_keys()?;
-    let n = keys.len();
-    ctx.shared.stray_markers.lock().unwrap_or_else(|e| e.into_inner()).extend(keys);
-    Ok(n)
 }
 
 /// Deletes the unlink markers failed UNLINKs may have left beside keys still live

@@ -265,12 +265,7 @@ impl Client {
         body: Bytes,
     ) -> Result<u16, Error> {
         let msg = head_with(method, server, path, extra, Some(body.len() as u64));
-        let (mut l, head, buf) = self.send(topo, server, msg, body).await?;
-        let a = skip_body(&mut l.stream, &l.server, head, buf, topo.timeout).await?;
-        if a.keep {
-            self.release(l);
-        }
-        Ok(a.status)
+        self.exchange(topo, server, msg, body, None).await.map(|(status, _)| status)
     }
 
     /// A request with no body, and the value of the answer's header `name` if it has one
@@ -284,14 +279,27 @@ impl Client {
         name: &str,
     ) -> Result<(u16, Option<String>), Error> {
         let msg = head_with(method, server, path, &[], Some(0));
-        let (mut l, head, buf) = self.send(topo, server, msg, Bytes::new()).await?;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        let said = match resp.parse(&buf[..head.head_len]) {
-            Ok(_) => resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)),
-            Err(_) => None,
-        };
-        let said = said.map(|h| String::from_utf8_lossy(h.value).into_owned());
+        self.exchange(topo, server, msg, Bytes::new(), Some(name)).await
+    }
+
+    /// Sends `msg` and `body`, reads past the answer's short body: its status, and the
+    /// value of its header `name` when asked for and there.
+    async fn exchange(
+        &self,
+        topo: &Topology,
+        server: &str,
+        msg: Vec<u8>,
+        body: Bytes,
+        name: Option<&str>,
+    ) -> Result<(u16, Option<String>), Error> {
+        let (mut l, head, buf) = self.send(topo, server, msg, body).await?;
+        let said = name.and_then(|name| {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            resp.parse(&buf[..head.head_len]).ok()?;
+            let h = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))?;
+            Some(String::from_utf8_lossy(h.value).into_owned())
+        });
         let a = skip_body(&mut l.stream, &l.server, head, buf, topo.timeout).await?;
         if a.keep {
             self.release(l);
