@@ -762,3 +762,52 @@ fn a_volume_slow_to_delete_or_move_a_file_is_not_a_hung_one() {
     let log = master.lines().join("\n");
     assert!(!log.contains("is down"), "a slow volume was marked down:\n{log}");
 }
+
+/// A volume server runs several workers, each taking its own share of new connections
+/// (nginx's `reuseport`); one blocked for a while (unlinking a multi-GiB file on a busy disk
+/// takes seconds) leaves the others answering. Such a volume is up: it was marked down
+/// whenever the probe's one connection landed on the blocked worker, which failed other
+/// clients' writes with `503` and a big DELETE's answer with `504`. Here a proxy gives its
+/// connections to two "workers" in turn and holds one of them for 2.6 s.
+#[test]
+fn a_volume_with_one_worker_blocked_is_not_marked_down() {
+    use std::io::{Read, Write};
+    let vol = Volume::new();
+    let upstream = vol.addr();
+    let blocked = Arc::new(AtomicBool::new(false));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front = listener.local_addr().unwrap().to_string();
+    let held = blocked.clone();
+    thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(down) = conn else { continue };
+            let Ok(up) = std::net::TcpStream::connect(&upstream) else { continue };
+            // worker 0 takes the even connections: nothing passes on them while it is blocked
+            let gate = (i % 2 == 0).then(|| held.clone());
+            for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                let gate = gate.clone();
+                thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = from.read(&mut buf) {
+                        while gate.as_ref().is_some_and(|g| g.load(Ordering::Relaxed)) {
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let addr = master.addr();
+    assert_eq!(request(&addr, "PUT", "/blocked/before", &[], b"v").status, 201);
+    blocked.store(true, Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(2600));
+    blocked.store(false, Ordering::Relaxed);
+    assert_eq!(request(&addr, "PUT", "/blocked/after", &[], b"v").status, 201);
+    let log = master.lines().join("\n");
+    assert!(!log.contains("is down"), "a volume with a worker answering was marked down:\n{log}");
+}

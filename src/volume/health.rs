@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, select_ok};
 use monoio::{
     buf::IoBufMut,
     io::{AsyncReadRent, AsyncWriteRentExt},
@@ -23,6 +23,15 @@ pub const HUNG: &str = "no answer in time (hung?)";
 
 /// Longest a probe waits: a hung volume is marked down within interval + this.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Probes sent at once, each on a connection of its own; the volume is up if any answers.
+/// nginx runs several workers, each taking its own share of new connections (`reuseport`),
+/// and one can be blocked for seconds (unlinking a multi-GiB file on a busy disk) while the
+/// others serve: a single probe landing on it took the volume for down (other clients'
+/// writes failed, a big DELETE was answered 504). With one of two workers blocked, all three
+/// land on it one round in eight, where one probe did every other round; a hung volume is
+/// found down as quickly as before.
+const PROBES_AT_ONCE: usize = 3;
 
 /// The request a probe sends, with the volume's secret header when there is one.
 fn probe_request(name: &str) -> Vec<u8> {
@@ -160,10 +169,18 @@ async fn probe_one(v: &Volume, timeout: Duration) {
     };
     let mut last = "no address".to_string();
     for addr in candidates {
-        match monoio::time::timeout(timeout, ask_async(addr, &v.name)).await {
-            Ok(Ok(())) => return v.mark_up(addr),
-            Ok(Err(e)) => last = e,
-            Err(_) => last = "no answer in time (hung?)".into(),
+        // on connections of their own, so that they reach different workers
+        let asks = (0..PROBES_AT_ONCE).map(|_| {
+            Box::pin(async move {
+                match monoio::time::timeout(timeout, ask_async(addr, &v.name)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(HUNG.to_string()),
+                }
+            })
+        });
+        match select_ok(asks).await {
+            Ok(_) => return v.mark_up(addr),
+            Err(e) => last = e,
         }
     }
     if known.is_some() {
