@@ -217,6 +217,87 @@ fn bin_volume_refuses_bad_setups_in_one_line() {
     assert_eq!(err, format!("volume: port {port} is already in use"));
 }
 
+/// A volume whose nginx was killed with `kill -9` starts again at once: nginx leaves its pid
+/// file, and the dead process stays a zombie until its parent reaps it (a harness that has
+/// not waited yet, a slow init), which `bin/volume` took for a server still running on the
+/// folder ("already runs", exit 1).
+#[test]
+fn bin_volume_starts_again_after_its_nginx_was_killed_9() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume");
+    let dir = TempDir::new("kill9");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let start = || {
+        Command::new(script)
+            .arg(dir.path())
+            .env("PORT", port.to_string())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    wait_until("the volume to listen", TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok());
+    let pid = first.id() as i32;
+    signal(-pid, libc::SIGKILL);
+    let state = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    wait_until("nginx to be a zombie", TIMEOUT, || state().contains("State:\tZ"));
+    wait_until("the port to close", TIMEOUT, || std::net::TcpStream::connect(&addr).is_err());
+    let mut second = start();
+    let began = std::time::Instant::now();
+    let mut up = false;
+    while began.elapsed() < TIMEOUT && second.try_wait().unwrap().is_none() {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(-(second.id() as i32), libc::SIGKILL);
+    let _ = (second.wait(), first.wait());
+    let err = if up { String::new() } else { std::io::read_to_string(second.stderr.take().unwrap()).unwrap() };
+    assert!(up, "bin/volume did not start again: {err}");
+}
+
+/// Building and running mkv needs no systemd: only tests/deploy.rs checks units with
+/// `systemd-analyze`. `bin/deps` (which `bin/mkv` and `bin/cluster` run) asked for it on
+/// every machine without it, so a user without root could not build ("missing packages;
+/// run: sudo apt-get install -y systemd") and root got it installed for nothing. Run here
+/// as an unprivileged user (it would install what is missing as root) with a PATH of
+/// exactly the tools it checks.
+#[test]
+fn bin_deps_does_not_ask_for_systemd_outside_the_tests() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/deps");
+    let tools = TempDir::new("deps-path");
+    let path = std::env::var("PATH").unwrap_or_default();
+    for tool in ["bash", "env", "dirname", "ls", "clang", "curl", "pkg-config"] {
+        let found = path.split(':').map(|d| std::path::Path::new(d).join(tool)).find(|p| p.is_file());
+        let Some(found) = found else { panic!("{tool} is not on the PATH") };
+        std::os::unix::fs::symlink(found, tools.path().join(tool)).unwrap();
+    }
+    // rustup's cargo lives in root's home, out of the other user's reach: bin/deps only
+    // asks that there is one
+    let cargo = tools.path().join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bash = tools.path().join("bash");
+    // SAFETY: getuid has no preconditions
+    let mut cmd = if unsafe { libc::getuid() } == 0 {
+        let mut c = std::process::Command::new("/usr/bin/setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bash);
+        c
+    } else {
+        std::process::Command::new(&bash)
+    };
+    cmd.arg(script).env_clear().env("PATH", tools.path()).env("HOME", tools.path());
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bin/deps failed: {err}");
+    assert!(!err.contains("systemd"), "{err}");
+}
+
 #[test]
 fn master_banner_is_parsed() {
     assert_eq!(parse_listening("mkv: listening on 127.0.0.1:41234 (2 threads, io_uring)"), Some(41234));
