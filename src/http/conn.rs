@@ -387,10 +387,18 @@ impl Conn {
         Ok(Some(chunk))
     }
 
-    /// Reads and drops the rest of `body` so the connection can carry the next request.
-    pub async fn discard(&mut self, body: &mut Body) -> Result<(), Error> {
-        while self.body_chunk(body, 64 << 10).await?.is_some() {}
-        Ok(())
+    /// Reads and drops the rest of `body` so the connection can carry the next request:
+    /// true once it ended, false when more than `max` bytes came first (the connection
+    /// must close).
+    pub async fn discard(&mut self, body: &mut Body, max: u64) -> Result<bool, Error> {
+        let mut dropped = 0u64;
+        while let Some(chunk) = self.body_chunk(body, 64 << 10).await? {
+            dropped += chunk.len() as u64;
+            if dropped > max {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Before closing a connection whose client may still be sending a body (an early
