@@ -797,3 +797,49 @@ fn the_retries_of_a_failed_writes_clean_up_leave_no_error_in_the_volumes_logs() 
         assert!(errors.is_empty(), "volume {}: {} error lines: {errors:#?}", v.addr(), errors.len());
     }
 }
+
+/// While a volume a failed write's clean-up needs is down, the clean-up waits for it and
+/// asks nothing of the others: it was retried once a second for the whole outage, a
+/// `HEAD` to every other replica of every such key each time (load in proportion to the
+/// failed keys, for nothing: the key cannot be ended before the volume is back).
+#[test]
+fn the_clean_up_of_a_failed_write_waits_for_its_volume_quietly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let fronts: Vec<String> = vols
+        .iter()
+        .map(|v| {
+            let asked = asked.clone();
+            proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), v.addr(), 64 << 10, move |sent| {
+                // a file's HEAD, not the prober's `HEAD /`
+                if sent.starts_with(b"HEAD /") && !sent.starts_with(b"HEAD / ") {
+                    asked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let master = Master::start_on(&fronts, &["-replicas", "3", "-subvolumes", "1", "-voltimeout", "500ms"]);
+    let addr = master.addr();
+    let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
+    assert_eq!(request(&addr, "PUT", "/quiet/over", &s3, b"old").status, 200);
+    vols[2].pause();
+    let r = request(&addr, "PUT", "/quiet/native", &[], b"never whole");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    let r = request(&addr, "PUT", "/quiet/over", &s3, b"new");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    wait_until("the volume to be found down", Duration::from_secs(5), || {
+        master.lines().iter().any(|l| l.contains("is down"))
+    });
+    thread::sleep(Duration::from_millis(200));
+    asked.store(0, Ordering::Relaxed);
+    thread::sleep(Duration::from_secs(3));
+    let during = asked.load(Ordering::Relaxed);
+    vols[2].resume();
+    assert_eq!(during, 0, "files asked for on the other volumes while one was down");
+    wait_until("the failed writes cleaned up once it is back", Duration::from_secs(20), || {
+        get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"# && get(&addr, "/?pending").text().contains("[]")
+    });
+    assert_eq!(get(&addr, "/quiet/native").status, 404);
+    assert_eq!(request(&addr, "GET", "/quiet/over", &s3, b"").body, b"old");
+}

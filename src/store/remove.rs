@@ -117,6 +117,7 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
     sweep(ctx, &ctx.shared.failed_puts, async |claim, key, found| match found {
         Some((state, rec)) if state.holds_unfinished(&rec) => {
+            ctx.topo().all_up(&rec.volumes)?;
             delete_claimed(ctx, claim, key, false).await.map(|()| true)
         }
         _ => Ok(false),
@@ -237,6 +238,7 @@ pub async fn unmark(ctx: &Ctx) -> (usize, Option<Error>) {
     sweep(ctx, &ctx.shared.stray_markers, async |_claim, key, found| {
         let acted = match found {
             Some((State::Live, rec)) => {
+                ctx.topo().all_up(&rec.volumes)?;
                 // the markers may be gone already (an offline verify -repair, a crash before
                 // any was written): asked first, and only a marker found counts
                 let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));

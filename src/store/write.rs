@@ -387,6 +387,7 @@ pub async fn settle_pending(ctx: &Ctx, claim: &KeyGuard<'_>, key: &[u8]) -> Resu
 /// it was being moved.
 async fn settle(ctx: &Ctx, key: &[u8], p: &Pending) -> Result<(), Error> {
     let topo = ctx.topo();
+    topo.all_up(&p.record.volumes)?;
     match p.phase {
         Phase::Writing => {
             // some or none written (a retry may have deleted them already): asked first

@@ -209,6 +209,17 @@ impl Topology {
         self.volume(crate::placement::server_of(replica)).is_none_or(|v| v.is_up())
     }
 
+    /// Fails, naming the volume, when one of `replicas` is down. A clean-up the server
+    /// retries in the background (a failed write's files, stray markers, ended uploads'
+    /// parts) waits so for the volume it needs, rather than ask every other one again each
+    /// round of an outage: nothing can be ended before it is back.
+    pub fn all_up(&self, replicas: &[String]) -> Result<(), Error> {
+        match replicas.iter().find(|r| !self.is_up(r)) {
+            Some(r) => Err(Error::Down(crate::placement::server_of(r).to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// The replicas placement wants for `key` now.
     pub fn place(&self, key: &[u8]) -> Vec<String> {
         crate::placement::key_volumes(key, &self.volumes, self.replicas, self.subvolumes)

@@ -228,8 +228,11 @@ pub async fn sweep(ctx: &Ctx) -> Result<usize, store::Error> {
     let topo = ctx.topo();
     for (k, v) in scan_all(ctx, b"g/")? {
         let Some(p) = Part::decode(&v) else { continue };
-        // retried every second while a volume is down: the files deleted already are not
-        // asked for again with a DELETE (nginx logs each of a missing file as an error)
+        if topo.all_up(&p.replicas).is_err() {
+            continue;
+        }
+        // retried every second until every volume took it: the files deleted already are
+        // not asked for again with a DELETE (nginx logs each of a missing file as an error)
         if ctx.client.delete_present(&topo, &targets(&p.replicas, &p.path())).await.is_ok() {
             ctx.shared.index.mp_delete(&[k])?;
             cleared += 1;
