@@ -688,6 +688,13 @@ fn an_early_answer_to_a_small_chunked_body_keeps_the_connection() {
         let second = answer.matches("HTTP/1.1 ").count() == 2 && answer.contains("HTTP/1.1 302");
         assert_eq!(second, kept, "kept {kept}: {answer}");
     }
+    // a body still coming does not hold the answer back
+    let mut s = std::net::TcpStream::connect(c.addr()).unwrap();
+    s.write_all(b"PUT /early/live HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("the early answer while the body is still coming");
+    assert_eq!(&head, b"HTTP/1.1 403");
 }
 
 /// A connection reading on after an early answer ([`an_early_answer_reaches_a_client_that_sends_its_whole_body_first`])

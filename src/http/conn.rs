@@ -387,18 +387,30 @@ impl Conn {
         Ok(Some(chunk))
     }
 
-    /// Reads and drops the rest of `body` so the connection can carry the next request:
-    /// true once it ended, false when more than `max` bytes came first (the connection
-    /// must close).
-    pub async fn discard(&mut self, body: &mut Body, max: u64) -> Result<bool, Error> {
-        let mut dropped = 0u64;
-        while let Some(chunk) = self.body_chunk(body, 64 << 10).await? {
-            dropped += chunk.len() as u64;
-            if dropped > max {
+    /// Reads and drops the rest of `body` so the connection can carry the next request.
+    pub async fn discard(&mut self, body: &mut Body) -> Result<(), Error> {
+        while self.body_chunk(body, 64 << 10).await?.is_some() {}
+        Ok(())
+    }
+
+    /// Drops the rest of a chunked `body` when all of it, up to `max` bytes of data, has
+    /// been read in already: true if it ended so. Nothing is waited for (its length is not
+    /// known until it ends: a client sending slowly would hold its early answer back).
+    pub fn discard_buffered(&mut self, body: &mut Body, max: usize) -> Result<bool, Error> {
+        if body.framing != Framing::Chunked {
+            return Ok(false);
+        }
+        let mut out = Vec::new();
+        loop {
+            let n = body.chunked.decode(&self.rbuf[self.rpos..], &mut out, max + 1)?;
+            self.rpos += n;
+            if body.chunked.is_done() {
+                return Ok(true);
+            }
+            if n == 0 || out.len() > max {
                 return Ok(false);
             }
         }
-        Ok(true)
     }
 
     /// Before closing a connection whose client may still be sending a body (an early

@@ -251,10 +251,12 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             // an early answer (403, 409, ...), or one that never wanted a body (a GET or a
             // listing streamed out, whose request carried one anyway): the body must be
             // consumed to find the next request, or its bytes would be read as one
-            // (a chunked body's length is known only as it is read: up to the same bound)
             keep = !body.awaits_continue()
-                && (head.framing == Framing::Chunked || body.remaining() <= DISCARD_MAX)
-                && conn.discard(&mut body, DISCARD_MAX).await.unwrap_or(false);
+                && match head.framing {
+                    // its length known only once it ended: kept when its end is in already
+                    Framing::Chunked => conn.discard_buffered(&mut body, DISCARD_MAX as usize).unwrap_or(false),
+                    _ => body.remaining() <= DISCARD_MAX && conn.discard(&mut body).await.is_ok(),
+                };
         }
         let status = match reply {
             Reply::Body(b) => {
