@@ -298,6 +298,36 @@ fn bin_deps_does_not_ask_for_systemd_outside_the_tests() {
     assert!(!err.contains("systemd"), "{err}");
 }
 
+/// The workers of an nginx whose master alone was killed serve on: a `bin/volume` started
+/// again on the folder refuses (the port is taken) before it touches anything, and the
+/// bodies those workers are receiving stay.
+#[test]
+fn bin_volume_leaves_the_orphaned_workers_of_a_killed_nginx_alone() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume");
+    let dir = TempDir::new("orphans");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut first =
+        Command::new(script).arg(dir.path()).env("PORT", port.to_string()).process_group(0).spawn().unwrap();
+    wait_until("the volume to listen", TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok());
+    let pid = first.id() as i32;
+    signal(pid, libc::SIGKILL);
+    let _ = first.wait();
+    let receiving = dir.path().join(".tmp/body/0000000001");
+    std::fs::write(&receiving, b"half a body").unwrap();
+    let out = Command::new(script).arg(dir.path()).env("PORT", port.to_string()).stderr(Stdio::piped()).output();
+    let up = std::net::TcpStream::connect(&addr).is_ok();
+    signal(-pid, libc::SIGKILL);
+    let out = out.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "the orphaned workers stopped serving");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    assert!(receiving.exists(), "a body the workers were receiving was deleted");
+}
+
 #[test]
 fn master_banner_is_parsed() {
     assert_eq!(parse_listening("mkv: listening on 127.0.0.1:41234 (2 threads, io_uring)"), Some(41234));
