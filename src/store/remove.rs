@@ -52,7 +52,8 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         markers.extend(targets(&p.old_markers, &marker));
         volumes.extend(p.record.volumes.iter().filter(|v| !rec.volumes.contains(v)).cloned());
     }
-    // what a failed write or delete left (a retry, every second while a volume is down):
+    // what a failed write or delete left (a client's retry, or the server's once the volumes
+    // are up):
     // some files are gone already, asked for first rather than DELETEd again (nginx logs a
     // DELETE of a missing file as an error); a key's own files are there
     let unfinished = state.holds_unfinished(&rec);

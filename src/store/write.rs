@@ -122,9 +122,7 @@ pub async fn put_claimed<S: Source>(
     }
     let topo = ctx.topo();
     let replicas = topo.place(key);
-    if let Some(down) = replicas.iter().find(|r| !topo.is_up(r)) {
-        return Err(Error::Volume(volume::Error::Down(placement::server_of(down).to_string())).into());
-    }
+    topo.all_up(&replicas).map_err(Error::Volume)?;
     let (first, done) = read_first(src).await.map_err(Failed::Source)?;
     if first.is_empty() && !opts.allow_empty {
         return Err(Error::EmptyBody.into());

@@ -86,8 +86,10 @@ struct Part {
     size: u64,
     md5: [u8; 16],
     /// Of the bytes as they came in: Complete checks each replica it reads against it (a
-    /// disk's rot must not become the object), at a twentieth of a second MD5's cost. None
-    /// for a part recorded before it was kept (version 1): checked against its MD5.
+    /// disk's rot must not become the object) for a twentieth of what hashing it again with
+    /// MD5 costs. None for a part recorded before it was kept (version 1): checked against
+    /// its MD5. (A master older than version 2 reads no part recorded so: no downgrade while
+    /// S3 uploads are in progress.)
     crc32: Option<u32>,
     mtime_ms: u64,
     file: String,
@@ -414,10 +416,7 @@ async fn write_part<S: Source<Error = S3Error>>(
 ) -> Result<Part, Failed<S3Error>> {
     let (gen, topo) = ctx.topo_gen();
     let replicas = topo.place(&u.key);
-    if let Some(down) = replicas.iter().find(|r| !topo.is_up(r)) {
-        let server = crate::placement::server_of(down).to_string();
-        return Err(Failed::Store(store::Error::Volume(volume::Error::Down(server))));
-    }
+    topo.all_up(&replicas).map_err(store::Error::Volume)?;
     let file = format!("{id}.{n}.{}", write::temp_id());
     let mut part = Part { size: 0, md5: [0; 16], crc32: None, mtime_ms: 0, file, replicas };
     let index = &ctx.shared.index;
