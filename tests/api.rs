@@ -830,11 +830,23 @@ fn the_clean_up_of_a_failed_write_waits_for_its_volume_quietly() {
     let addr = master.addr();
     let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
     assert_eq!(request(&addr, "PUT", "/quiet/over", &s3, b"old").status, 200);
+    assert_eq!(request(&addr, "PUT", "/quiet/linked", &[], b"live").status, 201);
+    // an S3 upload with a part, aborted below while the volume is down: its part files wait
+    let r = request(&addr, "POST", "/quiet/mp?uploads", &s3, b"");
+    let text = r.text();
+    let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).expect(&text).to_string();
+    let r = request(&addr, "PUT", &format!("/quiet/mp?partNumber=1&uploadId={id}"), &s3, b"a part");
+    assert_eq!(r.status, 200, "{r:?}");
     vols[2].pause();
     let r = request(&addr, "PUT", "/quiet/native", &[], b"never whole");
     assert!((500..600).contains(&r.status), "{r:?}");
     let r = request(&addr, "PUT", "/quiet/over", &s3, b"new");
     assert!((500..600).contains(&r.status), "{r:?}");
+    // markers left beside a live key
+    let r = request(&addr, "UNLINK", "/quiet/linked", &[], b"");
+    assert!((500..600).contains(&r.status), "{r:?}");
+    let r = request(&addr, "DELETE", &format!("/quiet/mp?uploadId={id}"), &s3, b"");
+    assert_eq!(r.status, 204, "{r:?}");
     wait_until("the volume to be found down", Duration::from_secs(5), || {
         master.lines().iter().any(|l| l.contains("is down"))
     });
@@ -849,4 +861,8 @@ fn the_clean_up_of_a_failed_write_waits_for_its_volume_quietly() {
     });
     assert_eq!(get(&addr, "/quiet/native").status, 404);
     assert_eq!(request(&addr, "GET", "/quiet/over", &s3, b"").body, b"old");
+    assert_eq!(request(&addr, "HEAD", "/quiet/linked", &[], b"").status, 302, "still live");
+    wait_until("the part files and the stray markers gone", Duration::from_secs(20), || {
+        vols.iter().all(|v| v.files().iter().all(|f| !f.contains("_parts/") && !f.contains("_unlinked/")))
+    });
 }
