@@ -29,6 +29,8 @@ pub struct Limits {
 /// near the longest a file name allows, percent-encoded.
 const MIN_HEAD: usize = 1024;
 const MIN_URI: usize = 1024;
+/// The shortest timeout taken: the timers count whole milliseconds.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -153,23 +155,21 @@ impl Config {
             return Err(format!("-volume-rcvbuf must be 0 (the kernel's) or at least {MIN_VOLUME_RCVBUF} bytes"));
         }
         // 0 is not "no limit": a request's head had to come in one read, an answer that
-        // filled the socket's buffer was cut; a timeout too short is the operator's to pick
+        // filled the socket's buffer was cut; and the timers count whole milliseconds, so
+        // less than one was 0 (`1ns`, `500us`); beyond that, a timeout too short is the
+        // operator's to pick
         let l = &self.limits;
         for (flag, t) in [
             ("-header-timeout", l.header_timeout),
             ("-idle-timeout", l.idle_timeout),
             ("-body-timeout", l.body_timeout),
             ("-send-timeout", l.send_timeout),
+            ("-voltimeout", self.voltimeout),
+            ("-s3-keepalive", self.s3_keepalive),
         ] {
-            if t.is_zero() {
-                return Err(format!("{flag} must be more than 0"));
+            if t < MIN_TIMEOUT {
+                return Err(format!("{flag} must be at least 1ms"));
             }
-        }
-        if self.voltimeout.is_zero() {
-            return Err("-voltimeout must be more than 0".into());
-        }
-        if self.s3_keepalive.is_zero() {
-            return Err("-s3-keepalive must be more than 0".into());
         }
         if let Some(d) = self.sign_redirects {
             if self.volume_secret.is_none() {
@@ -316,15 +316,27 @@ mod tests {
         assert!(c.validate().is_ok());
         // 0 was taken and meant "at once": a head in two packets got 408, an answer that
         // filled the socket's buffer was cut, a keep-alive connection closed on arrival
-        for (flag, zero) in [
-            ("-header-timeout", Limits { header_timeout: Duration::ZERO, ..Limits::default() }),
-            ("-idle-timeout", Limits { idle_timeout: Duration::ZERO, ..Limits::default() }),
-            ("-body-timeout", Limits { body_timeout: Duration::ZERO, ..Limits::default() }),
-            ("-send-timeout", Limits { send_timeout: Duration::ZERO, ..Limits::default() }),
-        ] {
-            c.limits = zero;
-            assert_eq!(c.validate(), Err(format!("{flag} must be more than 0")));
+        // (and less than a millisecond is 0 to the timers)
+        for short in [Duration::ZERO, Duration::from_nanos(1), Duration::from_micros(999)] {
+            for (flag, limits) in [
+                ("-header-timeout", Limits { header_timeout: short, ..Limits::default() }),
+                ("-idle-timeout", Limits { idle_timeout: short, ..Limits::default() }),
+                ("-body-timeout", Limits { body_timeout: short, ..Limits::default() }),
+                ("-send-timeout", Limits { send_timeout: short, ..Limits::default() }),
+            ] {
+                c.limits = limits;
+                assert_eq!(c.validate(), Err(format!("{flag} must be at least 1ms")));
+            }
+            c.limits = Limits::default();
+            c.voltimeout = short;
+            assert_eq!(c.validate(), Err("-voltimeout must be at least 1ms".to_string()));
+            c.voltimeout = Duration::from_secs(1);
+            c.s3_keepalive = short;
+            assert_eq!(c.validate(), Err("-s3-keepalive must be at least 1ms".to_string()));
+            c.s3_keepalive = Duration::from_secs(10);
         }
+        c.voltimeout = Duration::from_millis(1);
+        assert!(c.validate().is_ok());
     }
 
     /// A refusal is one line: nginx's HTML page (a volume's address given for the master's)
