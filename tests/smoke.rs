@@ -217,27 +217,25 @@ fn bin_volume_refuses_bad_setups_in_one_line() {
     assert_eq!(err, format!("volume: port {port} is already in use"));
 }
 
+/// `bin/volume` serving `dir` on `port`, in a process group of its own (a test kills nginx
+/// with its workers by it), its stderr kept for the test to read.
+fn bin_volume(dir: &std::path::Path, port: u16) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume"));
+    cmd.arg(dir).env("PORT", port.to_string()).stderr(std::process::Stdio::piped()).process_group(0);
+    cmd
+}
+
 /// A volume whose nginx was killed with `kill -9` starts again at once: nginx leaves its pid
 /// file, and the dead process stays a zombie until its parent reaps it (a harness that has
 /// not waited yet, a slow init), which `bin/volume` took for a server still running on the
 /// folder ("already runs", exit 1).
 #[test]
 fn bin_volume_starts_again_after_its_nginx_was_killed_9() {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume");
     let dir = TempDir::new("kill9");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let start = || {
-        Command::new(script)
-            .arg(dir.path())
-            .env("PORT", port.to_string())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
+    let start = || bin_volume(dir.path(), port).spawn().unwrap();
     let mut first = start();
     wait_until("the volume to listen", TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok());
     let pid = first.id() as i32;
@@ -303,21 +301,17 @@ fn bin_deps_does_not_ask_for_systemd_outside_the_tests() {
 /// bodies those workers are receiving stay.
 #[test]
 fn bin_volume_leaves_the_orphaned_workers_of_a_killed_nginx_alone() {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bin/volume");
     let dir = TempDir::new("orphans");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut first =
-        Command::new(script).arg(dir.path()).env("PORT", port.to_string()).process_group(0).spawn().unwrap();
+    let mut first = bin_volume(dir.path(), port).spawn().unwrap();
     wait_until("the volume to listen", TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok());
     let pid = first.id() as i32;
     signal(pid, libc::SIGKILL);
     let _ = first.wait();
     let receiving = dir.path().join(".tmp/body/0000000001");
     std::fs::write(&receiving, b"half a body").unwrap();
-    let out = Command::new(script).arg(dir.path()).env("PORT", port.to_string()).stderr(Stdio::piped()).output();
+    let out = bin_volume(dir.path(), port).output();
     let up = std::net::TcpStream::connect(&addr).is_ok();
     signal(-pid, libc::SIGKILL);
     let out = out.unwrap();

@@ -53,9 +53,8 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
         volumes.extend(p.record.volumes.iter().filter(|v| !rec.volumes.contains(v)).cloned());
     }
     // what a failed write or delete left (a client's retry, or the server's once the volumes
-    // are up):
-    // some files are gone already, asked for first rather than DELETEd again (nginx logs a
-    // DELETE of a missing file as an error); a key's own files are there
+    // are up): some files are gone already, asked for first rather than DELETEd again (nginx
+    // logs a DELETE of a missing file as an error); a key's own files are there
     let unfinished = state.holds_unfinished(&rec);
     let holder = Record::placeholder(volumes);
     match &pending {

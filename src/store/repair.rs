@@ -138,7 +138,7 @@ async fn known(
 /// it (content type, S3's ETag of a multipart upload) was the old value's, and goes; the
 /// time is now's, so a reader's `If-Modified-Since` sees the change.
 async fn adopt(ctx: &Ctx, topo: &Topology, key: &[u8], state: State, rec: &Record) -> Result<Repaired, Error> {
-    let all_up = rec.volumes.iter().all(|r| topo.is_up(r));
+    let all_up = topo.all_up(&rec.volumes).is_ok();
     // a PUT or DELETE that failed half way names no value: its files are to go, not to adopt
     let unfinished = state.holds_unfinished(rec);
     if rec.volumes.len() < ADOPT_AT_LEAST || !all_up || unfinished || ctx.shared.index.pending(key)?.is_some() {
