@@ -898,11 +898,16 @@ fn set_opt(s: &TcpStream, level: libc::c_int, opt: libc::c_int, value: usize) ->
     }
 }
 
-/// Notes a failure: a volume that cannot be reached or stays silent is down from now on.
+/// Notes a failure: a volume that cannot be reached (refused, reset) is down from now on.
+/// One that stays silent is left to the prober, whose several connections tell a hung
+/// volume from a busy worker: under heavy writes one request waiting past the timeout on a
+/// worker blocked by its disk marked the volume down, every write to it failed until the
+/// next probe, and the writes already waiting on it gave up too (see `read_head`'s
+/// patience) and were fenced, so that it took no write for seconds more.
 fn failed(vol: Option<&Arc<Volume>>, e: Error) -> Error {
     if let Some(v) = vol {
         v.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Error::Timeout(_) | Error::Io(..) = &e {
+        if let Error::Io(..) = &e {
             v.mark_down(&e);
         }
     }
