@@ -18,6 +18,17 @@
 //! - [`benchindex`]: bench/'s synthetic index of millions of keys (hidden `bench-index`).
 //! - [`s3`]: S3 on the API port: objects, buckets, listings, multipart; SigV4/SigV2, aws-chunked, XML.
 
+/// Every module's `eprintln!` (this one shadows std's in the whole crate): std's panics
+/// when stderr is a pipe whose reader went away (`mkv server 2>&1 | head`, a logger that
+/// died, journald restarted), and the master exited with 101 at the next line it logged.
+/// A log line that cannot be written is dropped; serving matters more than the log.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod admin;
 mod benchindex;
 mod config;
@@ -435,7 +446,10 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             match help_topic(&args).and_then(scoped_help).filter(|_| e.kind() == clap::error::ErrorKind::DisplayHelp) {
-                Some(text) => print!("{text}"),
+                Some(text) => {
+                    use std::io::Write as _;
+                    let _ = write!(std::io::stdout().lock(), "{text}");
+                }
                 None => {
                     let _ = e.print();
                 }

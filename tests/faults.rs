@@ -852,3 +852,44 @@ fn start_two_worker_volume(upstream: String) -> (String, Arc<AtomicBool>) {
     });
     (front, blocked)
 }
+
+/// The master's log goes to stderr, often a pipe (`| head`, a logger, journald). When the
+/// reader went away, the next line written (a request logged under `-v`, a volume going
+/// down) panicked on the broken pipe and the master exited with 101. It serves on, and
+/// stops as it should on SIGTERM.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_master() {
+    use std::io::BufRead;
+    let vol = Volume::new();
+    let db = TempDir::new("db");
+    let args = server_args(db.path(), &[vol.addr()], &["-replicas", "1", "-subvolumes", "1", "-v"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    /// Killed if the test fails half way.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut master = Reaped(spawn_mkv(&args, std::process::Stdio::piped()));
+    let child = &mut master.0;
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let port = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the master exited before listening");
+        if let Some(port) = parse_listening(&line) {
+            break port;
+        }
+    };
+    drop(log); // the reader is gone: every line from now on meets a broken pipe
+    let addr = format!("127.0.0.1:{port}");
+    for i in 0..5 {
+        let key = format!("/logless/{i}");
+        assert_eq!(request(&addr, "PUT", &key, &[], b"v").status, 201, "PUT {key}");
+        assert_eq!(get(&addr, &key).status, 302, "GET {key}");
+    }
+    signal(child.id() as i32, libc::SIGTERM);
+    assert!(wait_exit(child, TIMEOUT), "the master did not stop on SIGTERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -159,7 +159,7 @@ pub fn signal(pid: i32, sig: i32) {
 }
 
 /// Waits up to `timeout` for `child` to exit; true if it did.
-fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
