@@ -758,6 +758,9 @@ async fn write_leg(
 /// Reads a volume's answer to a request whose body was sent whole, and skips its body.
 async fn read_answer(l: &mut Leased, t: Duration) -> Result<Answer, Error> {
     let (head, buf) = read_head(&mut l.stream, &l.server, t, l.vol.as_deref()).await?;
+    if let Some(v) = &l.vol {
+        v.answered();
+    }
     skip_body(&mut l.stream, &l.server, head, buf, t).await
 }
 
@@ -1078,7 +1081,11 @@ async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Resul
             write_to(l, body.slice(n - head.len()..), t).await?;
         }
     }
-    read_head(&mut l.stream, &l.server, t, patience.as_deref()).await
+    let answer = read_head(&mut l.stream, &l.server, t, patience.as_deref()).await;
+    if let (Ok(_), Some(v)) = (&answer, &l.vol) {
+        v.answered();
+    }
+    answer
 }
 
 fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, ok: &[u16]) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! Volume health: one prober thread asks every known volume `HEAD /` each interval, all at
 //! once on its own small runtime. A volume that refuses, resets or stays silent past the
-//! timeout is down until it answers; the API threads never wait on a probe.
+//! timeout (answering no request meanwhile) is down until it answers; the API threads
+//! never wait on a probe.
 
 use std::{
     io::{Read, Write},
@@ -168,6 +169,7 @@ async fn probe_one(v: &Volume, timeout: Duration) {
         },
     };
     let mut last = "no address".to_string();
+    let began = Instant::now();
     for addr in candidates {
         // on connections of their own, so that they reach different workers
         let asks = (0..PROBES_AT_ONCE).map(|_| {
@@ -180,6 +182,9 @@ async fn probe_one(v: &Volume, timeout: Duration) {
         });
         match select_ok(asks).await {
             Ok(_) => return v.mark_up(addr),
+            // every probe waited on a busy worker while another answered requests: the
+            // volume lives (a hung one answers nothing), as it was
+            Err(e) if e == HUNG && v.is_up() && v.answered_since(began) => return,
             Err(e) => last = e,
         }
     }

@@ -14,7 +14,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 pub use client::{Client, Download};
@@ -89,6 +89,16 @@ pub struct Volume {
     /// Requests that went out whole but were not answered in time, whose connections are
     /// kept until they are (see [`Late`]).
     late: AtomicUsize,
+    /// When it last answered a request (an answer's head came), in ms since [`EPOCH`], plus
+    /// one: 0 is never.
+    answered_ms: AtomicU64,
+}
+
+/// What [`Volume::answered`] times count from.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_millis() as u64
 }
 
 /// A request that changes files that a volume may still carry out: it went out, its answer
@@ -118,6 +128,7 @@ impl Volume {
             addr: Mutex::new(None),
             errors: AtomicU64::new(0),
             late: AtomicUsize::new(0),
+            answered_ms: AtomicU64::new(0),
         })
     }
 
@@ -138,6 +149,16 @@ impl Volume {
             eprintln!("mkv: volume {} takes no write until it answers a request that timed out", self.name);
         }
         Late(self.clone())
+    }
+
+    /// Notes that an answer to a request came from it just now.
+    pub fn answered(&self) {
+        self.answered_ms.fetch_max(since_epoch(Instant::now()) + 1, Ordering::Relaxed);
+    }
+
+    /// Whether an answer to some request came from it at `t` or later.
+    fn answered_since(&self, t: Instant) -> bool {
+        self.answered_ms.load(Ordering::Relaxed) > since_epoch(t)
     }
 
     pub fn mark_down(&self, why: &dyn fmt::Display) {
