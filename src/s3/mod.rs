@@ -15,7 +15,7 @@
 //! - [`checksum`]: running CRC32/CRC32C/CRC64NVME/SHA-1/SHA-256/MD5, compared with what was sent.
 //! - [`xml`]: every answer body and the two request bodies (CompleteMultipartUpload, Delete).
 //! - [`error`]: [`error::S3Error`], mapped to (status, code) in one place.
-//! - [`dates`]: the date formats S3 speaks.
+//! - [`crate::dates`]: the date formats S3 speaks.
 
 pub mod body;
 pub mod bucket;

@@ -6,7 +6,7 @@
 //! between changed it (see [`super::write`]), and the read starts over. A move after the
 //! answer cannot change what nginx already opened. A replica that fails before its first
 //! byte is passed over for the next; one that fails mid-stream is taken over by the next
-//! from the byte it stopped at ([`resume`]), while the record is the same.
+//! from the byte it stopped at ([`Resume`], [`Reader::resuming`]), while the record is the same.
 
 use bytes::Bytes;
 

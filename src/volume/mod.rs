@@ -59,7 +59,7 @@ const FOLDER: &str = "a folder stands where a file of this key goes: remove it b
 impl std::error::Error for Error {}
 
 impl Error {
-    /// What went wrong, without "volume <name>": for a request to the master (the batch
+    /// What went wrong, without `volume <name>`: for a request to the master (the batch
     /// tools' `-online`), which the same client sends.
     pub fn cause(&self) -> String {
         match self {
