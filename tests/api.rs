@@ -744,7 +744,7 @@ fn a_client_hanging_up_mid_body_leaves_no_error_in_the_volumes_logs() {
     let text = r.text();
     let id = text.split("<UploadId>").nth(1).and_then(|t| t.split("</UploadId>").next()).expect("an upload id");
     let part = format!("/hang/part?partNumber=1&uploadId={id}");
-    // past the first MiB, which the master reads whole before it sends anything on
+    // well into the body, past any first piece the master reads before it sends anything on
     for (path, extra) in [("/hang/native", ""), ("/hang/over", S3), (part.as_str(), S3)] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         let head = format!("PUT {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: 3000000\r\n\r\n");
