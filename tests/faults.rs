@@ -771,9 +771,7 @@ fn a_volume_slow_to_delete_or_move_a_file_is_not_a_hung_one() {
 /// connections to two "workers" in turn and holds one of them for 2.6 s.
 #[test]
 fn a_volume_with_one_worker_blocked_is_not_marked_down() {
-    let vol = Volume::new();
-    let (front, blocked) = start_two_worker_volume(vol.addr());
-    let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let (_vol, master, blocked) = master_on_two_workers();
     let addr = master.addr();
     assert_eq!(request(&addr, "PUT", "/blocked/before", &[], b"v").status, 201);
     blocked.store(true, Ordering::Relaxed);
@@ -792,9 +790,7 @@ fn a_volume_with_one_worker_blocked_is_not_marked_down() {
 /// it, and an upload failed after four retries with `503`.
 #[test]
 fn a_read_timing_out_on_a_blocked_worker_leaves_the_volume_up() {
-    let vol = Volume::new();
-    let (front, blocked) = start_two_worker_volume(vol.addr());
-    let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let (_vol, master, blocked) = master_on_two_workers();
     let addr = master.addr();
     let s3 = [("x-amz-content-sha256", "UNSIGNED-PAYLOAD")];
     assert_eq!(request(&addr, "PUT", "/blocked/obj", &s3, b"value").status, 200);
@@ -802,7 +798,7 @@ fn a_read_timing_out_on_a_blocked_worker_leaves_the_volume_up() {
     let began = Instant::now();
     // GetObject streams from the volume on connections of its own: new ones alternate between
     // the workers, so some of these land on the blocked one and wait past -voltimeout
-    let reads: Vec<_> = (0..4)
+    let reads: Vec<_> = (0..8)
         .map(|_| {
             let addr = addr.clone();
             thread::spawn(move || request(&addr, "GET", "/blocked/obj", &s3, b"").status)
@@ -811,12 +807,26 @@ fn a_read_timing_out_on_a_blocked_worker_leaves_the_volume_up() {
     let statuses: Vec<u16> = reads.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(statuses.iter().any(|s| *s >= 500), "no read waited on the blocked worker: {statuses:?}");
     assert!(began.elapsed() < Duration::from_millis(2500), "the reads waited for the worker itself");
-    // still blocked: a write goes through (on the free worker, or waiting for the blocked one)
+    // the worker is let go 2.6 s in; a write meanwhile goes through on the free worker, or
+    // waits for the blocked one (the volume being up)
+    let unblock = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(2600).saturating_sub(began.elapsed()));
+        blocked.store(false, Ordering::Relaxed);
+    });
     let r = request(&addr, "PUT", "/blocked/after", &[], b"v");
-    blocked.store(false, Ordering::Relaxed);
+    unblock.join().unwrap();
     assert_eq!(r.status, 201, "{r:?}");
     let log = master.lines().join("\n");
     assert!(!log.contains("is down"), "a volume with a worker answering was marked down:\n{log}");
+}
+
+/// A master (one replica, `-voltimeout 1s`) over one volume behind
+/// [`start_two_worker_volume`], and that proxy's flag blocking worker 0.
+fn master_on_two_workers() -> (Volume, Master, Arc<AtomicBool>) {
+    let vol = Volume::new();
+    let (front, blocked) = start_two_worker_volume(vol.addr());
+    let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    (vol, master, blocked)
 }
 
 /// A proxy to `upstream` standing in for a volume whose two workers take its new
