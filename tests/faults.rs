@@ -829,6 +829,22 @@ fn master_on_two_workers() -> (Volume, Master, Arc<AtomicBool>) {
     (vol, master, blocked)
 }
 
+/// The start-up probe (the master's, `rebuild`'s, `verify`'s) asks as the prober does, on
+/// several connections at once: its one probe landed on the blocked worker, so a master
+/// started then warned that the volume was unreachable (and `rebuild` or `verify` refused
+/// to run) while the other worker served.
+#[test]
+fn a_volume_with_one_worker_blocked_at_start_up_is_reachable() {
+    let vol = Volume::new();
+    let (front, blocked) = start_two_worker_volume(vol.addr());
+    blocked.store(true, Ordering::Relaxed);
+    let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);
+    let log = master.lines().join("\n");
+    blocked.store(false, Ordering::Relaxed);
+    assert!(!log.contains("unreachable"), "a volume with a worker answering was found unreachable:\n{log}");
+    assert!(log.contains("listening on"), "{log}");
+}
+
 /// A proxy to `upstream` standing in for a volume whose two workers take its new
 /// connections in turn; while the flag is set, nothing passes on worker 0's connections.
 fn start_two_worker_volume(upstream: String) -> (String, Arc<AtomicBool>) {

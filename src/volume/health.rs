@@ -51,13 +51,26 @@ fn resolve(name: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-/// Probes `name` once, blocking: the address that answered, or why none did.
+/// Probes `name` once, blocking, with [`PROBES_AT_ONCE`] probes per address as the prober
+/// sends them (one landing on a blocked worker made a start-up warn, and a `rebuild` or
+/// `verify` refuse, over a volume that served): the address that answered, or why none did.
 pub fn probe(name: &str, timeout: Duration) -> Result<SocketAddr, String> {
     let mut last = "no address".to_string();
     for addr in resolve(name)? {
-        match ask(addr, name, timeout) {
-            Ok(()) => return Ok(addr),
-            Err(e) => last = e,
+        // threads of their own, left to end by their timeouts once one answered
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..PROBES_AT_ONCE {
+            let (tx, name) = (tx.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let _ = tx.send(ask(addr, &name, timeout));
+            });
+        }
+        drop(tx);
+        for answer in rx {
+            match answer {
+                Ok(()) => return Ok(addr),
+                Err(e) => last = e,
+            }
         }
     }
     Err(last)
