@@ -926,39 +926,15 @@ fn a_closed_log_pipe_does_not_stop_the_master() {
 /// a proxy holds every probe (`HEAD /`) while it lets the requests through.
 #[test]
 fn a_volume_answering_requests_while_its_probes_wait_stays_up() {
-    use std::io::{Read, Write};
     let vol = Volume::new();
-    let upstream = vol.addr();
     let hold = Arc::new(AtomicBool::new(false));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let front = listener.local_addr().unwrap().to_string();
     let held = hold.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut down) = conn else { continue };
-            let Ok(mut up) = std::net::TcpStream::connect(&upstream) else { continue };
-            let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-            let held = held.clone();
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                let mut first = true;
-                while let Ok(n) = down.read(&mut buf) {
-                    if first && buf[..n].starts_with(b"HEAD / ") {
-                        while held.load(Ordering::Relaxed) {
-                            thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                    first = false;
-                    if n == 0 || up.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = up.shutdown(std::net::Shutdown::Write);
-            });
-            thread::spawn(move || {
-                let _ = std::io::copy(&mut up2, &mut down2);
-                let _ = down2.shutdown(std::net::Shutdown::Write);
-            });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front = proxy(listener, vol.addr(), 64 << 10, move |bytes| {
+        if bytes.starts_with(b"HEAD / ") {
+            while held.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+            }
         }
     });
     let master = Master::start_on(&[front], &["-replicas", "1", "-subvolumes", "1", "-voltimeout", "1s"]);

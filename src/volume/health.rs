@@ -182,7 +182,7 @@ async fn probe_one(v: &Volume, timeout: Duration) {
         },
     };
     let mut last = "no address".to_string();
-    let began = Instant::now();
+    let answers = v.answers();
     for addr in candidates {
         // on connections of their own, so that they reach different workers
         let asks = (0..PROBES_AT_ONCE).map(|_| {
@@ -197,7 +197,7 @@ async fn probe_one(v: &Volume, timeout: Duration) {
             Ok(_) => return v.mark_up(addr),
             // every probe waited on a busy worker while another answered requests: the
             // volume lives (a hung one answers nothing), as it was
-            Err(e) if e == HUNG && v.is_up() && v.answered_since(began) => return,
+            Err(e) if e == HUNG && v.is_up() && v.answers() != answers => return,
             Err(e) => last = e,
         }
     }

@@ -14,7 +14,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub use client::{Client, Download};
@@ -89,16 +89,9 @@ pub struct Volume {
     /// Requests that went out whole but were not answered in time, whose connections are
     /// kept until they are (see [`Late`]).
     late: AtomicUsize,
-    /// When it last answered a request (an answer's head came), in ms since [`EPOCH`], plus
-    /// one: 0 is never.
-    answered_ms: AtomicU64,
-}
-
-/// What [`Volume::answered`] times count from.
-static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-fn since_epoch(t: Instant) -> u64 {
-    t.saturating_duration_since(*EPOCH.get_or_init(Instant::now)).as_millis() as u64
+    /// Answers to requests it gave (an answer's head came): the prober asks whether it grew
+    /// while the probes waited.
+    answers: AtomicU64,
 }
 
 /// A request that changes files that a volume may still carry out: it went out, its answer
@@ -128,7 +121,7 @@ impl Volume {
             addr: Mutex::new(None),
             errors: AtomicU64::new(0),
             late: AtomicUsize::new(0),
-            answered_ms: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
         })
     }
 
@@ -151,14 +144,14 @@ impl Volume {
         Late(self.clone())
     }
 
-    /// Notes that an answer to a request came from it just now.
+    /// Notes that an answer to a request came from it.
     pub fn answered(&self) {
-        self.answered_ms.fetch_max(since_epoch(Instant::now()) + 1, Ordering::Relaxed);
+        self.answers.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether an answer to some request came from it at `t` or later.
-    fn answered_since(&self, t: Instant) -> bool {
-        self.answered_ms.load(Ordering::Relaxed) > since_epoch(t)
+    /// How many answers to requests came from it so far.
+    fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
     }
 
     pub fn mark_down(&self, why: &dyn fmt::Display) {

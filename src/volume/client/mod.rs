@@ -325,11 +325,19 @@ impl Client {
 
 /// Reads a volume's answer to a request whose body was sent whole, and skips its body.
 async fn read_answer(l: &mut Leased, t: Duration) -> Result<Answer, Error> {
-    let (head, buf) = read_head(&mut l.stream, &l.server, t, l.vol.as_deref()).await?;
-    if let Some(v) = &l.vol {
+    let (head, buf) = answer_head(l, t, true).await?;
+    skip_body(&mut l.stream, &l.server, head, buf, t).await
+}
+
+/// Reads the head of the answer on `l` (`patient`: past `t` while its volume is up, see
+/// [`read_head`]), and notes that the volume answered, which the prober weighs.
+async fn answer_head(l: &mut Leased, t: Duration, patient: bool) -> Result<(Head, Vec<u8>), Error> {
+    let vol = l.vol.as_deref();
+    let answer = read_head(&mut l.stream, &l.server, t, vol.filter(|_| patient)).await;
+    if let (Ok(_), Some(v)) = (&answer, vol) {
         v.answered();
     }
-    skip_body(&mut l.stream, &l.server, head, buf, t).await
+    answer
 }
 
 /// Writes all of `data`, allowing `t` for the volume to take some bytes rather than for the
@@ -481,7 +489,7 @@ async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Resul
     // a DELETE's or MOVE's on its disk unlinking a file (a 1 GiB one on ext4: ~0.5 s, more
     // with several at once)
     let slow_on_disk = msg.head.starts_with(b"DELETE ") || msg.head.starts_with(b"MOVE ");
-    let patience = if msg.body.is_empty() && !slow_on_disk { None } else { l.vol.clone() };
+    let patient = !msg.body.is_empty() || slow_on_disk;
     let whole = msg.head.len() + msg.body.len();
     // one writev, which takes it all unless the socket's buffer is full
     let fd = l.stream.as_raw_fd();
@@ -497,11 +505,7 @@ async fn send_and_read_head(l: &mut Leased, msg: HeadBody, t: Duration) -> Resul
             write_to(l, body.slice(n - head.len()..), t).await?;
         }
     }
-    let answer = read_head(&mut l.stream, &l.server, t, patience.as_deref()).await;
-    if let (Ok(_), Some(v)) = (&answer, &l.vol) {
-        v.answered();
-    }
-    answer
+    answer_head(l, t, patient).await
 }
 
 fn first_error(targets: &[(String, String)], results: Vec<Result<u16, Error>>, ok: &[u16]) -> Result<(), Error> {
