@@ -998,6 +998,49 @@ fn a_complete_whose_parts_are_gone_from_every_volume_is_invalid_part() {
     assert_eq!(s3_get(&addr, "/lost/mp").status, 404);
 }
 
+/// DeleteObject with a volume down that holds a replica answered `503`, which `aws s3 rm`,
+/// rclone and boto3 retry and then give up on, though S3 always takes a delete. The object
+/// is gone at once (GET 404, not listed, DeleteObjects too) and its files on the volume that
+/// was down are deleted by the master once it is back, as a failed PUT's are.
+#[test]
+fn delete_object_with_a_volume_down_is_taken_and_finished_when_it_is_back() {
+    let mut c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    for k in ["one", "two", "kept"] {
+        assert_eq!(s3_put(&addr, &format!("/gone/{k}"), k.as_bytes()).status, 200);
+    }
+    c.volumes[0].stop();
+    let r = request(&addr, "DELETE", "/gone/one", &[UNSIGNED], b"");
+    assert_eq!(r.status, 204, "{r:?}");
+    let doc = "<Delete><Object><Key>two</Key></Object></Delete>";
+    let r =
+        request(&addr, "POST", "/gone?delete", &[UNSIGNED, ("content-md5", &md5_b64(doc.as_bytes()))], doc.as_bytes());
+    assert!(r.status == 200 && r.text().contains("<Deleted><Key>two</Key>"), "{r:?}");
+    for k in ["one", "two"] {
+        assert_eq!(s3_get(&addr, &format!("/gone/{k}")).status, 404, "{k}");
+        assert_eq!(get(&addr, &format!("/gone/{k}")).status, 404, "{k}");
+    }
+    let listed = s3_get(&addr, "/gone?list-type=2").text();
+    assert!(
+        listed.contains("<Key>kept</Key>") && !listed.contains("<Key>one</Key>") && !listed.contains("<Key>two</Key>"),
+        "{listed}"
+    );
+    assert_eq!(s3_get(&addr, "/gone/kept").body, b"kept");
+    c.volumes[0].start();
+    // the two keys' files (and any marker) on every volume go; the kept one's stay
+    let kept = common::layout::key_path("/gone/kept");
+    let named = |f: &String| !f.ends_with(kept.rsplit('/').next().unwrap());
+    wait_until("the deleted objects' files are gone", Duration::from_secs(15), || {
+        c.volumes.iter().all(|v| !v.files().iter().any(named))
+            && get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"#
+    });
+    assert!(
+        c.volumes.iter().all(|v| v.files().len() == 1),
+        "{:?}",
+        c.volumes.iter().map(|v| v.files()).collect::<Vec<_>>()
+    );
+}
+
 /// With `-md5sum=false` a value's MD5 is neither computed nor stored (the master's CPU is
 /// what it saves). A Complete hashed the whole object all the same, a second MD5 pass over
 /// every byte for nothing: its record kept one. Its ETag (from the parts') is unchanged.

@@ -67,10 +67,23 @@ pub async fn claim_waiting<'a>(ctx: &'a Ctx, key: &[u8], wait: Duration) -> Resu
 /// writes are ([`claim_for_write`]; S3 has no `409` for a plain delete: the client would
 /// see a `503 SlowDown`). Deleting what is not there succeeds, unless `missing_ok` is false
 /// and an `If-Match` asked for the object (`404 NoSuchKey`, as DeleteObject answers).
+///
+/// S3 takes every delete: one that could not reach a volume holding a replica has left
+/// the key a placeholder under `unlinked` (no GET or listing finds it), whose files the
+/// master deletes once the volume is back ([`remove::finish_later`]); a `503` would be
+/// retried by the client and then given up on, the object gone all the same.
 pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions, missing_ok: bool) -> Result<(), Failure> {
     let held = claim_for_write(ctx, key, write_if, missing_ok).await?;
     match remove::delete_claimed(ctx, held, key, ctx.shared.cfg.protect).await {
         Ok(()) | Err(store::Error::NotFound) => Ok(()),
+        Err(store::Error::Volume(e)) if e.unreachable() => {
+            eprintln!(
+                "mkv: S3 delete of {}: {e}; the object is gone, its files there are deleted once the volume is back",
+                key.escape_ascii()
+            );
+            remove::finish_later(ctx, key);
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -70,9 +70,10 @@ pub struct Shared {
     pub scrub: Mutex<Option<crate::admin::ScrubState>>,
     /// Old replicas of keys an online rebalance moved, still to delete.
     pub moves: relocate::Moves,
-    /// Keys whose failed PUT could not remove its files (its placeholder is listed under
-    /// `?unlinked`): the server deletes them once the volumes let it ([`remove::finish`]).
-    pub failed_puts: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// Keys whose failed PUT could not remove its files, and S3 deletes taken with a volume
+    /// out of reach (the placeholder is listed under `?unlinked`): the server deletes their
+    /// files once the volumes let it ([`remove::finish`]).
+    pub unfinished: Mutex<std::collections::HashSet<Vec<u8>>>,
     /// Live keys whose failed UNLINK may have left a marker it could not delete (at start,
     /// every key the index names so): the server deletes them once the volumes let it
     /// ([`remove::unmark`]), and a DELETE of the key takes them with it.
@@ -139,7 +140,7 @@ impl Shared {
             started_ms: crate::record::now_ms(),
             last_rebalance: Mutex::new(None),
             moves: relocate::Moves::default(),
-            failed_puts: Mutex::default(),
+            unfinished: Mutex::default(),
             stray_markers: Mutex::new(stray_markers),
             scrub: Mutex::new(None),
         })

@@ -106,16 +106,25 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
     let _ = ctx.client.put_all(topo, &markers, Bytes::from_static(MARKER_BODY)).await;
 }
 
-/// Deletes what failed PUTs could not ([`Shared::failed_puts`]), as a DELETE would, while
+/// Hands a DELETE that failed for a volume out of reach (its key now the placeholder
+/// [`delete_claimed`] left under `unlinked`) to [`finish`], which ends it once the volumes
+/// are back: for S3's DeleteObject, which S3 always takes, where a native DELETE's failure
+/// is its client's to retry.
+pub fn finish_later(ctx: &Ctx, key: &[u8]) {
+    ctx.shared.unfinished.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
+}
+
+/// Deletes what failed PUTs could not ([`Shared::unfinished`]), as a DELETE would, while
 /// each key is still the placeholder its PUT left (a PUT since replaced it, a DELETE ended
-/// it); one busy or whose volume is still down waits for the next call. A failed DELETE's
-/// key is left to its client's retry, which SPEC.md promises it, until a restart (then
-/// [`adopt_forgotten`] cannot tell it from a failed PUT's, and its DELETE is finished).
-/// Returns how many went, and the last failure.
+/// it); one busy or whose volume is still down waits for the next call. So are the DELETEs
+/// handed over by [`finish_later`]. Another failed DELETE's key is left to its client's
+/// retry, which SPEC.md promises it, until a restart (then [`adopt_forgotten`] cannot tell
+/// it from a failed PUT's, and its DELETE is finished). Returns how many went, and the
+/// last failure.
 ///
-/// [`Shared::failed_puts`]: super::Shared
+/// [`Shared::unfinished`]: super::Shared
 pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
-    sweep(ctx, &ctx.shared.failed_puts, async |claim, key, found| match found {
+    sweep(ctx, &ctx.shared.unfinished, async |claim, key, found| match found {
         Some((state, rec)) if state.holds_unfinished(&rec) => {
             ctx.topo().all_up(&rec.volumes)?;
             delete_claimed(ctx, claim, key, false).await.map(|()| true)
@@ -125,17 +134,17 @@ pub async fn finish(ctx: &Ctx) -> (usize, Option<Error>) {
     .await
 }
 
-/// Failed PUTs a restart forgot ([`Shared::failed_puts`] lives in memory): the placeholders
+/// Failed PUTs a restart forgot ([`Shared::unfinished`] lives in memory): the placeholders
 /// under `unlinked` that a PUT cut by a crash or by the end of `-drain` left, with no value
 /// behind them, listed for good. A page of up to `n` keys after `after` is handed to
 /// [`finish`], which ends them as it ends failed PUTs (a placeholder a PUT in flight holds
 /// is passed over while held, and is no placeholder once the PUT is done; one a failed
 /// DELETE left is that DELETE finished). Returns the key to go on after, None at the end.
 ///
-/// [`Shared::failed_puts`]: super::Shared
+/// [`Shared::unfinished`]: super::Shared
 pub fn adopt_forgotten(ctx: &Ctx, after: Option<&[u8]>, n: usize) -> Result<Option<Vec<u8>>, Error> {
     let (found, last) = placeholders(&ctx.shared.index, after, n)?;
-    ctx.shared.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+    ctx.shared.unfinished.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
     Ok(last)
 }
 

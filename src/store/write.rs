@@ -209,7 +209,7 @@ async fn in_place<S: Source>(
                          ?unlinked until the master can",
                         key.escape_ascii()
                     );
-                    sh.failed_puts.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
+                    sh.unfinished.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
                 }
             }
             Err(e)

@@ -59,6 +59,12 @@ const FOLDER: &str = "a folder stands where a file of this key goes: remove it b
 impl std::error::Error for Error {}
 
 impl Error {
+    /// Whether the volume could not be reached (down, silent, or its connection failed), as
+    /// against answering with a failure: what waiting for it to come back may cure.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Error::Down(_) | Error::Timeout(_) | Error::Stalled(_) | Error::Io(..))
+    }
+
     /// What went wrong, without `volume <name>`: for a request to the master (the batch
     /// tools' `-online`), which the same client sends.
     pub fn cause(&self) -> String {
