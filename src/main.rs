@@ -141,11 +141,11 @@ struct Flags {
     /// Master port (0 picks a free one and prints it)
     #[arg(allow_negative_numbers = true, long, global = true, default_value_t = 3000)]
     port: u16,
-    /// API address [default: 0.0.0.0:<port>]
+    /// API address [default: 0.0.0.0, on -port]
     #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Admin listener (/metrics, /health, status page, admin methods); '' turns it off
-    /// [default: 127.0.0.1:<port+1000>]
+    /// [default: 127.0.0.1, on -port + 1000]
     #[arg(long, global = true, value_name = "ADDR")]
     admin: Option<String>,
     /// File holding the bearer token admin methods (VOLUMES) need; without it they are
