@@ -451,7 +451,7 @@ async fn recover(ctx: &Ctx) {
             eprintln!("mkv: deleted the files of {n} failed PUT(s) or S3 delete(s) that a volume down had kept");
         }
         if let Some(e) = e {
-            warn("delete the files of failed PUTs", &e);
+            warn("delete the files of failed PUTs and S3 deletes", &e);
         }
         // unlink markers failed UNLINKs left beside live keys
         let (n, e) = crate::store::remove::unmark(ctx).await;
