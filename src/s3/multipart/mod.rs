@@ -239,17 +239,22 @@ async fn claim<'a>(ctx: &'a Ctx, name: &[u8]) -> Result<store::KeyGuard<'a>, Fai
     claim_waiting(ctx, name, BUSY_WAIT).await
 }
 
+/// A new upload id: the time and a counter (fixed-width hex, so that ids sort as they were
+/// made), then a hash that keeps ids of masters started at once apart. S3 lists the uploads
+/// of one key by when they began and pages them by ids "lexicographically greater" than
+/// the marker: with ids in that order, sorting and paging by id does both.
 fn new_upload_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
+    let ms = now_ms();
     let mut h = crate::md5::Md5::new();
-    h.update(&now_ms().to_le_bytes());
+    h.update(&ms.to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
     h.update(&n.to_le_bytes());
     let d = h.finalize();
-    let mut id: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    id.push_str(&format!("-{n:x}"));
+    let mut id = format!("{:012x}{:08x}", ms & 0xffff_ffff_ffff, n as u32);
+    id.extend(d[..8].iter().map(|b| format!("{b:02x}")));
     id
 }
 
