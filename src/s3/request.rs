@@ -90,6 +90,15 @@ pub fn is_s3(method: &str, path: &[u8], query: &[u8], headers: &Headers) -> bool
             return true;
         }
     }
+    // a browser-form upload (PostObject: its policy and signature travel in the form), which
+    // is S3's to refuse as not implemented; the native API has no POST
+    if method == "POST"
+        && headers.get("content-type").is_some_and(|v| {
+            v.trim_ascii_start().get(..19).is_some_and(|t| t.eq_ignore_ascii_case(b"multipart/form-data"))
+        })
+    {
+        return true;
+    }
     // the folder markers pyarrow and rclone write anonymously; natively such a PUT is refused
     method == "PUT" && path.len() > 1 && path.ends_with(b"/") && empty_body(headers)
 }
