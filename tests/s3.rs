@@ -1093,6 +1093,53 @@ fn a_browser_form_upload_is_s3s_not_implemented() {
     assert_eq!(s3_get(&addr, "/forms/k").status, 404, "nothing stored");
 }
 
+/// An overwrite that failed on a hung volume leaves its replacement pending until that
+/// volume answers; a DeleteObject meanwhile tried to settle it first and answered `503` for
+/// as long as the volume hung. An unconditional delete takes the replacement with it.
+#[test]
+fn delete_object_after_an_overwrite_failed_on_a_hung_volume_is_taken() {
+    let c = cluster(&["-subvolumes", "1"]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/pend/a", b"old").status, 200);
+    c.volumes[1].pause();
+    let r = s3_put(&addr, "/pend/a", &pattern(1 << 20, 4));
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(s3_get(&addr, "/pend/a").body, b"old", "the old value stays");
+    let r = request(&addr, "DELETE", "/pend/a", &[UNSIGNED], b"");
+    c.volumes[1].resume();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(s3_get(&addr, "/pend/a").status, 404);
+    let path = common::layout::key_path("/pend/a");
+    let name = path.rsplit('/').next().unwrap().to_string();
+    wait_until("the object's files are gone", Duration::from_secs(15), || {
+        c.volumes.iter().all(|v| !v.files().iter().any(|f| f.ends_with(&name)))
+            && get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"#
+    });
+}
+
+/// A delete that reaches no volume of the key (all of them down) cannot leave the unlink
+/// marker that makes a `rebuild` restore the key unlinked: taken (`204`), the object came
+/// back live from a rebuild. It is `503` (clients retry), and the master still ends it
+/// once a volume is back.
+#[test]
+fn delete_object_reaching_no_volume_of_the_key_is_refused() {
+    let mut c = cluster(&["-replicas", "1", "-subvolumes", "1"]);
+    let addr = c.addr();
+    assert_eq!(s3_put(&addr, "/alone/k", b"value").status, 200);
+    let holder = get(&addr, "/alone/k").header("key-volumes").unwrap().to_string();
+    let i = c.volumes.iter().position(|v| v.addr() == holder).unwrap();
+    c.volumes[i].stop();
+    let r = request(&addr, "DELETE", "/alone/k", &[UNSIGNED], b"");
+    assert_eq!((r.status, xml_field(&r.text(), "Code")), (503, "ServiceUnavailable"), "{r:?}");
+    c.volumes[i].start();
+    let name = common::layout::key_path("/alone/k").rsplit('/').next().unwrap().to_string();
+    wait_until("the master ends the delete", Duration::from_secs(15), || {
+        !c.volumes[i].files().iter().any(|f| f.ends_with(&name))
+            && get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"#
+    });
+    assert_eq!(request(&addr, "DELETE", "/alone/k", &[UNSIGNED], b"").status, 204);
+}
+
 /// With `-md5sum=false` a value's MD5 is neither computed nor stored (the master's CPU is
 /// what it saves). A Complete hashed the whole object all the same, a second MD5 pass over
 /// every byte for nothing: its record kept one. Its ETag (from the parts') is unchanged.

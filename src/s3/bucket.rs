@@ -366,6 +366,7 @@ pub async fn delete_objects(
         return Err(S3Error::MalformedXML.into());
     }
     let mut results: Vec<(Vec<u8>, Option<S3Error>)> = Vec::with_capacity(asked.objects.len());
+    let mut deferred: Option<(usize, crate::volume::Error)> = None;
     for o in &asked.objects {
         let native = super::request::Object { bucket: bucket.to_string(), key: o.key.clone() }.native_key();
         let write_if = super::meta::Conditions { if_match: o.etag.clone(), ..Default::default() };
@@ -376,9 +377,21 @@ pub async fn delete_objects(
             // its native key is `/BUCKET/`: no object, and nothing to delete there
             Some(S3Error::UserKeyMustBeSpecified)
         } else {
-            super::object::delete_if(ctx, &native, &write_if, true).await.err().map(|f| f.error)
+            match super::object::delete_if(ctx, &native, &write_if, true).await {
+                Ok(unreached) => {
+                    // one line for the request, not one a key (up to 1000)
+                    if let Some(e) = unreached {
+                        deferred.get_or_insert((0, e)).0 += 1;
+                    }
+                    None
+                }
+                Err(f) => Some(f.error),
+            }
         };
         results.push((o.key.clone(), r));
+    }
+    if let Some((n, e)) = deferred {
+        eprintln!("mkv: S3 DeleteObjects in {bucket}: {n} object(s) gone with a volume out of reach ({e}); their files there go once it is back");
     }
     let outcomes: Vec<xml::Deleted> = results
         .iter()

@@ -49,10 +49,26 @@ pub async fn claim_for_write<'a>(
     write_if: &Conditions,
     missing_ok: bool,
 ) -> Result<KeyGuard<'a>, Failure> {
+    claim_checked(ctx, key, write_if, missing_ok, false).await
+}
+
+/// [`claim_for_write`]; for a delete, which takes a replacement left pending with it
+/// ([`remove::delete_claimed`]), one whose volume is out of reach is not settled first
+/// unless conditions need the value it makes.
+async fn claim_checked<'a>(
+    ctx: &'a Ctx,
+    key: &[u8],
+    write_if: &Conditions,
+    missing_ok: bool,
+    deleting: bool,
+) -> Result<KeyGuard<'a>, Failure> {
     let wait = if write_if.is_empty() { BUSY_WAIT } else { Duration::ZERO };
     let held = claim_waiting(ctx, key, wait).await.map_err(|f| conflict(f, write_if))?;
     // the conditions hold against the value a replacement left pending makes
-    write::settle_pending(ctx, &held, key).await?;
+    match write::settle_pending(ctx, &held, key).await {
+        Err(store::Error::Volume(e)) if deleting && write_if.is_empty() && e.unreachable() => {}
+        r => r?,
+    }
     check_write(ctx, key, write_if, missing_ok)?;
     Ok(held)
 }
@@ -71,19 +87,22 @@ pub async fn claim_waiting<'a>(ctx: &'a Ctx, key: &[u8], wait: Duration) -> Resu
 /// S3 takes every delete: one that could not reach a volume holding a replica has left
 /// the key a placeholder under `unlinked` (no GET or listing finds it), whose files the
 /// master deletes once the volume is back ([`remove::finish_later`]); a `503` would be
-/// retried by the client and then given up on, the object gone all the same.
-pub async fn delete_if(ctx: &Ctx, key: &[u8], write_if: &Conditions, missing_ok: bool) -> Result<(), Failure> {
-    let held = claim_for_write(ctx, key, write_if, missing_ok).await?;
+/// retried by the client and then given up on, the object gone all the same. Returns the
+/// volume error such a delete met (for the caller's log line), unless none. Still `503`
+/// when no volume of the key took its unlink marker (all of them out of reach).
+pub async fn delete_if(
+    ctx: &Ctx,
+    key: &[u8],
+    write_if: &Conditions,
+    missing_ok: bool,
+) -> Result<Option<crate::volume::Error>, Failure> {
+    let held = claim_checked(ctx, key, write_if, missing_ok, true).await?;
     match remove::delete_claimed(ctx, held, key, ctx.shared.cfg.protect).await {
-        Ok(()) | Err(store::Error::NotFound) => Ok(()),
-        Err(store::Error::Volume(e)) if e.unreachable() => {
-            eprintln!(
-                "mkv: S3 delete of {}: {e}; the object is gone, its files there are deleted once the volume is back",
-                key.escape_ascii()
-            );
-            remove::finish_later(ctx, key);
-            Ok(())
-        }
+        Ok(()) | Err(store::Error::NotFound) => Ok(None),
+        Err(store::Error::Volume(e)) if e.unreachable() => match remove::finish_later(ctx, key).await? {
+            true => Ok(Some(e)),
+            false => Err(store::Error::Volume(e).into()),
+        },
         Err(e) => Err(e.into()),
     }
 }
@@ -352,7 +371,12 @@ pub async fn delete(
 ) -> Result<Answer, Failure> {
     // `If-Match` on a missing object fails, as S3 answers (`*` asks "only if it exists");
     // DeleteObjects, whose ETag a listing gave, reports such a key deleted, as moto does
-    delete_if(ctx, &obj.native_key(), write_if, false).await?;
+    if let Some(e) = delete_if(ctx, &obj.native_key(), write_if, false).await? {
+        eprintln!(
+            "mkv: S3 delete of {}: {e}; it is gone, its files there go once the volume is back",
+            obj.native_key().escape_ascii()
+        );
+    }
     Ok(ok(conn, req, 204, None))
 }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     http::{response, Body, Conn, Framing, Reply},
-    index, store, volume,
+    index, store,
 };
 
 /// Most headers an S3 request may carry: what the HTTP layer let through.
@@ -298,9 +298,8 @@ pub fn store_error(e: store::Error) -> S3Error {
         E::Exists | E::EmptyBody => S3Error::InternalError("unexpected refusal of an S3 write"),
         E::NoLiveReplica | E::NoGoodReplica => S3Error::ServiceUnavailable("no replica of this object is readable now"),
         E::Settling => S3Error::ServiceUnavailable("a replacement of this object is still being moved into place"),
-        E::Volume(volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Stalled(_)) => {
-            S3Error::ServiceUnavailable("a volume server holding this object is down")
-        }
+        // a refused or cut connection is a volume down as much as a silent one
+        E::Volume(e) if e.unreachable() => S3Error::ServiceUnavailable("a volume server holding this object is down"),
         E::Volume(_) => S3Error::InternalError("a volume server failed"),
         E::Index(index::Error::Full) => S3Error::ServiceUnavailable("the index's disk is full"),
         E::Index(index::Error::Reopening) => S3Error::ServiceUnavailable("the index is reopening"),

@@ -445,13 +445,13 @@ async fn recover(ctx: &Ctx) {
             Ok(n) => eprintln!("mkv: deleted the files of {n} part(s) of ended S3 uploads"),
             Err(e) => warn("sweep ended S3 uploads' part files", &e),
         }
-        // failed PUTs and S3 deletes whose files a volume down kept
+        // failed PUTs and DELETEs (S3's, and natives' a restart adopted) whose files a volume down kept
         let (n, e) = crate::store::remove::finish(ctx).await;
         if n > 0 {
-            eprintln!("mkv: deleted the files of {n} failed PUT(s) or S3 delete(s) that a volume down had kept");
+            eprintln!("mkv: deleted the files of {n} failed PUT(s) or DELETE(s) that a volume down had kept");
         }
         if let Some(e) = e {
-            warn("delete the files of failed PUTs and S3 deletes", &e);
+            warn("delete the files of failed PUTs and DELETEs", &e);
         }
         // unlink markers failed UNLINKs left beside live keys
         let (n, e) = crate::store::remove::unmark(ctx).await;

@@ -109,9 +109,18 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 /// Hands a DELETE that failed for a volume out of reach (its key now the placeholder
 /// [`delete_claimed`] left under `unlinked`) to [`finish`], which ends it once the volumes
 /// are back: for S3's DeleteObject, which S3 always takes, where a native DELETE's failure
-/// is its client's to retry.
-pub fn finish_later(ctx: &Ctx, key: &[u8]) {
+/// is its client's to retry. Returns whether a volume of the key holds its unlink marker
+/// (put again, each on its own): without one, a `rebuild` before the delete ends would
+/// restore the key live from a file left on a volume that was down, so the delete may not
+/// be taken as done.
+pub async fn finish_later(ctx: &Ctx, key: &[u8]) -> Result<bool, Error> {
     ctx.shared.unfinished.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
+    let Some((_, rec)) = ctx.shared.index.get(key)? else { return Ok(true) };
+    let topo = ctx.topo();
+    let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
+    let body = Bytes::from_static(MARKER_BODY);
+    let put = markers.iter().map(|t| ctx.client.put_all(&topo, std::slice::from_ref(t), body.clone()));
+    Ok(futures_util::future::join_all(put).await.iter().any(Result::is_ok))
 }
 
 /// Deletes what failed PUTs could not ([`Shared::unfinished`]), as a DELETE would, while
