@@ -112,10 +112,15 @@ pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, v
 /// is its client's to retry. Returns whether a volume of the key holds its unlink marker
 /// (put again, each on its own): without one, a `rebuild` before the delete ends would
 /// restore the key live from a file left on a volume that was down, so the delete may not
-/// be taken as done.
+/// be taken as done. A write of the key that came in meanwhile decides it instead (markers
+/// beside a value it makes live would have a rebuild restore that unlinked).
 pub async fn finish_later(ctx: &Ctx, key: &[u8]) -> Result<bool, Error> {
     ctx.shared.unfinished.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec());
-    let Some((_, rec)) = ctx.shared.index.get(key)? else { return Ok(true) };
+    let Ok(_claim) = ctx.claim(key) else { return Ok(true) };
+    let rec = match ctx.shared.index.get(key)? {
+        Some((state, rec)) if state.holds_unfinished(&rec) => rec,
+        _ => return Ok(true),
+    };
     let topo = ctx.topo();
     let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
     let body = Bytes::from_static(MARKER_BODY);
