@@ -314,7 +314,8 @@ impl Index {
         Ok(())
     }
 
-    /// Forgets `key` in both families.
+    /// Forgets `key` in both families, and a replacement of it left pending (whose files
+    /// the caller deleted with the key's).
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
         self.write_read(|db, b| {
             let mut d = Delta::default();
@@ -324,6 +325,7 @@ impl Index {
                     d.add(state, -1);
                 }
             }
+            b.delete_cf(db.cf_named(PENDING), key);
             d.tally(db, b);
             Ok(())
         })?;
@@ -421,6 +423,22 @@ impl Index {
             moved_in(db, b, &mut d, key, to)?;
             b.put_cf(db.cf(to), key, rec.encode());
             b.delete_cf(db.cf_named(PENDING), key);
+            d.tally(db, b);
+            Ok(())
+        })?;
+        self.bump(key);
+        Ok(())
+    }
+
+    /// A delete takes a replacement left pending with it: `key` takes `rec` in `to`, and the
+    /// pending entry becomes `rollback` (a replacement still being written, which recovery
+    /// ends by deleting its temporary files, never by moving them into place), in one batch.
+    pub fn abandon_pending(&self, key: &[u8], to: State, rec: &Record, rollback: &Pending) -> Result<(), Error> {
+        self.write_read(|db, b| {
+            let mut d = Delta::default();
+            moved_in(db, b, &mut d, key, to)?;
+            b.put_cf(db.cf(to), key, rec.encode());
+            b.put_cf(db.cf_named(PENDING), key, rollback.encode());
             d.tally(db, b);
             Ok(())
         })?;

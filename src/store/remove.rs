@@ -10,7 +10,7 @@ use super::{Ctx, Error, KeyGuard};
 use crate::{
     index::{Index, State},
     placement::{key_path, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
-    record::{Record, RecordRef},
+    record::{Pending, Phase, Record, RecordRef},
 };
 
 /// DELETE: the record goes to `unlinked` first, as a placeholder (so a failure leaves it
@@ -59,8 +59,12 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
     let holder = Record::placeholder(volumes);
     match &pending {
         // in the same batch: a recovery must not roll the replacement forward, live, over
-        // a delete that failed half way (its temporary files left are orphans for verify)
-        Some(_) => sh.index.commit_pending(key, State::Unlinked, &holder)?,
+        // a delete that failed half way; it rolls it back instead, deleting the temporary
+        // files a volume out of reach keeps (they go with the key's when the delete ends)
+        Some(p) => {
+            let rollback = Pending { phase: Phase::Writing, ..p.clone() };
+            sh.index.abandon_pending(key, State::Unlinked, &holder, &rollback)?
+        }
         None if unfinished => {}
         None => sh.index.set_from(key, Some(state), State::Unlinked, &holder)?,
     }

@@ -30,6 +30,20 @@ pub fn proxy(
     chunk: usize,
     hook: impl Fn(&[u8]) + Send + Sync + 'static,
 ) -> String {
+    cutting_proxy(listener, upstream, chunk, move |b| {
+        hook(b);
+        true
+    })
+}
+
+/// [`proxy`] whose `hook` may also cut a connection (both ways, the bytes shown not sent
+/// up) by returning false: a volume that dies at that point of a request.
+pub fn cutting_proxy(
+    listener: TcpListener,
+    upstream: String,
+    chunk: usize,
+    hook: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+) -> String {
     let addr = listener.local_addr().unwrap().to_string();
     let hook = Arc::new(hook);
     thread::spawn(move || {
@@ -44,7 +58,11 @@ pub fn proxy(
                     if n == 0 {
                         break;
                     }
-                    hook(&buf[..n]);
+                    if !hook(&buf[..n]) {
+                        let _ = down.shutdown(std::net::Shutdown::Both);
+                        let _ = up.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
                     if up.write_all(&buf[..n]).is_err() {
                         break;
                     }
