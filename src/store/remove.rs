@@ -222,8 +222,16 @@ async fn sweep<'c>(
 pub async fn unlink(ctx: &Ctx, key: &[u8]) -> Result<Record, Error> {
     let sh = &ctx.shared;
     let claim = ctx.claim(key)?;
-    // a replacement left pending would be rolled forward live over the unlink
-    super::write::settle_pending(ctx, &claim, key).await?;
+    // a replacement left pending would be rolled forward live over the unlink; one that
+    // cannot be settled now (a volume out of reach) and will not make the key live leaves
+    // a key that is not live as it is: SPEC.md's 404, not the volume's 503
+    if let Err(e) = super::write::settle_pending(ctx, &claim, key).await {
+        let becomes_live = sh.index.pending(key)?.is_some_and(|p| p.live && p.phase == Phase::Moving);
+        if !becomes_live && sh.index.get_pinned(State::Live, key)?.is_none() {
+            return Err(Error::NotFound);
+        }
+        return Err(e);
+    }
     let Some(pinned) = sh.index.get_pinned(State::Live, key)? else {
         return Err(Error::NotFound);
     };
