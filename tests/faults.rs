@@ -961,32 +961,18 @@ fn a_volume_answering_requests_while_its_probes_wait_stays_up() {
 #[test]
 fn unlink_of_an_unlinked_key_whose_replacement_waits_for_a_dead_volume_is_404() {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
-    let die = Arc::new(AtomicBool::new(false));
-    let dead_until = Arc::new(Mutex::new(None::<Instant>));
-    let dying = {
-        let (die, dead_until) = (die.clone(), dead_until.clone());
-        cutting_proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[0].addr(), 64 << 10, move |bytes| {
-            let mut until = dead_until.lock().unwrap();
-            if bytes.starts_with(b"PUT /_tmp/") && die.swap(false, Ordering::Relaxed) {
-                *until = Some(Instant::now() + Duration::from_secs(3));
-            }
-            until.is_none_or(|t| Instant::now() >= t)
-        })
-    };
-    let on = [dying, vols[1].addr(), vols[2].addr()];
+    let dying = DyingProxy::new(vols[0].addr(), b"PUT /_tmp/", Duration::from_secs(3));
+    let on = [dying.addr.clone(), vols[1].addr(), vols[2].addr()];
     let master = Master::start_on(&on, &["-threads", "2", "-subvolumes", "1"]);
     let addr = master.addr();
     assert_eq!(request(&addr, "PUT", "/q", &[], b"first").status, 201);
     assert_eq!(request(&addr, "UNLINK", "/q", &[], b"").status, 204);
-    die.store(true, Ordering::Relaxed);
+    dying.arm();
     let r = request(&addr, "PUT", "/q", &[], &vec![b'x'; 200 << 10]);
     assert!(r.status >= 500, "{r:?}");
     assert!(get(&addr, "/?pending").text().contains("\"/q\""), "the replacement waits");
     let r = request(&addr, "UNLINK", "/q", &[], b"");
-    assert!(
-        dead_until.lock().unwrap().is_some_and(|t| Instant::now() < t),
-        "the UNLINK came while the volume was dead"
-    );
+    assert!(dying.dead(), "the UNLINK came while the volume was dead");
     assert_eq!(r.status, 404, "{r:?}");
     wait_until("the replacement to be rolled back", TIMEOUT, || !get(&addr, "/?pending").text().contains("\"/q\""));
     assert_eq!(request(&addr, "UNLINK", "/q", &[], b"").status, 404);

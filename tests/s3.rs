@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1124,32 +1124,18 @@ fn delete_object_after_an_overwrite_failed_on_a_hung_volume_is_taken() {
 #[test]
 fn a_delete_after_an_overwrite_died_at_its_move_leaves_no_temporary_file() {
     let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
-    let die = Arc::new(AtomicBool::new(false));
-    let dead_until = Arc::new(Mutex::new(None::<Instant>));
-    let dying = {
-        let (die, dead_until) = (die.clone(), dead_until.clone());
-        cutting_proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[0].addr(), 64 << 10, move |bytes| {
-            let mut until = dead_until.lock().unwrap();
-            if bytes.starts_with(b"MOVE ") && die.swap(false, Ordering::Relaxed) {
-                *until = Some(Instant::now() + Duration::from_secs(3));
-            }
-            until.is_none_or(|t| Instant::now() >= t)
-        })
-    };
-    let on = [dying, vols[1].addr(), vols[2].addr()];
+    let dying = DyingProxy::new(vols[0].addr(), b"MOVE ", Duration::from_secs(3));
+    let on = [dying.addr.clone(), vols[1].addr(), vols[2].addr()];
     let master = Master::start_on(&on, &["-threads", "2", "-subvolumes", "1"]);
     let addr = master.addr();
     assert_eq!(s3_put(&addr, "/died/k", b"old").status, 200);
-    die.store(true, Ordering::Relaxed);
+    dying.arm();
     let r = s3_put(&addr, "/died/k", &pattern(100 << 10, 5));
     assert_eq!(r.status, 503, "{r:?}");
     assert!(vols[0].files().iter().any(|f| f.contains("_tmp/")), "the new value's file waits: {:?}", vols[0].files());
     let r = request(&addr, "DELETE", "/died/k", &[UNSIGNED], b"");
     assert_eq!(r.status, 204, "{r:?}");
-    assert!(
-        dead_until.lock().unwrap().is_some_and(|t| Instant::now() < t),
-        "the delete came while the volume was dead"
-    );
+    assert!(dying.dead(), "the delete came while the volume was dead");
     wait_until("every file of the key to go", Duration::from_secs(20), || {
         vols.iter().all(|v| v.files().is_empty()) && get(&addr, "/?unlinked").text() == r#"{"next":"","keys":[]}"#
     });

@@ -78,6 +78,40 @@ pub fn cutting_proxy(
     addr
 }
 
+/// A volume behind a [`cutting_proxy`] that, once armed, dies at the first request that
+/// begins with `trigger`: that request is cut, and so is every connection that sends
+/// anything (its probes too) for `dead`; then it passes everything again.
+pub struct DyingProxy {
+    pub addr: String,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    until: Arc<Mutex<Option<Instant>>>,
+}
+
+impl DyingProxy {
+    pub fn new(upstream: String, trigger: &'static [u8], dead: Duration) -> DyingProxy {
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let until = Arc::new(Mutex::new(None::<Instant>));
+        let (a, u) = (armed.clone(), until.clone());
+        let addr = cutting_proxy(TcpListener::bind("127.0.0.1:0").unwrap(), upstream, 64 << 10, move |bytes| {
+            let mut until = u.lock().unwrap();
+            if bytes.starts_with(trigger) && a.swap(false, Ordering::Relaxed) {
+                *until = Some(Instant::now() + dead);
+            }
+            until.is_none_or(|t| Instant::now() >= t)
+        });
+        DyingProxy { addr, armed, until }
+    }
+
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it died and is dead still.
+    pub fn dead(&self) -> bool {
+        self.until.lock().unwrap().is_some_and(|t| Instant::now() < t)
+    }
+}
+
 /// A listener on a free loopback port whose connections take little before the sender
 /// waits, as a slow volume over a real network does: `rcvbuf` bytes of receive buffer and,
 /// given `mss`, segments of that size rather than loopback's 64 KiB (the sender's buffer
