@@ -282,10 +282,22 @@ impl Index {
 
     /// Puts `key` in `to` with `rec`, removing it from the other family, in one batch.
     pub fn set(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
+        self.set_and(key, to, rec, |_, _| {})
+    }
+
+    /// [`Index::set`], with what `and` adds to the same batch (a pending entry's fate).
+    fn set_and(
+        &self,
+        key: &[u8],
+        to: State,
+        rec: &Record,
+        and: impl FnOnce(&Db, &mut WriteBatch),
+    ) -> Result<(), Error> {
         self.write_read(|db, b| {
             let mut d = Delta::default();
             moved_in(db, b, &mut d, key, to)?;
             b.put_cf(db.cf(to), key, rec.encode());
+            and(db, b);
             d.tally(db, b);
             Ok(())
         })?;
@@ -418,32 +430,14 @@ impl Index {
     /// A replacement is in place: `key` takes `rec` in `to` and its pending entry goes, in
     /// one batch.
     pub fn commit_pending(&self, key: &[u8], to: State, rec: &Record) -> Result<(), Error> {
-        self.write_read(|db, b| {
-            let mut d = Delta::default();
-            moved_in(db, b, &mut d, key, to)?;
-            b.put_cf(db.cf(to), key, rec.encode());
-            b.delete_cf(db.cf_named(PENDING), key);
-            d.tally(db, b);
-            Ok(())
-        })?;
-        self.bump(key);
-        Ok(())
+        self.set_and(key, to, rec, |db, b| b.delete_cf(db.cf_named(PENDING), key))
     }
 
     /// A delete takes a replacement left pending with it: `key` takes `rec` in `to`, and the
     /// pending entry becomes `rollback` (a replacement still being written, which recovery
     /// ends by deleting its temporary files, never by moving them into place), in one batch.
     pub fn abandon_pending(&self, key: &[u8], to: State, rec: &Record, rollback: &Pending) -> Result<(), Error> {
-        self.write_read(|db, b| {
-            let mut d = Delta::default();
-            moved_in(db, b, &mut d, key, to)?;
-            b.put_cf(db.cf(to), key, rec.encode());
-            b.put_cf(db.cf_named(PENDING), key, rollback.encode());
-            d.tally(db, b);
-            Ok(())
-        })?;
-        self.bump(key);
-        Ok(())
+        self.set_and(key, to, rec, |db, b| b.put_cf(db.cf_named(PENDING), key, rollback.encode()))
     }
 
     /// Up to `n` keys with a pending replacement, from `start` on.

@@ -105,16 +105,19 @@ pub async fn delete_claimed(ctx: &Ctx, claim: KeyGuard<'_>, key: &[u8], protect:
 /// too. A replica left on a volume that was down carries no marker of its own; rebuild
 /// takes a key for unlinked when any volume holds its marker (it came back live, SPEC.md's
 /// "restores unlinked keys as unlinked" broken). Best effort: the retry deletes them all.
-pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, volumes: &[String], key: &[u8]) {
+/// Returns whether any volume took one (each marker is put on its own).
+pub(super) async fn mark_unfinished(ctx: &Ctx, topo: &crate::volume::Topology, volumes: &[String], key: &[u8]) -> bool {
     let markers = targets(volumes, &format!("{MARKER_DIR}{}", key_path(key)));
-    let _ = ctx.client.put_all(topo, &markers, Bytes::from_static(MARKER_BODY)).await;
+    let body = Bytes::from_static(MARKER_BODY);
+    let put = markers.iter().map(|t| ctx.client.put_all(topo, std::slice::from_ref(t), body.clone()));
+    futures_util::future::join_all(put).await.iter().any(Result::is_ok)
 }
 
 /// Hands a DELETE that failed for a volume out of reach (its key now the placeholder
 /// [`delete_claimed`] left under `unlinked`) to [`finish`], which ends it once the volumes
 /// are back: for S3's DeleteObject, which S3 always takes, where a native DELETE's failure
 /// is its client's to retry. Returns whether a volume of the key holds its unlink marker
-/// (put again, each on its own): without one, a `rebuild` before the delete ends would
+/// (put again, [`mark_unfinished`]): without one, a `rebuild` before the delete ends would
 /// restore the key live from a file left on a volume that was down, so the delete may not
 /// be taken as done. A write of the key that came in meanwhile decides it instead (markers
 /// beside a value it makes live would have a rebuild restore that unlinked).
@@ -125,11 +128,7 @@ pub async fn finish_later(ctx: &Ctx, key: &[u8]) -> Result<bool, Error> {
         Some((state, rec)) if state.holds_unfinished(&rec) => rec,
         _ => return Ok(true),
     };
-    let topo = ctx.topo();
-    let markers = targets(&rec.volumes, &format!("{MARKER_DIR}{}", key_path(key)));
-    let body = Bytes::from_static(MARKER_BODY);
-    let put = markers.iter().map(|t| ctx.client.put_all(&topo, std::slice::from_ref(t), body.clone()));
-    Ok(futures_util::future::join_all(put).await.iter().any(Result::is_ok))
+    Ok(mark_unfinished(ctx, &ctx.topo(), &rec.volumes, key).await)
 }
 
 /// Deletes what failed PUTs could not ([`Shared::unfinished`]), as a DELETE would, while
