@@ -439,13 +439,61 @@ fn help_topic(args: &[String]) -> Option<&str> {
     None
 }
 
+/// What `main` runs once the command line is found sound.
+enum Job {
+    Server,
+    Rebuild(rebuild::Options),
+    Rebalance(rebalance::Options),
+    BenchIndex { keys: u64, prefix: String },
+    Verify(verify::Options),
+    Snapshot { online: String, to: PathBuf },
+}
+
 fn main() -> ExitCode {
     lean_memory();
     let args: Vec<String> = go_style(std::env::args());
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(c) => c,
+    let cli = match parse(&args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    // every usage error leaves by this one door: one line, exit 2
+    let (cfg, job) = match plan(cli) {
+        Ok(plan) => plan,
+        Err(usage) => {
+            eprintln!("mkv: {usage}");
+            return ExitCode::from(2);
+        }
+    };
+    volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
+    let result = match job {
+        Job::Server => server::run(cfg),
+        Job::Rebuild(opts) => rebuild::run(cfg, opts),
+        Job::Rebalance(opts) => rebalance::run(cfg, opts),
+        Job::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
+        Job::Verify(opts) => match verify::run(cfg, opts) {
+            Ok(true) => Ok(()),
+            // the summary said what is wrong
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Job::Snapshot { online, to } => snapshot::run(&cfg, &online, &to),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mkv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line as clap reads it; help and clap's errors are printed here, and the
+/// exit code they end with is the `Err`.
+fn parse(args: &[String]) -> Result<Cli, ExitCode> {
+    match Cli::try_parse_from(args) {
+        Ok(c) => Ok(c),
         Err(e) if !e.use_stderr() => {
-            match help_topic(&args).and_then(scoped_help).filter(|_| e.kind() == clap::error::ErrorKind::DisplayHelp) {
+            match help_topic(args).and_then(scoped_help).filter(|_| e.kind() == clap::error::ErrorKind::DisplayHelp) {
                 Some(text) => {
                     use std::io::Write as _;
                     let _ = write!(std::io::stdout().lock(), "{text}");
@@ -454,7 +502,7 @@ fn main() -> ExitCode {
                     let _ = e.print();
                 }
             }
-            return ExitCode::SUCCESS;
+            Err(ExitCode::SUCCESS)
         }
         Err(e)
             if matches!(
@@ -465,60 +513,52 @@ fn main() -> ExitCode {
         {
             // clap's answer is the whole help, whose first line (the about) says nothing of it
             eprintln!("mkv: a command is needed: server, rebuild, rebalance, verify or snapshot (see 'mkv --help')");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
         Err(e) => {
             // clap's message is several lines with usage; one line says it
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
             eprintln!("mkv: {first} (see 'mkv --help')");
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-    };
+    }
+}
+
+/// Checks the flags against each other and the command, and reads the files they name:
+/// the configuration and the job, or the one-line usage error.
+fn plan(cli: Cli) -> Result<(Config, Job), String> {
     let f = cli.flags;
     if let Some(url) = &f.online {
         if !matches!(cli.cmd, Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) {
-            eprintln!("mkv: -online is for verify, rebalance and snapshot (this command works on -db)");
-            return ExitCode::from(2);
+            return Err("-online is for verify, rebalance and snapshot (this command works on -db)".into());
         }
-        if let Err(e) = config::master_addr(url) {
-            eprintln!("mkv: {e}");
-            return ExitCode::from(2);
-        }
+        config::master_addr(url)?;
         if f.dry_run {
-            eprintln!("mkv: -dry-run works offline only (it reads the index directly): give -db, not -online");
-            return ExitCode::from(2);
+            return Err("-dry-run works offline only (it reads the index directly): give -db, not -online".into());
         }
     }
     // an online command talks to the master, which owns the index
     let online_only = matches!(cli.cmd, Cmd::Verify | Cmd::Snapshot) && f.online.is_some();
     let db = match (f.db, &f.online, &cli.cmd) {
         (Some(_), Some(_), Cmd::Verify | Cmd::Snapshot) => {
-            eprintln!("mkv: -db and -online: give one (-db when the master is stopped, -online while it runs)");
-            return ExitCode::from(2);
+            return Err("-db and -online: give one (-db when the master is stopped, -online while it runs)".into())
         }
         (Some(db), _, _) => db,
         (None, Some(_), Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) => PathBuf::new(),
         (None, None, Cmd::Snapshot) => {
-            eprintln!("mkv: snapshot needs -online http://master:port (the running master takes it)");
-            return ExitCode::from(2);
+            return Err("snapshot needs -online http://master:port (the running master takes it)".into())
         }
-        (None, _, _) => {
-            eprintln!("mkv: -db is required (the RocksDB index folder)");
-            return ExitCode::from(2);
-        }
+        (None, _, _) => return Err("-db is required (the RocksDB index folder)".into()),
     };
     if matches!(f.rate, Some(r) if !(r >= 0.0 && r.is_finite())) {
-        eprintln!("mkv: -rate must be a number of MiB/s, 0 or more");
-        return ExitCode::from(2);
+        return Err("-rate must be a number of MiB/s, 0 or more".into());
     }
     if f.scrub.is_some_and(|d| d < std::time::Duration::from_secs(1)) {
-        eprintln!("mkv: -scrub must be at least 1s");
-        return ExitCode::from(2);
+        return Err("-scrub must be at least 1s".into());
     }
     if matches!(cli.cmd, Cmd::Snapshot) && f.to.is_none() {
-        eprintln!("mkv: snapshot needs -to DIR (a new folder on the master's host)");
-        return ExitCode::from(2);
+        return Err("snapshot needs -to DIR (a new folder on the master's host)".into());
     }
     let admin = match f.admin.as_deref() {
         None => None,
@@ -526,37 +566,20 @@ fn main() -> ExitCode {
         Some(a) => match a.parse() {
             Ok(addr) => Some(Some(addr)),
             Err(_) => {
-                eprintln!("mkv: -admin: '{a}' is not host:port (an IP address and a port, e.g. 127.0.0.1:4000)");
-                return ExitCode::from(2);
+                return Err(format!("-admin: '{a}' is not host:port (an IP address and a port, e.g. 127.0.0.1:4000)"))
             }
         },
     };
-    let admin_token = match &f.admin_token {
-        None => None,
-        Some(path) => match read_token(path) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                eprintln!("mkv: -admin-token: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
+    let admin_token = f.admin_token.as_deref().map(read_token).transpose().map_err(|e| format!("-admin-token: {e}"))?;
     if f.concurrency == Some(0) {
-        eprintln!("mkv: -concurrency must be at least 1");
-        return ExitCode::from(2);
+        return Err("-concurrency must be at least 1".into());
     }
     // an online rebalance shares the volumes with the clients the master serves meanwhile:
     // 256 copies at once stalled small volumes' disks past -voltimeout, failing its own moves
     // and the clients' writes alike
     let online_rebalance = matches!(cli.cmd, Cmd::Rebalance) && f.online.is_some();
     let concurrency = f.concurrency.unwrap_or(if online_rebalance { ONLINE_REBALANCE_CONCURRENCY } else { 256 });
-    let volume_secret = match f.volume_secret.as_deref().map(volume::secret::Secret::read).transpose() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("mkv: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let volume_secret = f.volume_secret.as_deref().map(volume::secret::Secret::read).transpose()?;
     let cfg = Config {
         db,
         volumes: f.volumes.into_iter().filter(|v| !v.is_empty()).collect(),
@@ -598,53 +621,32 @@ fn main() -> ExitCode {
     };
     // an online verify or snapshot takes the volumes from the master
     if !(online_only && cfg.volumes.is_empty()) {
-        if let Err(e) = cfg.validate() {
-            eprintln!("mkv: {e}");
-            return ExitCode::from(2);
-        }
+        cfg.validate()?;
     }
-    volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
-    let result = match cli.cmd {
+    let job = match cli.cmd {
         Cmd::Server => {
-            if let Err(e) = s3::serve::install_keys(f.s3_keys.as_deref()) {
-                eprintln!("mkv: {e}");
-                return ExitCode::from(2);
-            }
-            server::run(cfg)
+            s3::serve::install_keys(f.s3_keys.as_deref())?;
+            Job::Server
         }
-        Cmd::Rebuild => rebuild::run(cfg, rebuild::Options { force: f.force, verify: f.verify, concurrency }),
-        Cmd::Rebalance => {
-            let opts = rebalance::Options { dry_run: f.dry_run, online: f.online, replicas: f.replicas, concurrency };
-            rebalance::run(cfg, opts)
-        }
-        Cmd::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
-        Cmd::Verify => {
-            let opts = verify::Options {
-                online: f.online,
-                deep: f.deep,
-                repair: f.repair,
-                grace: f.grace,
-                rate: f.rate.unwrap_or(0.0),
-                concurrency,
-            };
-            match verify::run(cfg, opts) {
-                Ok(true) => Ok(()),
-                // the summary said what is wrong
-                Ok(false) => return ExitCode::FAILURE,
-                Err(e) => Err(e),
-            }
-        }
-        Cmd::Snapshot => {
-            snapshot::run(&cfg, f.online.as_deref().unwrap_or(""), f.to.as_deref().unwrap_or(std::path::Path::new("")))
-        }
+        Cmd::Rebuild => Job::Rebuild(rebuild::Options { force: f.force, verify: f.verify, concurrency }),
+        Cmd::Rebalance => Job::Rebalance(rebalance::Options {
+            dry_run: f.dry_run,
+            online: f.online,
+            replicas: f.replicas,
+            concurrency,
+        }),
+        Cmd::BenchIndex { keys, prefix } => Job::BenchIndex { keys, prefix },
+        Cmd::Verify => Job::Verify(verify::Options {
+            online: f.online,
+            deep: f.deep,
+            repair: f.repair,
+            grace: f.grace,
+            rate: f.rate.unwrap_or(0.0),
+            concurrency,
+        }),
+        Cmd::Snapshot => Job::Snapshot { online: f.online.unwrap_or_default(), to: f.to.unwrap_or_default() },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mkv: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    Ok((cfg, job))
 }
 
 #[cfg(test)]
