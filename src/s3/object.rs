@@ -28,6 +28,7 @@ use crate::{
         write::{self, Failed, PutOpts},
         Ctx, KeyGuard,
     },
+    volume::Download,
 };
 
 /// How long a write waits for another write of the same key to end before `503 SlowDown`.
@@ -234,9 +235,23 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
         Err(S3Error::InvalidRange) => return Ok(unsatisfiable(conn, req, rec.size)),
         r => r?,
     };
+    let (status, _) = answer_head(conn, req, &rec, &stored, read, range);
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, close: false })
+}
+
+/// The head of a `200`/`206` read (HeadObject's and GetObject's alike): its status and the
+/// body's length.
+fn answer_head(
+    conn: &mut Conn,
+    req: &Req,
+    rec: &Record,
+    stored: &Stored,
+    read: &Read,
+    range: Option<(u64, u64)>,
+) -> (u16, u64) {
     let status = if range.is_some() { 206 } else { 200 };
     start(conn, status, &req.request_id);
-    describe(&mut conn.out, &rec, &stored, read);
+    describe(&mut conn.out, rec, stored, read);
     let len = match range {
         Some((a, b)) => {
             let cr = format!("bytes {a}-{b}/{}", rec.size);
@@ -246,7 +261,7 @@ pub fn head(ctx: &Ctx, conn: &mut Conn, req: &Req, obj: &Object, read: &Read) ->
         None => rec.size,
     };
     end_head(&mut conn.out, len, req.keep_alive);
-    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, close: false })
+    (status, len)
 }
 
 /// What S3 says of a key that is not there: `NoSuchBucket` when its bucket is not either.
@@ -284,27 +299,25 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     let stored = Stored::decode(&opened.rec.meta);
     let (tag, modified) = (etag(&opened.rec, &stored), (opened.rec.mtime / 1000) as i64);
     let range = read.range_of(&tag, modified).map(|r| r.resolve(opened.rec.size)).transpose()?;
-    let status = if range.is_some() { 206 } else { 200 };
-    start(conn, status, &req.request_id);
-    describe(&mut conn.out, &opened.rec, &stored, read);
-    let (first, last) = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
-    let len = match range {
-        Some((a, b)) => {
-            let cr = format!("bytes {a}-{b}/{}", opened.rec.size);
-            response::header(&mut conn.out, "Content-Range", &[cr.as_bytes()]);
-            b - a + 1
-        }
-        None => opened.rec.size,
-    };
-    end_head(&mut conn.out, len, req.keep_alive);
-    let Some(mut d) = opened.body else {
+    let (status, len) = answer_head(conn, req, &opened.rec, &stored, read, range);
+    let Some(d) = opened.body else {
         return Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive }, close: false });
     };
-    // the head goes out with the first piece; then each piece as it comes from the volume
+    let span = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
+    let resume = read::Resume::new(ctx, &key, &opened.rec, span);
+    let (sent, close) = stream(ctx, conn, d, resume, len).await;
+    Block::add(&ctx.metrics.bytes_out, sent);
+    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })
+}
+
+/// Sends a read's `len` bytes as they come from the volume (the head, already in
+/// `conn.out`, goes with the first piece), taking over from another replica where one
+/// fails midway: the bytes sent and whether the connection must close (the client or every
+/// replica failed before the end, so the length promised cannot be kept).
+async fn stream(ctx: &Ctx, conn: &mut Conn, mut d: Download, mut resume: read::Resume<'_>, len: u64) -> (u64, bool) {
     let mut sent = 0u64;
     // None: not tried yet; Some(None): no pipe to be had (out of fds or pipe pages), copy
     let mut pipe: Option<Option<Pipe>> = None;
-    let mut resume = read::Resume::new(ctx, &key, &opened.rec, (first, last));
     let close = loop {
         if d.can_splice() && len > SPLICE_FROM {
             // the rest goes socket to socket through a pipe: the bytes never enter this
@@ -358,8 +371,7 @@ pub async fn get(ctx: &Ctx, conn: &mut Conn, req: &Req<'_>, obj: &Object, read: 
     if let Some(Some(p)) = pipe {
         p.give();
     }
-    Block::add(&ctx.metrics.bytes_out, sent);
-    Ok(Answer { reply: Reply::Streamed { status, keep: req.keep_alive && !close }, close })
+    (sent, close)
 }
 
 pub async fn delete(
