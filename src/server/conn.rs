@@ -227,36 +227,14 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
                 let kind = if port == Port::Admin { metrics::ADMIN } else { req.kind() };
                 match result {
                     Ok(r) => (r, false, kind),
-                    Err(e) => {
-                        let status = e.status();
-                        if status >= 500 {
-                            eprintln!("mkv: {:?} {}: {status} {e}", head.method, req.key.escape_ascii());
-                        }
-                        response::start(&mut conn.out, status);
-                        if let Some((name, value)) = e.header() {
-                            response::header(&mut conn.out, name, &[value.as_bytes()]);
-                        }
-                        let msg = if e.silent() { String::new() } else { format!("{e}\n") };
-                        if !msg.is_empty() {
-                            response::header(&mut conn.out, "Content-Type", &[b"text/plain; charset=utf-8"]);
-                        }
-                        (Reply::Body(msg.into_bytes()), e.closes(), kind)
-                    }
+                    Err(e) => (error_reply(&mut conn.out, &e, head.method, &req.key), e.closes(), kind),
                 }
             }
         };
         // a stop that began while this request ran: its answer says the connection closes
         let mut keep = wanted && !close && !conn.draining() && !matches!(reply, Reply::Streamed { keep: false, .. });
         if keep && !body.is_done() {
-            // an early answer (403, 409, ...), or one that never wanted a body (a GET or a
-            // listing streamed out, whose request carried one anyway): the body must be
-            // consumed to find the next request, or its bytes would be read as one
-            keep = !body.awaits_continue()
-                && match head.framing {
-                    // its length known only once it ended: kept when its end is in already
-                    Framing::Chunked => conn.discard_buffered(&mut body, DISCARD_MAX as usize).unwrap_or(false),
-                    _ => body.remaining() <= DISCARD_MAX && conn.discard(&mut body).await.is_ok(),
-                };
+            keep = skip_body(&mut conn, &mut body, head.framing).await;
         }
         let status = match reply {
             Reply::Body(b) => {
@@ -291,6 +269,38 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             break;
         }
     }
+}
+
+/// A native request's error as its answer's head (the body is the `Reply`): the status,
+/// the header the error carries, its reason in plain text unless it is one answered
+/// silently; a `5xx` is logged.
+fn error_reply(out: &mut Vec<u8>, e: &ApiError, method: Method, key: &[u8]) -> Reply {
+    let status = e.status();
+    if status >= 500 {
+        eprintln!("mkv: {method:?} {}: {status} {e}", key.escape_ascii());
+    }
+    response::start(out, status);
+    if let Some((name, value)) = e.header() {
+        response::header(out, name, &[value.as_bytes()]);
+    }
+    let msg = if e.silent() { String::new() } else { format!("{e}\n") };
+    if !msg.is_empty() {
+        response::header(out, "Content-Type", &[b"text/plain; charset=utf-8"]);
+    }
+    Reply::Body(msg.into_bytes())
+}
+
+/// Reads past the body of a request answered without it, so that the connection can go on:
+/// an early answer (403, 409, ...), or one that never wanted a body (a GET or a listing
+/// streamed out, whose request carried one anyway). Its bytes would be read as the next
+/// request otherwise. False when the connection must close instead.
+async fn skip_body(conn: &mut Conn, body: &mut Body, framing: Framing) -> bool {
+    !body.awaits_continue()
+        && match framing {
+            // its length known only once it ended: kept when its end is in already
+            Framing::Chunked => conn.discard_buffered(body, DISCARD_MAX as usize).unwrap_or(false),
+            _ => body.remaining() <= DISCARD_MAX && conn.discard(body).await.is_ok(),
+        }
 }
 
 /// A query value that must be a number (digits only, once form-decoded as every query
