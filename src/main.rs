@@ -171,7 +171,7 @@ struct Flags {
     s3_keepalive: std::time::Duration,
     /// Fsync the index's write-ahead log before answering a write (group commit), for
     /// deployments that must survive power loss, not only kill -9
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     sync: bool,
     /// The index's block cache in MiB: RocksDB keeps blocks uncompressed there, ~80 bytes a
     /// key, so size it for the keys read often (512 MiB holds ~6M)
@@ -195,10 +195,10 @@ struct Flags {
     #[arg(long, global = true, value_name = "HOST:PORT")]
     fallback: Option<String>,
     /// Refuse DELETE (403) unless the key was UNLINKed first
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     protect: bool,
     /// Compute and store each value's MD5 (-md5sum=false turns it off)
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = true, default_missing_value = "true")]
     md5sum: bool,
     /// A volume that does not answer within this is down (Go duration: 500ms, 2s)
     #[arg(allow_hyphen_values = true, long, global = true, default_value = "1s", value_parser = parse_duration)]
@@ -207,7 +207,7 @@ struct Flags {
     #[arg(allow_negative_numbers = true, long, global = true)]
     threads: Option<usize>,
     /// Log each request to stderr
-    #[arg(short = 'v', long = "verbose", global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(short = 'v', long = "verbose", alias = "v", global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     verbose: bool,
     /// Each thread caches the GET answers of the N keys it read last and of up to N more
     /// (~350 bytes each), and as many keys found missing (0 turns both off)
@@ -238,13 +238,13 @@ struct Flags {
     #[arg(allow_hyphen_values = true, long, global = true, default_value = "30s", value_parser = parse_duration)]
     send_timeout: std::time::Duration,
     /// rebuild: write into a -db that already holds keys
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     force: bool,
     /// rebuild: read every value to recompute its MD5
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     verify: bool,
     /// rebalance: print what would move, move nothing
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     dry_run: bool,
     /// rebalance, verify, snapshot: run against this running master (http://host:port) instead of -db
     #[arg(long, global = true, value_name = "URL")]
@@ -253,10 +253,10 @@ struct Flags {
     #[arg(allow_negative_numbers = true, long, global = true)]
     concurrency: Option<usize>,
     /// verify: read every replica and check its MD5 and size against the record
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     deep: bool,
     /// verify: repair what was found (copy replicas again, fix markers, delete orphans)
-    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     repair: bool,
     /// verify, scrub: files younger than this are spared (a write may be in flight)
     #[arg(long, global = true, default_value = "1h", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -582,7 +582,8 @@ fn plan(cli: Cli) -> Result<(Config, Job), String> {
     let volume_secret = f.volume_secret.as_deref().map(volume::secret::Secret::read).transpose()?;
     let cfg = Config {
         db,
-        volumes: f.volumes.into_iter().filter(|v| !v.is_empty()).collect(),
+        // `a:1, b:2`, as lists are written: the spaces are not part of the names
+        volumes: f.volumes.iter().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect(),
         port: f.port,
         // an online rebalance without -replicas keeps the master's count, which the master
         // checks the new list against; here nothing is placed, so 1 passes any list
@@ -724,6 +725,35 @@ mod tests {
         let c = parse(&["mkv", "server", "-volume-secret", "/etc/mkv/s", "-sign-redirects", "1m"]).unwrap();
         assert_eq!(c.flags.volume_secret.as_deref(), Some(std::path::Path::new("/etc/mkv/s")));
         assert_eq!(c.flags.sign_redirects, Some(std::time::Duration::from_secs(60)));
+    }
+
+    /// A yes/no flag takes its value only after `=`, as Go's do: `-protect server` took
+    /// `server` for -protect's value ("invalid value 'server'"), so a command line written
+    /// minikeyvalue's way (flags first, the command last) failed on any of them. `-v` takes
+    /// two dashes and `=` too, as every other flag does.
+    #[test]
+    fn a_yes_no_flag_before_the_command_leaves_the_command_alone() {
+        for flag in ["-protect", "-v", "--v", "-sync", "-md5sum", "-verify", "-dry-run", "-deep", "-repair", "-force"] {
+            let c = parse(&["mkv", "-db", "/x", flag, "server"]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert!(matches!(c.cmd, Cmd::Server), "{flag}");
+        }
+        let c = parse(&["mkv", "-protect", "-v", "-sync", "server"]).unwrap();
+        assert!(c.flags.protect && c.flags.verbose && c.flags.sync);
+        for (v, on) in [("-v=true", true), ("-v=false", false), ("--v=1", true), ("--verbose=false", false)] {
+            assert_eq!(parse(&["mkv", "server", v]).unwrap_or_else(|e| panic!("{v}: {e}")).flags.verbose, on, "{v}");
+        }
+        assert!(!parse(&["mkv", "-md5sum=false", "server"]).unwrap().flags.md5sum);
+        // Go's bool flags take no separate value: the word is an argument, which is refused
+        assert!(parse(&["mkv", "server", "-protect", "false"]).is_err());
+    }
+
+    /// `-volumes 'a:1, b:2'` (a space after the comma, as people write lists) names a:1 and
+    /// b:2; the space stayed part of the name, which never resolved.
+    #[test]
+    fn spaces_around_volumes_are_not_part_of_them() {
+        let cli = parse(&["mkv", "server", "-db", "/x", "-volumes", " a:1, b:2 ,c:3", "-replicas", "1"]).unwrap();
+        let (cfg, _) = plan(cli).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.volumes, ["a:1", "b:2", "c:3"]);
     }
 
     /// A negative value is named as a bad value of its flag: `-voltimeout -1s` said
