@@ -118,11 +118,11 @@ impl Config {
         for v in &self.volumes {
             check_host_port(v).map_err(|e| format!("-volumes: {e}"))?;
         }
-        let mut seen = self.volumes.clone();
+        // host names are not case-sensitive: two spellings of one are one volume
+        let mut seen: Vec<String> = self.volumes.iter().map(|v| v.to_ascii_lowercase()).collect();
         seen.sort();
-        seen.dedup();
-        if seen.len() != self.volumes.len() {
-            return Err("-volumes lists a volume twice".into());
+        if let Some(twice) = seen.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("-volumes lists a volume twice: {}", twice[0]));
         }
         if self.replicas == 0 {
             return Err("-replicas must be at least 1".into());
@@ -185,7 +185,12 @@ impl Config {
 
 fn check_host_port(v: &str) -> Result<(), String> {
     let (host, port) = v.rsplit_once(':').ok_or_else(|| format!("'{v}' is not host:port"))?;
-    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) || v.len() > 200 {
+    if host.is_empty()
+        || host.contains(['/', ' '])
+        || host.chars().any(char::is_control)
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+        || v.len() > 200
+    {
         return Err(format!("'{v}' is not host:port"));
     }
     Ok(())
@@ -302,6 +307,14 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("at least 1s"));
         c.volumes = vec!["a:1".into(), "nope".into()];
         assert!(c.validate().unwrap_err().contains("host:port"));
+        // a name with a space never resolves, and went into every key's placement as it was
+        c.volumes = vec!["a:1".into(), " b:2".into()];
+        assert!(c.validate().unwrap_err().contains("' b:2' is not host:port"));
+        c.volumes = vec!["a:1".into(), "b :2".into()];
+        assert!(c.validate().unwrap_err().contains("is not host:port"));
+        // host names are not case-sensitive: one volume under two spellings held two replicas
+        c.volumes = vec!["LocalHost:1".into(), "localhost:1".into()];
+        assert_eq!(c.validate(), Err("-volumes lists a volume twice: localhost:1".into()));
         c.volumes = vec!["a:1".into(), "b:2".into(), "c:3".into()];
         c.sign_redirects = None;
         c.volume_rcvbuf = 4096;
