@@ -424,6 +424,16 @@ pub async fn send_all<S: Source>(
     send(ctx, topo, to, src, Body { first, done }, md5, modified_ms).await
 }
 
+/// A body that ended before the length it declared: the source says why where it can (an
+/// `aws-chunked` body short of its decoded length is the client's fault, a `400`), else
+/// it is a fault of the master's own.
+async fn short<S: Source>(src: &mut S) -> Failed<S::Error> {
+    match src.end().await {
+        Err(e) => Failed::Source(e),
+        Ok(()) => Error::Internal("the body ended before its declared length").into(),
+    }
+}
+
 /// Sends a body to every target: the first piece as it is when it is all, else streamed.
 async fn send<S: Source>(
     ctx: &Ctx,
@@ -439,7 +449,7 @@ async fn send<S: Source>(
     if done {
         let size = first.len() as u64;
         if src.len().is_some_and(|n| n != size) {
-            return Err(Error::Internal("the body ended before its declared length").into());
+            return Err(short(src).await);
         }
         src.end().await.map_err(Failed::Source)?;
         let put = ctx.client.put_all_dated(topo, to, first.clone(), modified_ms);
@@ -524,7 +534,7 @@ async fn stream<S: Source>(
     }
     if len.is_some_and(|n| n != size) {
         ctx.client.upload_cancel(up).await;
-        return Err(Error::Internal("the body ended before its declared length").into());
+        return Err(short(src).await);
     }
     if let Err(e) = src.end().await {
         // a replica that took the whole body is answered first, so the caller's clean-up
