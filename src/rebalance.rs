@@ -208,115 +208,151 @@ fn run_online(cfg: Config, url: &str, opts: Options) -> anyhow::Result<()> {
     let mut rt = runtime()?;
     rt.block_on(async {
         let client = Rc::new(Client::new(cfg.volume_rcvbuf));
-        // -replicas only when given: the default (3) would change a master of another count
-        // and copy or drop a replica of every key
-        let mut switch = format!("/?volumes={}", cfg.volumes.join(","));
-        if let Some(n) = opts.replicas {
-            switch.push_str(&format!("&replicas={n}"));
-        }
         let auth = cfg.admin_token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        // the keys are listed through the API port: asked first, so that an -admin address
-        // (which takes VOLUMES too) is refused before it switched anything (url-encoded: a
-        // key outside UTF-8 is written `\udcXX` otherwise, which JSON parsers refuse)
-        let (status, body) = client
-            .get(&topo, &master, "/?list&limit=1&encoding=url", 1 << 20)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
-        if status != 200 || serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-            bail!(
-                "{master} answered a listing with no JSON listing ({status}): is it the master's API address \
-                 (not its -admin one)? Nothing switched"
-            );
-        }
-        let (status, body) = client
-            .get_with(&topo, &master, "VOLUMES", &switch, auth.as_bytes(), 1 << 20)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
-        if status != 200 {
-            bail!("the master refused the volume list ({status}): {}", master_refusal(&master, &body));
-        }
-        progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
-        let before = moves_of(&body)?;
-        // keys whose move met a volume too busy to answer in time: asked again after the pass
-        let mut again = Vec::new();
-        for list in ["list", "unlinked"] {
-            let mut start = String::new();
-            loop {
-                // keys percent-encoded: every key round-trips, UTF-8 or not
-                let page = format!("/?{list}&encoding=url&limit={BATCH}&start={start}");
-                let (status, body) = client
-                    .get(&topo, &master, &page, 64 << 20)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("listing keys on the master at {master} failed: {}", e.cause()))?;
-                if status != 200 {
-                    bail!("listing keys failed ({status})");
-                }
-                let page: serde_json::Value = serde_json::from_slice(&body).context("bad listing from the master")?;
-                let Some(keys) = page["keys"].as_array() else { bail!("bad listing from the master: no keys") };
-                let keys: Vec<String> = keys
-                    .iter()
-                    .map(|k| {
-                        k.as_str().map(str::to_string).context("bad listing from the master: a key is not a string")
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                ask_rebalance(&client, &topo, &master, keys, opts.concurrency, &progress, Some(&mut again)).await;
-                match page["next"].as_str() {
-                    Some(n) if !n.is_empty() => start = n.to_string(),
-                    _ => break,
-                }
-            }
-        }
-        if !again.is_empty() {
-            progress.println(&format!("{} key(s) met a busy volume: asking again, fewer at once", again.len()));
-            monoio::time::sleep(AGAIN_PAUSE).await;
-            ask_rebalance(&client, &topo, &master, again, AGAIN_CONCURRENCY, &progress, None).await;
-        }
-        move_parts_online(&client, &master, auth.as_bytes(), &progress).await?;
-        // the master deletes moved keys' old replicas after its -move-grace: done when it
-        // has none left to delete
-        let deadline = std::time::Instant::now() + before.grace + SETTLE_WAIT;
-        let mut said = false;
-        loop {
-            let (status, body) = client
-                .get_with(&topo, &master, "VOLUMES", "/", auth.as_bytes(), 1 << 20)
-                .await
-                .map_err(|e| anyhow::anyhow!("asking the master at {master} for its moves failed: {}", e.cause()))?;
-            if status != 200 {
-                bail!("asking the master for its moves failed ({status})");
-            }
-            let Moves { pending, failed, started_ms, .. } = moves_of(&body)?;
-            if started_ms != before.started_ms {
-                bail!(
-                    "the master restarted during the rebalance: old replicas of keys it moved may not \
-                     all be deleted; rerun the rebalance to finish them"
-                );
-            }
-            if pending == 0 {
-                if failed > before.failed {
-                    progress.error(
-                        "old replicas",
-                        &format!(
-                            "the master could not delete the old replicas of {} moved key(s) (its log names \
-                             them); rerun the rebalance",
-                            failed - before.failed
-                        ),
-                    );
-                }
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("the master still has the old replicas of {pending} moved key(s) to delete; rerun the rebalance");
-            }
-            if !said {
-                progress
-                    .println(&format!("waiting for the master to delete the old replicas of {pending} moved key(s)"));
-                said = true;
-            }
-            monoio::time::sleep(Duration::from_millis(200)).await;
-        }
-        forget_removed(&client, &topo, &master, &cfg.volumes, auth.as_bytes(), &progress).await
+        let auth = auth.as_bytes();
+        let before = switch_volumes(&client, &topo, &master, &cfg, opts.replicas, auth, &progress).await?;
+        rebalance_every_key(&client, &topo, &master, opts.concurrency, &progress).await?;
+        move_parts_online(&client, &master, auth, &progress).await?;
+        await_old_replicas(&client, &topo, &master, &before, auth, &progress).await?;
+        forget_removed(&client, &topo, &master, &cfg.volumes, auth, &progress).await
     })?;
     progress.finish()
+}
+
+/// Switches the master to `cfg.volumes` (and `replicas`, when given), after making sure
+/// `master` is its API address: its moves as they stood before.
+async fn switch_volumes(
+    client: &Client,
+    topo: &Topology,
+    master: &str,
+    cfg: &Config,
+    replicas: Option<usize>,
+    auth: &[u8],
+    progress: &Progress,
+) -> anyhow::Result<Moves> {
+    // -replicas only when given: the default (3) would change a master of another count
+    // and copy or drop a replica of every key
+    let mut switch = format!("/?volumes={}", cfg.volumes.join(","));
+    if let Some(n) = replicas {
+        switch.push_str(&format!("&replicas={n}"));
+    }
+    // the keys are listed through the API port: asked first, so that an -admin address
+    // (which takes VOLUMES too) is refused before it switched anything (url-encoded: a
+    // key outside UTF-8 is written `\udcXX` otherwise, which JSON parsers refuse)
+    let (status, body) = client
+        .get(topo, master, "/?list&limit=1&encoding=url", 1 << 20)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
+    if status != 200 || serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+        bail!(
+            "{master} answered a listing with no JSON listing ({status}): is it the master's API address \
+             (not its -admin one)? Nothing switched"
+        );
+    }
+    let (status, body) = client
+        .get_with(topo, master, "VOLUMES", &switch, auth, 1 << 20)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the master at {master}: {}", e.cause()))?;
+    if status != 200 {
+        bail!("the master refused the volume list ({status}): {}", master_refusal(master, &body));
+    }
+    progress.println(&format!("master {master} now places keys on {}", cfg.volumes.join(",")));
+    moves_of(&body)
+}
+
+/// Asks the master to `REBALANCE` every key it lists, live and unlinked, page by page; the
+/// keys whose move met a volume too busy to answer in time are asked again after the pass.
+async fn rebalance_every_key(
+    client: &Rc<Client>,
+    topo: &Topology,
+    master: &str,
+    concurrency: usize,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let mut again = Vec::new();
+    for list in ["list", "unlinked"] {
+        let mut start = String::new();
+        loop {
+            // keys percent-encoded: every key round-trips, UTF-8 or not
+            let page = format!("/?{list}&encoding=url&limit={BATCH}&start={start}");
+            let (status, body) = client
+                .get(topo, master, &page, 64 << 20)
+                .await
+                .map_err(|e| anyhow::anyhow!("listing keys on the master at {master} failed: {}", e.cause()))?;
+            if status != 200 {
+                bail!("listing keys failed ({status})");
+            }
+            let page: serde_json::Value = serde_json::from_slice(&body).context("bad listing from the master")?;
+            let Some(keys) = page["keys"].as_array() else { bail!("bad listing from the master: no keys") };
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| k.as_str().map(str::to_string).context("bad listing from the master: a key is not a string"))
+                .collect::<anyhow::Result<_>>()?;
+            ask_rebalance(client, topo, master, keys, concurrency, progress, Some(&mut again)).await;
+            match page["next"].as_str() {
+                Some(n) if !n.is_empty() => start = n.to_string(),
+                _ => break,
+            }
+        }
+    }
+    if !again.is_empty() {
+        progress.println(&format!("{} key(s) met a busy volume: asking again, fewer at once", again.len()));
+        monoio::time::sleep(AGAIN_PAUSE).await;
+        ask_rebalance(client, topo, master, again, AGAIN_CONCURRENCY, progress, None).await;
+    }
+    Ok(())
+}
+
+/// Waits for the master to delete the old replicas of the keys it moved (it does after its
+/// `-move-grace`): done when it has none left, an error when it restarted meanwhile or
+/// still has some after the grace and `SETTLE_WAIT`.
+async fn await_old_replicas(
+    client: &Client,
+    topo: &Topology,
+    master: &str,
+    before: &Moves,
+    auth: &[u8],
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + before.grace + SETTLE_WAIT;
+    let mut said = false;
+    loop {
+        let (status, body) = client
+            .get_with(topo, master, "VOLUMES", "/", auth, 1 << 20)
+            .await
+            .map_err(|e| anyhow::anyhow!("asking the master at {master} for its moves failed: {}", e.cause()))?;
+        if status != 200 {
+            bail!("asking the master for its moves failed ({status})");
+        }
+        let Moves { pending, failed, started_ms, .. } = moves_of(&body)?;
+        if started_ms != before.started_ms {
+            bail!(
+                "the master restarted during the rebalance: old replicas of keys it moved may not \
+                 all be deleted; rerun the rebalance to finish them"
+            );
+        }
+        if pending == 0 {
+            if failed > before.failed {
+                progress.error(
+                    "old replicas",
+                    &format!(
+                        "the master could not delete the old replicas of {} moved key(s) (its log names \
+                         them); rerun the rebalance",
+                        failed - before.failed
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the master still has the old replicas of {pending} moved key(s) to delete; rerun the rebalance");
+        }
+        if !said {
+            progress.println(&format!("waiting for the master to delete the old replicas of {pending} moved key(s)"));
+            said = true;
+        }
+        monoio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// How long an online rebalance lets the volumes settle before it asks again for the keys
