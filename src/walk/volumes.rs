@@ -230,21 +230,10 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
             roots.push(new_root(None));
         }
         roots.extend(svs.iter().map(|&sv| new_root(Some(sv))));
-        let odd = (flat && cfg.subvolumes > 1)
-            || (!svs.is_empty() && cfg.subvolumes <= 1)
-            || svs.iter().any(|&sv| sv as u32 >= cfg.subvolumes);
-        if odd {
+        if let Some(what) = odd_layout(flat, &svs, cfg.subvolumes) {
             eprintln!(
-                "mkv: warning: volume {v} holds {} but -subvolumes is {}: records name the replicas where \
-                 they are; `mkv rebalance` moves them to where -subvolumes places them",
-                match (flat, svs.len()) {
-                    // only the walk tells whether the top's xx folders still hold keys (those of
-                    // deleted keys stay behind, empty)
-                    (true, 0) => "key folders at its top".to_string(),
-                    (true, n) => format!("key folders at its top and {n} subvolume folders"),
-                    (false, n) => format!("{n} subvolume folders"),
-                },
-                cfg.subvolumes
+                "mkv: warning: volume {v} holds {what}: records name the replicas where they are; \
+                 `mkv rebalance` moves them to where -subvolumes places them"
             );
         }
     }
@@ -279,6 +268,23 @@ pub async fn discover(client: &Client, topo: &Topology, gate: &Gate, cfg: &Confi
         (r.tmp, r.parts) = (tmp, parts);
     }
     Ok(Layout { volumes: cfg.volumes.clone(), roots })
+}
+
+/// What a volume's top holds that `-subvolumes` would not put there, if anything: key
+/// folders at the top where keys go in `svXX` folders, or `svXX` folders that -subvolumes
+/// does not name. Only the walk tells whether they still hold keys (the folders of deleted
+/// keys stay behind, empty), so the warning says what is there, not that it is wrong.
+fn odd_layout(flat: bool, svs: &[u8], subvolumes: u32) -> Option<String> {
+    let past = svs.iter().filter(|&&sv| sv as u32 >= subvolumes).count();
+    if flat && subvolumes > 1 {
+        Some(format!("key folders at its top (-subvolumes {subvolumes} places keys in sv folders; these may be empty)"))
+    } else if !svs.is_empty() && subvolumes <= 1 {
+        Some(format!("{} subvolume folders (-subvolumes 1 places keys at the top)", svs.len()))
+    } else if past > 0 {
+        Some(format!("{past} subvolume folder(s) past -subvolumes {subvolumes} (sv00 to sv{:02X})", subvolumes - 1))
+    } else {
+        None
+    }
 }
 
 /// The folder names in the listing of `path`. Its body, and the gate's pass with it, is let
@@ -492,6 +498,20 @@ pub fn recover_merged(name: &str, want: [u8; 2], budget: &mut usize) -> Result<O
 
 #[cfg(test)]
 mod tests {
+
+    /// A volume with sv00…sv09 and the empty top folders a -subvolumes 1 master left read
+    /// "key folders at its top and 10 subvolume folders but -subvolumes is 10".
+    #[test]
+    fn an_odd_layout_names_only_what_is_odd() {
+        let ten: Vec<u8> = (0..10).collect();
+        let said = odd_layout(true, &ten, 10).unwrap();
+        assert!(said.starts_with("key folders at its top") && !said.contains("10 subvolume folders"), "{said}");
+        assert_eq!(odd_layout(false, &ten, 10), None);
+        assert_eq!(odd_layout(true, &[], 1), None);
+        assert!(odd_layout(false, &ten, 1).unwrap().starts_with("10 subvolume folders"));
+        assert!(odd_layout(false, &ten, 4).unwrap().starts_with("6 subvolume folder(s) past -subvolumes 4"));
+    }
+
     use super::*;
 
     /// What nginx does to a request path before it becomes a file name.
