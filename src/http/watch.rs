@@ -36,6 +36,8 @@ struct Slot {
     deadline: u64,
     wait: Wait,
     fired: Option<Wait>,
+    /// May be closed to make room for a new connection on a full port ([`Watch::make_room`]).
+    spare: bool,
 }
 
 /// One thread's table of connections.
@@ -71,10 +73,11 @@ impl Watch {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Enters a connection's socket in the table.
-    pub fn register(self: &Rc<Self>, fd: RawFd) -> Watched {
+    /// Enters a connection's socket in the table; a `spare` one may be closed while it
+    /// waits for a request, to make room for a new connection ([`Watch::make_room`]).
+    pub fn register(self: &Rc<Self>, fd: RawFd, spare: bool) -> Watched {
         self.now.set(self.clock());
-        let slot = Slot { fd, deadline: 0, wait: Wait::Idle, fired: None };
+        let slot = Slot { fd, deadline: 0, wait: Wait::Idle, fired: None, spare };
         let id = match self.free.borrow_mut().pop() {
             Some(id) => {
                 self.slots.borrow_mut()[id] = Some(slot);
@@ -113,6 +116,30 @@ impl Watch {
                 shutdown(slot.fd, slot.wait);
             }
         }
+    }
+
+    /// Closes the spare connection that has waited longest for a request: an idle one (quietly)
+    /// or else one whose head is still coming (`408`). False when every spare one is busy
+    /// with a request. A port whose every connection an idle client holds stays open to a
+    /// new one this way (the idle ones only wait for their timeout otherwise, and a client
+    /// that reconnects as each closes would hold the port for good).
+    pub fn make_room(&self) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        let waiting = |wait: Wait| {
+            slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+                .filter(|(_, s)| s.spare && s.wait == wait && s.deadline != 0 && s.fired.is_none())
+                .min_by_key(|(_, s)| s.deadline)
+                .map(|(i, _)| i)
+        };
+        let Some(i) = waiting(Wait::Idle).or_else(|| waiting(Wait::Head)) else { return false };
+        let slot = slots[i].as_mut().expect("a slot just found");
+        slot.deadline = 0;
+        slot.fired = Some(slot.wait);
+        shutdown(slot.fd, slot.wait);
+        true
     }
 
     /// Stops the thread's connections gracefully: idle ones are closed now, busy ones after
@@ -186,12 +213,12 @@ mod tests {
     #[test]
     fn slots_are_reused_and_counted() {
         let w = Watch::new();
-        let a = w.register(-1);
-        let b = w.register(-1);
+        let a = w.register(-1, false);
+        let b = w.register(-1, false);
         assert_eq!(w.len(), 2);
         drop(a);
         assert_eq!(w.len(), 1);
-        let c = w.register(-1);
+        let c = w.register(-1, false);
         assert_eq!(c.id, 0, "a freed slot is taken again");
         drop((b, c));
         assert_eq!(w.len(), 0);
@@ -200,8 +227,8 @@ mod tests {
     #[test]
     fn passed_deadlines_fire_once_with_their_reason() {
         let w = Watch::new();
-        let a = w.register(-1);
-        let b = w.register(-1);
+        let a = w.register(-1, false);
+        let b = w.register(-1, false);
         a.arm(Wait::Head, Duration::ZERO);
         b.arm(Wait::Body, Duration::from_secs(60));
         w.tick();
@@ -212,11 +239,33 @@ mod tests {
         assert_eq!(b.fired(), None);
         // a drain closes idle connections only
         b.arm(Wait::Idle, Duration::from_secs(60));
-        let c = w.register(-1);
+        let c = w.register(-1, false);
         c.arm(Wait::Body, Duration::from_secs(60));
         w.drain();
         assert_eq!(b.fired(), Some(Wait::Idle));
         assert_eq!(c.fired(), None);
         assert!(c.draining());
+    }
+
+    #[test]
+    fn room_is_made_by_the_spare_connection_waiting_longest() {
+        let w = Watch::new();
+        let api = w.register(-1, false);
+        api.arm(Wait::Idle, Duration::from_secs(1));
+        let (old, new, busy, head) =
+            (w.register(-1, true), w.register(-1, true), w.register(-1, true), w.register(-1, true));
+        old.arm(Wait::Idle, Duration::from_secs(5));
+        new.arm(Wait::Idle, Duration::from_secs(6));
+        busy.arm(Wait::Body, Duration::from_secs(1));
+        head.arm(Wait::Head, Duration::from_secs(2));
+        assert!(w.make_room());
+        assert_eq!((old.fired(), new.fired(), api.fired()), (Some(Wait::Idle), None, None));
+        assert!(w.make_room());
+        assert_eq!(new.fired(), Some(Wait::Idle));
+        assert!(w.make_room());
+        assert_eq!(head.fired(), Some(Wait::Head));
+        // a connection busy with a request, and the API's, are never closed for room
+        assert!(!w.make_room());
+        assert_eq!((busy.fired(), api.fired()), (None, None));
     }
 }

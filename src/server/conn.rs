@@ -179,7 +179,8 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
             &admin_limits
         }
     };
-    let watched = watch.register(stream.as_raw_fd());
+    // an admin connection waiting for a request may be closed to let a new one in
+    let watched = watch.register(stream.as_raw_fd(), port == Port::Admin);
     let mut conn = Conn::new(stream, watched, limits);
     let mut req = Req { loopback: is_loopback(&peer), ..Req::default() };
     loop {
