@@ -865,6 +865,21 @@ fn an_aws_chunked_body_shorter_than_its_decoded_length_is_400() {
         }
         assert!(s3_get(&addr, "/short/key").body == old, "after {sent} bytes of {declared}");
     }
+    // far shorter than declared (the volumes were asked for the whole length), and a body
+    // with no chunk framing at all
+    let signed = format!("5;chunk-signature={0}\r\nhello\r\n0;chunk-signature={0}\r\n\r\n", "0".repeat(64));
+    for (body, declared) in
+        [(signed.as_bytes(), "5000000000"), (signed.as_bytes(), "1000000000000000000"), (b"hello".as_slice(), "5")]
+    {
+        let headers = [
+            ("Content-Encoding", "aws-chunked"),
+            ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
+            ("x-amz-decoded-content-length", declared),
+        ];
+        let r = request(&addr, "PUT", "/short/key", &headers, body);
+        assert_eq!(r.status, 400, "{declared}: {r:?}");
+    }
+    assert!(s3_get(&addr, "/short/key").body == old);
     let r = s3_get(&addr, &format!("/short/mp?uploadId={id}"));
     assert_eq!((r.status, r.text().matches("<Part>").count()), (200, 0), "{r:?}");
     wait_until("the short PUTs' temporary and part files to go", TIMEOUT, || leftovers(&c).is_empty());
