@@ -574,22 +574,29 @@ impl Index {
         }
     }
 
-    /// A consistent copy of the index in `dir` (which must not exist): a RocksDB
-    /// checkpoint, hard links where `dir` is on the same filesystem. The error is one line.
+    /// A consistent copy of the index in `dir` (which must not exist; the folders on the way
+    /// are made as needed): a RocksDB checkpoint, hard links where `dir` is on the same
+    /// filesystem. The error is one line.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), String> {
         if dir.exists() {
             return Err(format!("{} exists already: a snapshot goes into a new folder", dir.display()));
         }
-        // inside the index's own folder, RocksDB would take it for files of its own
+        // inside the index's own folder, RocksDB would take it for files of its own: judged
+        // by the nearest folder on the way that exists, before any is made
         let own = std::fs::canonicalize(self.inner.path()).unwrap_or_else(|_| self.inner.path().to_path_buf());
-        let parent = std::path::absolute(dir).ok().and_then(|d| d.parent().and_then(|p| std::fs::canonicalize(p).ok()));
-        if parent.is_some_and(|p| p.starts_with(&own)) {
+        let dir = std::path::absolute(dir).map_err(|e| format!("cannot snapshot into {}: {e}", dir.display()))?;
+        let nearest = dir.ancestors().skip(1).find(|a| a.exists()).and_then(|a| std::fs::canonicalize(a).ok());
+        if nearest.is_some_and(|p| p.starts_with(&own)) {
             return Err(format!(
                 "{} is inside the index's own folder {}: a snapshot goes elsewhere",
                 dir.display(),
                 own.display()
             ));
         }
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
+        }
+        let dir = dir.as_path();
         let u = self.inner.enter();
         let cp = rocksdb::checkpoint::Checkpoint::new(&u.db.db).map_err(|e| format!("cannot snapshot: {e}"))?;
         cp.create_checkpoint(dir).map_err(|e| format!("cannot snapshot into {}: {e}", dir.display()))

@@ -1,6 +1,6 @@
 //! `mkv snapshot -online URL -to DIR`: a consistent copy of a running master's index,
 //! taken by the master itself (a RocksDB checkpoint), for backups. Restoring is starting a
-//! master on the copy, then `mkv verify -repair` to reconcile it with the volumes.
+//! master on the copy, then `mkv verify -deep -repair` to reconcile it with the volumes.
 
 use std::path::Path;
 
@@ -29,7 +29,7 @@ pub fn run(cfg: &Config, url: &str, to: &Path) -> anyhow::Result<()> {
     eprintln!("mkv: snapshot of the index of {} taken in {} (on the master's host)", master.addr, dir.display());
     eprintln!(
         "mkv: to restore it: stop the master, start it with -db {} (or a copy of it), then run \
-         mkv verify -online http://<master> -repair to reconcile it with the volumes",
+         mkv verify -online http://<master> -deep -repair to reconcile it with the volumes",
         dir.display()
     );
     Ok(())

@@ -667,7 +667,9 @@ fn a_wiped_volume_comes_back_under_reads_and_writes() {
 fn snapshot_then_restore_serves_every_key_it_held() {
     let (mut c, live, unlinked) = filled(30, 6, &[]);
     let snaps = TempDir::new("snap");
-    let to = snaps.path().join("one");
+    // folders on the way made as needed (`-to /var/backups/mkv/index-DATE` failed on a
+    // machine without /var/backups/mkv: "No such file or directory")
+    let to = snaps.path().join("backups/mkv/one");
     let url = format!("http://{}", c.addr());
     let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", to.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
@@ -680,11 +682,14 @@ fn snapshot_then_restore_serves_every_key_it_held() {
     assert_eq!(code, Some(1), "a snapshot inside the index's folder: {err}");
     assert!(err.contains("inside the index's own folder"), "{err}");
     assert!(!inside.exists());
+    let (code, err) = run_mkv(&["snapshot", "-online", &url, "-to", inside.join("deeper").to_str().unwrap()]);
+    assert_eq!(code, Some(1), "a snapshot inside the index's folder: {err}");
+    assert!(err.contains("inside the index's own folder") && !inside.exists(), "{err}");
     // written after the snapshot: not in it
     assert_eq!(request(&c.addr(), "PUT", "/after", &[], b"later").status, 201);
     c.master.kill9();
 
-    let db = snaps.path().join("one");
+    let db = snaps.path().join("backups/mkv/one");
     let restored = Master::start_args(TempDir::new("unused"), server_args(&db, &addrs(&c.volumes), &FLAGS));
     let addr = restored.addr();
     for key in &live {
