@@ -441,12 +441,19 @@ fn help_topic(args: &[String]) -> Option<&str> {
 
 /// What `main` runs once the command line is found sound.
 enum Job {
-    Server,
+    /// With the `-s3-keys` read.
+    Server(Option<s3::sigv4::Keys>),
     Rebuild(rebuild::Options),
     Rebalance(rebalance::Options),
-    BenchIndex { keys: u64, prefix: String },
+    BenchIndex {
+        keys: u64,
+        prefix: String,
+    },
     Verify(verify::Options),
-    Snapshot { online: String, to: PathBuf },
+    Snapshot {
+        online: String,
+        to: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -466,7 +473,10 @@ fn main() -> ExitCode {
     };
     volume::secret::install(cfg.volume_secret.as_ref(), cfg.sign_redirects);
     let result = match job {
-        Job::Server => server::run(cfg),
+        Job::Server(keys) => {
+            s3::serve::install_keys(keys);
+            server::run(cfg)
+        }
         Job::Rebuild(opts) => rebuild::run(cfg, opts),
         Job::Rebalance(opts) => rebalance::run(cfg, opts),
         Job::BenchIndex { keys, prefix } => benchindex::run(&cfg, keys, &prefix),
@@ -516,13 +526,26 @@ fn parse(args: &[String]) -> Result<Cli, ExitCode> {
             Err(ExitCode::from(2))
         }
         Err(e) => {
-            // clap's message is several lines with usage; one line says it
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("mkv: {first} (see 'mkv --help')");
+            eprintln!("mkv: {}", one_line(&e));
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// clap's error in one line (its message is several, with usage); a yes/no value given
+/// after a space (`-md5sum false`), which Go's flags do not take either, is told how.
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+    let stray = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.as_str(),
+        _ => "",
+    };
+    if e.kind() == clap::error::ErrorKind::UnknownArgument && ["true", "false"].contains(&stray) {
+        return format!("{first}: a yes/no flag takes its value after '=' (-md5sum=false)");
+    }
+    format!("{first} (see 'mkv --help')")
 }
 
 /// Checks the flags against each other and the command, and reads the files they name:
@@ -625,10 +648,7 @@ fn plan(cli: Cli) -> Result<(Config, Job), String> {
         cfg.validate()?;
     }
     let job = match cli.cmd {
-        Cmd::Server => {
-            s3::serve::install_keys(f.s3_keys.as_deref())?;
-            Job::Server
-        }
+        Cmd::Server => Job::Server(s3::serve::read_keys(f.s3_keys.as_deref())?),
         Cmd::Rebuild => Job::Rebuild(rebuild::Options { force: f.force, verify: f.verify, concurrency }),
         Cmd::Rebalance => Job::Rebalance(rebalance::Options {
             dry_run: f.dry_run,
@@ -744,7 +764,14 @@ mod tests {
         }
         assert!(!parse(&["mkv", "-md5sum=false", "server"]).unwrap().flags.md5sum);
         // Go's bool flags take no separate value: the word is an argument, which is refused
-        assert!(parse(&["mkv", "server", "-protect", "false"]).is_err());
+        // with a word on how
+        let err = parse(&["mkv", "server", "-md5sum", "false"]).err().unwrap();
+        assert_eq!(
+            one_line(&err),
+            "unexpected argument 'false' found: a yes/no flag takes its value after '=' (-md5sum=false)"
+        );
+        let err = parse(&["mkv", "server", "-nosuch"]).err().unwrap();
+        assert_eq!(one_line(&err), "unexpected argument '--nosuch' found (see 'mkv --help')");
     }
 
     /// `-volumes 'a:1, b:2'` (a space after the comma, as people write lists) names a:1 and

@@ -118,11 +118,13 @@ impl Watch {
         }
     }
 
-    /// Closes the spare connection that has waited longest for a request: an idle one (quietly)
-    /// or else one whose head is still coming (`408`). False when every spare one is busy
-    /// with a request. A port whose every connection an idle client holds stays open to a
-    /// new one this way (the idle ones only wait for their timeout otherwise, and a client
-    /// that reconnects as each closes would hold the port for good).
+    /// Closes the spare connection that has waited longest for a request: an idle one, or
+    /// else one whose head is still coming; not one whose next bytes are in already (a
+    /// request its task has not read yet, or the body of one answered early that it is
+    /// reading past). False when there is none. A port whose every connection an idle
+    /// client holds stays open to a new one this way (the idle ones only wait for their
+    /// timeout otherwise, and a client that reconnects as each closes would hold the port
+    /// for good). Both ways shut: it closes at once, owing the client nothing.
     pub fn make_room(&self) -> bool {
         let mut slots = self.slots.borrow_mut();
         let waiting = |wait: Wait| {
@@ -131,6 +133,7 @@ impl Watch {
                 .enumerate()
                 .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
                 .filter(|(_, s)| s.spare && s.wait == wait && s.deadline != 0 && s.fired.is_none())
+                .filter(|(_, s)| !has_bytes(s.fd))
                 .min_by_key(|(_, s)| s.deadline)
                 .map(|(i, _)| i)
         };
@@ -138,7 +141,7 @@ impl Watch {
         let slot = slots[i].as_mut().expect("a slot just found");
         slot.deadline = 0;
         slot.fired = Some(slot.wait);
-        shutdown(slot.fd, slot.wait);
+        shutdown(slot.fd, Wait::Write);
         true
     }
 
@@ -148,6 +151,13 @@ impl Watch {
         self.draining.set(true);
         self.tick();
     }
+}
+
+/// Whether bytes wait unread in the socket's receive queue.
+fn has_bytes(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int; on a bad fd it fails and writes nothing
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
 }
 
 fn shutdown(fd: RawFd, wait: Wait) {
@@ -267,5 +277,13 @@ mod tests {
         // a connection busy with a request, and the API's, are never closed for room
         assert!(!w.make_room());
         assert_eq!((busy.fired(), api.fired()), (None, None));
+        // nor one whose next request is in, unread
+        use std::{io::Write, os::fd::AsRawFd};
+        let (ours, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sent = w.register(ours.as_raw_fd(), true);
+        sent.arm(Wait::Idle, Duration::ZERO);
+        client.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        assert!(!w.make_room());
+        assert_eq!(sent.fired(), None);
     }
 }

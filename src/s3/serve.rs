@@ -26,20 +26,19 @@ static KEYS: OnceLock<Option<Keys>> = OnceLock::new();
 
 /// Reads `-s3-keys FILE` (lines `ACCESS_KEY SECRET_KEY`) once at start; the error never
 /// quotes the file.
-pub fn install_keys(path: Option<&Path>) -> Result<(), String> {
-    let keys = match path {
-        None => None,
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
-            let keys = Keys::parse(&text).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
-            if keys.len() == 0 {
-                return Err(format!("-s3-keys {}: no keys in it (lines: ACCESS_KEY SECRET_KEY)", p.display()));
-            }
-            Some(keys)
-        }
-    };
+pub fn read_keys(path: Option<&Path>) -> Result<Option<Keys>, String> {
+    let Some(p) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(p).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
+    let keys = Keys::parse(&text).map_err(|e| format!("-s3-keys {}: {e}", p.display()))?;
+    if keys.len() == 0 {
+        return Err(format!("-s3-keys {}: no keys in it (lines: ACCESS_KEY SECRET_KEY)", p.display()));
+    }
+    Ok(Some(keys))
+}
+
+/// Makes `keys` (from [`read_keys`]) the ones every S3 request is checked against.
+pub fn install_keys(keys: Option<Keys>) {
     let _ = KEYS.set(keys);
-    Ok(())
 }
 
 thread_local! {

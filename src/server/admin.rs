@@ -237,9 +237,10 @@ pub async fn volumes(local: &Local, conn: &mut Conn, req: &Req) -> Result<Reply,
     Ok(Reply::Body(body.to_string().into_bytes()))
 }
 
-/// The volume names of a `VOLUMES` query's `a,b,c` (empty names dropped).
+/// The volume names of a `VOLUMES` query's `a,b,c` (spaces around them and empty names
+/// dropped, as `-volumes` has them).
 fn names(list: &str) -> Vec<String> {
-    list.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect()
+    list.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
 
 /// `VOLUMES /?parts` (what `mkv rebalance -online` asks after the keys): moves the parts of

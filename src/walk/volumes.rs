@@ -499,6 +499,8 @@ pub fn recover_merged(name: &str, want: [u8; 2], budget: &mut usize) -> Result<O
 #[cfg(test)]
 mod tests {
 
+    use super::*;
+
     /// A volume with sv00…sv09 and the empty top folders a -subvolumes 1 master left read
     /// "key folders at its top and 10 subvolume folders but -subvolumes is 10".
     #[test]
@@ -511,8 +513,6 @@ mod tests {
         assert!(odd_layout(false, &ten, 1).unwrap().starts_with("10 subvolume folders"));
         assert!(odd_layout(false, &ten, 4).unwrap().starts_with("6 subvolume folder(s) past -subvolumes 4"));
     }
-
-    use super::*;
 
     /// What nginx does to a request path before it becomes a file name.
     fn merge_slashes(s: &str) -> String {
