@@ -333,6 +333,49 @@ fn rebalance_each(addr: &str, keys: &[String]) {
     }
 }
 
+/// A move copies only from a replica whose bytes are the record's, and a replica that stays
+/// but is short is copied again with the new ones. It copied from the first live replica
+/// unchecked, then deleted the good old ones: a helper's rebalance from three volumes to
+/// four and back left keys whose every replica was damaged, which a repair then took for
+/// the value. Here each key's first replica (the one a move read first) is cut short, then
+/// the keys move onto a fourth volume, online and offline.
+#[test]
+fn a_move_copies_from_a_replica_that_verifies_and_mends_a_short_one() {
+    let flags = ["-replicas", "2", "-subvolumes", "4", "-move-grace", "0s"];
+    let (vols, four, mut master, keys) = three_of_four(&flags, "/short/", 40);
+    let lay = |v: &[String]| Layout { volumes: v.to_vec(), replicas: 2, subvolumes: 4 };
+    let cut_first = |vols: &[Volume], on: &[String]| {
+        for key in &keys {
+            let (i, path) = lay(on).files(key)[0].clone();
+            let f = std::fs::OpenOptions::new().write(true).open(vols[i].dir().join(&path)).unwrap();
+            f.set_len(5).unwrap();
+        }
+    };
+    let all_whole = |vols: &[Volume], on: &[String], addr: &str| {
+        for key in &keys {
+            for (i, path) in lay(on).files(key) {
+                let held = std::fs::read(vols[i].dir().join(&path)).unwrap_or_default();
+                assert!(held == value_of(key), "{key} on {}: {} bytes, not its value", on[i], held.len());
+            }
+            assert_eq!(get_follow(addr, key).body, value_of(key), "{key}");
+        }
+    };
+    cut_first(&vols, &four[..3]);
+    let addr = master.addr();
+    switch(&addr, &four, 2);
+    rebalance_each(&addr, &keys);
+    settle(&addr);
+    all_whole(&vols, &four, &addr);
+    // offline, back onto the three
+    cut_first(&vols, &four);
+    assert!(master.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let (three, db) = (four[..3].join(","), master.db().to_str().unwrap().to_string());
+    let (code, err) = run_mkv(&["rebalance", "-volumes", &three, "-db", &db, "-replicas", "2", "-subvolumes", "4"]);
+    assert_eq!(code, Some(0), "{err}");
+    master.restart_with(&four[..3], &flags);
+    all_whole(&vols, &four[..3], &master.addr());
+}
+
 /// A redirect answered just before a key moved names an old replica; a client following it
 /// after the move still reads the value (the old replicas outlive the move by -move-grace),
 /// and once the grace is over they are gone and the record names only the new ones.
@@ -646,6 +689,29 @@ fn an_upload_in_progress_completes_after_a_rebalance_onto_other_volumes() {
     let (code, err) = rebalance(&new, &["-db", master.db().to_str().unwrap()]);
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("moved"), "{err}");
+}
+
+/// A part is moved only from a replica whose bytes are the part's: with the part files of
+/// the volume placed first (the one a move read first) damaged at the same size, the parts
+/// still reach the new volumes whole and the upload completes. The move checked the size
+/// only and copied the damage, which Complete then refused (the good old files deleted).
+#[test]
+fn a_part_is_moved_from_a_replica_that_verifies() {
+    let (mut vols, old, new) = old_and_new_volumes();
+    let mut master = Master::start_on(&old, &flags());
+    let up = upload_in_progress(&master.addr(), "/bucket/flipped");
+    master.kill9();
+    let first = Layout { volumes: old.clone(), replicas: 3, subvolumes: 4 }.files("/bucket/flipped")[0].0;
+    let parts: Vec<String> = vols[first].files().into_iter().filter(|f| f.contains("_parts/")).collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    for f in &parts {
+        let path = vols[first].dir().join(f);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[1000] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let err = rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
+    assert!(err.contains("2 parts moved"), "{err}");
 }
 
 /// The same through a running master (`rebalance -online`): the master moves the parts.

@@ -13,18 +13,18 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::{
+    future::join_all,
+    stream::{FuturesUnordered, StreamExt},
+};
 
 use super::{repair, Ctx, Error};
 use crate::{
     index::State,
     placement::{key_path, replica_target, targets, MARKER_BODY, MARKER_DIR},
     record::Record,
-    volume::{self, Client, Topology},
+    volume::{self, Topology},
 };
-
-/// Largest piece of a value held in memory while it is copied between volumes.
-const COPY_CHUNK: usize = 256 << 10;
 
 /// What happened to one key.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,13 +99,20 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         return Ok(Outcome::WouldMove(rec.volumes, want));
     }
     let path = key_path(key);
-    let missing: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
-    if !missing.is_empty() {
-        let src = rec.volumes.iter().find(|v| topo.is_up(v)).ok_or(Error::NoLiveReplica)?;
-        copy(&ctx.client, &topo, src, &path, &targets(&missing, &path), rec.mtime).await?;
+    let mut to: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
+    // the replicas that stay are asked (HEAD): one of the wrong size is copied again with
+    // the new ones, or the move would leave fewer good copies than it found once the old
+    // ones, good, are deleted
+    let damaged = damaged_of(ctx, &topo, &path, &rec, &want).await;
+    to.extend(damaged.iter().cloned());
+    if !to.is_empty() {
+        // from a replica whose bytes are the record's only: one copied damaged would spread,
+        // and the old replicas it replaces are deleted below
+        let from = rec.volumes.iter().filter(|v| !damaged.contains(v)).cloned().collect();
+        let written = repair::copy_onto(ctx, &topo, &path, &rec, from, to).await?;
         if state == State::Unlinked {
             let marker = format!("{MARKER_DIR}{path}");
-            ctx.client.put_all(&topo, &targets(&missing, &marker), Bytes::from_static(MARKER_BODY)).await?;
+            ctx.client.put_all(&topo, &targets(&written, &marker), Bytes::from_static(MARKER_BODY)).await?;
         }
     }
     let extra: Vec<String> = rec.volumes.iter().filter(|v| !want.contains(v)).cloned().collect();
@@ -130,6 +137,23 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     sh.index.set_from(key, Some(state), state, &Record { volumes: want, ..rec })?;
     ctx.durable().await?;
     Ok(Outcome::Moved)
+}
+
+/// The replicas of `rec` that stay in `want` whose files are missing or not the record's
+/// size. One that cannot be asked (its volume down) is not counted: it is not known to be
+/// damaged, and the move does not need it.
+async fn damaged_of(ctx: &Ctx, topo: &Topology, path: &str, rec: &Record, want: &[String]) -> Vec<String> {
+    let kept: Vec<&String> = rec.volumes.iter().filter(|v| want.contains(v)).collect();
+    let stats = join_all(kept.iter().map(|r| {
+        let (server, p) = replica_target(r, path);
+        async move { ctx.client.stat(topo, &server, &p).await }
+    }))
+    .await;
+    kept.into_iter()
+        .zip(stats)
+        .filter(|(_, st)| matches!(st, Ok(size) if *size != Some(rec.size)))
+        .map(|(r, _)| r.clone())
+        .collect()
 }
 
 /// Deletes a moved key's replicas (and unlinked markers) on the volumes it left.
@@ -257,32 +281,4 @@ async fn retire(ctx: &Ctx, r: Retire) {
         );
     }
     ctx.retiring.done(&ctx.shared.moves);
-}
-
-/// Streams the file at `path` of replica `src` to every `(server, path)` of `to`, dated
-/// `modified_ms` (the value's time: a rebuild reads it back from the copy).
-pub async fn copy(
-    client: &Client,
-    topo: &Topology,
-    src: &str,
-    path: &str,
-    to: &[(String, String)],
-    modified_ms: u64,
-) -> Result<(), Error> {
-    let (server, spath) = replica_target(src, path);
-    let mut d = client.download(topo, &server, &spath).await?;
-    if d.status != 200 {
-        return Err(volume::Error::Status(server, d.status).into());
-    }
-    let Some(len) = d.length else {
-        return Err(volume::Error::Protocol(server, "no Content-Length on a stored value").into());
-    };
-    // the copy keeps the value's time (0: a record too old to know it)
-    let mut up = client.upload_dated(topo, to, Some(len), modified_ms).await?;
-    while let Some(chunk) = client.next_chunk(&mut d, COPY_CHUNK).await? {
-        client.upload_chunk(&mut up, chunk).await?;
-    }
-    client.finish(d);
-    client.upload_finish(up).await?;
-    Ok(())
 }

@@ -296,13 +296,28 @@ pub async fn restore_file(
     topo: &Topology,
     path: &str,
     value: FileValue,
-    mut good: Vec<String>,
-    mut bad: Vec<String>,
+    good: Vec<String>,
+    bad: Vec<String>,
 ) -> Result<Vec<String>, Error> {
     let volumes = good.iter().chain(&bad).cloned().collect();
     let rec = Record { volumes, size: value.size, md5: Some(value.md5), mtime: value.mtime_ms, meta: Vec::new() };
-    restore_from(ctx, topo, path, &rec, &mut good, &mut bad, &[]).await?;
-    Ok(bad)
+    copy_onto(ctx, topo, path, &rec, good, bad).await
+}
+
+/// The value `rec` describes, at `path`, copied onto `to` (volumes lacking it, or holding
+/// it damaged) from the first of `from` whose bytes verify (size, and MD5 where the record
+/// has one): a damaged replica never spreads. Returns the replicas written: `to`, and any
+/// of `from` found not to verify on the way. `NoGoodReplica` when none does.
+pub async fn copy_onto(
+    ctx: &Ctx,
+    topo: &Topology,
+    path: &str,
+    rec: &Record,
+    mut from: Vec<String>,
+    mut to: Vec<String>,
+) -> Result<Vec<String>, Error> {
+    restore_from(ctx, topo, path, rec, &mut from, &mut to, &[]).await?;
+    Ok(to)
 }
 
 /// Copies the value onto every `bad` replica from the first of `good` that verifies; a

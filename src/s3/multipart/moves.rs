@@ -12,7 +12,11 @@ use std::time::Duration;
 use super::{current_part, lock_name, numbered, part_key, parts_prefix, scan_all, upload_key, Part, Upload};
 use crate::{
     placement::targets,
-    store::{self, relocate::copy, Ctx},
+    store::{
+        self,
+        repair::{restore_file, FileValue},
+        Ctx,
+    },
 };
 
 /// How long a part's or its upload's lock is waited for (a part being uploaded, a
@@ -96,8 +100,11 @@ pub(super) async fn relocate_held(
     // the copies are named by no record yet: if the part cannot be moved now, they go
     let copies = Part { replicas: missing, ..p.clone() };
     if !copies.replicas.is_empty() {
-        let src = whole_replica(ctx, &topo, &p).await.ok_or(store::Error::NoLiveReplica)?;
-        if let Err(e) = copy(&ctx.client, &topo, &src, &path, &targets(&copies.replicas, &path), p.mtime_ms).await {
+        // from a replica whose bytes are the part's (size and MD5) only: a damaged one copied
+        // would leave the part unreadable once the old files go (one found damaged on the
+        // way is copied again too)
+        let value = FileValue { size: p.size, md5: p.md5, mtime_ms: p.mtime_ms };
+        if let Err(e) = restore_file(ctx, &topo, &path, value, p.replicas.clone(), copies.replicas.clone()).await {
             super::delete_files(ctx, &topo, &copies).await;
             return Err(e);
         }
@@ -127,16 +134,4 @@ pub(super) async fn relocate_held(
     ctx.shared.index.mp_put(&part_key(id, n), &Part { replicas: want, ..p }.encode())?;
     ctx.durable().await?;
     Ok(PartMove::Moved)
-}
-
-/// A replica of part `p` on a live volume whose file has the part's size: the source of its
-/// copies (a short one copied would leave the part unreadable once the old files go).
-async fn whole_replica(ctx: &Ctx, topo: &crate::volume::Topology, p: &Part) -> Option<String> {
-    for r in p.replicas.iter().filter(|r| topo.is_up(r)) {
-        let (server, path) = crate::placement::replica_target(r, &p.path());
-        if matches!(ctx.client.stat(topo, &server, &path).await, Ok(Some(size)) if size == p.size) {
-            return Some(r.clone());
-        }
-    }
-    None
 }
