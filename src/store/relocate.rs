@@ -2,7 +2,7 @@
 //! rebalance, and a PUT that raced a volume change), keeping its state, size and MD5.
 //!
 //! The order is what makes it safe to interrupt anywhere: copy to the volumes that lack it
-//! (streamed from a live replica) → the record lists new and old → delete the old → the
+//! (from a replica whose bytes verify) → the record lists new and old → delete the old → the
 //! record lists the new. A rerun finds each key either done or with work left to redo.
 
 use std::{
