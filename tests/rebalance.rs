@@ -376,6 +376,31 @@ fn a_move_copies_from_a_replica_that_verifies_and_mends_a_short_one() {
     all_whole(&vols, &four[..3], &master.addr());
 }
 
+/// Going to fewer replicas deletes a replica without writing one: the ones that stay are
+/// asked first, and one cut short is copied again, else the good one deleted beside it
+/// would leave a single good copy of two.
+#[test]
+fn fewer_replicas_mend_a_short_one_that_stays() {
+    let flags = ["-replicas", "3", "-subvolumes", "4", "-move-grace", "0s"];
+    let (vols, four, master, keys) = three_of_four(&flags, "/fewer/", 30);
+    let three = four[..3].to_vec();
+    for key in &keys {
+        // the second of three stays when two are wanted (placement keeps the first two)
+        let (i, path) = Layout { volumes: three.clone(), replicas: 3, subvolumes: 4 }.files(key)[1].clone();
+        std::fs::OpenOptions::new().write(true).open(vols[i].dir().join(&path)).unwrap().set_len(3).unwrap();
+    }
+    let addr = master.addr();
+    switch(&addr, &three, 2);
+    rebalance_each(&addr, &keys);
+    settle(&addr);
+    for key in &keys {
+        for (i, path) in (Layout { volumes: three.clone(), replicas: 2, subvolumes: 4 }).files(key) {
+            let held = std::fs::read(vols[i].dir().join(&path)).unwrap_or_default();
+            assert!(held == value_of(key), "{key} on {}: {} bytes, not its value", three[i], held.len());
+        }
+    }
+}
+
 /// A redirect answered just before a key moved names an old replica; a client following it
 /// after the move still reads the value (the old replicas outlive the move by -move-grace),
 /// and once the grace is over they are gone and the record names only the new ones.

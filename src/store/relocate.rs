@@ -100,10 +100,13 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     }
     let path = key_path(key);
     let mut to: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
-    // the replicas that stay are asked (HEAD): one of the wrong size is copied again with
-    // the new ones, or the move would leave fewer good copies than it found once the old
-    // ones, good, are deleted
-    let damaged = damaged_of(ctx, &topo, &path, &rec, &want).await;
+    let leaving = rec.volumes.iter().filter(|v| !want.contains(v)).count();
+    // a move that deletes more replicas than it writes (fewer -replicas) asks the ones that
+    // stay (HEAD), and one of the wrong size is copied again: else deleting a good old one
+    // beside it would leave fewer good copies than it found. (Otherwise each one deleted
+    // is replaced by a copy that verifies, so none is lost; not asking saves two HEADs a
+    // key in a rebalance onto more volumes.)
+    let damaged = if leaving > to.len() { damaged_of(ctx, &topo, &path, &rec, &want).await } else { Vec::new() };
     to.extend(damaged.iter().cloned());
     if !to.is_empty() {
         // from a replica whose bytes are the record's only: one copied damaged would spread,
