@@ -716,29 +716,6 @@ fn an_upload_in_progress_completes_after_a_rebalance_onto_other_volumes() {
     assert!(!err.contains("moved"), "{err}");
 }
 
-/// A part is moved only from a replica whose bytes are the part's: with the part files of
-/// the volume placed first (the one a move read first) damaged at the same size, the parts
-/// still reach the new volumes whole and the upload completes. The move checked the size
-/// only and copied the damage, which Complete then refused (the good old files deleted).
-#[test]
-fn a_part_is_moved_from_a_replica_that_verifies() {
-    let (mut vols, old, new) = old_and_new_volumes();
-    let mut master = Master::start_on(&old, &flags());
-    let up = upload_in_progress(&master.addr(), "/bucket/flipped");
-    master.kill9();
-    let first = Layout { volumes: old.clone(), replicas: 3, subvolumes: 4 }.files("/bucket/flipped")[0].0;
-    let parts: Vec<String> = vols[first].files().into_iter().filter(|f| f.contains("_parts/")).collect();
-    assert_eq!(parts.len(), 2, "{parts:?}");
-    for f in &parts {
-        let path = vols[first].dir().join(f);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[1000] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-    }
-    let err = rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
-    assert!(err.contains("2 parts moved"), "{err}");
-}
-
 /// The same through a running master (`rebalance -online`): the master moves the parts.
 #[test]
 fn an_upload_in_progress_completes_after_an_online_rebalance_onto_other_volumes() {
@@ -855,11 +832,12 @@ fn leftover_part_files_on_a_removed_volume_are_not_retried() {
     assert!(said.contains(&format!("left on {}", four[0])), "{said}");
 }
 
-/// A part whose first replica is short (a damaged disk, a file cut by hand) moves from a
-/// whole one: the short file was copied to every new volume, the whole ones then deleted,
-/// and the upload could never complete.
+/// A part whose first replica is short (a damaged disk, a file cut by hand) or damaged at
+/// its size moves from one whose bytes are the part's: the short file was copied to every
+/// new volume, the whole ones then deleted, and the upload could never complete; then the
+/// move checked the size only and copied the damaged one, which Complete refused.
 #[test]
-fn a_part_moves_from_a_whole_replica_not_a_short_one() {
+fn a_part_moves_from_a_replica_that_verifies_not_a_short_or_damaged_one() {
     let (mut vols, old, new) = old_and_new_volumes();
     let mut master = Master::start_on(&old, &flags());
     let up = upload_in_progress(&master.addr(), "/bucket/cut");
@@ -872,6 +850,12 @@ fn a_part_moves_from_a_whole_replica_not_a_short_one() {
     let path = v.dir().join(&file);
     let whole = std::fs::read(&path).unwrap();
     std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let part2 = format!("{}.2.", up.id);
+    let file = v.files().into_iter().find(|f| f.contains("_parts/") && f.contains(&part2)).expect("part 2's file");
+    let path = v.dir().join(&file);
+    let mut flipped = std::fs::read(&path).unwrap();
+    flipped[1000] ^= 0xff;
+    std::fs::write(&path, &flipped).unwrap();
     rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
 }
 
