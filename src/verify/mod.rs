@@ -15,7 +15,7 @@ mod shard;
 mod work;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -344,7 +344,7 @@ async fn tmp_files(
     work: &Work<'_>,
     cutoff: i64,
 ) -> anyhow::Result<()> {
-    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, &[(cutoff, SPARED)]).await;
+    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, &[(cutoff, SPARED)], &HashSet::new()).await;
     if old.is_empty() {
         return Ok(());
     }
@@ -371,15 +371,21 @@ async fn part_files(
 ) -> anyhow::Result<()> {
     let part_cutoff = (now_ms() / 1000) as i64 - PART_GRACE.as_secs() as i64;
     let cutoffs = [(cutoff, SPARED), (part_cutoff, "part files spared (younger than 1h)")];
-    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, &cutoffs).await;
+    let named = || async {
+        anyhow::Ok(match s.backend {
+            Backend::Local(ctx) => multipart::part_files(&ctx.shared.index)?,
+            Backend::Online(m) => part_files_of_master(m, s.client).await?,
+        })
+    };
+    // the files of parts recorded before the listing are neither spared nor orphans: they
+    // are not counted (the files of uploads in progress were all "spared")
+    let known = named().await?;
+    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, &cutoffs, &known).await;
     if old.is_empty() {
         return Ok(());
     }
-    // read after the listing: a part recorded since the run began is named
-    let named = match s.backend {
-        Backend::Local(ctx) => multipart::part_files(&ctx.shared.index)?,
-        Backend::Online(m) => part_files_of_master(m, s.client).await?,
-    };
+    // read again after the listing: a part recorded since the run began is named
+    let named = named().await?;
     let orphans: Vec<Old> = old.into_iter().filter(|o| !named.contains(&o.name)).collect();
     delete_orphans(s, v, work, PART_ITEMS, orphans).await
 }
@@ -425,7 +431,8 @@ pub(crate) const SPARED: &str = "spared (younger than -grace)";
 
 /// The files of folder `dir` in each root that `has` it, older than every cutoff (Unix
 /// seconds) of `cutoffs`; a younger one is counted as spared under the first cutoff's name
-/// it is younger than.
+/// it is younger than. Files named in `known` (by a record) are neither.
+#[allow(clippy::too_many_arguments)]
 async fn old_files(
     s: &Setup<'_>,
     layout: &Layout,
@@ -434,6 +441,7 @@ async fn old_files(
     dir: &str,
     has: fn(&Root) -> bool,
     cutoffs: &[(i64, &'static str)],
+    known: &HashSet<String>,
 ) -> Vec<Old> {
     let mut old = Vec::new();
     for r in layout.roots.iter().filter(|r| has(r)) {
@@ -453,7 +461,7 @@ async fn old_files(
                 continue;
             }
         };
-        for e in entries.iter().filter(|e| e.kind == "file") {
+        for e in entries.iter().filter(|e| e.kind == "file" && !known.contains(e.name.as_ref() as &str)) {
             if let Some((_, why)) = cutoffs.iter().find(|(cutoff, _)| e.mtime() > *cutoff) {
                 v.report.spared += 1;
                 s.progress.note(why, 1);
