@@ -377,17 +377,26 @@ fn a_move_copies_from_a_replica_that_verifies_and_mends_a_short_one() {
 }
 
 /// Going to fewer replicas deletes a replica without writing one: the ones that stay are
-/// asked first, and one cut short is copied again, else the good one deleted beside it
-/// would leave a single good copy of two.
+/// read first, and one cut short or damaged at its size is copied again, else the good one
+/// deleted beside it would leave a single good copy of two (a helper's same-size damage on
+/// every staying replica left keys with none).
 #[test]
 fn fewer_replicas_mend_a_short_one_that_stays() {
     let flags = ["-replicas", "3", "-subvolumes", "4", "-move-grace", "0s"];
     let (vols, four, master, keys) = three_of_four(&flags, "/fewer/", 30);
     let three = four[..3].to_vec();
-    for key in &keys {
-        // the second of three stays when two are wanted (placement keeps the first two)
+    for (n, key) in keys.iter().enumerate() {
+        // the second of three stays when two are wanted (placement keeps the first two):
+        // cut short, or damaged at its size (only its MD5 tells)
         let (i, path) = Layout { volumes: three.clone(), replicas: 3, subvolumes: 4 }.files(key)[1].clone();
-        std::fs::OpenOptions::new().write(true).open(vols[i].dir().join(&path)).unwrap().set_len(3).unwrap();
+        let file = vols[i].dir().join(&path);
+        if n % 2 == 0 {
+            std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(3).unwrap();
+        } else {
+            let mut bytes = std::fs::read(&file).unwrap();
+            bytes[0] ^= 0xff;
+            std::fs::write(&file, bytes).unwrap();
+        }
     }
     let addr = master.addr();
     switch(&addr, &three, 2);
@@ -857,6 +866,31 @@ fn a_part_moves_from_a_replica_that_verifies_not_a_short_or_damaged_one() {
     flipped[1000] ^= 0xff;
     std::fs::write(&path, &flipped).unwrap();
     rebalance_offline_then_complete(&mut master, &mut vols, &new, &up);
+}
+
+/// Going to fewer replicas, a part's replicas that stay are read first: with both damaged at
+/// their size, the one good copy that leaves is copied onto them before it goes. They were
+/// not looked at, and the upload could never complete (found by a helper).
+#[test]
+fn fewer_replicas_mend_damaged_parts_that_stay() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let three = addrs(&vols);
+    let master = Master::start_on(&three, &flags());
+    let addr = master.addr();
+    let up = upload_in_progress(&addr, "/bucket/fewer");
+    let lay = Layout { volumes: three.clone(), replicas: 3, subvolumes: 4 };
+    for (i, _) in &lay.files("/bucket/fewer")[..2] {
+        for f in vols[*i].files().into_iter().filter(|f| f.contains("_parts/")) {
+            let path = vols[*i].dir().join(f);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[7] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    switch(&addr, &three, 2);
+    let r = request(&addr, "VOLUMES", "/?parts", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_completes(&addr, &up, &vols);
 }
 
 /// `VOLUMES /?settled=` forgets the volumes outside the list only when no part of an upload

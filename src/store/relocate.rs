@@ -101,10 +101,10 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let path = key_path(key);
     let mut to: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
     let leaving = rec.volumes.iter().filter(|v| !want.contains(v)).count();
-    // a move that deletes more replicas than it writes (fewer -replicas) asks the ones that
-    // stay (HEAD), and one of the wrong size is copied again: else deleting a good old one
+    // a move that deletes more replicas than it writes (fewer -replicas) reads the ones that
+    // stay, and one that is not the value is copied again: else deleting a good old one
     // beside it would leave fewer good copies than it found. (Otherwise each one deleted
-    // is replaced by a copy that verifies, so none is lost; not asking saves two HEADs a
+    // is replaced by a copy that verifies, so none is lost; not reading saves two reads a
     // key in a rebalance onto more volumes.)
     let damaged = if leaving > to.len() { damaged_of(ctx, &topo, &path, &rec, &want).await } else { Vec::new() };
     to.extend(damaged.iter().cloned());
@@ -142,21 +142,26 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     Ok(Outcome::Moved)
 }
 
-/// The replicas of `rec` that stay in `want` whose files are missing or not the record's
-/// size. One that cannot be asked (its volume down) is not counted: it is not known to be
-/// damaged, and the move does not need it.
-async fn damaged_of(ctx: &Ctx, topo: &Topology, path: &str, rec: &Record, want: &[String]) -> Vec<String> {
+/// The replicas of `rec` that stay in `want` whose files are not the record's value: read
+/// whole and hashed where the record keeps an MD5 (damage of the same size is damage too),
+/// else asked their size. One that cannot be read (its volume down) is not counted: it is
+/// not known to be damaged, and the move does not need it.
+pub async fn damaged_of(ctx: &Ctx, topo: &Topology, path: &str, rec: &Record, want: &[String]) -> Vec<String> {
     let kept: Vec<&String> = rec.volumes.iter().filter(|v| want.contains(v)).collect();
-    let stats = join_all(kept.iter().map(|r| {
-        let (server, p) = replica_target(r, path);
-        async move { ctx.client.stat(topo, &server, &p).await }
+    let damaged = join_all(kept.iter().map(|r| async move {
+        match rec.md5 {
+            Some(md5) => match repair::digest_of(ctx, topo, r, path, None).await {
+                Ok(held) => held != Some((rec.size, md5)),
+                Err(_) => false,
+            },
+            None => {
+                let (server, p) = replica_target(r, path);
+                matches!(ctx.client.stat(topo, &server, &p).await, Ok(size) if size != Some(rec.size))
+            }
+        }
     }))
     .await;
-    kept.into_iter()
-        .zip(stats)
-        .filter(|(_, st)| matches!(st, Ok(size) if *size != Some(rec.size)))
-        .map(|(r, _)| r.clone())
-        .collect()
+    kept.into_iter().zip(damaged).filter(|(_, d)| *d).map(|(r, _)| r.clone()).collect()
 }
 
 /// Deletes a moved key's replicas (and unlinked markers) on the volumes it left.

@@ -14,6 +14,7 @@ use crate::{
     placement::targets,
     store::{
         self,
+        relocate::damaged_of,
         repair::{restore_file, FileValue},
         Ctx,
     },
@@ -99,12 +100,29 @@ pub(super) async fn relocate_held(
     let missing: Vec<String> = want.iter().filter(|w| !p.replicas.contains(w)).cloned().collect();
     // the copies are named by no record yet: if the part cannot be moved now, they go
     let copies = Part { replicas: missing, ..p.clone() };
-    if !copies.replicas.is_empty() {
+    // going to fewer replicas, the ones that stay are read first, as a key's are
+    // (store::relocate): one damaged beside a good one deleted would lose the part
+    let leaving = p.replicas.iter().filter(|r| !want.contains(r)).count();
+    let damaged = if leaving > copies.replicas.len() {
+        let rec = crate::record::Record {
+            volumes: p.replicas.clone(),
+            size: p.size,
+            md5: Some(p.md5),
+            mtime: p.mtime_ms,
+            meta: Vec::new(),
+        };
+        damaged_of(ctx, &topo, &path, &rec, &want).await
+    } else {
+        Vec::new()
+    };
+    if !copies.replicas.is_empty() || !damaged.is_empty() {
         // from a replica whose bytes are the part's (size and MD5) only: a damaged one copied
         // would leave the part unreadable once the old files go (one found damaged on the
         // way is copied again too)
         let value = FileValue { size: p.size, md5: p.md5, mtime_ms: p.mtime_ms };
-        if let Err(e) = restore_file(ctx, &topo, &path, value, p.replicas.clone(), copies.replicas.clone()).await {
+        let from = p.replicas.iter().filter(|r| !damaged.contains(r)).cloned().collect();
+        let to = copies.replicas.iter().chain(&damaged).cloned().collect();
+        if let Err(e) = restore_file(ctx, &topo, &path, value, from, to).await {
             super::delete_files(ctx, &topo, &copies).await;
             return Err(e);
         }
