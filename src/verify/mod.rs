@@ -15,7 +15,7 @@ mod shard;
 mod work;
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -344,7 +344,8 @@ async fn tmp_files(
     work: &Work<'_>,
     cutoff: i64,
 ) -> anyhow::Result<()> {
-    let old = old_files(s, layout, gate, v, TMP_DIR, |r| r.tmp, &[(cutoff, SPARED)], &HashSet::new()).await;
+    let files = leftovers(s, layout, gate, TMP_DIR, |r| r.tmp, &[(cutoff, SPARED)]).await;
+    let old = spare_young(s, v, files);
     if old.is_empty() {
         return Ok(());
     }
@@ -353,8 +354,8 @@ async fn tmp_files(
         Backend::Local(ctx) => Pending::of_index(&ctx.shared.index)?,
         Backend::Online(m) => pending_of_master(m, s.client).await?,
     };
-    let named = |o: &Old| pending.ids.contains(&o.name) || v.pending.ids.contains(&o.name);
-    let orphans: Vec<Old> = old.into_iter().filter(|o| !named(o)).collect();
+    let named = |o: &Leftover| pending.ids.contains(&o.name) || v.pending.ids.contains(&o.name);
+    let orphans: Vec<Leftover> = old.into_iter().filter(|o| !named(o)).collect();
     delete_orphans(s, v, work, TMP_ITEMS, orphans).await
 }
 
@@ -371,22 +372,18 @@ async fn part_files(
 ) -> anyhow::Result<()> {
     let part_cutoff = (now_ms() / 1000) as i64 - PART_GRACE.as_secs() as i64;
     let cutoffs = [(cutoff, SPARED), (part_cutoff, "part files spared (younger than 1h)")];
-    let named = || async {
-        anyhow::Ok(match s.backend {
-            Backend::Local(ctx) => multipart::part_files(&ctx.shared.index)?,
-            Backend::Online(m) => part_files_of_master(m, s.client).await?,
-        })
-    };
-    // the files of parts recorded before the listing are neither spared nor orphans: they
-    // are not counted (the files of uploads in progress were all "spared")
-    let known = named().await?;
-    let old = old_files(s, layout, gate, v, PARTS_DIR, |r| r.parts, &cutoffs, &known).await;
-    if old.is_empty() {
+    let files = leftovers(s, layout, gate, PARTS_DIR, |r| r.parts, &cutoffs).await;
+    if files.is_empty() {
         return Ok(());
     }
-    // read again after the listing: a part recorded since the run began is named
-    let named = named().await?;
-    let orphans: Vec<Old> = old.into_iter().filter(|o| !named.contains(&o.name)).collect();
+    // read after the listing: a part recorded since the run began is named. A named file is
+    // neither an orphan nor spared (the files of uploads in progress were all "spared")
+    let named = match s.backend {
+        Backend::Local(ctx) => multipart::part_files(&ctx.shared.index)?,
+        Backend::Online(m) => part_files_of_master(m, s.client).await?,
+    };
+    let unnamed = files.into_iter().filter(|f| !named.contains(&f.name)).collect();
+    let orphans = spare_young(s, v, unnamed);
     delete_orphans(s, v, work, PART_ITEMS, orphans).await
 }
 
@@ -417,33 +414,31 @@ async fn part_replicas(s: &Setup<'_>, v: &mut Verifier<'_>) -> anyhow::Result<()
     Ok(())
 }
 
-/// A file in a `_tmp` or `_parts` folder, older than the grace.
-struct Old {
+/// A file in a `_tmp` or `_parts` folder.
+struct Leftover {
     /// The replica name of its root (`host:port/svXX`).
     replica: String,
     server: String,
     path: String,
     name: String,
+    /// The name of the first cutoff it is younger than, if any.
+    young: Option<&'static str>,
 }
 
 /// What the summary calls a file younger than `-grace`.
 pub(crate) const SPARED: &str = "spared (younger than -grace)";
 
-/// The files of folder `dir` in each root that `has` it, older than every cutoff (Unix
-/// seconds) of `cutoffs`; a younger one is counted as spared under the first cutoff's name
-/// it is younger than. Files named in `known` (by a record) are neither.
-#[allow(clippy::too_many_arguments)]
-async fn old_files(
+/// The files of folder `dir` in each root that `has` it, each with the first cutoff (Unix
+/// seconds) of `cutoffs` it is younger than.
+async fn leftovers(
     s: &Setup<'_>,
     layout: &Layout,
     gate: &Gate,
-    v: &mut Verifier<'_>,
     dir: &str,
     has: fn(&Root) -> bool,
     cutoffs: &[(i64, &'static str)],
-    known: &HashSet<String>,
-) -> Vec<Old> {
-    let mut old = Vec::new();
+) -> Vec<Leftover> {
+    let mut found = Vec::new();
     for r in layout.roots.iter().filter(|r| has(r)) {
         let server = &layout.volumes[r.server];
         let dir = format!("{}{dir}/", r.prefix);
@@ -461,15 +456,22 @@ async fn old_files(
                 continue;
             }
         };
-        for e in entries.iter().filter(|e| e.kind == "file" && !known.contains(e.name.as_ref() as &str)) {
-            if let Some((_, why)) = cutoffs.iter().find(|(cutoff, _)| e.mtime() > *cutoff) {
-                v.report.spared += 1;
-                s.progress.note(why, 1);
-            } else {
-                let (path, name) = (format!("{dir}{}", e.name), e.name.to_string());
-                old.push(Old { replica: r.name.clone(), server: server.clone(), path, name });
-            }
+        for e in entries.iter().filter(|e| e.kind == "file") {
+            let young = cutoffs.iter().find(|(cutoff, _)| e.mtime() > *cutoff).map(|(_, why)| *why);
+            let (path, name) = (format!("{dir}{}", e.name), e.name.to_string());
+            found.push(Leftover { replica: r.name.clone(), server: server.clone(), path, name, young });
         }
+    }
+    found
+}
+
+/// Counts the young ones of `files` as spared, under their cutoff's name; the others are
+/// the ones older than the grace.
+fn spare_young(s: &Setup<'_>, v: &mut Verifier<'_>, files: Vec<Leftover>) -> Vec<Leftover> {
+    let (young, old): (Vec<Leftover>, Vec<Leftover>) = files.into_iter().partition(|f| f.young.is_some());
+    for why in young.iter().filter_map(|f| f.young) {
+        v.report.spared += 1;
+        s.progress.note(why, 1);
     }
     old
 }
@@ -480,7 +482,7 @@ async fn delete_orphans(
     v: &mut Verifier<'_>,
     work: &Work<'_>,
     slot: usize,
-    orphans: Vec<Old>,
+    orphans: Vec<Leftover>,
 ) -> anyhow::Result<()> {
     let items: Vec<Item> = orphans
         .into_iter()
