@@ -960,10 +960,7 @@ fn a_volume_answering_requests_while_its_probes_wait_stays_up() {
 /// stays so (the failed PUT rolls back): SPEC.md's `404`.
 #[test]
 fn unlink_of_an_unlinked_key_whose_replacement_waits_for_a_dead_volume_is_404() {
-    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
-    let dying = DyingProxy::new(vols[0].addr(), b"PUT /_tmp/", Duration::from_secs(3));
-    let on = [dying.addr.clone(), vols[1].addr(), vols[2].addr()];
-    let master = Master::start_on(&on, &["-threads", "2", "-subvolumes", "1"]);
+    let (_vols, dying, master) = dying_first_volume(b"PUT /_tmp/");
     let addr = master.addr();
     assert_eq!(request(&addr, "PUT", "/q", &[], b"first").status, 201);
     assert_eq!(request(&addr, "UNLINK", "/q", &[], b"").status, 204);

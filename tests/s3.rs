@@ -1178,10 +1178,7 @@ fn delete_object_after_an_overwrite_failed_on_a_hung_volume_is_taken() {
 /// files are now deleted with the key's, by the master, once the volume is back.
 #[test]
 fn a_delete_after_an_overwrite_died_at_its_move_leaves_no_temporary_file() {
-    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
-    let dying = DyingProxy::new(vols[0].addr(), b"MOVE ", Duration::from_secs(3));
-    let on = [dying.addr.clone(), vols[1].addr(), vols[2].addr()];
-    let master = Master::start_on(&on, &["-threads", "2", "-subvolumes", "1"]);
+    let (vols, dying, master) = dying_first_volume(b"MOVE ");
     let addr = master.addr();
     assert_eq!(s3_put(&addr, "/died/k", b"old").status, 200);
     dying.arm();

@@ -112,6 +112,16 @@ impl DyingProxy {
     }
 }
 
+/// Three volumes, the first behind a [`DyingProxy`] that dies for 3 s at `trigger` once
+/// armed, and a master on them (`-subvolumes 1`, two threads).
+pub fn dying_first_volume(trigger: &'static [u8]) -> (Vec<Volume>, DyingProxy, Master) {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let dying = DyingProxy::new(vols[0].addr(), trigger, Duration::from_secs(3));
+    let on = [dying.addr.clone(), vols[1].addr(), vols[2].addr()];
+    let master = Master::start_on(&on, &["-threads", "2", "-subvolumes", "1"]);
+    (vols, dying, master)
+}
+
 /// A listener on a free loopback port whose connections take little before the sender
 /// waits, as a slow volume over a real network does: `rcvbuf` bytes of receive buffer and,
 /// given `mss`, segments of that size rather than loopback's 64 KiB (the sender's buffer
