@@ -100,13 +100,13 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     }
     let path = key_path(key);
     let mut to: Vec<String> = want.iter().filter(|w| !rec.volumes.contains(w)).cloned().collect();
-    let leaving = rec.volumes.iter().filter(|v| !want.contains(v)).count();
+    let extra: Vec<String> = rec.volumes.iter().filter(|v| !want.contains(v)).cloned().collect();
     // a move that deletes more replicas than it writes (fewer -replicas) reads the ones that
     // stay, and one that is not the value is copied again: else deleting a good old one
     // beside it would leave fewer good copies than it found. (Otherwise each one deleted
     // is replaced by a copy that verifies, so none is lost; not reading saves two reads a
     // key in a rebalance onto more volumes.)
-    let damaged = if leaving > to.len() { damaged_of(ctx, &topo, &path, &rec, &want).await } else { Vec::new() };
+    let damaged = if extra.len() > to.len() { damaged_of(ctx, &topo, &path, &rec, &want).await } else { Vec::new() };
     to.extend(damaged.iter().cloned());
     if !to.is_empty() {
         // from a replica whose bytes are the record's only: one copied damaged would spread,
@@ -118,7 +118,6 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
             ctx.client.put_all(&topo, &targets(&written, &marker), Bytes::from_static(MARKER_BODY)).await?;
         }
     }
-    let extra: Vec<String> = rec.volumes.iter().filter(|v| !want.contains(v)).cloned().collect();
     if !extra.is_empty() {
         // until the old replicas are gone the record names them, so a failure leaves no
         // unlisted file; new ones first, so GETs go there (reads skip what follows the

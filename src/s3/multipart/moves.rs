@@ -102,8 +102,8 @@ pub(super) async fn relocate_held(
     let copies = Part { replicas: missing, ..p.clone() };
     // going to fewer replicas, the ones that stay are read first, as a key's are
     // (store::relocate): one damaged beside a good one deleted would lose the part
-    let leaving = p.replicas.iter().filter(|r| !want.contains(r)).count();
-    let damaged = if leaving > copies.replicas.len() {
+    let extra: Vec<String> = p.replicas.iter().filter(|r| !want.contains(r)).cloned().collect();
+    let damaged = if extra.len() > copies.replicas.len() {
         let rec = crate::record::Record {
             volumes: p.replicas.clone(),
             size: p.size,
@@ -140,7 +140,6 @@ pub(super) async fn relocate_held(
         super::delete_files(ctx, &topo, &copies).await;
         return Ok(PartMove::Gone);
     }
-    let extra: Vec<String> = p.replicas.iter().filter(|r| !want.contains(r)).cloned().collect();
     if !extra.is_empty() {
         // until the old files are gone the record names them, so a failure leaves no file
         // unnamed (and Complete reads the new ones first: they come first)
