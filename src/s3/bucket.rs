@@ -229,15 +229,17 @@ fn page(ctx: &Ctx, bucket: &str, list: &ListParams, after: &[u8]) -> Result<Page
                     .map(|i| name[..list.prefix.len() + i + d.len()].to_vec())
             });
             if p.contents.len() + p.prefixes.len() == list.max_keys
-                && group.as_ref().is_none_or(|g| after.is_empty() || g.as_slice() > after)
+                && group.as_ref().is_none_or(|g| g.as_slice() != after)
             {
                 p.truncated = true;
                 break 'outer;
             }
             match group {
                 Some(g) => {
-                    // a common prefix at or before the marker was given on an earlier page
-                    if after.is_empty() || g.as_slice() > after {
+                    // a marker that is this common prefix (a page's NextMarker or token) was
+                    // given on that page; one inside it (a client's own start-after) was not:
+                    // the prefix still holds keys after it, as S3 lists it
+                    if g.as_slice() != after {
                         p.last = Some(g.clone());
                         p.prefixes.push(g.clone());
                     }

@@ -89,6 +89,18 @@ eq(v2_all(StartAfter="photos/top.jpg")[0], keys[after + 1:], "start-after")
 eq(v2_all(StartAfter="photos/top.jpg", MaxKeys=1)[0], keys[after + 1:], "start-after in pages of 1")
 eq(v1_all(Marker="photos/top.jpg")[0], keys[after + 1:], "marker")
 eq(v2_all(StartAfter="ünï/cödé")[0], keys[keys.index("ünï/cödé") + 1:], "unicode start-after")
+# a start-after inside a common prefix: the prefix still holds keys after it, so it is listed
+# (only a marker that is the prefix itself, as a page's NextMarker is, steps over it)
+eq(v2_all(Prefix="photos/", Delimiter="/", StartAfter="photos/2024/feb"),
+   (["photos/top.jpg"], ["photos/2024/", "photos/2025/"], 1), "start-after inside a common prefix")
+eq(v2_all(Prefix="photos/", Delimiter="/", StartAfter="photos/2024/feb", MaxKeys=1),
+   (["photos/top.jpg"], ["photos/2024/", "photos/2025/"], 3), "start-after inside a common prefix, pages of 1")
+eq(v1_all(Prefix="photos/", Delimiter="/", Marker="photos/2024/feb"),
+   (["photos/top.jpg"], ["photos/2024/", "photos/2025/"], 1), "marker inside a common prefix")
+eq(v2_all(Prefix="photos/", Delimiter="/", StartAfter="photos/2024/"),
+   (["photos/top.jpg"], ["photos/2025/"], 1), "start-after that is a common prefix")
+eq(v2_all(Prefix="photos/", Delimiter="/", StartAfter="photos/2024/jan/1.jpg"),
+   (["photos/top.jpg"], ["photos/2025/"], 1), "start-after past a common prefix's last key")
 
 # the raw answer of encoding-type=url: keys percent-encoded, prefixes too
 raw = client()

@@ -46,7 +46,8 @@ impl Parts<'_> {
         let p = &self.parts[i];
         let topo = self.ctx.topo();
         let mut gone = 0;
-        let n = p.replicas.len().max(1);
+        let n = p.replicas.len();
+        // a record naming no replica (a damaged index) tries none: InvalidPart below
         let turn = (0..n).map(|k| &p.replicas[(self.first + k) % n]);
         for r in turn.filter(|r| topo.is_up(r)) {
             let (server, path) = crate::placement::replica_target(r, &p.path());
