@@ -30,6 +30,7 @@ use crate::{
     },
     volume::Download,
 };
+use base64::Engine;
 
 /// How long a write waits for another write of the same key to end before `503 SlowDown`.
 pub const BUSY_WAIT: Duration = Duration::from_secs(5);
@@ -188,7 +189,13 @@ fn describe(out: &mut Vec<u8>, rec: &Record, stored: &Stored, read: &Read) {
         response::header(out, "Content-Type", &[b"binary/octet-stream"]);
     }
     for (name, value) in &stored.headers {
-        if !overridden(name) {
+        if overridden(name) {
+        } else if name.starts_with("x-amz-meta-") && !value.is_ascii() {
+            // as S3 answers a user value outside US-ASCII: RFC 2047, mail-safe (raw UTF-8 in
+            // a header is read as Latin-1: boto3 gave 'hÃ©llo')
+            let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+            response::header(out, name, &[b"=?UTF-8?B?", b64.as_bytes(), b"?="]);
+        } else {
             response::header(out, name, &[value]);
         }
     }
