@@ -231,27 +231,23 @@ pub(super) async fn read_head(
             buf.reserve(buf.len());
         }
         let (len, cap) = (buf.len(), buf.capacity());
-        let read = stream.read(buf.slice_mut(len..cap));
-        let got = match patient {
-            // not cancelled every step (a cancelled read may drop what it read): the read
-            // runs until it ends, or the volume is found down, or patience ends
-            Some(v) => {
-                let given_up = async {
+        let canceller = Canceller::new();
+        let read = stream.cancelable_read(buf.slice_mut(len..cap), canceller.handle());
+        let give_up = async {
+            match patient {
+                // one read runs on until it ends, or the volume is found down, or patience ends
+                Some(v) => {
                     while v.is_up() && began.elapsed() < ANSWER_PATIENCE {
                         monoio::time::sleep(PATIENCE_STEP).await;
                     }
-                };
-                match select(pin!(read), pin!(given_up)).await {
-                    Either::Left((r, _)) => Some(r),
-                    Either::Right(_) => None,
                 }
+                None => monoio::time::sleep(t).await,
             }
-            None => monoio::time::timeout(t, read).await.ok(),
         };
-        let Some((res, slice)) = got else {
-            // the buffer went with the cancelled read: nothing was in it yet
+        let (res, slice) = read_or_give_up(read, canceller, give_up).await;
+        buf = slice.into_inner();
+        let Some(res) = res else {
             if len == 0 && patient.is_none() && patience.is_some_and(|v| v.is_up()) {
-                buf = Vec::with_capacity(1024);
                 patient = patience;
                 continue;
             }
@@ -259,7 +255,6 @@ pub(super) async fn read_head(
         };
         // bytes came: the rest of the head is due within `t` again
         patient = None;
-        buf = slice.into_inner();
         if res.map_err(err_io)? == 0 {
             return Err(err_io(std::io::ErrorKind::UnexpectedEof.into()));
         }
@@ -292,6 +287,31 @@ pub(super) async fn read_head(
                 return Ok((Head { status, keep: keep && !close, length, chunked, head_len: n }, buf));
             }
         }
+    }
+}
+
+/// Awaits `read` until `give_up` ends, without losing what it read: a read given up on is
+/// cancelled and then awaited, so bytes that came as the wait ended are kept (`Some`), and
+/// `None` is a read that took nothing. A read future merely dropped drops its bytes with it
+/// (the kernel's recv completes, its buffer freed unseen): an answer that came as a
+/// `-voltimeout` fired was lost, and a fenced connection then waited for it until nginx closed
+/// the idle connection, 5 minutes in which its volume took no write.
+pub(super) async fn read_or_give_up<T>(
+    read: impl std::future::Future<Output = monoio::BufResult<usize, T>>,
+    canceller: Canceller,
+    give_up: impl std::future::Future<Output = ()>,
+) -> (Option<std::io::Result<usize>>, T) {
+    let read = pin!(read);
+    let (res, buf) = match select(read, pin!(give_up)).await {
+        Either::Left((done, _)) => done,
+        Either::Right(((), read)) => {
+            let _ = canceller.cancel();
+            read.await
+        }
+    };
+    match res {
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => (None, buf),
+        res => (Some(res), buf),
     }
 }
 
