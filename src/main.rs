@@ -240,7 +240,7 @@ struct Flags {
     /// rebuild: write into a -db that already holds keys
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     force: bool,
-    /// rebuild: read every value to recompute its MD5
+    /// rebuild: read every replica and record the MD5 most of them hold
     #[arg(long, global = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, default_missing_value = "true")]
     verify: bool,
     /// rebalance: print what would move, move nothing

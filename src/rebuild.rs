@@ -22,7 +22,7 @@ use crate::{
     volume::{self, Client, Topology},
     walk::{
         discover,
-        volumes::{read_md5, Failure},
+        volumes::{read_md5s, Failure},
         Consumer, Findings, Gate, Layout, Rep, Walk, Warnings, Worker,
     },
 };
@@ -71,7 +71,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
         cfg.volumes.len(),
         subs,
         cfg.db.display(),
-        if opts.verify { ", reading every value for its MD5" } else { "" }
+        if opts.verify { ", reading every replica for its MD5" } else { "" }
     ));
 
     let (tx, rx) = mpsc::sync_channel::<Batch>(4);
@@ -179,15 +179,18 @@ struct Reader<'a> {
     topo: &'a Topology,
 }
 
-impl Worker<Read, (u32, Result<([u8; 16], u64), Failure>)> for Reader<'_> {
-    async fn perform(&self, job: Read) -> (u32, Result<([u8; 16], u64), Failure>) {
-        (job.idx, read_md5(self.client, self.topo, &job.targets).await)
+/// What each replica read held: its MD5 and length, or why it could not be read.
+type Reads = Vec<Result<([u8; 16], u64), Failure>>;
+
+impl Worker<Read, (u32, Reads)> for Reader<'_> {
+    async fn perform(&self, job: Read) -> (u32, Reads) {
+        (job.idx, read_md5s(self.client, self.topo, &job.targets).await)
     }
 }
 
 impl Consumer for Build<'_> {
     type Job = Read;
-    type Done = (u32, Result<([u8; 16], u64), Failure>);
+    type Done = (u32, Reads);
 
     /// Every listing of shard `s` is in: its keys get their records.
     fn listed(&mut self, s: usize, found: Findings) -> anyhow::Result<Vec<Read>> {
@@ -211,13 +214,14 @@ impl Consumer for Build<'_> {
             if servers.len() < self.cfg.replicas {
                 under += 1;
             }
-            let size = f.reps[0].size;
+            let size = listed_size(&f.reps);
             if f.reps.iter().any(|r| r.size != size) {
                 differ += 1;
                 let sizes: Vec<String> =
                     f.reps.iter().map(|r| format!("{} {}", self.layout.roots[r.root as usize].name, r.size)).collect();
                 self.warnings.warn(&format!(
-                    "{} has replicas of different sizes ({}); the record takes the first",
+                    "{} has replicas of different sizes ({}); the record takes {size}, the size most of them have \
+                     (of sizes as common, the largest)",
                     String::from_utf8_lossy(&key),
                     sizes.join(", ")
                 ));
@@ -250,20 +254,44 @@ impl Consumer for Build<'_> {
         Ok(reads)
     }
 
-    fn worked(&mut self, s: usize, (idx, r): Self::Done) -> anyhow::Result<Vec<Read>> {
+    fn worked(&mut self, s: usize, (idx, reads): Self::Done) -> anyhow::Result<Vec<Read>> {
         let Some(b) = self.shards.get_mut(&s) else { bail!("internal error: a read of shard {s} not listed") };
         let d = &mut b.done[idx as usize];
         let name = String::from_utf8_lossy(&d.key).into_owned();
-        match r {
-            Ok((md5, n)) => {
+        let read: Vec<([u8; 16], u64)> = reads.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        if read.is_empty() {
+            let why = reads.into_iter().find_map(Result::err).map_or_else(|| "no replica".into(), |f| f.why);
+            self.progress.error(&name, &format!("cannot read it for -verify: {why}"));
+            return Ok(Vec::new());
+        }
+        match most_hold(&read) {
+            Some((md5, n, held)) => {
                 d.rec.md5 = Some(md5);
                 if n != d.rec.size {
                     self.progress.note("size mismatch", 1);
-                    let msg = format!("{name}: {n} bytes read, but {} listed", d.rec.size);
+                    let msg = format!("{name}: {n} bytes read, but {} listed; the record takes {n}", d.rec.size);
+                    self.warnings.warn(&msg);
+                    d.rec.size = n;
+                }
+                if held < read.len() {
+                    self.progress.note("replicas differ", 1);
+                    let msg = format!(
+                        "{name}: a replica differs from the others; the record takes what {held} of the {} read \
+                             hold (`mkv verify -deep -repair` mends the rest)",
+                        read.len()
+                    );
                     self.warnings.warn(&msg);
                 }
             }
-            Err(f) => self.progress.error(&name, &format!("cannot read it for -verify: {}", f.why)),
+            None => {
+                // recording one of them would have verify copy it over the others
+                self.progress.note("replicas differ", 1);
+                let msg = format!(
+                    "{name}: its replicas hold different values, none held by most of them; no MD5 recorded \
+                         (verify cannot tell which is right: compare them by hand)"
+                );
+                self.warnings.warn(&msg);
+            }
         }
         Ok(Vec::new())
     }
@@ -310,9 +338,36 @@ impl Build<'_> {
     }
 }
 
+/// The size most replicas listed; of sizes listed as often, the largest (a file cut short
+/// is the usual damage). The first replica's was taken: when it was the one cut short,
+/// verify then "repaired" the good ones to its length.
+fn listed_size(reps: &[Rep]) -> u64 {
+    let count = |size: u64| reps.iter().filter(|r| r.size == size).count();
+    reps.iter().map(|r| (count(r.size), r.size)).max().map_or(0, |(_, size)| size)
+}
+
+/// The value (MD5, length) held by more than half of the replicas read, and by how many;
+/// `None` when they split with no majority.
+fn most_hold(read: &[([u8; 16], u64)]) -> Option<([u8; 16], u64, usize)> {
+    let held = |v: &([u8; 16], u64)| read.iter().filter(|w| *w == v).count();
+    let (n, v) = read.iter().map(|v| (held(v), *v)).max_by_key(|(n, _)| *n)?;
+    (2 * n > read.len()).then_some((v.0, v.1, n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_value_most_replicas_hold() {
+        let (a, b, c) = (([1; 16], 5), ([2; 16], 5), ([3; 16], 4));
+        assert_eq!(most_hold(&[a]), Some((a.0, a.1, 1)));
+        assert_eq!(most_hold(&[b, a, a]), Some((a.0, a.1, 2)));
+        assert_eq!(most_hold(&[a, a]), Some((a.0, a.1, 2)));
+        assert_eq!(most_hold(&[a, b]), None);
+        assert_eq!(most_hold(&[a, b, c]), None);
+        assert_eq!(most_hold(&[]), None);
+    }
 
     #[test]
     fn order_follows_placement() {

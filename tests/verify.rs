@@ -1536,3 +1536,76 @@ fn a_young_part_file_is_spared_for_an_hour_and_the_summary_says_why() {
     assert_eq!(count(&err, "part files spared (younger than 1h)"), Some(1), "{err}");
     assert_eq!(count(&err, "spared (younger than -grace)"), None, "{err}");
 }
+
+/// A rebuild over replicas that disagree takes what most of them hold, never the first one
+/// read: `-verify` took the MD5 of the first replica in placement order, and the size of the
+/// first was taken with or without it, so a flipped byte or a cut-short file there became
+/// the record, and `verify -deep -repair` then copied it over the good replicas (a helper's
+/// key lost its value on all three volumes). Replicas split with no majority are recorded
+/// without an MD5, named in a warning, and none of them is overwritten.
+fn a_rebuild_takes_what_most_replicas_hold(verify: bool) {
+    let flags = ["-replicas", "3", "-subvolumes", "2"];
+    let mut c = Cluster::new(3, &flags);
+    let lay = Layout { volumes: addrs(&c.volumes), replicas: 3, subvolumes: 2 };
+    let keys = ["/maj/rot", "/maj/short", "/maj/split"];
+    let good = |key: &str| format!("{key}: the value all replicas held; ").repeat(100).into_bytes();
+    for key in keys {
+        assert_eq!(request(&c.addr(), "PUT", key, &[], &good(key)).status, 201);
+    }
+    c.master.kill9();
+    let dirs: Vec<PathBuf> = c.volumes.iter().map(|v| v.dir().to_path_buf()).collect();
+    let file = |key: &str, i: usize| {
+        let (v, rel) = replica_file(&lay, key, i);
+        dirs[v].join(rel)
+    };
+    flip_at(&file("/maj/rot", 0), 100);
+    let short = file("/maj/short", 0);
+    fs::write(&short, &good("/maj/short")[..1000]).unwrap();
+    flip_at(&file("/maj/split", 0), 10);
+    flip_at(&file("/maj/split", 1), 20);
+
+    let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
+    let mut args = vec!["rebuild", "-volumes", &vols, "-db", &db, "-force"];
+    args.extend(flags);
+    if verify {
+        args.push("-verify");
+    }
+    let (code, stderr) = run_mkv(&args);
+    assert!(matches!(code, Some(0 | 1)), "{stderr}");
+    if verify {
+        assert!(stderr.contains("/maj/split") && stderr.contains("no MD5"), "{stderr}");
+    }
+    c.master.restart();
+    for key in ["/maj/rot", "/maj/short"] {
+        let r = request(&c.addr(), "HEAD", key, &[], b"");
+        assert_eq!(r.status, 302, "{key}: {r:?}");
+        if verify {
+            assert_eq!(r.header("content-md5"), Some(hex(&md5(&good(key))).as_str()), "{key}: {r:?}");
+        }
+    }
+    let (code, stderr) = verify_online(&c, &["-deep", "-repair", "-grace", "0s"]);
+    assert!(matches!(code, Some(0 | 1)), "{stderr}");
+    for key in ["/maj/rot", "/maj/short"] {
+        for i in 0..3 {
+            // without an MD5 a flipped byte is not seen: it stays, the good replicas too
+            let rotten = !verify && key == "/maj/rot" && i == 0;
+            let holds = fs::read(file(key, i)).unwrap() == good(key);
+            assert!(holds != rotten, "{key} replica {i} after repair:\n{stderr}");
+        }
+    }
+    // split three ways: the one good replica is still there, the others as they were
+    assert!(fs::read(file("/maj/split", 2)).unwrap() == good("/maj/split"), "{stderr}");
+    for i in 0..2 {
+        assert_eq!(fs::read(file("/maj/split", i)).unwrap().len(), good("/maj/split").len(), "{stderr}");
+    }
+}
+
+#[test]
+fn a_rebuild_with_verify_takes_the_md5_most_replicas_hold() {
+    a_rebuild_takes_what_most_replicas_hold(true);
+}
+
+#[test]
+fn a_rebuild_takes_the_size_most_replicas_hold() {
+    a_rebuild_takes_what_most_replicas_hold(false);
+}

@@ -385,54 +385,47 @@ async fn read_listing(
     Ok((status, Listing { body, _pass: pass }))
 }
 
-/// Reads a value whole (streamed) from the first replica that answers: its MD5 and length.
-pub async fn read_md5(
+/// Reads every replica of a value whole (streamed): each one's MD5 and length, or why it
+/// could not be read. A replica that could not be reached is asked again (a busy volume),
+/// as listings are. Each is read: the first alone would be taken for the value when it is
+/// the one damaged.
+pub async fn read_md5s(
     client: &Client,
     topo: &Topology,
     targets: &[(String, String)],
-) -> Result<([u8; 16], u64), Failure> {
-    let mut last = Failure::answer("no replica".into());
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
-        }
-        for (server, path) in targets {
-            let mut d = match client.download(topo, server, path).await {
-                Ok(d) if d.status == 200 => d,
-                Ok(d) => {
-                    last = Failure::answer(format!("{server} answered {}", d.status));
-                    continue;
-                }
-                Err(e) => {
-                    last = failure(e);
-                    continue;
-                }
-            };
-            let mut h = Md5::new();
-            let mut n = 0u64;
-            let read = loop {
-                match client.next_chunk(&mut d, READ_CHUNK).await {
-                    Ok(Some(c)) => {
-                        h.update(&c);
-                        n += c.len() as u64;
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            };
-            match read {
-                Ok(()) => {
-                    client.finish(d);
-                    return Ok((h.finalize(), n));
-                }
-                Err(e) => last = failure(e),
+) -> Vec<Result<([u8; 16], u64), Failure>> {
+    let mut out = Vec::with_capacity(targets.len());
+    for (server, path) in targets {
+        let mut r = Err(Failure::answer("no replica".into()));
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                monoio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
+            }
+            r = read_md5(client, topo, server, path).await;
+            if !matches!(&r, Err(f) if f.unreachable) {
+                break;
             }
         }
-        if !last.unreachable {
-            break;
-        }
+        out.push(r);
     }
-    Err(last)
+    out
+}
+
+/// Reads one replica whole (streamed): its MD5 and length.
+async fn read_md5(client: &Client, topo: &Topology, server: &str, path: &str) -> Result<([u8; 16], u64), Failure> {
+    let mut d = match client.download(topo, server, path).await {
+        Ok(d) if d.status == 200 => d,
+        Ok(d) => return Err(Failure::answer(format!("{server} answered {}", d.status))),
+        Err(e) => return Err(failure(e)),
+    };
+    let mut h = Md5::new();
+    let mut n = 0u64;
+    while let Some(c) = client.next_chunk(&mut d, READ_CHUNK).await.map_err(failure)? {
+        h.update(&c);
+        n += c.len() as u64;
+    }
+    client.finish(d);
+    Ok((h.finalize(), n))
 }
 
 /// The first two md5 bytes of `key`: its `xx/yy/` folder.
