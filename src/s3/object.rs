@@ -23,7 +23,7 @@ use crate::{
     record::Record,
     store::{
         self,
-        read::{self, Reader},
+        read::{self, Opened, Reader},
         remove,
         write::{self, Failed, PutOpts},
         Ctx, KeyGuard,
@@ -132,7 +132,7 @@ pub async fn put(
     let payload = Payload::new(&req.headers, verified, false)?;
     let held = claim_for_write(ctx, &key, conditions, false).await?;
     let stored = Stored { etag: None, headers: meta.headers };
-    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode() };
+    let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta: stored.encode(), expect_md5: None };
     let mut src = S3Body::new(conn, body, payload);
     let r = write::put_claimed(ctx, held, &key, &mut src, &opts).await;
     let (broken, finished) = (src.broken, src.finished.take());
@@ -400,7 +400,10 @@ pub async fn delete(
 }
 
 /// CopyObject: the source streamed from one of its replicas into the destination's
-/// replicas (staged and moved into place if the destination exists).
+/// replicas (staged and moved into place if the destination exists). Bytes that are not
+/// the source's value (a replica's rot, found by its record's MD5) are refused before the
+/// destination is committed, and the copy is made again from the next replica: a damaged
+/// replica was copied under a fresh ETag, which verify then took for the value.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy(
     ctx: &Ctx,
@@ -413,9 +416,49 @@ pub async fn copy(
     write_if: &Conditions,
 ) -> Result<Answer, Failure> {
     let key = obj.native_key();
-    let held = claim_for_write(ctx, &key, write_if, false).await?;
     let source_key = source.native_key();
-    let opened = read::open(ctx, &source_key, |rec| -> Result<_, Failure> {
+    // the first claim and open answer before the work starts (a 412, a 404)
+    let mut first =
+        Some((claim_for_write(ctx, &key, write_if, false).await?, open_source(ctx, source, conditions).await?));
+    let work = async {
+        let mut tries = 0;
+        loop {
+            let (held, opened) = match first.take() {
+                Some(f) => f,
+                None => {
+                    (claim_for_write(ctx, &key, write_if, false).await?, open_source(ctx, source, conditions).await?)
+                }
+            };
+            let Opened { rec, body } = opened;
+            let headers = match &meta {
+                Some(m) => m.headers.clone(),
+                None => Stored::decode(&rec.meta).headers,
+            };
+            let meta = Stored { etag: None, headers }.encode();
+            let opts = PutOpts { replace_live: true, allow_empty: true, md5: true, meta, expect_md5: rec.md5 };
+            let resume = read::Resume::new(ctx, &source_key, &rec, (0, rec.size.saturating_sub(1)));
+            let mut src = Reader::new(&ctx.client, body).resuming(resume);
+            match write::put_claimed(ctx, held, &key, &mut src, &opts).await {
+                Err(Failed::Store(store::Error::Damaged)) if tries + 1 < rec.volumes.len() => {
+                    tries += 1;
+                    eprintln!(
+                        "mkv: S3 copy from {}: a replica read does not hold its value (its MD5 differs); copying \
+                         from the next (`mkv verify -deep -repair` mends it)",
+                        source_key.escape_ascii()
+                    );
+                }
+                Err(Failed::Store(e)) => return Err(Failure::from(e)),
+                Err(Failed::Source(_)) => return Err(S3Error::InternalError("reading the copy source failed").into()),
+                Ok(rec) => return Ok(xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64)),
+            }
+        }
+    };
+    patiently(ctx, conn, req, work).await
+}
+
+/// Opens a copy's source for reading whole, its preconditions checked.
+async fn open_source(ctx: &Ctx, source: &Object, conditions: &Conditions) -> Result<Opened, Failure> {
+    read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
         Ok(None)
@@ -424,22 +467,5 @@ pub async fn copy(
     .map_err(|e| match e.error {
         S3Error::NoSuchKey => missing(ctx, source),
         _ => e,
-    })?;
-    let headers = match meta {
-        Some(m) => m.headers,
-        None => Stored::decode(&opened.rec.meta).headers,
-    };
-    let opts =
-        PutOpts { replace_live: true, allow_empty: true, md5: true, meta: Stored { etag: None, headers }.encode() };
-    let whole = (0, opened.rec.size.saturating_sub(1));
-    let resume = read::Resume::new(ctx, &source_key, &opened.rec, whole);
-    let mut src = Reader::new(&ctx.client, opened.body).resuming(resume);
-    let work = async {
-        let rec = write::put_claimed(ctx, held, &key, &mut src, &opts).await.map_err(|e| match e {
-            Failed::Store(e) => Failure::from(e),
-            Failed::Source(_) => Failure::from(S3Error::InternalError("reading the copy source failed")),
-        })?;
-        Ok(xml::copy_object_result(&etag(&rec, &Stored::default()), rec.mtime as i64))
-    };
-    patiently(ctx, conn, req, work).await
+    })
 }

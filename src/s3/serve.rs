@@ -296,6 +296,9 @@ pub fn store_error(e: store::Error) -> S3Error {
         E::InFlight => S3Error::SlowDown,
         E::Exists | E::EmptyBody => S3Error::InternalError("unexpected refusal of an S3 write"),
         E::NoLiveReplica | E::NoGoodReplica => S3Error::ServiceUnavailable("no replica of this object is readable now"),
+        E::Damaged => {
+            S3Error::ServiceUnavailable("no replica of the copy source read holds its value (its MD5 differs)")
+        }
         E::Settling => S3Error::ServiceUnavailable("a replacement of this object is still being moved into place"),
         // a refused or cut connection is a volume down as much as a silent one
         E::Volume(e) if e.unreachable() => S3Error::ServiceUnavailable("a volume server holding this object is down"),

@@ -148,7 +148,13 @@ async fn put(local: &Local, conn: &mut Conn, req: &Req, body: &mut Body) -> Resu
         write::check_key(&req.key)?;
         return Err(crate::store::Error::EmptyBody.into());
     }
-    let opts = PutOpts { replace_live: false, allow_empty: false, md5: ctx.shared.cfg.md5sum, meta: Vec::new() };
+    let opts = PutOpts {
+        replace_live: false,
+        allow_empty: false,
+        md5: ctx.shared.cfg.md5sum,
+        meta: Vec::new(),
+        expect_md5: None,
+    };
     let in_flight = &ctx.metrics.puts_in_flight;
     in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let r = write::put(ctx, &req.key, &mut ClientBody { conn, body }, &opts).await;

@@ -25,6 +25,9 @@ pub enum Error {
     NoLiveReplica,
     /// No replica of the key holds its value (right size and MD5): repair leaves it alone.
     NoGoodReplica,
+    /// The bytes a copy read are not the value its source's record names: a damaged replica
+    /// (nothing was written of them).
+    Damaged,
     /// A replacement of the key is still being moved into place (a volume refused or
     /// missed a move; recovery ends it once the volume takes moves): retry later.
     Settling,
@@ -60,6 +63,7 @@ impl fmt::Display for Error {
             Error::BadKey(why) => write!(f, "{why}"),
             Error::NoLiveReplica => write!(f, "no replica of this key is on a live volume"),
             Error::NoGoodReplica => write!(f, "no replica of this key holds its value (size and MD5): left as it is"),
+            Error::Damaged => write!(f, "a replica read does not hold the value its record names (its MD5 differs)"),
             Error::Settling => write!(f, "a replacement of this key is still being moved into place"),
             Error::Internal(why) => write!(f, "{why}"),
         }

@@ -69,6 +69,19 @@ pub struct PutOpts {
     pub md5: bool,
     /// Front-end metadata kept in the record.
     pub meta: Vec<u8>,
+    /// The MD5 the bytes must have (a copy: its source's record's, with `md5`): other bytes
+    /// (a damaged replica read) are refused before anything is committed, [`Error::Damaged`].
+    pub expect_md5: Option<[u8; 16]>,
+}
+
+impl PutOpts {
+    /// `w` if it holds the bytes expected, else [`Error::Damaged`].
+    fn expected<E>(&self, w: Written) -> Result<Written, Failed<E>> {
+        match (self.expect_md5, w.md5) {
+            (Some(want), Some(got)) if want != got => Err(Error::Damaged.into()),
+            _ => Ok(w),
+        }
+    }
 }
 
 /// The bytes one write sent.
@@ -186,7 +199,7 @@ async fn in_place<S: Source>(
     // the key had no record (put() read it under the claim): nothing to delete anywhere
     sh.index.set_from(key, None, State::Unlinked, &pending)?;
     let to = targets(&replicas, &key_path(key));
-    match send(ctx, topo, &to, src, body, opts.md5, 0).await {
+    match send(ctx, topo, &to, src, body, opts.md5, 0).await.and_then(|w| opts.expected(w)) {
         Ok(w) => {
             let rec = Record { volumes: replicas, size: w.size, md5: w.md5, mtime: now_ms(), meta: opts.meta.clone() };
             sh.index.set_from(key, Some(State::Unlinked), State::Live, &rec)?;
@@ -241,7 +254,7 @@ async fn staged<S: Source>(
     };
     sh.index.set_pending(key, &p)?;
     let temps = targets(&replicas, &format!("{TMP_DIR}/{}", p.id));
-    let w = match send(ctx, topo, &temps, src, body, opts.md5, 0).await {
+    let w = match send(ctx, topo, &temps, src, body, opts.md5, 0).await.and_then(|w| opts.expected(w)) {
         Ok(w) => w,
         Err(e) => {
             roll_back(ctx, topo, key, &temps).await;

@@ -185,7 +185,7 @@ pub async fn complete(
         // the ETag comes from the parts' MD5s: the whole object's is hashed (a second pass
         // over every byte) only for the record, as a native PUT's, under -md5sum
         let md5 = ctx.shared.cfg.md5sum;
-        let opts = PutOpts { replace_live: true, allow_empty: true, md5, meta: stored.encode() };
+        let opts = PutOpts { replace_live: true, allow_empty: true, md5, meta: stored.encode(), expect_md5: None };
         let first = crate::record::now_ms() as usize;
         let mut src = Parts { ctx, parts: chosen, next: 0, d: None, total, sums, failed: None, sum: None, first };
         // refused, the upload stays: the client may complete it again or abort it

@@ -276,6 +276,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     id: &str,
     n: u32,
     src: &mut S,
+    expect_md5: Option<[u8; 16]>,
 ) -> Result<Part, Failed<S3Error>> {
     let (gen, topo) = ctx.topo_gen();
     let replicas = topo.place(&u.key);
@@ -286,7 +287,13 @@ async fn write_part<S: Source<Error = S3Error>>(
     index.mp_put(&writing_key(&part), &part.encode()).map_err(store::Error::from)?;
     let mut src = Summed { src, crc: crc32fast::Hasher::new() };
     let to = targets(&part.replicas, &part.path());
-    let w = match write::send_all(ctx, &topo, &to, &mut src, true, 0).await {
+    let sent = write::send_all(ctx, &topo, &to, &mut src, true, 0).await;
+    // a copy's bytes that are not its source's value (a damaged replica read)
+    let sent = sent.and_then(|w| match (expect_md5, w.md5) {
+        (Some(want), Some(got)) if want != got => Err(store::Error::Damaged.into()),
+        _ => Ok(w),
+    });
+    let w = match sent {
         Ok(w) => w,
         Err(e) => {
             // what some replicas took: a part of no upload
@@ -378,7 +385,7 @@ pub async fn upload_part(
     let payload = Payload::new(&req.headers, verified, false)?;
     let _part = claim(ctx, &lock_name(id, Some(n))).await?;
     let mut src = S3Body::new(conn, body, payload);
-    let r = write_part(ctx, &u, id, n, &mut src).await;
+    let r = write_part(ctx, &u, id, n, &mut src, None).await;
     let (broken, finished) = (src.broken, src.finished.take());
     let part = r.map_err(|e| write_failure(e, broken))?;
     start(conn, 200, &req.request_id);
@@ -390,6 +397,10 @@ pub async fn upload_part(
     Ok(Answer { reply: Reply::Body(Vec::new()), close: false })
 }
 
+/// UploadPartCopy: the source's bytes (or a range of them) streamed from one of its replicas
+/// into the part's. A whole source whose bytes are not its value (a replica's rot, found by
+/// its record's MD5) is refused before the part is recorded and read again from the next
+/// replica. A range cannot be checked so: its bytes are copied as read.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_part_copy(
     ctx: &Ctx,
@@ -404,7 +415,45 @@ pub async fn upload_part_copy(
 ) -> Result<Answer, Failure> {
     let u = upload(ctx, obj, id)?;
     let source_key = source.native_key();
-    let opened = read::open(ctx, &source_key, |rec| -> Result<_, Failure> {
+    let mut first = Some(open_source(ctx, source, range, conditions).await?);
+    let _part = claim(ctx, &lock_name(id, Some(n))).await?;
+    let work = async {
+        let mut tries = 0;
+        loop {
+            let opened = match first.take() {
+                Some(o) => o,
+                None => open_source(ctx, source, range, conditions).await?,
+            };
+            let read::Opened { rec, body } = opened;
+            let wanted = range.unwrap_or((0, rec.size.saturating_sub(1)));
+            let whole = wanted == (0, rec.size.saturating_sub(1));
+            let resume = read::Resume::new(ctx, &source_key, &rec, wanted);
+            let mut src = Checked(Reader::new(&ctx.client, body).resuming(resume));
+            match write_part(ctx, &u, id, n, &mut src, rec.md5.filter(|_| whole)).await {
+                Err(Failed::Store(store::Error::Damaged)) if tries + 1 < rec.volumes.len() => {
+                    tries += 1;
+                    eprintln!(
+                        "mkv: S3 part copy from {}: a replica read does not hold its value (its MD5 differs); \
+                         copying from the next (`mkv verify -deep -repair` mends it)",
+                        source_key.escape_ascii()
+                    );
+                }
+                Err(e) => return Err(write_failure(e, false)),
+                Ok(part) => return Ok(xml::copy_part_result(&part.etag(), part.mtime_ms as i64)),
+            }
+        }
+    };
+    patiently(ctx, conn, req, work).await
+}
+
+/// Opens a part copy's source, its preconditions and range checked.
+async fn open_source(
+    ctx: &Ctx,
+    source: &Object,
+    range: Option<(u64, u64)>,
+    conditions: &Conditions,
+) -> Result<read::Opened, Failure> {
+    read::open(ctx, &source.native_key(), |rec| -> Result<_, Failure> {
         let stored = Stored::decode(&rec.meta);
         conditions.check(&etag(rec, &stored), (rec.mtime / 1000) as i64, false)?;
         match range {
@@ -420,16 +469,7 @@ pub async fn upload_part_copy(
     .map_err(|e| match e.error {
         S3Error::NoSuchKey => super::object::missing(ctx, source),
         _ => e,
-    })?;
-    let _part = claim(ctx, &lock_name(id, Some(n))).await?;
-    let wanted = range.unwrap_or((0, opened.rec.size.saturating_sub(1)));
-    let resume = read::Resume::new(ctx, &source_key, &opened.rec, wanted);
-    let mut src = Checked(Reader::new(&ctx.client, opened.body).resuming(resume));
-    let work = async {
-        let part = write_part(ctx, &u, id, n, &mut src).await.map_err(|e| write_failure(e, false))?;
-        Ok(xml::copy_part_result(&part.etag(), part.mtime_ms as i64))
-    };
-    patiently(ctx, conn, req, work).await
+    })
 }
 
 /// A replica read whose failures read as S3's.
