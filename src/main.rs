@@ -564,7 +564,7 @@ fn plan(cli: Cli) -> Result<(Config, Job), String> {
     // an online command talks to the master, which owns the index
     let online_only = matches!(cli.cmd, Cmd::Verify | Cmd::Snapshot) && f.online.is_some();
     let db = match (f.db, &f.online, &cli.cmd) {
-        (Some(_), Some(_), Cmd::Verify | Cmd::Snapshot) => {
+        (Some(_), Some(_), Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) => {
             return Err("-db and -online: give one (-db when the master is stopped, -online while it runs)".into())
         }
         (Some(db), _, _) => db,

@@ -1009,6 +1009,8 @@ fn usage_errors_exit_2() {
         &["verify", "-online", "ftp://a:1"],
         &["rebalance", "-online", "garbage", "-volumes", "a:1"],
         &["rebalance", "-online", "http://a:1", "-volumes", "a:1", "-dry-run"],
+        // -db meant for an offline run would be ignored while the running master is switched
+        &["rebalance", "-online", "http://a:1", "-volumes", "a:1", "-db", "/tmp/x"],
         &["rebuild", "-volumes", "a:1", "-db", "/tmp/x", "-online", "http://a:1"],
     ] {
         let (code, err) = run_mkv(args);
