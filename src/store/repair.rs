@@ -333,6 +333,20 @@ async fn restore_from(
     spare: &[String],
 ) -> Result<(), Error> {
     let mut spare: Vec<String> = spare.iter().filter(|r| !rec.volumes.contains(r)).cloned().collect();
+    // a record with no MD5 (a rebuild without -verify, -md5sum=false) does not say which of
+    // its same-size replicas is right: one with a flipped byte passed as a source, and a
+    // repair or a move spread it over good ones. The value is then what most of them hold.
+    let known;
+    let rec = match rec.md5 {
+        Some(_) => rec,
+        None => match held_by_most(ctx, topo, path, rec, good, &spare).await? {
+            Some(md5) => {
+                known = Record { md5: Some(md5), ..rec.clone() };
+                &known
+            }
+            None => return Err(Error::NoGoodReplica),
+        },
+    };
     loop {
         // the record's own replicas first; a spare that does not verify is only dropped
         let (src, own) = match good.iter().find(|r| topo.is_up(r)) {
@@ -374,6 +388,29 @@ async fn restore_from(
             }
         }
     }
+}
+
+/// The MD5 of the value most of the replicas `good` and `spare` on live volumes hold, each
+/// read whole (those of the record's size): for a record that keeps no MD5. None when they
+/// split with no majority (or none could be read): nothing can tell which is right.
+async fn held_by_most(
+    ctx: &Ctx,
+    topo: &Topology,
+    path: &str,
+    rec: &Record,
+    good: &[String],
+    spare: &[String],
+) -> Result<Option<[u8; 16]>, Error> {
+    let mut held = Vec::new();
+    for r in good.iter().chain(spare).filter(|r| topo.is_up(r)) {
+        if let Some((size, md5)) = digest_of(ctx, topo, r, path, None).await? {
+            if size == rec.size {
+                held.push(md5);
+            }
+        }
+    }
+    let most = held.iter().map(|m| (held.iter().filter(|o| *o == m).count(), *m)).max_by_key(|(n, _)| *n);
+    Ok(most.filter(|(n, _)| 2 * n > held.len()).map(|(_, md5)| md5))
 }
 
 /// Reads replica `src` whole (a small value): its bytes when they are the record's value.
