@@ -139,7 +139,8 @@ async fn relocate_all(
                     volume::Error::Timeout(_)
                     | volume::Error::Stalled(_)
                     | volume::Error::Io(..)
-                    | volume::Error::Down(_),
+                    | volume::Error::Down(_)
+                    | volume::Error::Fenced(_),
                 )),
             ) if a.len() < AGAIN_MAX => a.push(k),
             (_, r) => record(progress, &k, r),

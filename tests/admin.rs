@@ -543,3 +543,58 @@ fn a_snapshot_to_a_relative_folder_is_refused() {
     let r = request(&admin, "SNAPSHOT", &format!("/?to={}", dir.path().join("s").display()), &[], b"");
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// A volume up again while a write that timed out there may still be carried out takes no
+/// write until its answer comes (see `volume::Late`), and says so: the PUTs it fails meanwhile
+/// said "volume … is down" while `/health` said every volume was up, and no metric showed it
+/// (a helper's 5 minutes of refused writes read as a mystery). Now the refusal names the
+/// wait, `/health` counts such volumes and `mkv_volume_takes_writes` is 0 for them; once the
+/// late answers come, writes go on.
+#[test]
+fn a_volume_awaiting_a_late_answer_says_so() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let armed = Arc::new(AtomicBool::new(false));
+    let proxied: Vec<String> = vols
+        .iter()
+        .map(|v| {
+            let armed = armed.clone();
+            proxy(TcpListener::bind("127.0.0.1:0").unwrap(), v.addr(), 64 << 10, move |sent| {
+                if armed.load(Ordering::SeqCst) {
+                    if sent.starts_with(b"PUT /") {
+                        // the PUT's answer comes late: after the volume is up again
+                        std::thread::sleep(Duration::from_secs(8));
+                    } else if sent.starts_with(b"HEAD / ") {
+                        // the probes hang meanwhile: the volume is found down, the PUT fails
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    let flags = ["-admin", "127.0.0.1:0", "-replicas", "3", "-subvolumes", "1", "-voltimeout", "1s"];
+    let master = Master::start_on(&proxied, &flags);
+    let (addr, admin) = (master.addr(), master.admin_addr().expect("admin address"));
+    assert_eq!(request(&addr, "PUT", "/late/before", &[], b"v").status, 201);
+    armed.store(true, Ordering::SeqCst);
+    let r = request(&addr, "PUT", "/late/k", &[], b"the value");
+    assert!(r.status >= 500, "{r:?}");
+    armed.store(false, Ordering::SeqCst);
+    let health = || get(&admin, "/health").text();
+    wait_until("the volumes up, awaiting the late answers", Duration::from_secs(5), || {
+        health().contains("ok: 3 of 3 volumes up; 3 take no write")
+    });
+    let r = request(&addr, "PUT", "/late/meanwhile", &[], b"v");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text().contains("takes no write until it answers a request that timed out"), "{r:?}");
+    let text = metrics(&admin);
+    for p in &proxied {
+        assert_eq!(value(&text, &format!("mkv_volume_up{{volume=\"{p}\"}}")), Some(1.0), "{text}");
+        assert_eq!(value(&text, &format!("mkv_volume_takes_writes{{volume=\"{p}\"}}")), Some(0.0), "{text}");
+    }
+    wait_until("writes once the late answers came", TIMEOUT, || {
+        request(&addr, "PUT", "/late/after", &[], b"v").status == 201
+    });
+    assert_eq!(health(), "ok: 3 of 3 volumes up\n");
+}

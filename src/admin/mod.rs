@@ -16,6 +16,8 @@ use crate::{
 pub struct VolumeState {
     pub name: String,
     pub up: bool,
+    /// Up, and no request that changes files awaits a late answer there (see `volume::Late`).
+    pub takes_writes: bool,
     pub errors: u64,
     /// Whether new keys are placed on it (false: only old records name it).
     pub placed: bool,
@@ -107,6 +109,15 @@ pub fn prometheus(s: &Snapshot) -> String {
     family(&mut o, "mkv_volume_up", "gauge", "1 when the volume answers its probes.");
     for v in &s.volumes {
         let _ = writeln!(o, "mkv_volume_up{{volume=\"{}\"}} {}", label(&v.name), v.up as u8);
+    }
+    family(
+        &mut o,
+        "mkv_volume_takes_writes",
+        "gauge",
+        "1 when the volume is up and no request that timed out there may still be carried out.",
+    );
+    for v in &s.volumes {
+        let _ = writeln!(o, "mkv_volume_takes_writes{{volume=\"{}\"}} {}", label(&v.name), v.takes_writes as u8);
     }
     family(&mut o, "mkv_volume_errors_total", "counter", "Requests to the volume that failed.");
     for v in &s.volumes {
@@ -205,7 +216,7 @@ mod tests {
         b.request(crate::metrics::GET, 302, 700);
         let s = Snapshot {
             totals: r.totals(),
-            volumes: vec![VolumeState { name: "a:1".into(), up: true, errors: 2, placed: true }],
+            volumes: vec![VolumeState { name: "a:1".into(), up: true, takes_writes: true, errors: 2, placed: true }],
             index: Stats::default(),
             replicas: 3,
             uptime_secs: 5,

@@ -202,7 +202,7 @@ mod tests {
         let volumes = up
             .iter()
             .enumerate()
-            .map(|(i, &up)| VolumeState { name: format!("v{i}:80"), up, errors: 0, placed: true })
+            .map(|(i, &up)| VolumeState { name: format!("v{i}:80"), up, takes_writes: up, errors: 0, placed: true })
             .collect();
         let totals = Registry::default().totals();
         let index = Stats::default();

@@ -101,6 +101,17 @@ fn health(local: &Local) -> (u16, String) {
     if up < topo.replicas {
         return (503, format!("{up} of {} volumes up, {} replicas needed", topo.volumes.len(), topo.replicas));
     }
+    // up, but writes wait there for a late answer: the keys it holds fail their PUTs meanwhile
+    let fenced = topo.volumes.iter().filter_map(|v| topo.volume(v)).filter(|v| v.is_up() && !v.takes_writes()).count();
+    if fenced > 0 {
+        return (
+            200,
+            format!(
+                "ok: {up} of {} volumes up; {fenced} take no write until a request that timed out there is answered",
+                topo.volumes.len()
+            ),
+        );
+    }
     (200, format!("ok: {up} of {} volumes up", topo.volumes.len()))
 }
 
@@ -304,6 +315,7 @@ pub fn snapshot(local: &Local) -> Snapshot {
         .map(|v| VolumeState {
             name: v.name.clone(),
             up: v.is_up(),
+            takes_writes: v.takes_writes(),
             errors: v.errors.load(std::sync::atomic::Ordering::Relaxed),
             placed: topo.volumes.contains(&v.name),
         })

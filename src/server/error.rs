@@ -68,9 +68,9 @@ impl ApiError {
             ApiError::Store(S::Index(index::Error::Full)) => 507,
             ApiError::Store(S::Index(index::Error::Reopening)) => 503,
             ApiError::Store(S::Index(_) | S::Internal(_)) => 500,
-            ApiError::Store(S::Volume(V::Down(_)) | S::NoLiveReplica | S::NoGoodReplica | S::Damaged | S::Settling) => {
-                503
-            }
+            ApiError::Store(
+                S::Volume(V::Down(_) | V::Fenced(_)) | S::NoLiveReplica | S::NoGoodReplica | S::Damaged | S::Settling,
+            ) => 503,
             ApiError::Store(S::Volume(V::Timeout(_) | V::Stalled(_))) => 504,
             ApiError::Store(S::Volume(_)) => 502,
             ApiError::Store(S::NotFound) => 404,

@@ -25,6 +25,9 @@ pub use health::{probe_all, Prober, HUNG};
 pub enum Error {
     /// Known down (probe or an earlier failure): not even tried.
     Down(String),
+    /// Up, but a request that changes files timed out there and may still be carried out:
+    /// a write waits for its answer (see [`Late`]). Not even tried.
+    Fenced(String),
     Timeout(String),
     /// Took (almost) nothing of a request for a whole timeout (see `client::MIN_PROGRESS`).
     /// Not a sign that the volume is down (a volume whose disk is throttled by writeback
@@ -44,6 +47,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Down(v) => write!(f, "volume {v} is down"),
+            Error::Fenced(v) => {
+                write!(
+                    f,
+                    "volume {v} takes no write until it answers a request that timed out (it may still carry it out)"
+                )
+            }
             Error::Timeout(v) => write!(f, "volume {v} did not answer in time"),
             Error::Stalled(v) => write!(f, "volume {v} took (almost) nothing of the request in time (a busy disk?)"),
             Error::Io(v, e) => write!(f, "volume {v}: {e}"),
@@ -62,7 +71,7 @@ impl Error {
     /// Whether the volume could not be reached (down, silent, or its connection failed), as
     /// against answering with a failure: what waiting for it to come back may cure.
     pub fn unreachable(&self) -> bool {
-        matches!(self, Error::Down(_) | Error::Timeout(_) | Error::Stalled(_) | Error::Io(..))
+        matches!(self, Error::Down(_) | Error::Fenced(_) | Error::Timeout(_) | Error::Stalled(_) | Error::Io(..))
     }
 
     /// What went wrong, without `volume <name>`: for a request to the master (the batch
@@ -70,6 +79,7 @@ impl Error {
     pub fn cause(&self) -> String {
         match self {
             Error::Down(_) => "down".into(),
+            Error::Fenced(_) => "takes no write until a late answer comes".into(),
             Error::Timeout(_) => "no answer in time".into(),
             Error::Stalled(_) => "took (almost) nothing of the request in time".into(),
             Error::Io(_, e) => e.to_string(),

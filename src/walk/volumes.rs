@@ -326,7 +326,11 @@ impl Failure {
 fn failure(e: volume::Error) -> Failure {
     let unreachable = matches!(
         e,
-        volume::Error::Down(_) | volume::Error::Timeout(_) | volume::Error::Stalled(_) | volume::Error::Io(..)
+        volume::Error::Down(_)
+            | volume::Error::Fenced(_)
+            | volume::Error::Timeout(_)
+            | volume::Error::Stalled(_)
+            | volume::Error::Io(..)
     );
     Failure { unreachable, refused: false, why: e.to_string() }
 }

@@ -78,8 +78,13 @@ impl Client {
     /// waits out a request of its own that timed out (see [`super::Late`]).
     async fn lease(&self, topo: &Topology, server: &str, fresh: bool, writes: bool) -> Result<Leased, Error> {
         let vol = topo.volume(server).cloned();
-        if vol.as_ref().is_some_and(|v| if writes { !v.takes_writes() } else { !v.is_up() }) {
-            return Err(Error::Down(server.to_string()));
+        if let Some(v) = &vol {
+            if !v.is_up() {
+                return Err(Error::Down(server.to_string()));
+            }
+            if writes && !v.takes_writes() {
+                return Err(Error::Fenced(server.to_string()));
+            }
         }
         if !fresh {
             loop {
