@@ -42,6 +42,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let timeout = cfg.voltimeout.max(MIN_TIMEOUT);
     let topo = Topology::new(&cfg.volumes, cfg.replicas, cfg.subvolumes, timeout, None);
+    // first, so that a locked index (a master running on it) or one holding keys is the one
+    // thing said, before the volumes are asked and warned about
+    let index = open_index(&cfg, opts.force)?;
     // an index built without a volume silently loses the keys only that volume holds
     volume::ANNOUNCE_UP.store(false, Ordering::Relaxed);
     let down = volume::probe_all(topo.all(), cfg.voltimeout);
@@ -59,7 +62,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     let gate = Gate::new();
     // the folders first (read-only): a volume that cannot be listed leaves the index alone
     let layout = rt.block_on(discover(&client, &topo, &gate, &cfg))?;
-    let index = open_empty(&cfg, opts.force)?;
+    let index = emptied(index, &cfg)?;
     let progress = Progress::new("rebuild", None);
     progress.count("live", 0);
     progress.count("unlinked", 0);
@@ -80,7 +83,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
             for mut batch in rx {
                 // in key order a memtable insert starts where the last one ended
                 batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                // each key once, into the empty index open_empty gave
+                // each key once, into the empty index emptied() gave
                 index.put_many(&batch, true)?;
             }
             Ok::<(), crate::index::Error>(())
@@ -121,15 +124,21 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<()> {
     progress.finish()
 }
 
-/// Opens the index at `-db`, refusing one that holds keys unless `force`, which empties it:
-/// the result is what the volumes hold, nothing else.
-fn open_empty(cfg: &Config, force: bool) -> anyhow::Result<Index> {
+/// Opens the index at `-db` (locked from here on), refusing one that holds keys unless
+/// `force`.
+fn open_index(cfg: &Config, force: bool) -> anyhow::Result<Index> {
     let index = Index::open(&cfg.db).map_err(anyhow::Error::msg)?;
+    if !index.is_empty() && !force {
+        bail!("the index {} already holds keys; rebuild writes a new one (-force replaces it)", cfg.db.display());
+    }
+    Ok(index)
+}
+
+/// The index [`open_index`] gave, emptied (`-force` over one with keys) once the volumes
+/// were listed: the result is what the volumes hold, nothing else.
+fn emptied(index: Index, cfg: &Config) -> anyhow::Result<Index> {
     if index.is_empty() {
         return Ok(index);
-    }
-    if !force {
-        bail!("the index {} already holds keys; rebuild writes a new one (-force replaces it)", cfg.db.display());
     }
     drop(index);
     eprintln!("mkv: -force: replacing the index {}", cfg.db.display());

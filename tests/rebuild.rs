@@ -251,6 +251,12 @@ fn rebuild_fails_when_a_volume_is_down() {
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&addrs[1]) && stderr.contains("unreachable"), "{stderr}");
+    // into an index a master holds: that is what is said, before any volume is asked
+    let running = Master::start(&vols[..1], &["-replicas", "1"]);
+    let (code, stderr) = rebuild(&addrs, running.db(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("locked"), "{stderr}");
 }
 
 /// A DELETE that failed half way (one replica's volume down) leaves its key under
