@@ -1589,10 +1589,8 @@ fn a_rebuild_takes_what_most_replicas_hold(verify: bool) {
     assert!(matches!(code, Some(0 | 1)), "{stderr}");
     for key in ["/maj/rot", "/maj/short"] {
         for i in 0..3 {
-            // without an MD5 a flipped byte is not seen: it stays, the good replicas too
-            let rotten = !verify && key == "/maj/rot" && i == 0;
-            let holds = fs::read(file(key, i)).unwrap() == good(key);
-            assert!(holds != rotten, "{key} replica {i} after repair:\n{stderr}");
+            // without an MD5 a flipped byte is found by the other replicas' bytes
+            assert!(fs::read(file(key, i)).unwrap() == good(key), "{key} replica {i} after repair:\n{stderr}");
         }
     }
     // split three ways: the one good replica is still there, the others as they were
@@ -1616,14 +1614,15 @@ fn a_rebuild_takes_the_size_most_replicas_hold() {
 /// most of its replicas hold: the first replica of the right size was taken as the source,
 /// so a cut-short replica was restored from one with a flipped byte, making the damage the
 /// majority, which a later `rebuild -verify` then recorded (found by a helper; a rebalance
-/// moved keys so, down to no good copy). Split with no majority, nothing is copied.
+/// moved keys so, down to no good copy). Split with no majority, nothing is copied. A deep
+/// verify finds a replica whose bytes differ from what most hold, as an MD5 would have.
 #[test]
 fn a_repair_without_an_md5_copies_what_most_replicas_hold() {
     let flags = ["-replicas", "4", "-subvolumes", "1"];
     let mut c = Cluster::new(4, &flags);
     let lay = Layout { volumes: addrs(&c.volumes), replicas: 4, subvolumes: 1 };
     let good = |key: &str| format!("{key}: the value; ").repeat(300).into_bytes();
-    for key in ["/nomd5/most", "/nomd5/split"] {
+    for key in ["/nomd5/most", "/nomd5/split", "/nomd5/flip"] {
         assert_eq!(request(&c.addr(), "PUT", key, &[], &good(key)).status, 201);
     }
     c.master.kill9();
@@ -1637,6 +1636,7 @@ fn a_repair_without_an_md5_copies_what_most_replicas_hold() {
         flip_at(&file(key, 1), 50);
     }
     flip_at(&file("/nomd5/split", 2), 60);
+    flip_at(&file("/nomd5/flip", 2), 70);
     let (vols, db) = (addrs(&c.volumes).join(","), c.master.db().display().to_string());
     let mut args = vec!["rebuild", "-volumes", &vols, "-db", &db, "-force"];
     args.extend(flags);
@@ -1647,7 +1647,12 @@ fn a_repair_without_an_md5_copies_what_most_replicas_hold() {
     for i in 0..4 {
         assert!(fs::read(file("/nomd5/most", i)).unwrap() == good("/nomd5/most"), "replica {i}:\n{stderr}");
     }
+    for i in 0..4 {
+        assert!(fs::read(file("/nomd5/flip", i)).unwrap() == good("/nomd5/flip"), "flip replica {i}:\n{stderr}");
+    }
+    assert!(stderr.contains("/nomd5/flip on ") && stderr.contains("corrupt"), "{stderr}");
     let split = "/nomd5/split";
+    assert!(stderr.contains("/nomd5/split") && stderr.contains("none held by most"), "{stderr}");
     assert!(fs::read(file(split, 3)).unwrap() == good(split), "{stderr}");
     assert_eq!(
         fs::read(file(split, 0)).unwrap().len(),

@@ -78,7 +78,8 @@ pub struct Rules {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Judged {
     pub problems: Vec<Problem>,
-    /// Replicas to read whole (`-deep`): there, of the right size, with an MD5 to check.
+    /// Replicas to read whole (`-deep`): there, of the right size, with an MD5 to check (or,
+    /// with none, beside others to compare with).
     pub reads: Vec<String>,
     /// Files that would be wrong but are younger than the grace.
     pub spared: u64,
@@ -123,7 +124,8 @@ pub fn judge(
         match s.value {
             None => wrong(&mut j, Kind::Missing, v),
             Some((size, _)) if size != rec.size => wrong(&mut j, Kind::Size, v),
-            Some(_) if rules.deep && rec.md5.is_some() => j.reads.push(v.clone()),
+            // with no MD5 the replicas are compared with each other (see `shard::outvoted`)
+            Some(_) if rules.deep && (rec.md5.is_some() || rec.volumes.len() > 1) => j.reads.push(v.clone()),
             Some(_) => {}
         }
         match (state, s.marker) {

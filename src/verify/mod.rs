@@ -494,6 +494,7 @@ async fn delete_orphans(
             to_read: Vec::new(),
             checked: true,
             junk: Some((o.server, o.path)),
+            held: Vec::new(),
         })
         .collect();
     let n = items.len();

@@ -43,6 +43,9 @@ pub(super) struct Item {
     pub(super) checked: bool,
     /// A file no key owns: its server and path.
     pub(super) junk: Option<(String, String)>,
+    /// `-deep` reads of a record with no MD5: each replica of its size and the MD5 read,
+    /// compared with each other once all are in.
+    pub(super) held: Vec<(String, [u8; 16])>,
 }
 
 impl Item {
@@ -124,6 +127,7 @@ impl Consumer for Verifier<'_> {
                 to_read: Vec::new(),
                 checked: true,
                 junk: Some((self.layout.volumes[root.server].clone(), j.path)),
+                held: Vec::new(),
             });
         }
         let mut jobs = Vec::new();
@@ -153,10 +157,11 @@ impl Consumer for Verifier<'_> {
                 item.reads -= 1;
                 match result {
                     Ok((md5, n)) => {
-                        let bad =
-                            item.seen.as_ref().is_some_and(|(_, r)| n != r.size || r.md5.is_some_and(|m| m != md5));
-                        if bad {
+                        let rec = item.seen.as_ref().map(|(_, r)| r);
+                        if rec.is_some_and(|r| n != r.size || r.md5.is_some_and(|m| m != md5)) {
                             item.problems.push(Problem { kind: Kind::Corrupt, replica });
+                        } else if rec.is_some_and(|r| r.md5.is_none()) {
+                            item.held.push((replica, md5));
                         }
                         self.progress.note("replicas read", 1);
                     }
@@ -167,6 +172,17 @@ impl Consumer for Verifier<'_> {
                 }
                 if item.reads > 0 {
                     return Ok(Vec::new());
+                }
+                match outvoted(&std::mem::take(&mut item.held)) {
+                    Ok(few) => {
+                        item.problems.extend(few.into_iter().map(|replica| Problem { kind: Kind::Corrupt, replica }))
+                    }
+                    Err(()) => {
+                        let name = item.key.escape_ascii().to_string();
+                        let why = "its replicas hold different values, none held by most, and its record keeps no MD5 \
+                                   to tell which is right: compare them by hand";
+                        self.progress.error(&name, why);
+                    }
                 }
             }
             Done::Checked { result, .. } => match result {
@@ -207,6 +223,20 @@ impl Consumer for Verifier<'_> {
     fn stopped(&self) -> bool {
         (self.stop)()
     }
+}
+
+/// Of the replicas of a record with no MD5 (`-deep` read them: each one's MD5), those whose
+/// bytes are not what most of them hold: damaged, as a record's MD5 would have shown. `Err`
+/// when they split with no majority: nothing tells which is right.
+fn outvoted(held: &[(String, [u8; 16])]) -> Result<Vec<String>, ()> {
+    let count = |m: &[u8; 16]| held.iter().filter(|(_, o)| o == m).count();
+    let Some((n, most)) = held.iter().map(|(_, m)| (count(m), *m)).max_by_key(|(n, _)| *n) else {
+        return Ok(Vec::new());
+    };
+    if 2 * n <= held.len() {
+        return Err(());
+    }
+    Ok(held.iter().filter(|(_, m)| *m != most).map(|(r, _)| r.clone()).collect())
 }
 
 impl Verifier<'_> {
@@ -264,7 +294,8 @@ impl Verifier<'_> {
             return;
         }
         let reads = j.reads.len();
-        items.push(Item { key, seen, problems: j.problems, reads, to_read: j.reads, checked: false, junk: None });
+        let held = Vec::new();
+        items.push(Item { key, seen, problems: j.problems, reads, to_read: j.reads, checked: false, junk: None, held });
     }
 
     /// What item `idx` of shard `s` needs next, now that its reads are back: a look again,
