@@ -1130,3 +1130,55 @@ fn an_online_rebalance_counts_what_it_moved_and_what_was_in_place() {
     let r = request(&master.addr(), "REBALANCE", &keys[0], &[], b"");
     assert_eq!((r.status, r.header("key-rebalance")), (204, Some("in-place")), "{r:?}");
 }
+
+/// A rebalance killed between copying a key onto a new volume and recording it there left a
+/// file no record names: a rebalance back to the old volumes never looked at that volume
+/// again, and a rebuild counting it brought the key back, deleted or not (a helper's kill -9
+/// of an online rebalance). The record names the copies before they are made, so the run
+/// back deletes them.
+#[test]
+fn a_rebalance_killed_mid_copy_leaves_no_file_no_record_names() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let held = Arc::new(AtomicBool::new(false));
+    let fourth = {
+        let held = held.clone();
+        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
+            // the first copy reaches the volume only after the rebalance was killed
+            if sent.starts_with(b"PUT /sv") && !held.swap(true, Ordering::SeqCst) {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let three = addrs(&vols[..3]);
+    let mut four = three.clone();
+    four.push(fourth.clone());
+    let mut master = Master::start_on(&three, &flags());
+    let moving: Vec<String> = (0..20)
+        .map(|i| format!("/killed/{i}"))
+        .filter(|k| layout(&four).replicas(k).iter().any(|r| r.starts_with(&fourth)))
+        .collect();
+    assert!(!moving.is_empty());
+    for k in &moving {
+        assert_eq!(request(&master.addr(), "PUT", k, &[], &value_of(k)).status, 201);
+    }
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    let (joined, mut args) = (four.join(","), flags());
+    args.extend(["-concurrency", "1", "-db", &db]);
+    let mut all = vec!["rebalance", "-volumes", &joined];
+    all.extend(args.iter().copied());
+    let mut run = spawn_mkv(&all, Stdio::null());
+    wait_until("a copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
+    let _ = run.kill();
+    let _ = run.wait();
+    wait_until("the held copy written", TIMEOUT, || vols[3].files().iter().any(|f| f.starts_with("sv")));
+    thread::sleep(Duration::from_millis(500));
+    let (code, err) = rebalance(&three, &["-db", &db]);
+    assert_eq!(code, Some(0), "{err}");
+    let left: Vec<String> = vols[3].files().into_iter().filter(|f| f.starts_with("sv")).collect();
+    assert!(left.is_empty(), "files on the dropped volume no record names: {left:?}\n{err}");
+    master.restart_with(&three, &flags());
+    for k in &moving {
+        assert_eq!(get_follow(&master.addr(), k).body, value_of(k), "{k}");
+    }
+}

@@ -109,9 +109,21 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
     let damaged = if extra.len() > to.len() { damaged_of(ctx, &topo, &path, &rec, &want).await } else { Vec::new() };
     to.extend(damaged.iter().cloned());
     if !to.is_empty() {
+        // the record names the copies before they are made, after the replicas it has (reads
+        // go to those): a move killed half way leaves no file that no record names. Copies
+        // made first were left on a volume the next volume list dropped, for good, and a
+        // rebuild that counted that volume brought them back, deleted keys too (a helper's
+        // kill -9 of an online rebalance)
+        let new = to.iter().filter(|t| !rec.volumes.contains(t));
+        let ahead = Record { volumes: rec.volumes.iter().chain(new).cloned().collect(), ..rec.clone() };
+        if ahead.volumes != rec.volumes {
+            sh.index.set_from(key, Some(state), state, &ahead)?;
+        }
         // from a replica whose bytes are the record's only: one copied damaged would spread,
         // and the old replicas it replaces are deleted below
         let from = rec.volumes.iter().filter(|v| !damaged.contains(v)).cloned().collect();
+        // a failed copy leaves the record naming them: verify restores what is missing, and
+        // a rerun ends the move
         let written = repair::copy_onto(ctx, &topo, &path, &rec, from, to).await?;
         if state == State::Unlinked {
             let marker = format!("{MARKER_DIR}{path}");
