@@ -401,11 +401,17 @@ async fn held_by_most(
     good: &[String],
     spare: &[String],
 ) -> Result<Option<[u8; 16]>, Error> {
+    let asked: Vec<&String> = good.iter().chain(spare).filter(|r| topo.is_up(r)).collect();
     let mut held = Vec::new();
-    for r in good.iter().chain(spare).filter(|r| topo.is_up(r)) {
+    for r in &asked {
         if let Some((size, md5)) = digest_of(ctx, topo, r, path, None).await? {
             if size == rec.size {
                 held.push(md5);
+                // most of all that can be read already agree (two of three): the rest cannot
+                // outvote them, and are not read
+                if 2 * held.iter().filter(|m| **m == md5).count() > asked.len() {
+                    return Ok(Some(md5));
+                }
             }
         }
     }
