@@ -1539,6 +1539,31 @@ fn a_young_part_file_is_spared_for_an_hour_and_the_summary_says_why() {
     assert_eq!(count(&err, "spared (younger than -grace)"), None, "{err}");
 }
 
+/// A cluster of `n` volumes (`flags` give `replicas` and `subvolumes`) holding `keys`, each
+/// `value(key)`, its master stopped for damage to be made on disk; and where replica `i`
+/// (in placement order) of a key is.
+fn stopped_with(
+    n: usize,
+    flags: &[&str],
+    replicas: usize,
+    subvolumes: u32,
+    keys: &[&str],
+    value: impl Fn(&str) -> Vec<u8>,
+) -> (Cluster, impl Fn(&str, usize) -> PathBuf) {
+    let mut c = Cluster::new(n, flags);
+    for key in keys {
+        assert_eq!(request(&c.addr(), "PUT", key, &[], &value(key)).status, 201);
+    }
+    c.master.kill9();
+    let lay = Layout { volumes: addrs(&c.volumes), replicas, subvolumes };
+    let dirs: Vec<PathBuf> = c.volumes.iter().map(|v| v.dir().to_path_buf()).collect();
+    let file = move |key: &str, i: usize| {
+        let (v, rel) = replica_file(&lay, key, i);
+        dirs[v].join(rel)
+    };
+    (c, file)
+}
+
 /// A rebuild over replicas that disagree takes what most of them hold, never the first one
 /// read: `-verify` took the MD5 of the first replica in placement order, and the size of the
 /// first was taken with or without it, so a flipped byte or a cut-short file there became
@@ -1547,19 +1572,9 @@ fn a_young_part_file_is_spared_for_an_hour_and_the_summary_says_why() {
 /// without an MD5, named in a warning, and none of them is overwritten.
 fn a_rebuild_takes_what_most_replicas_hold(verify: bool) {
     let flags = ["-replicas", "3", "-subvolumes", "2"];
-    let mut c = Cluster::new(3, &flags);
-    let lay = Layout { volumes: addrs(&c.volumes), replicas: 3, subvolumes: 2 };
-    let keys = ["/maj/rot", "/maj/short", "/maj/split"];
     let good = |key: &str| format!("{key}: the value all replicas held; ").repeat(100).into_bytes();
-    for key in keys {
-        assert_eq!(request(&c.addr(), "PUT", key, &[], &good(key)).status, 201);
-    }
-    c.master.kill9();
-    let dirs: Vec<PathBuf> = c.volumes.iter().map(|v| v.dir().to_path_buf()).collect();
-    let file = |key: &str, i: usize| {
-        let (v, rel) = replica_file(&lay, key, i);
-        dirs[v].join(rel)
-    };
+    let keys = ["/maj/rot", "/maj/short", "/maj/split"];
+    let (mut c, file) = stopped_with(3, &flags, 3, 2, &keys, good);
     flip_at(&file("/maj/rot", 0), 100);
     let short = file("/maj/short", 0);
     fs::write(&short, &good("/maj/short")[..1000]).unwrap();
@@ -1619,18 +1634,9 @@ fn a_rebuild_takes_the_size_most_replicas_hold() {
 #[test]
 fn a_repair_without_an_md5_copies_what_most_replicas_hold() {
     let flags = ["-replicas", "4", "-subvolumes", "1"];
-    let mut c = Cluster::new(4, &flags);
-    let lay = Layout { volumes: addrs(&c.volumes), replicas: 4, subvolumes: 1 };
     let good = |key: &str| format!("{key}: the value; ").repeat(300).into_bytes();
-    for key in ["/nomd5/most", "/nomd5/split", "/nomd5/flip"] {
-        assert_eq!(request(&c.addr(), "PUT", key, &[], &good(key)).status, 201);
-    }
-    c.master.kill9();
-    let dirs: Vec<PathBuf> = c.volumes.iter().map(|v| v.dir().to_path_buf()).collect();
-    let file = |key: &str, i: usize| {
-        let (v, rel) = replica_file(&lay, key, i);
-        dirs[v].join(rel)
-    };
+    let keys = ["/nomd5/most", "/nomd5/split", "/nomd5/flip"];
+    let (mut c, file) = stopped_with(4, &flags, 4, 1, &keys, good);
     for key in ["/nomd5/most", "/nomd5/split"] {
         fs::write(file(key, 0), &good(key)[..1000]).unwrap();
         flip_at(&file(key, 1), 50);
