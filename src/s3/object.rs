@@ -188,9 +188,8 @@ fn describe(out: &mut Vec<u8>, rec: &Record, stored: &Stored, read: &Read) {
     if stored.headers.iter().all(|(n, _)| n != "content-type") && !overridden("content-type") {
         response::header(out, "Content-Type", &[b"binary/octet-stream"]);
     }
-    for (name, value) in &stored.headers {
-        if overridden(name) {
-        } else if name.starts_with("x-amz-meta-") && !value.is_ascii() {
+    for (name, value) in stored.headers.iter().filter(|(n, _)| !overridden(n)) {
+        if name.starts_with("x-amz-meta-") && !value.is_ascii() {
             // as S3 answers a user value outside US-ASCII: RFC 2047, mail-safe (raw UTF-8 in
             // a header is read as Latin-1: boto3 gave 'hÃ©llo')
             let b64 = base64::engine::general_purpose::STANDARD.encode(value);

@@ -77,10 +77,16 @@ pub struct PutOpts {
 impl PutOpts {
     /// `w` if it holds the bytes expected, else [`Error::Damaged`].
     fn expected<E>(&self, w: Written) -> Result<Written, Failed<E>> {
-        match (self.expect_md5, w.md5) {
-            (Some(want), Some(got)) if want != got => Err(Error::Damaged.into()),
-            _ => Ok(w),
-        }
+        Ok(as_expected(self.expect_md5, w)?)
+    }
+}
+
+/// `w` if its MD5 is `expect` (or nothing is expected), else [`Error::Damaged`]: a copy's
+/// bytes that are not its source's value (a damaged replica read).
+pub fn as_expected(expect: Option<[u8; 16]>, w: Written) -> Result<Written, Error> {
+    match (expect, w.md5) {
+        (Some(want), Some(got)) if want != got => Err(Error::Damaged),
+        _ => Ok(w),
     }
 }
 

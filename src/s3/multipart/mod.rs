@@ -288,12 +288,7 @@ async fn write_part<S: Source<Error = S3Error>>(
     let mut src = Summed { src, crc: crc32fast::Hasher::new() };
     let to = targets(&part.replicas, &part.path());
     let sent = write::send_all(ctx, &topo, &to, &mut src, true, 0).await;
-    // a copy's bytes that are not its source's value (a damaged replica read)
-    let sent = sent.and_then(|w| match (expect_md5, w.md5) {
-        (Some(want), Some(got)) if want != got => Err(store::Error::Damaged.into()),
-        _ => Ok(w),
-    });
-    let w = match sent {
+    let w = match sent.and_then(|w| Ok(write::as_expected(expect_md5, w)?)) {
         Ok(w) => w,
         Err(e) => {
             // what some replicas took: a part of no upload
