@@ -16,7 +16,7 @@ use crate::{
         relocate::{self, Outcome},
         Ctx, Error, Shared, REBALANCED_REPLICAS, REBALANCED_TO,
     },
-    volume::{self, Client, Topology},
+    volume::{Client, Topology},
 };
 
 /// Keys read from the index (or a listing page) per round of work.
@@ -133,16 +133,8 @@ async fn relocate_all(
         }
         let Some((k, r)) = work.next().await else { break };
         match (again.as_deref_mut(), r) {
-            (
-                Some(a),
-                Err(Error::Volume(
-                    volume::Error::Timeout(_)
-                    | volume::Error::Stalled(_)
-                    | volume::Error::Io(..)
-                    | volume::Error::Down(_)
-                    | volume::Error::Fenced(_),
-                )),
-            ) if a.len() < AGAIN_MAX => a.push(k),
+            // a volume that could not be reached: asked again at the end
+            (Some(a), Err(Error::Volume(e))) if e.unreachable() && a.len() < AGAIN_MAX => a.push(k),
             (_, r) => record(progress, &k, r),
         }
     }

@@ -18,7 +18,7 @@ use crate::{
     index::{Index, State},
     placement,
     progress::Progress,
-    record::Record,
+    record::{self, Record},
     volume::{self, Client, Topology},
     walk::{
         discover,
@@ -273,8 +273,8 @@ impl Consumer for Build<'_> {
             self.progress.error(&name, &format!("cannot read it for -verify: {why}"));
             return Ok(Vec::new());
         }
-        match most_hold(&read) {
-            Some((md5, n, held)) => {
+        match record::majority(&read) {
+            Some(((md5, n), held)) => {
                 d.rec.md5 = Some(md5);
                 if n != d.rec.size {
                     self.progress.note("size mismatch", 1);
@@ -355,28 +355,9 @@ fn listed_size(reps: &[Rep]) -> u64 {
     reps.iter().map(|r| (count(r.size), r.size)).max().map_or(0, |(_, size)| size)
 }
 
-/// The value (MD5, length) held by more than half of the replicas read, and by how many;
-/// `None` when they split with no majority.
-fn most_hold(read: &[([u8; 16], u64)]) -> Option<([u8; 16], u64, usize)> {
-    let held = |v: &([u8; 16], u64)| read.iter().filter(|w| *w == v).count();
-    let (n, v) = read.iter().map(|v| (held(v), *v)).max_by_key(|(n, _)| *n)?;
-    (2 * n > read.len()).then_some((v.0, v.1, n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_value_most_replicas_hold() {
-        let (a, b, c) = (([1; 16], 5), ([2; 16], 5), ([3; 16], 4));
-        assert_eq!(most_hold(&[a]), Some((a.0, a.1, 1)));
-        assert_eq!(most_hold(&[b, a, a]), Some((a.0, a.1, 2)));
-        assert_eq!(most_hold(&[a, a]), Some((a.0, a.1, 2)));
-        assert_eq!(most_hold(&[a, b]), None);
-        assert_eq!(most_hold(&[a, b, c]), None);
-        assert_eq!(most_hold(&[]), None);
-    }
 
     #[test]
     fn order_follows_placement() {

@@ -267,9 +267,30 @@ impl Pending {
     }
 }
 
+/// Of the values replicas were read to hold, the one more than half of them hold, and how
+/// many: what is taken for the value when replicas disagree (`rebuild -verify`, a repair of a
+/// record that keeps no MD5, `verify -deep` comparing such replicas). None when they split
+/// with no majority (or none was read): nothing tells which is right.
+pub fn majority<T: PartialEq + Copy>(all: &[T]) -> Option<(T, usize)> {
+    let held = |v: &T| all.iter().filter(|w| *w == v).count();
+    let (n, v) = all.iter().map(|v| (held(v), *v)).max_by_key(|(n, _)| *n)?;
+    (2 * n > all.len()).then_some((v, n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_value_most_replicas_hold() {
+        let (a, b, c) = (([1; 16], 5), ([2; 16], 5), ([3; 16], 4));
+        assert_eq!(majority(&[a]), Some((a, 1)));
+        assert_eq!(majority(&[b, a, a]), Some((a, 2)));
+        assert_eq!(majority(&[a, a]), Some((a, 2)));
+        assert_eq!(majority(&[a, b]), None);
+        assert_eq!(majority(&[a, b, c]), None);
+        assert_eq!(majority::<([u8; 16], u64)>(&[]), None);
+    }
 
     fn decode(bytes: &[u8]) -> Result<Record, Corrupt> {
         RecordRef::parse(bytes).map(|r| r.to_owned())

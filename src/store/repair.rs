@@ -19,7 +19,7 @@ use crate::{
     index::State,
     md5::Md5,
     placement::{key_path, replica_target, server_of, targets, MARKER_BODY, MARKER_DIR, TMP_DIR},
-    record::{now_ms, Record},
+    record::{majority, now_ms, Record},
     volume::{self, Topology},
 };
 
@@ -415,8 +415,7 @@ async fn held_by_most(
             }
         }
     }
-    let most = held.iter().map(|m| (held.iter().filter(|o| *o == m).count(), *m)).max_by_key(|(n, _)| *n);
-    Ok(most.filter(|(n, _)| 2 * n > held.len()).map(|(_, md5)| md5))
+    Ok(majority(&held).map(|(md5, _)| md5))
 }
 
 /// Reads replica `src` whole (a small value): its bytes when they are the record's value.

@@ -229,13 +229,11 @@ impl Consumer for Verifier<'_> {
 /// bytes are not what most of them hold: damaged, as a record's MD5 would have shown. `Err`
 /// when they split with no majority: nothing tells which is right.
 fn outvoted(held: &[(String, [u8; 16])]) -> Result<Vec<String>, ()> {
-    let count = |m: &[u8; 16]| held.iter().filter(|(_, o)| o == m).count();
-    let Some((n, most)) = held.iter().map(|(_, m)| (count(m), *m)).max_by_key(|(n, _)| *n) else {
+    if held.is_empty() {
         return Ok(Vec::new());
-    };
-    if 2 * n <= held.len() {
-        return Err(());
     }
+    let md5s: Vec<[u8; 16]> = held.iter().map(|(_, m)| *m).collect();
+    let (most, _) = crate::record::majority(&md5s).ok_or(())?;
     Ok(held.iter().filter(|(_, m)| *m != most).map(|(r, _)| r.clone()).collect())
 }
 

@@ -324,15 +324,7 @@ impl Failure {
 }
 
 fn failure(e: volume::Error) -> Failure {
-    let unreachable = matches!(
-        e,
-        volume::Error::Down(_)
-            | volume::Error::Fenced(_)
-            | volume::Error::Timeout(_)
-            | volume::Error::Stalled(_)
-            | volume::Error::Io(..)
-    );
-    Failure { unreachable, refused: false, why: e.to_string() }
+    Failure { unreachable: e.unreachable(), refused: false, why: e.to_string() }
 }
 
 /// GETs a listing, retrying what may pass (a busy or restarting volume, a `5xx`); one over
