@@ -2,8 +2,9 @@
 //! a rebalance (offline, or the master's for `mkv rebalance -online`) does for them after
 //! the keys, or Complete would find them on volumes that left the list.
 //!
-//! The order is a key's ([`crate::store::relocate`]): copy to the volumes that lack the
-//! part → the record names new and old → delete the old → the record names the new. The
+//! The order is a key's ([`crate::store::relocate`]): the record names old and new → copy
+//! to the volumes that lack the part → the record names new and old → delete the old → the
+//! record names the new. The
 //! part's lock is held throughout (no upload of the same part number meanwhile), and its
 //! upload's while the record changes (Complete and Abort read parts under it).
 
@@ -98,8 +99,7 @@ pub(super) async fn relocate_held(
     }
     let path = p.path();
     let missing: Vec<String> = want.iter().filter(|w| !p.replicas.contains(w)).cloned().collect();
-    // the copies are named by no record yet: if the part cannot be moved now, they go
-    let copies = Part { replicas: missing, ..p.clone() };
+    let copies = Part { replicas: missing.clone(), ..p.clone() };
     // going to fewer replicas, the ones that stay are read first, as a key's are
     // (store::relocate): one damaged beside a good one deleted would lose the part
     let extra: Vec<String> = p.replicas.iter().filter(|r| !want.contains(r)).cloned().collect();
@@ -115,6 +115,13 @@ pub(super) async fn relocate_held(
     } else {
         Vec::new()
     };
+    // the record names the copies before they are made (after the replicas it had, which
+    // Complete reads first): a stop half way leaves no file that no record names, which no
+    // rebalance, Complete or Abort would ever delete
+    let named = Part { replicas: p.replicas.iter().chain(&missing).cloned().collect(), ..p.clone() };
+    if !missing.is_empty() && !rerecord(ctx, id, n, &p, &named).await? {
+        return Ok(PartMove::Gone);
+    }
     if !copies.replicas.is_empty() || !damaged.is_empty() {
         // from a replica whose bytes are the part's (size and MD5) only: a damaged one copied
         // would leave the part unreadable once the old files go (one found damaged on the
@@ -123,20 +130,20 @@ pub(super) async fn relocate_held(
         let from = p.replicas.iter().filter(|r| !damaged.contains(r)).cloned().collect();
         let to = copies.replicas.iter().chain(&damaged).cloned().collect();
         if let Err(e) = restore_file(ctx, &topo, &path, value, from, to).await {
-            super::delete_files(ctx, &topo, &copies).await;
+            // the record stops naming the copies before they go: one naming a file that is
+            // not there would have the next move copy nothing and delete the old replicas.
+            // Should that fail (the upload busy), the copies stay where the record names them
+            if missing.is_empty() || rerecord(ctx, id, n, &named, &p).await.is_ok() {
+                super::delete_files(ctx, &topo, &copies).await;
+            }
             return Err(e);
         }
     }
-    let _upload = match ctx.claim_within(&lock_name(id, None), LOCK_WAIT).await {
-        Ok(held) => held,
-        Err(e) => {
-            super::delete_files(ctx, &topo, &copies).await;
-            return Err(e);
-        }
-    };
+    // busy: the copies, whole now, stay where the record names them, for a rerun
+    let _upload = ctx.claim_within(&lock_name(id, None), LOCK_WAIT).await?;
     // a Complete or an Abort while the part was copied ended the upload: its files went
     // with it, but for the copies
-    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current_part(ctx, id, n)?.as_ref() != Some(&p) {
+    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current_part(ctx, id, n)?.as_ref() != Some(&named) {
         super::delete_files(ctx, &topo, &copies).await;
         return Ok(PartMove::Gone);
     }
@@ -151,4 +158,16 @@ pub(super) async fn relocate_held(
     ctx.shared.index.mp_put(&part_key(id, n), &Part { replicas: want, ..p }.encode())?;
     ctx.durable().await?;
     Ok(PartMove::Moved)
+}
+
+/// Rewrites part `n`'s record from `was` to `now` under its upload's lock (Complete and
+/// Abort read parts under it); false when the upload ended or the record changed meanwhile.
+async fn rerecord(ctx: &Ctx, id: &str, n: u32, was: &Part, now: &Part) -> Result<bool, store::Error> {
+    let _upload = ctx.claim_within(&lock_name(id, None), LOCK_WAIT).await?;
+    if ctx.shared.index.mp_get(&upload_key(id))?.is_none() || current_part(ctx, id, n)?.as_ref() != Some(was) {
+        return Ok(false);
+    }
+    ctx.shared.index.mp_put(&part_key(id, n), &now.encode())?;
+    ctx.durable().await?;
+    Ok(true)
 }
