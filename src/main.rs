@@ -103,6 +103,38 @@ struct Cli {
     cmd: Cmd,
     #[command(flatten)]
     flags: Flags,
+    /// The flags given on the command line (their ids), as opposed to defaults.
+    #[arg(skip)]
+    given: Vec<String>,
+}
+
+impl Cli {
+    fn try_parse_from(args: &[String]) -> Result<Cli, clap::Error> {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let m = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&m)?;
+        // a global flag given after the command is the subcommand's
+        let levels = [Some(&m), m.subcommand().map(|(_, sub)| sub)];
+        cli.given = m
+            .ids()
+            .map(|id| id.as_str())
+            .filter(|id| levels.iter().flatten().any(|l| l.value_source(id) == Some(ValueSource::CommandLine)))
+            .map(String::from)
+            .collect();
+        Ok(cli)
+    }
+
+    /// The command's name as typed.
+    fn name(&self) -> &'static str {
+        match self.cmd {
+            Cmd::Server => "server",
+            Cmd::Rebuild => "rebuild",
+            Cmd::Rebalance => "rebalance",
+            Cmd::Verify => "verify",
+            Cmd::Snapshot => "snapshot",
+            Cmd::BenchIndex { .. } => "bench-index",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -402,6 +434,20 @@ const SHOWN: &[(&str, &[&str])] = &[
     ("snapshot", &["online", "admin_token", "to"]),
 ];
 
+/// Flags that change what a command does (where [`SHOWN`] lists them): given to another
+/// command they were ignored silently (`verify -repair -dry-run` repaired), so they are
+/// refused. The settings every command shares (-port, -protect, …) stay taken by all.
+const OWN: &[&str] = &["force", "verify", "dry_run", "deep", "repair", "grace", "rate", "scrub", "to"];
+
+/// The first of [`OWN`] given to a command that does not read it, as a usage error.
+fn misplaced(cli: &Cli) -> Option<String> {
+    let name = cli.name();
+    let reads = |cmd: &str, id: &str| SHOWN.iter().any(|(n, ids)| *n == cmd && ids.contains(&id));
+    let id = OWN.iter().find(|id| cli.given.iter().any(|g| g == *id) && !reads(name, id))?;
+    let readers: Vec<&str> = SHOWN.iter().filter(|(_, ids)| ids.contains(id)).map(|(n, _)| *n).collect();
+    Some(format!("-{} is for {} only: {name} does not read it", id.replace('_', "-"), readers.join(" and ")))
+}
+
 /// `mkv <name> --help` as printed: the flags [`SHOWN`] lists for it, the others hidden (the
 /// command is built for this rendering only: clap parses with every flag).
 fn scoped_help(name: &str) -> Option<String> {
@@ -551,12 +597,18 @@ fn one_line(e: &clap::Error) -> String {
 /// Checks the flags against each other and the command, and reads the files they name:
 /// the configuration and the job, or the one-line usage error.
 fn plan(cli: Cli) -> Result<(Config, Job), String> {
-    let f = cli.flags;
+    let f = &cli.flags;
     if let Some(url) = &f.online {
         if !matches!(cli.cmd, Cmd::Rebalance | Cmd::Verify | Cmd::Snapshot) {
             return Err("-online is for verify, rebalance and snapshot (this command works on -db)".into());
         }
         config::master_addr(url)?;
+    }
+    if let Some(usage) = misplaced(&cli) {
+        return Err(usage);
+    }
+    let f = cli.flags;
+    if f.online.is_some() {
         if f.dry_run {
             return Err("-dry-run works offline only (it reads the index directly): give -db, not -online".into());
         }
@@ -675,7 +727,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(go_style(args.iter().map(|s| s.to_string())))
+        Cli::try_parse_from(&go_style(args.iter().map(|s| s.to_string())))
     }
 
     /// `mkv <cmd> --help`, as printed.

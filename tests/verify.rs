@@ -1027,6 +1027,17 @@ fn usage_errors_exit_2() {
     for (args, says) in [
         (&["verify", "-online", "http://a:1", "-rate", "-1"][..], "-rate must be a number of MiB/s"),
         (&["verify", "-online", "http://a:1", "-grace", "-1s"], "invalid duration '-1s'"),
+        // a flag of another command was ignored: `-repair -dry-run` repaired
+        (&["verify", "-volumes", "a:1", "-db", "/tmp/x", "-repair", "-dry-run"], "-dry-run is for rebalance only"),
+        (&["verify", "-online", "http://a:1", "-dry-run"], "-dry-run is for rebalance only"),
+        (&["rebuild", "-volumes", "a:1", "-db", "/tmp/x", "-deep"], "-deep is for verify only"),
+        (&["rebuild", "-volumes", "a:1", "-db", "/tmp/x", "-repair"], "-repair is for verify only"),
+        (&["server", "-volumes", "a:1", "-db", "/tmp/x", "-dry-run"], "-dry-run is for rebalance only"),
+        (&["server", "-volumes", "a:1", "-db", "/tmp/x", "-to", "/tmp/y"], "-to is for snapshot only"),
+        (&["snapshot", "-online", "http://a:1", "-to", "/tmp/y", "-deep"], "-deep is for verify only"),
+        (&["rebalance", "-volumes", "a:1", "-db", "/tmp/x", "-grace", "5m"], "-grace is for server and verify only"),
+        (&["rebalance", "-volumes", "a:1", "-db", "/tmp/x", "-scrub", "1h"], "-scrub is for server only"),
+        (&["verify", "-volumes", "a:1", "-db", "/tmp/x", "-verify"], "-verify is for rebuild only"),
     ] {
         let (code, err) = run_mkv(args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
