@@ -608,10 +608,8 @@ fn plan(cli: Cli) -> Result<(Config, Job), String> {
         return Err(usage);
     }
     let f = cli.flags;
-    if f.online.is_some() {
-        if f.dry_run {
-            return Err("-dry-run works offline only (it reads the index directly): give -db, not -online".into());
-        }
+    if f.online.is_some() && f.dry_run {
+        return Err("-dry-run works offline only (it reads the index directly): give -db, not -online".into());
     }
     // an online command talks to the master, which owns the index
     let online_only = matches!(cli.cmd, Cmd::Verify | Cmd::Snapshot) && f.online.is_some();
