@@ -426,7 +426,7 @@ struct Leftover {
 }
 
 /// What the summary calls a file younger than `-grace`.
-pub(crate) const SPARED: &str = "spared (younger than -grace)";
+pub(crate) const SPARED: &str = "spared (younger than -grace or written during the run)";
 
 /// The files of folder `dir` in each root that `has` it, each with the first cutoff (Unix
 /// seconds) of `cutoffs` it is younger than.

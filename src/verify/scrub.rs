@@ -39,10 +39,10 @@ impl Scrubber {
 /// Starts the scrub thread when `-scrub` is set.
 pub fn start(shared: Arc<Shared>) -> anyhow::Result<Option<Scrubber>> {
     let Some(sc) = shared.cfg.scrub.clone() else { return Ok(None) };
+    let rate = if sc.rate > 0.0 { format!("at {} MiB/s at most", sc.rate) } else { "with no limit".into() };
     eprintln!(
-        "mkv: scrub every {} (replicas read at {} MiB/s at most, files younger than {} spared)",
+        "mkv: scrub every {} (replicas read {rate}, files younger than {} spared)",
         format_duration(sc.every),
-        sc.rate,
         format_duration(sc.grace),
     );
     let (tx, ended) = mpsc::channel();

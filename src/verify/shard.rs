@@ -156,7 +156,9 @@ impl Consumer for Verifier<'_> {
             Done::Read { replica, result, .. } => {
                 item.reads -= 1;
                 match result {
-                    Ok((md5, n)) => {
+                    // looked at again like a replica the listing missed: a write explains it
+                    Ok(None) => item.problems.push(Problem { kind: Kind::Missing, replica }),
+                    Ok(Some((md5, n))) => {
                         let rec = item.seen.as_ref().map(|(_, r)| r);
                         if rec.is_some_and(|r| n != r.size || r.md5.is_some_and(|m| m != md5)) {
                             item.problems.push(Problem { kind: Kind::Corrupt, replica });

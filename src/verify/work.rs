@@ -223,11 +223,11 @@ pub struct Fix {
 
 /// What a job found or did.
 pub enum Done {
-    /// The MD5 and length read.
+    /// The MD5 and length read; `None`: the file is not there (`404`).
     Read {
         item: u32,
         replica: String,
-        result: Result<([u8; 16], u64), String>,
+        result: Result<Option<([u8; 16], u64)>, String>,
     },
     /// The problems still there.
     Checked {
@@ -324,9 +324,13 @@ impl Work<'_> {
     /// thread: with AVX-512 on one thread that hashes the pieces of many replicas at once in
     /// the lanes of a register ([`lanes::Stream`]), else on the blocking pool, a thread per
     /// core (MD5 runs at ~600 MiB/s on one).
-    async fn read(&self, key: &[u8], replica: &str) -> Result<([u8; 16], u64), String> {
+    async fn read(&self, key: &[u8], replica: &str) -> Result<Option<([u8; 16], u64)>, String> {
         let (server, path) = replica_target(replica, &key_path(key));
         let mut d = self.client.download(self.topo, &server, &path).await.map_err(|e| e.to_string())?;
+        // gone since the listing: a key deleted or moved meanwhile, or a replica lost
+        if d.status == 404 {
+            return Ok(None);
+        }
         if d.status != 200 {
             return Err(format!("volume {server} answered {}", d.status));
         }
@@ -341,7 +345,7 @@ impl Work<'_> {
             n += k as u64;
         }
         self.client.finish(d);
-        Ok((hash.finish(&self.buffers).await?, n))
+        Ok(Some((hash.finish(&self.buffers).await?, n)))
     }
 
     /// The record of `key` now.
