@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn listing(addr: &str, path: &str) -> Vec<(String, String)> {
     let r = get(addr, path);
@@ -244,7 +244,7 @@ fn bin_volume_starts_again_after_its_nginx_was_killed_9() {
     wait_until("nginx to be a zombie", TIMEOUT, || state().contains("State:\tZ"));
     wait_until("the port to close", TIMEOUT, || std::net::TcpStream::connect(&addr).is_err());
     let mut second = start();
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     let mut up = false;
     while began.elapsed() < TIMEOUT && second.try_wait().unwrap().is_none() {
         if std::net::TcpStream::connect(&addr).is_ok() {
@@ -299,21 +299,43 @@ fn bin_deps_does_not_ask_for_systemd_outside_the_tests() {
 /// The workers of an nginx whose master alone was killed serve on: a `bin/volume` started
 /// again on the folder refuses (the port is taken) before it touches anything, and the
 /// bodies those workers are receiving stay.
+/// Whether an HTTP server at `addr` answers a request within a second.
+fn answers(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 5];
+    s.write_all(b"HEAD / HTTP/1.0\r\n\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"HTTP/"
+}
+
 #[test]
 fn bin_volume_leaves_the_orphaned_workers_of_a_killed_nginx_alone() {
     let dir = TempDir::new("orphans");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut first = bin_volume(dir.path(), port).spawn().unwrap();
-    wait_until("the volume to listen", TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok());
+    // a worker's answer, not the listening socket alone: nginx's master listens before it
+    // starts the workers, and killed then it left none, so the second bin/volume started an
+    // nginx in the foreground and the test waited on it for good
+    wait_until("a worker to answer", TIMEOUT, || answers(&addr));
     let pid = first.id() as i32;
     signal(pid, libc::SIGKILL);
     let _ = first.wait();
     let receiving = dir.path().join(".tmp/body/0000000001");
     std::fs::write(&receiving, b"half a body").unwrap();
-    let out = bin_volume(dir.path(), port).output();
+    let mut second = bin_volume(dir.path(), port).spawn().unwrap();
+    let done = Instant::now() + TIMEOUT;
+    while second.try_wait().unwrap().is_none() && Instant::now() < done {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = second.try_wait().unwrap().is_none();
+    if started {
+        signal(-(second.id() as i32), libc::SIGKILL);
+    }
+    let out = second.wait_with_output();
     let up = std::net::TcpStream::connect(&addr).is_ok();
     signal(-pid, libc::SIGKILL);
+    assert!(!started, "a second nginx started on the folder");
     let out = out.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(up, "the orphaned workers stopped serving");
@@ -367,7 +389,7 @@ fn bin_cluster_stops_cleanly_on_ctrl_c() {
     // SAFETY: a signal to the process group this test made
     assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
     let waiter = std::thread::spawn(move || child.wait_with_output().expect("bin/cluster's output"));
-    let began = std::time::Instant::now();
+    let began = Instant::now();
     while !waiter.is_finished() && began.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(100));
     }
