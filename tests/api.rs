@@ -266,6 +266,8 @@ fn delete_removes_every_replica_and_the_record() {
 
     let r = method(&c.addr(), "DELETE", "/gone");
     assert_eq!(r.status, 204, "{r:?}");
+    // RFC 9110 §8.6: a server must not send Content-Length in a 204
+    assert_eq!(r.header("content-length"), None, "{r:?}");
     layout.assert_on_disk(&c, &["/stays"]);
     assert_eq!(get(&c.addr(), "/gone").status, 404);
     assert_eq!(method(&c.addr(), "DELETE", "/gone").status, 404);
@@ -282,7 +284,8 @@ fn unlink_hides_the_key_keeps_the_data_and_a_put_replaces_it() {
     let layout = Layout::of(&c, 2, 1);
     assert_eq!(put(&c.addr(), "/soft", b"old").status, 201);
 
-    assert_eq!(method(&c.addr(), "UNLINK", "/soft").status, 204);
+    let r = method(&c.addr(), "UNLINK", "/soft");
+    assert_eq!((r.status, r.header("content-length")), (204, None), "{r:?}");
     assert_eq!(get(&c.addr(), "/soft").status, 404);
     assert_eq!(method(&c.addr(), "HEAD", "/soft").status, 404);
     assert_eq!(method(&c.addr(), "UNLINK", "/soft").status, 404, "already unlinked");

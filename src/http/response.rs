@@ -52,13 +52,17 @@ pub fn header(out: &mut Vec<u8>, name: &str, value: &[&[u8]]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Ends the head with Content-Length (and `Connection: close` when closing), then the body.
-/// `head_only` (a HEAD request) keeps the length but sends no body.
-pub fn finish(out: &mut Vec<u8>, body: &[u8], keep_alive: bool, head_only: bool) {
-    out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.extend_from_slice(if keep_alive { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
-    if !head_only {
+/// Ends the head of a `code` answer with Content-Length (and `Connection: close` when
+/// closing), then the body. `head_only` (a HEAD request) keeps the length but sends no body.
+/// A `204` has neither (RFC 9110 §8.6: a server must not send Content-Length in one).
+pub fn finish(out: &mut Vec<u8>, code: u16, body: &[u8], keep_alive: bool, head_only: bool) {
+    if code != 204 {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(if keep_alive { b"\r\n" as &[u8] } else { b"Connection: close\r\n\r\n" });
+    if !head_only && code != 204 {
         out.extend_from_slice(body);
     }
 }
@@ -69,5 +73,5 @@ pub fn text(out: &mut Vec<u8>, code: u16, msg: &str, keep_alive: bool, head_only
     if !msg.is_empty() {
         header(out, "Content-Type", &[b"text/plain; charset=utf-8"]);
     }
-    finish(out, msg.as_bytes(), keep_alive, head_only);
+    finish(out, code, msg.as_bytes(), keep_alive, head_only);
 }

@@ -240,7 +240,7 @@ pub async fn serve(local: &Local, watch: &Rc<Watch>, stream: TcpStream, peer: So
         let status = match reply {
             Reply::Body(b) => {
                 let status = reply_status(&conn.out, at);
-                response::finish(&mut conn.out, &b, keep, head.method == Method::Head);
+                response::finish(&mut conn.out, status, &b, keep, head.method == Method::Head);
                 status
             }
             Reply::Streamed { status, keep: k } => {
