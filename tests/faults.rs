@@ -219,10 +219,17 @@ fn hostile_clients_get_4xx_while_others_are_served() {
         ),
         ("body over -max-body", b"PUT /huge HTTP/1.1\r\nContent-Length: 2000000\r\n\r\nabc".to_vec(), 413),
         // framing intact: these would keep the connection; the client asks to close it
-        ("unknown method", b"BREW /pot HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 405),
-        ("bad percent-encoding", b"GET /a%zz HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 400),
-        ("truncated body, then silence", b"PUT /trunc HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc".to_vec(), 408),
+        ("unknown method", b"BREW /pot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 405),
+        ("bad percent-encoding", b"GET /a%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (
+            "truncated body, then silence",
+            b"PUT /trunc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc".to_vec(),
+            408,
+        ),
         ("head never finished", b"GET /good HTTP/1.1\r\nHost: x\r\n".to_vec(), 408),
+        // RFC 9112 §3.2, as nginx and Go's server answer: they were served
+        ("HTTP/1.1 without Host", b"GET /good HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("two Host headers", b"GET /good HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400),
     ];
     for (what, bytes, want) in &cases {
         let r = raw(&addr, bytes, quiet);
@@ -247,7 +254,7 @@ fn hostile_clients_get_4xx_while_others_are_served() {
     assert!(r.closed);
     // a client that sends half a body and closes: nothing is stored
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(b"PUT /half HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc").unwrap();
+    s.write_all(b"PUT /half HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let _ = read_raw(&mut s, quiet);
     for key in ["/half", "/trunc", "/neg", "/nan", "/both", "/chunk", "/huge"] {

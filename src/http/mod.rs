@@ -175,6 +175,7 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
     let mut chunked = false;
     let mut auth = None;
     let mut s3_hint = false;
+    let mut hosts = 0;
     let base = buf.as_ptr() as usize;
     for h in req.headers.iter() {
         let name = h.name;
@@ -206,6 +207,8 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
                 return Err(Error::ExpectationFailed);
             }
             expect_continue = http11;
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
     }
     let framing = match (length, chunked) {
@@ -219,6 +222,11 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
         if limits.max_body > 0 && n > limits.max_body {
             return Err(Error::BodyTooLarge);
         }
+    }
+    // RFC 9112 §3.2: 400 for an HTTP/1.1 request without a Host, and for any with two (as
+    // nginx and Go's server answer)
+    if hosts > 1 || (http11 && hosts == 0) {
+        return Err(Error::BadRequest("an HTTP/1.1 request needs one Host header"));
     }
     Ok(Some(Head {
         method,
@@ -350,15 +358,16 @@ mod tests {
 
     #[test]
     fn heads() {
-        let h = parse("PUT /a%20b?x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
+        let h = parse("PUT /a%20b?x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello").unwrap().unwrap();
         assert_eq!(h.method, Method::Put);
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive && !h.expect_continue);
-        assert_eq!(h.len, 44);
+        assert_eq!(h.len, 53);
+        // HTTP/1.0 needs no Host
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
         let h =
-            parse("PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+            parse("PUT /k HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
                 .unwrap()
                 .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
@@ -366,15 +375,15 @@ mod tests {
         // an expectation this server cannot meet is 417, not a malformed request
         let e = parse("PUT /k HTTP/1.1\r\nContent-Length: 1\r\nExpect: bogus\r\n\r\n").unwrap_err();
         assert!(matches!(e, Error::ExpectationFailed), "{e}");
-        assert_eq!(parse("UNLINK /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
-        assert_eq!(parse("BREW /k HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
+        assert_eq!(parse("UNLINK /k HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap().method, Method::Unlink);
+        assert_eq!(parse("BREW /k HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().unwrap().method, Method::Other);
         assert!(parse("GET /k HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
     }
 
     #[test]
     fn absolute_form_targets() {
-        let h = parse("GET http://localhost:3000/a/b?list HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        let raw = "GET http://localhost:3000/a/b?list HTTP/1.1\r\n\r\n";
+        let raw = "GET http://localhost:3000/a/b?list HTTP/1.1\r\nHost: localhost:3000\r\n\r\n";
+        let h = parse(raw).unwrap().unwrap();
         assert_eq!(&raw[h.target.clone()], "/a/b?list");
         assert_eq!(origin_form("HTTPS://h/k"), "/k");
         assert_eq!(origin_form("/http://h/k"), "/http://h/k");
@@ -388,14 +397,14 @@ mod tests {
     fn many_headers() {
         let head = |n: usize| {
             let meta: String = (0..n).map(|i| format!("x-amz-meta-k{i}: v\r\n")).collect();
-            format!("PUT /b/k HTTP/1.1\r\nContent-Length: 1\r\n{meta}\r\nx")
+            format!("PUT /b/k HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n{meta}\r\nx")
         };
-        for n in [STACK_HEADERS, STACK_HEADERS + 1, 150, MAX_HEADERS - 1] {
+        for n in [STACK_HEADERS, STACK_HEADERS + 1, 150, MAX_HEADERS - 2] {
             let h = parse(&head(n)).unwrap_or_else(|e| panic!("{n} headers: {e}")).unwrap();
             assert_eq!(h.framing, Framing::Length(1));
             assert!(h.s3_hint);
         }
-        assert!(matches!(parse(&head(MAX_HEADERS)), Err(Error::HeadTooLarge)));
+        assert!(matches!(parse(&head(MAX_HEADERS - 1)), Err(Error::HeadTooLarge)));
     }
 
     #[test]
@@ -409,6 +418,10 @@ mod tests {
             "PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
             "GET k HTTP/1.1\r\n\r\n",
             "GET /k HTTP/2.0\r\n\r\n",
+            // RFC 9112 §3.2
+            "GET /k HTTP/1.1\r\n\r\n",
+            "GET /k HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /k HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
         ] {
             assert!(matches!(parse(bad), Err(Error::BadRequest(_))), "{bad:?}");
         }
@@ -421,7 +434,7 @@ mod tests {
         let many: String = (0..MAX_HEADERS + 4).map(|i| format!("X{i}: y\r\n")).collect();
         assert!(matches!(parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Err(Error::HeadTooLarge)));
         let limits = Limits { max_body: 10, ..Limits::default() };
-        let r = parse_head(b"PUT /k HTTP/1.1\r\nContent-Length: 11\r\n\r\n", &limits);
+        let r = parse_head(b"PUT /k HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", &limits);
         assert!(matches!(r, Err(Error::BodyTooLarge)));
     }
 
