@@ -65,14 +65,18 @@ impl Created {
     }
 }
 
-/// The region GetBucketLocation and HeadBucket name: the bucket's `LocationConstraint`, or
-/// the server's own region. `404 NoSuchBucket` for a bucket that does not exist.
+/// HeadBucket's region: [`location`]; `404 NoSuchBucket` for a bucket that does not exist.
 pub fn region(ctx: &Ctx, bucket: &str) -> Result<String, Failure> {
-    match created(ctx, bucket)? {
-        Some(c) => Ok(c.location.unwrap_or_else(|| super::serve::REGION.to_string())),
-        None if has_keys(ctx, bucket)? => Ok(super::serve::REGION.to_string()),
-        None => Err(S3Error::NoSuchBucket.into()),
-    }
+    must_exist(ctx, bucket)?;
+    location(ctx, bucket)
+}
+
+/// GetBucketLocation: the bucket's `LocationConstraint`, or the server's own region, also
+/// for a bucket that does not exist (yet): buckets are implicit, a PutObject into any works,
+/// and a client given no region (MinIO's SDK) asks where a bucket is before its first write
+/// to it, which failed on a `404`.
+pub fn location(ctx: &Ctx, bucket: &str) -> Result<String, Failure> {
+    Ok(created(ctx, bucket)?.and_then(|c| c.location).unwrap_or_else(|| super::serve::REGION.to_string()))
 }
 
 /// `404 NoSuchBucket` for a bucket that holds nothing and was never created.

@@ -341,7 +341,7 @@ async fn dispatch(
             bucket::delete(ctx, conn, req, &bucket)
         }
         Op::GetBucketLocation { bucket } => {
-            let region = bucket::region(ctx, &bucket)?;
+            let region = bucket::location(ctx, &bucket)?;
             Ok(ok(conn, req, 200, Some(xml::location_constraint(&region))))
         }
         Op::GetBucketVersioning { bucket } => {

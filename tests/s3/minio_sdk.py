@@ -94,4 +94,16 @@ eq(errors, [], "remove_objects")
 eq(list(mc.list_objects(B, recursive=True)), [], "emptied")
 mc.remove_bucket(B)
 eq(mc.bucket_exists(B), False, "bucket_exists after remove_bucket")
+
+# a client given no region asks a bucket's location before its first request to it:
+# buckets are implicit (S3.md), so one never created answers the server's region and the
+# PutObject into it works (it was 404 NoSuchBucket, and put_object failed)
+plain = Minio(os.environ["MKV_S3_HOST"], access_key=os.environ["AWS_ACCESS_KEY_ID"],
+              secret_key=os.environ["AWS_SECRET_ACCESS_KEY"], secure=False)
+plain.put_object("never-made", "k", io.BytesIO(b"implicit"), 8)
+got = plain.get_object("never-made", "k")
+eq(got.read(), b"implicit", "put_object into a bucket never created, no region given")
+got.close()
+got.release_conn()
+plain.remove_object("never-made", "k")
 done()
