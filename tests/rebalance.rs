@@ -1229,3 +1229,52 @@ fn a_rebalance_killed_mid_part_copy_leaves_no_part_file_no_record_names() {
     master.restart_with(&three, &flags());
     assert_completes(&master.addr(), &up, &vols);
 }
+
+/// A rebalance killed while a large value's copy was being written to a temporary file on a
+/// new volume left that file there for good: the rerun copied the key again under a new
+/// temporary name, so the first stayed, and once the volume left the list nothing looked at
+/// it again (a helper's kill -9 of online rebalances left 59 MB of them). A copy's temporary
+/// name is now the same for the same file, so the rerun's copy replaces it.
+#[test]
+fn a_rerun_after_a_killed_large_copy_leaves_no_temporary_file() {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let held = Arc::new(AtomicBool::new(false));
+    let fourth = {
+        let held = held.clone();
+        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
+            // the first temporary copy reaches the volume only after the rebalance was killed
+            let to_tmp = sent.starts_with(b"PUT /") && sent.windows(6).take(64).any(|w| w == b"/_tmp/");
+            if to_tmp && !held.swap(true, Ordering::SeqCst) {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let three = addrs(&vols[..3]);
+    let mut four = three.clone();
+    four.push(fourth.clone());
+    let key = (0..)
+        .map(|i| format!("/large/{i}"))
+        .find(|k| layout(&four).replicas(k).iter().any(|r| r.starts_with(&fourth)))
+        .unwrap();
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let mut master = Master::start_on(&three, &flags());
+    assert_eq!(request(&master.addr(), "PUT", &key, &[], &big).status, 201);
+    master.kill9();
+    let db = master.db().to_str().unwrap().to_string();
+    let (joined, mut all) = (four.join(","), vec!["rebalance", "-volumes"]);
+    all.push(&joined);
+    all.extend(flags());
+    all.extend(["-db", &db]);
+    let mut run = spawn_mkv(&all, Stdio::null());
+    wait_until("a copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
+    let _ = run.kill();
+    let _ = run.wait();
+    let tmp_on = |v: &Volume| v.files().into_iter().filter(|f| f.contains("_tmp/")).collect::<Vec<_>>();
+    wait_until("the held copy written", TIMEOUT, || !tmp_on(&vols[3]).is_empty());
+    thread::sleep(Duration::from_millis(500));
+    let (code, err) = rebalance(&four, &["-db", &db]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(tmp_on(&vols[3]), Vec::<String>::new(), "temporary files left\n{err}");
+    master.restart_with(&four, &flags());
+    assert!(get_follow(&master.addr(), &key).body == big, "{key} reads back changed");
+}

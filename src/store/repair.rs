@@ -373,7 +373,7 @@ async fn restore_from(
                 }
             }
         }
-        let id = write::temp_id();
+        let id = write::copy_id(path);
         let temps = targets(bad, &format!("{TMP_DIR}/{id}"));
         match copy_verified(ctx, topo, &src, path, &temps, rec).await {
             Ok(true) => return write::move_temps(ctx, topo, bad, &id, path).await,

@@ -297,6 +297,20 @@ pub fn temp_id() -> String {
     format!("{:x}-{:x}-{:x}", now_ms(), std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The temporary name (under `/_tmp`) of a copy of the file at `path`, a repair's or a
+/// move's: the same for the same file, so that a copy a killed run left half way is replaced
+/// by the rerun's and moved into place, not left behind for good (a volume that then leaves
+/// the list is never looked at again). Two copies of one file are never made at once: its
+/// key's (or part's) lock is held.
+pub fn copy_id(path: &str) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::from("copy-");
+    for b in crate::md5::Md5::digest(path.as_bytes()) {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
+}
+
 /// A staged write failed before any move: its temporary files go, the old value stays.
 async fn roll_back(ctx: &Ctx, topo: &Topology, key: &[u8], temps: &[(String, String)]) {
     match ctx.client.delete_present(topo, temps).await {
