@@ -1138,20 +1138,9 @@ fn an_online_rebalance_counts_what_it_moved_and_what_was_in_place() {
 /// back deletes them.
 #[test]
 fn a_rebalance_killed_mid_copy_leaves_no_file_no_record_names() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let held = Arc::new(AtomicBool::new(false));
-    let fourth = {
-        let held = held.clone();
-        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
-            // the first copy reaches the volume only after the rebalance was killed
-            if sent.starts_with(b"PUT /sv") && !held.swap(true, Ordering::SeqCst) {
-                thread::sleep(Duration::from_secs(3));
-            }
-        })
-    };
-    let three = addrs(&vols[..3]);
-    let mut four = three.clone();
-    four.push(fourth.clone());
+    // the first copy reaches the volume only after the rebalance was killed
+    let (vols, three, four, held) = four_holding_one(|sent| sent.starts_with(b"PUT /sv"));
+    let fourth = four[3].clone();
     let mut master = Master::start_on(&three, &flags());
     let moving: Vec<String> = (0..20)
         .map(|i| format!("/killed/{i}"))
@@ -1163,16 +1152,9 @@ fn a_rebalance_killed_mid_copy_leaves_no_file_no_record_names() {
     }
     master.kill9();
     let db = master.db().to_str().unwrap().to_string();
-    let (joined, mut args) = (four.join(","), flags());
-    args.extend(["-concurrency", "1", "-db", &db]);
-    let mut all = vec!["rebalance", "-volumes", &joined];
-    all.extend(args.iter().copied());
-    let mut run = spawn_mkv(&all, Stdio::null());
-    wait_until("a copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
-    let _ = run.kill();
-    let _ = run.wait();
-    wait_until("the held copy written", TIMEOUT, || vols[3].files().iter().any(|f| f.starts_with("sv")));
-    thread::sleep(Duration::from_millis(500));
+    kill_rebalance_when_held(&four, &db, &["-concurrency", "1"], &held, || {
+        vols[3].files().iter().any(|f| f.starts_with("sv"))
+    });
     let (code, err) = rebalance(&three, &["-db", &db]);
     assert_eq!(code, Some(0), "{err}");
     let left: Vec<String> = vols[3].files().into_iter().filter(|f| f.starts_with("sv")).collect();
@@ -1189,21 +1171,10 @@ fn a_rebalance_killed_mid_copy_leaves_no_file_no_record_names() {
 /// same window). The part's record names the copies before they are made.
 #[test]
 fn a_rebalance_killed_mid_part_copy_leaves_no_part_file_no_record_names() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let held = Arc::new(AtomicBool::new(false));
-    let fourth = {
-        let held = held.clone();
-        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
-            // the first part copy is written beside its place and moved into it: the move
-            // reaches the volume only after the rebalance was killed
-            if sent.starts_with(b"MOVE ") && !held.swap(true, Ordering::SeqCst) {
-                thread::sleep(Duration::from_secs(3));
-            }
-        })
-    };
-    let three = addrs(&vols[..3]);
-    let mut four = three.clone();
-    four.push(fourth.clone());
+    // the first part copy is written beside its place and moved into it: the move reaches
+    // the volume only after the rebalance was killed
+    let (vols, three, four, held) = four_holding_one(|sent| sent.starts_with(b"MOVE "));
+    let fourth = four[3].clone();
     let path = (0..)
         .map(|i| format!("/bucket/moving{i}"))
         .find(|k| layout(&four).replicas(k).iter().any(|r| r.starts_with(&fourth)))
@@ -1212,17 +1183,8 @@ fn a_rebalance_killed_mid_part_copy_leaves_no_part_file_no_record_names() {
     let up = upload_in_progress(&master.addr(), &path);
     master.kill9();
     let db = master.db().to_str().unwrap().to_string();
-    let (joined, mut all) = (four.join(","), vec!["rebalance", "-volumes"]);
-    all.push(&joined);
-    all.extend(flags());
-    all.extend(["-concurrency", "1", "-db", &db]);
-    let mut run = spawn_mkv(&all, Stdio::null());
-    wait_until("a part copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
-    let _ = run.kill();
-    let _ = run.wait();
     let parts_on = |v: &Volume| v.files().into_iter().filter(|f| f.contains("_parts/")).collect::<Vec<_>>();
-    wait_until("the held part copy written", TIMEOUT, || !parts_on(&vols[3]).is_empty());
-    thread::sleep(Duration::from_millis(500));
+    kill_rebalance_when_held(&four, &db, &["-concurrency", "1"], &held, || !parts_on(&vols[3]).is_empty());
     let (code, err) = rebalance(&three, &["-db", &db]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(parts_on(&vols[3]), Vec::<String>::new(), "part files no record names\n{err}");
@@ -1237,21 +1199,10 @@ fn a_rebalance_killed_mid_part_copy_leaves_no_part_file_no_record_names() {
 /// name is now the same for the same file, so the rerun's copy replaces it.
 #[test]
 fn a_rerun_after_a_killed_large_copy_leaves_no_temporary_file() {
-    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
-    let held = Arc::new(AtomicBool::new(false));
-    let fourth = {
-        let held = held.clone();
-        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
-            // the first temporary copy reaches the volume only after the rebalance was killed
-            let to_tmp = sent.starts_with(b"PUT /") && sent.windows(6).take(64).any(|w| w == b"/_tmp/");
-            if to_tmp && !held.swap(true, Ordering::SeqCst) {
-                thread::sleep(Duration::from_secs(3));
-            }
-        })
-    };
-    let three = addrs(&vols[..3]);
-    let mut four = three.clone();
-    four.push(fourth.clone());
+    // the first temporary copy reaches the volume only after the rebalance was killed
+    let (vols, three, four, held) =
+        four_holding_one(|sent| sent.starts_with(b"PUT /") && sent.windows(6).take(64).any(|w| w == b"/_tmp/"));
+    let fourth = four[3].clone();
     let key = (0..)
         .map(|i| format!("/large/{i}"))
         .find(|k| layout(&four).replicas(k).iter().any(|r| r.starts_with(&fourth)))
@@ -1261,20 +1212,46 @@ fn a_rerun_after_a_killed_large_copy_leaves_no_temporary_file() {
     assert_eq!(request(&master.addr(), "PUT", &key, &[], &big).status, 201);
     master.kill9();
     let db = master.db().to_str().unwrap().to_string();
-    let (joined, mut all) = (four.join(","), vec!["rebalance", "-volumes"]);
-    all.push(&joined);
-    all.extend(flags());
-    all.extend(["-db", &db]);
-    let mut run = spawn_mkv(&all, Stdio::null());
-    wait_until("a copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
-    let _ = run.kill();
-    let _ = run.wait();
     let tmp_on = |v: &Volume| v.files().into_iter().filter(|f| f.contains("_tmp/")).collect::<Vec<_>>();
-    wait_until("the held copy written", TIMEOUT, || !tmp_on(&vols[3]).is_empty());
-    thread::sleep(Duration::from_millis(500));
+    kill_rebalance_when_held(&four, &db, &[], &held, || !tmp_on(&vols[3]).is_empty());
     let (code, err) = rebalance(&four, &["-db", &db]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(tmp_on(&vols[3]), Vec::<String>::new(), "temporary files left\n{err}");
     master.restart_with(&four, &flags());
     assert!(get_follow(&master.addr(), &key).body == big, "{key} reads back changed");
+}
+
+/// Four volumes, the fourth behind a proxy that holds the first request `held_if` picks for
+/// 3 s (one a rebalance sends, to land after the rebalance was killed): the volumes, the
+/// first three's addresses, all four's, and whether that request came.
+fn four_holding_one(held_if: fn(&[u8]) -> bool) -> (Vec<Volume>, Vec<String>, Vec<String>, Arc<AtomicBool>) {
+    let vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let held = Arc::new(AtomicBool::new(false));
+    let fourth = {
+        let held = held.clone();
+        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[3].addr(), 64 << 10, move |sent| {
+            if held_if(sent) && !held.swap(true, Ordering::SeqCst) {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let three = addrs(&vols[..3]);
+    let mut four = three.clone();
+    four.push(fourth);
+    (vols, three, four, held)
+}
+
+/// `mkv rebalance -volumes <four> -db <db> <extra>`, killed once the request the proxy holds
+/// came ([`four_holding_one`]); returns once `landed` says it reached the volume.
+fn kill_rebalance_when_held(four: &[String], db: &str, extra: &[&str], held: &AtomicBool, landed: impl Fn() -> bool) {
+    let joined = four.join(",");
+    let mut all = vec!["rebalance", "-volumes", &joined, "-db", db];
+    all.extend(flags());
+    all.extend_from_slice(extra);
+    let mut run = spawn_mkv(&all, Stdio::null());
+    wait_until("a copy to the new volume", TIMEOUT, || held.load(Ordering::SeqCst));
+    let _ = run.kill();
+    let _ = run.wait();
+    wait_until("the held copy written", TIMEOUT, landed);
+    thread::sleep(Duration::from_millis(500));
 }
