@@ -983,3 +983,35 @@ fn unlink_of_an_unlinked_key_whose_replacement_waits_for_a_dead_volume_is_404() 
     assert_eq!(listed(&addr, "unlinked"), ["/q"]);
     assert_eq!(get(&addr, "/q").status, 404);
 }
+
+/// A record naming a volume outside `-volumes` (a master restarted on another list before a
+/// rebalance, an index restored from before a volume change): the master does not probe
+/// that volume, and GETs were redirected to it in turn with the others, also when it was
+/// gone (a helper's 4 redirects in 9 to a volume that no longer listened). A replica on a
+/// volume the master watches and finds up comes first; one outside the list is answered only
+/// when no watched replica is up, and reads still work before the rebalance.
+#[test]
+fn reads_go_to_watched_live_volumes_before_ones_outside_the_list() {
+    let mut vols: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
+    let flags = ["-replicas", "3", "-subvolumes", "1"];
+    let addrs: Vec<String> = vols.iter().map(Volume::addr).collect();
+    let mut master = Master::start_on(&addrs[..3], &flags);
+    assert_eq!(request(&master.addr(), "PUT", "/k", &[], b"value").status, 201);
+    let (outside, replaced) = (addrs[2].clone(), vec![addrs[0].clone(), addrs[1].clone(), addrs[3].clone()]);
+    master.restart_with(&replaced, &flags);
+    vols[2].stop();
+    for _ in 0..9 {
+        let r = get(&master.addr(), "/k");
+        assert_eq!(r.status, 302, "{r:?}");
+        let to = r.header("location").unwrap_or_default();
+        assert!(!to.contains(&outside), "redirected to {outside}, outside the list and down: {r:?}");
+    }
+    // none of the watched volumes holds it: the replica outside the list is the one to try
+    vols[2].start();
+    vols[0].stop();
+    vols[1].stop();
+    wait_until("the master to see two volumes down", TIMEOUT, || {
+        request(&master.addr(), "GET", "/k", &[], b"").header("location").is_some_and(|l| l.contains(&outside))
+    });
+    assert_eq!(get_follow(&master.addr(), "/k").body, b"value");
+}

@@ -61,10 +61,16 @@ impl Answer {
         &self.text[start..self.replicas[i].0 as usize]
     }
 
-    /// A replica on a live volume: the first in [`placement::read_order`] from `turn`.
+    /// A replica on a live volume: the first in [`placement::read_order`] from `turn` whose
+    /// volume the master watches and finds up, else the first outside `-volumes`.
     pub fn live_replica(&self, turn: usize) -> Option<&str> {
-        let up = |i: &usize| self.replicas[*i].1.as_ref().is_none_or(|v| v.is_up());
-        placement::read_order(self.replicas.len(), self.spread as usize, turn).find(up).map(|i| self.replica(i))
+        let order = || placement::read_order(self.replicas.len(), self.spread as usize, turn);
+        let up = |i: &usize| self.replicas[*i].1.as_ref().is_some_and(|v| v.is_up());
+        // a volume outside -volumes is not probed: up or not, nothing tells (a master started
+        // on another list, an index restored from before a volume change), so it is answered
+        // only when no replica the master watches is up
+        let unwatched = |i: &usize| self.replicas[*i].1.is_none();
+        order().find(up).or_else(|| order().find(unwatched)).map(|i| self.replica(i))
     }
 
     fn current(&self, seq: u64, gen: u64) -> bool {
