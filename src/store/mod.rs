@@ -95,7 +95,9 @@ impl Shared {
         } else {
             None
         };
-        if let Ok(Some(v)) = index.meta(REBALANCED_TO) {
+        // a server started on another list than the last rebalance's: a rebalance onto a new
+        // list is what it is for, and verify names replicas outside its list on its own
+        if let Some(v) = index.meta(REBALANCED_TO).ok().flatten().filter(|_| probe) {
             let online = String::from_utf8_lossy(&v);
             if online != cfg.volumes.join(",") {
                 eprintln!(
@@ -105,7 +107,7 @@ impl Shared {
                 );
             }
         }
-        if let Ok(Some(v)) = index.meta(REBALANCED_REPLICAS) {
+        if let Some(v) = index.meta(REBALANCED_REPLICAS).ok().flatten().filter(|_| probe) {
             let then = String::from_utf8_lossy(&v);
             if then != cfg.replicas.to_string() {
                 eprintln!(
