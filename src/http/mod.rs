@@ -208,6 +208,11 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
             }
             expect_continue = http11;
         } else if name.eq_ignore_ascii_case("host") {
+            // RFC 3986's host[:port] has no space, and no '/', '?', '#' or '@' (nginx refuses
+            // them too); the rest of its grammar is not checked
+            if trim(h.value).iter().any(|&b| matches!(b, b' ' | b'\t' | b'/' | b'?' | b'#' | b'@' | b'\\')) {
+                return Err(Error::BadRequest("bad Host header"));
+            }
             hosts += 1;
         }
     }
@@ -225,8 +230,11 @@ fn parse_with<'b>(buf: &'b [u8], limits: &Limits, headers: &mut [httparse::Heade
     }
     // RFC 9112 §3.2: 400 for an HTTP/1.1 request without a Host, and for any with two (as
     // nginx and Go's server answer)
-    if hosts > 1 || (http11 && hosts == 0) {
-        return Err(Error::BadRequest("an HTTP/1.1 request needs one Host header"));
+    if hosts > 1 {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    if http11 && hosts == 0 {
+        return Err(Error::BadRequest("an HTTP/1.1 request needs a Host header"));
     }
     Ok(Some(Head {
         method,
@@ -363,6 +371,10 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive && !h.expect_continue);
         assert_eq!(h.len, 53);
+        for host in ["h", "h:3000", "[::1]:3000", "127.0.0.1:3000", " h "] {
+            let head = format!("GET /k HTTP/1.1\r\nHost:{host}\r\n\r\n");
+            assert!(parse(&head).unwrap().is_some(), "{host:?}");
+        }
         // HTTP/1.0 needs no Host
         let h = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive);
@@ -422,6 +434,9 @@ mod tests {
             "GET /k HTTP/1.1\r\n\r\n",
             "GET /k HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET /k HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+            "GET /k HTTP/1.1\r\nHost: a, b\r\n\r\n",
+            "GET /k HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET /k HTTP/1.1\r\nHost: a/b\r\n\r\n",
         ] {
             assert!(matches!(parse(bad), Err(Error::BadRequest(_))), "{bad:?}");
         }
