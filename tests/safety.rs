@@ -595,6 +595,31 @@ fn trickled_bodies_take_little_memory_and_are_cut() {
     assert_eq!(request(&addr, "PUT", "/after", &[], b"whole").status, 201, "the master serves others after");
 }
 
+/// A body sent steadily above `-body-min-rate` is taken: the rate counted only the bytes of
+/// pieces already read whole (up to 64 KiB and more), so a client at 1.5× the minimum got
+/// `408` at the first `-body-timeout` with 45 KB of its 60 KB sent (a helper's; the
+/// effective minimum was 64 KiB over `-body-timeout`, ~2.2 KB/s at the defaults).
+#[test]
+fn a_body_sent_above_the_minimum_rate_is_taken() {
+    let c = Cluster::new(1, &["-replicas", "1", "-subvolumes", "1", "-body-timeout", "2s", "-body-min-rate", "1000"]);
+    let mut s = TcpStream::connect(c.addr()).unwrap();
+    s.set_nodelay(true).unwrap();
+    let body = vec![b'r'; 12_000];
+    let head =
+        format!("PUT /steady HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).unwrap();
+    // 3,000 bytes a second, three times the minimum, for 4 s
+    for piece in body.chunks(300) {
+        if s.write_all(piece).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let r = read_raw(&mut s, Duration::from_secs(5));
+    assert_eq!(r.status(), Some(201), "{:?}", r.text());
+    assert_eq!(get_follow(&c.addr(), "/steady").body, body);
+}
+
 // ---- 8. open files -----------------------------------------------------------------------
 
 #[test]

@@ -112,13 +112,16 @@ impl Body {
 
     /// When the next body bytes must have arrived: within `-body-timeout` of now, and before
     /// the average rate since the head falls under `-body-min-rate` (after a first
-    /// `-body-timeout` of grace), so a trickle is cut however regular it is.
-    fn deadline(&self, now: u64) -> u64 {
+    /// `-body-timeout` of grace), so a trickle is cut however regular it is. `pending`: the
+    /// bytes read into the piece being filled, not yet in `received` (counted only once a
+    /// piece was whole, a steady client above the rate was cut).
+    fn deadline(&self, now: u64, pending: usize) -> u64 {
         let per_read = now + self.timeout.as_millis() as u64;
         if self.min_rate == 0 {
             return per_read;
         }
-        let by_rate = self.began + self.timeout.as_millis() as u64 + self.received.saturating_mul(1000) / self.min_rate;
+        let got = self.received + pending as u64;
+        let by_rate = self.began + self.timeout.as_millis() as u64 + got.saturating_mul(1000) / self.min_rate;
         per_read.min(by_rate)
     }
 }
@@ -303,7 +306,7 @@ impl Conn {
     async fn read_body_into(&mut self, body: &Body, v: &mut Vec<u8>) -> Result<bool, Error> {
         let len = v.len();
         let cap = v.capacity();
-        self.watched.arm_at(Wait::Body, body.deadline(self.watched.now()));
+        self.watched.arm_at(Wait::Body, body.deadline(self.watched.now(), len));
         let (res, slice) = self.stream.read(std::mem::take(v).slice_mut(len..cap)).await;
         *v = slice.into_inner();
         self.watched.disarm();
@@ -362,7 +365,7 @@ impl Conn {
                     if body.chunked.is_done() || out.len() >= max || (!out.is_empty() && self.rpos == self.rbuf.len()) {
                         break;
                     }
-                    self.watched.arm_at(Wait::Body, body.deadline(self.watched.now()));
+                    self.watched.arm_at(Wait::Body, body.deadline(self.watched.now(), out.len()));
                     let n = self.fill().await;
                     if self.watched.fired().is_some() {
                         return Err(Error::Timeout);
