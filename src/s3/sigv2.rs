@@ -185,11 +185,15 @@ fn amz_headers(headers: &Headers, out: &mut Vec<u8>) {
 /// sent with no value is signed as its name alone (`?uploads`, as S3 and rclone sign
 /// `?uploads=`) or, with `keep_eq`, with the `=` it was sent with.
 fn resource_query(query: &[u8], out: &mut Vec<u8>, keep_eq: bool) {
-    let mut subs: Vec<(&[u8], Option<Vec<u8>>)> = pairs(query)
-        .filter(|(n, _)| SUB_RESOURCES.iter().any(|s| s.as_bytes() == *n))
-        .map(|(n, v)| (n, v.map(|v| percent_decode(v, false).unwrap_or_else(|| v.to_vec()))))
+    let decode = |b: &[u8]| percent_decode(b, false).unwrap_or_else(|| b.to_vec());
+    // by name as the request is read (decoded): `upload%49d` left out of the string to sign
+    // was still taken for `uploadId`, so a signed URL could be made to do another thing
+    let mut subs: Vec<(Vec<u8>, Option<Vec<u8>>)> = pairs(query)
+        .map(|(n, v)| (decode(n), v))
+        .filter(|(n, _)| SUB_RESOURCES.iter().any(|s| s.as_bytes() == n.as_slice()))
+        .map(|(n, v)| (n, v.map(decode)))
         .collect();
-    subs.sort_by(|a, b| a.0.cmp(b.0));
+    subs.sort_by(|a, b| a.0.cmp(&b.0));
     for (i, (name, value)) in subs.iter().enumerate() {
         out.push(if i == 0 { b'?' } else { b'&' });
         out.extend_from_slice(name);
