@@ -377,6 +377,13 @@ fn presigned_auth(
     let key = cache.key(access, secret, &scope);
     let query = canonical_query(req.query, true)?;
     verify(req, &query, &signed, payload, &key, stamp, &scope, &signature)?;
+    // a body's hash signed in the query binds the URL to that body, as the header's would
+    // (it was signed, and any body taken)
+    let content = match (hex32(payload), content) {
+        (Some(h), ContentSha256::Sha256(sent)) if sent != h => return Err(S3Error::ContentSha256Mismatch),
+        (Some(h), ContentSha256::Absent | ContentSha256::Unsigned) => ContentSha256::Sha256(h),
+        (_, content) => content,
+    };
     Ok(Verified { access_key: Some(access.to_owned()), content, chain: None })
 }
 

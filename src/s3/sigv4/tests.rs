@@ -340,3 +340,31 @@ fn a_content_length_sent_twice_alike_is_signed_once() {
     h.push(("content-length", "6"));
     assert!(auth("PUT", "/b/k", &h, T2013).is_ok());
 }
+
+/// A presigned URL whose query signs the body's SHA-256 (`X-Amz-Content-Sha256`) takes that
+/// body only: the hash was signed, then not checked, and any body was stored (a helper's).
+#[test]
+fn a_body_hash_signed_in_a_presigned_query_binds_the_body() {
+    let intended: [u8; 32] = Sha256::digest(b"the intended body").into();
+    let query = format!(
+        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Content-Sha256={}&X-Amz-Credential={AK}%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host",
+        hex(&intended)
+    );
+    let h = [("Host", "mkv:3000")];
+    let creq = canonical_request(
+        "PUT",
+        "/b/k",
+        &canonical_query(query.as_bytes(), true).unwrap(),
+        &canonical_headers(&Headers(&hdrs(&h)), &["host"]),
+        "host",
+        hex(&intended).as_bytes(),
+    );
+    let key = signing_key(SK, "20130524", "us-east-1", "s3");
+    let sts = string_to_sign("20130524T000000Z", "20130524/us-east-1/s3/aws4_request", &creq);
+    let target = format!("/b/k?{query}&X-Amz-Signature={}", hex(&hmac(&key, sts.as_bytes())));
+    assert_eq!(auth("PUT", &target, &h, T2013).unwrap().content, ContentSha256::Sha256(intended));
+    // a header naming another body is no way round it
+    let other = hex(&Sha256::digest(b"another body"));
+    let both = [h[0], ("x-amz-content-sha256", other.as_str())];
+    assert!(auth("PUT", &target, &both, T2013).is_err());
+}
