@@ -196,5 +196,15 @@ with as_over_https() if HTTPS else contextlib.nullcontext():
     eq(error_of(s3.list_parts, Bucket="mp-doomed", Key="k", UploadId=doomed), (404, "NoSuchUpload"),
        "parts of an upload whose bucket was deleted")
 
+    # the object size the client says it sent (MpuObjectSize): checked, not ignored
+    sized = s3.create_multipart_upload(Bucket=B, Key="sized")["UploadId"]
+    tag = s3.upload_part(Bucket=B, Key="sized", UploadId=sized, PartNumber=1, Body=b"hello")["ETag"]
+    listed = {"Parts": [{"PartNumber": 1, "ETag": tag}]}
+    eq(error_of(s3.complete_multipart_upload, Bucket=B, Key="sized", UploadId=sized, MultipartUpload=listed,
+                MpuObjectSize=999), (400, "InvalidRequest"), "Complete with a wrong MpuObjectSize")
+    s3.complete_multipart_upload(Bucket=B, Key="sized", UploadId=sized, MultipartUpload=listed, MpuObjectSize=5)
+    eq(body(s3, B, "sized"), b"hello", "Complete with the right MpuObjectSize")
+    s3.delete_object(Bucket=B, Key="sized")
+
 print("UPLOADS", gone, uid, small, over, cp, ck)
 done()

@@ -181,7 +181,18 @@ pub async fn complete(
         let tag = multipart_etag(&chosen.iter().map(|p| p.md5).collect::<Vec<_>>());
         let mut stored = Stored::decode(&u.stored);
         stored.etag = Some(tag.clone());
-        let total = chosen.iter().map(|p| p.size).sum();
+        let total: u64 = chosen.iter().map(|p| p.size).sum();
+        // the size the client says it uploaded (boto3's MpuObjectSize): a check it asked for
+        if let Some(said) = req.headers.get("x-amz-mp-object-size") {
+            let said = std::str::from_utf8(said.trim_ascii()).ok().and_then(|s| s.parse::<u64>().ok());
+            if said != Some(total) {
+                return Err(S3Error::InvalidRequest(
+                    "The provided 'x-amz-mp-object-size' header value does not match the size of the object \
+                     the parts make",
+                )
+                .into());
+            }
+        }
         // the ETag comes from the parts' MD5s: the whole object's is hashed (a second pass
         // over every byte) only for the record, as a native PUT's, under -md5sum
         let md5 = ctx.shared.cfg.md5sum;
