@@ -4,9 +4,9 @@
 //!
 //! The order is a key's ([`crate::store::relocate`]): the record names old and new → copy
 //! to the volumes that lack the part → the record names new and old → delete the old → the
-//! record names the new. The
-//! part's lock is held throughout (no upload of the same part number meanwhile), and its
-//! upload's while the record changes (Complete and Abort read parts under it).
+//! record names the new. The part's lock is held throughout (no upload of the same part
+//! number meanwhile), and its upload's while the record changes (Complete and Abort read
+//! parts under it).
 
 use std::time::Duration;
 
