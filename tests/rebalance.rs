@@ -1255,3 +1255,42 @@ fn kill_rebalance_when_held(four: &[String], db: &str, extra: &[&str], held: &At
     wait_until("the held copy written", TIMEOUT, landed);
     thread::sleep(Duration::from_millis(500));
 }
+
+/// A move to more replicas (`-replicas` 2 → 3) named the new replica in the record before
+/// copying it, and GETs, which take turns over `-replicas` of the named ones, were
+/// redirected to it before it was written: 404 on the follow (a helper's readers during an
+/// online 2 → 3, 1–3 in every run). Named ahead only where reads do not reach: a record that
+/// fills the read rotation already.
+#[test]
+fn reads_during_a_move_to_more_replicas_go_to_written_ones() {
+    let vols: Vec<Volume> = (0..3).map(|_| Volume::new()).collect();
+    let held = Arc::new(AtomicBool::new(false));
+    let third = {
+        let held = held.clone();
+        proxy(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), vols[2].addr(), 64 << 10, move |sent| {
+            if sent.starts_with(b"PUT /sv") && !held.swap(true, Ordering::SeqCst) {
+                thread::sleep(Duration::from_secs(3));
+            }
+        })
+    };
+    let all = vec![vols[0].addr(), vols[1].addr(), third.clone()];
+    let two = Layout { volumes: all.clone(), replicas: 2, subvolumes: SUBVOLUMES };
+    let key =
+        (0..).map(|i| format!("/grow/{i}")).find(|k| !two.replicas(k).iter().any(|r| r.starts_with(&third))).unwrap();
+    let mut master = Master::start_on(&all, &["-replicas", "2", "-subvolumes", "4"]);
+    assert_eq!(request(&master.addr(), "PUT", &key, &[], &value_of(&key)).status, 201);
+    master.restart_with(&all, &["-replicas", "3", "-subvolumes", "4"]);
+    let mover = {
+        let (addr, key) = (master.addr(), key.clone());
+        thread::spawn(move || request(&addr, "REBALANCE", &key, &[], b""))
+    };
+    wait_until("the copy to the third volume", TIMEOUT, || held.load(Ordering::SeqCst));
+    for _ in 0..6 {
+        let r = get_follow(&master.addr(), &key);
+        assert_eq!(r.status, 200, "a GET while the third replica is copied went where it is not yet: {r:?}");
+    }
+    assert_eq!(mover.join().unwrap().status, 204);
+    for _ in 0..3 {
+        assert_eq!(get_follow(&master.addr(), &key).body, value_of(&key));
+    }
+}

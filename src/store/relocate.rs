@@ -113,10 +113,12 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         // go to those): a move killed half way leaves no file that no record names. Copies
         // made first were left on a volume the next volume list dropped, for good, and a
         // rebuild that counted that volume brought them back, deleted keys too (a helper's
-        // kill -9 of an online rebalance)
+        // kill -9 of an online rebalance). Only where reads do not reach them: GETs take
+        // turns over the first -replicas named, so a record with fewer (a move to more
+        // replicas) had GETs sent to a copy not made yet; its copies are recorded once made
         let new = to.iter().filter(|t| !rec.volumes.contains(t));
         let ahead = Record { volumes: rec.volumes.iter().chain(new).cloned().collect(), ..rec.clone() };
-        if ahead.volumes != rec.volumes {
+        if ahead.volumes != rec.volumes && rec.volumes.len() >= topo.replicas {
             sh.index.set_from(key, Some(state), state, &ahead)?;
         }
         // from a replica whose bytes are the record's only: one copied damaged would spread,
