@@ -124,8 +124,8 @@ pub async fn one(ctx: &Ctx, key: &[u8], dry_run: bool) -> Result<Outcome, Error>
         // from a replica whose bytes are the record's only: one copied damaged would spread,
         // and the old replicas it replaces are deleted below
         let from = rec.volumes.iter().filter(|v| !damaged.contains(v)).cloned().collect();
-        // a failed copy leaves the record naming them: verify restores what is missing, and
-        // a rerun ends the move
+        // a failed copy leaves the record naming those named ahead: verify restores what is
+        // missing, and a rerun ends the move
         let written = repair::copy_onto(ctx, &topo, &path, &rec, from, to).await?;
         if state == State::Unlinked {
             let marker = format!("{MARKER_DIR}{path}");
